@@ -1,0 +1,115 @@
+"""The Backend protocol: report nodes and pod events, launch a pod on a node, stop a pod.
+
+A backend never decides anything; controllers tell it what to run where. Every method is
+idempotent (launching a pod id that already exists, or stopping one that is gone, is a no-op)
+because controllers may repeat calls after a crash. Must not import controllers or store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol
+
+from phalanx.model.objects import DeviceShare, Node
+from phalanx.model.resources import Resources
+
+
+@dataclass(frozen=True, slots=True)
+class PodLaunch:
+    """Everything a backend needs to start one pod of one attempt of a job.
+
+    ``env`` already holds the job's env plus the wiring of ARCHITECTURE.md §8 (PHALANX_*,
+    WORLD_SIZE, RANK, LOCAL_RANK, MASTER_ADDR, MASTER_PORT); the backend adds only what it alone
+    knows (``CUDA_VISIBLE_DEVICES`` for the devices it maps).
+    """
+
+    pod_id: str
+    job: str
+    namespace: str
+    pod_set: str
+    index: int
+    attempt: int
+    node: str
+    devices: tuple[DeviceShare, ...]
+    resources: Resources
+    command: tuple[str, ...]
+    args: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    working_dir: str = ""
+    image: str = ""
+    grace_period_s: float = 10.0
+
+
+class PodEventKind(StrEnum):
+    """What happened to a pod."""
+
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    #: The pod ended because it was asked to stop (cancel, preemption, restart of the gang).
+    STOPPED = "Stopped"
+    #: The pod vanished without an exit status (node lost, process killed with its supervisor).
+    LOST = "Lost"
+
+
+@dataclass(frozen=True, slots=True)
+class PodEvent:
+    """A change in a pod's state, observed by the backend at ``at`` (epoch seconds)."""
+
+    pod_id: str
+    kind: PodEventKind
+    at: float
+    exit_code: int | None = None
+    reason: str = ""
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RendezvousInfo:
+    """Where the pods of one gang attempt meet: torchrun's MASTER_ADDR and MASTER_PORT."""
+
+    master_addr: str
+    master_port: int
+
+
+class Backend(Protocol):
+    """A substrate that runs pods. See the module docstring for the idempotency contract."""
+
+    name: str
+
+    def nodes(self) -> list[Node]:
+        """Return the nodes pods can be placed on, as observed now."""
+        ...
+
+    def rendezvous(self, job: str, attempt: int, first_node: str) -> RendezvousInfo:
+        """Return the rendezvous address for one attempt of a gang whose rank 0 runs on
+        ``first_node``. Called once per attempt; the result is stored with the pods."""
+        ...
+
+    def launch(self, pod: PodLaunch) -> None:
+        """Start ``pod`` on its node; a no-op if ``pod.pod_id`` was launched before."""
+        ...
+
+    def stop(self, pod_id: str, grace_period_s: float) -> None:
+        """Ask a pod to stop (SIGTERM, then SIGKILL after the grace period, or the backend's
+        equivalent). Returns at once; a STOPPED (or exit) event follows. No-op if gone."""
+        ...
+
+    def poll_events(self) -> list[PodEvent]:
+        """Return pod events observed since the previous call, oldest first."""
+        ...
+
+    def adopt(self, pod_ids: Iterable[str]) -> list[PodEvent]:
+        """After a control-plane restart: take back the pods in ``pod_ids`` that still run
+        and return an event for each that ended (or vanished) while nobody watched."""
+        ...
+
+    def read_logs(self, pod_id: str, offset: int = 0, limit: int = 1 << 20) -> bytes:
+        """Return up to ``limit`` bytes of the pod's output starting at ``offset``; b"" if none."""
+        ...
+
+    def close(self) -> None:
+        """Release resources held by the backend; pods keep running."""
+        ...

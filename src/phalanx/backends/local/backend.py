@@ -1,0 +1,369 @@
+"""The local backend: pods are process groups on this machine, one supervisor each.
+
+Each pod lives in ``<data_dir>/pods/<pod_id>/``; the files there are the whole truth, so a new
+backend on the same data directory (after a control-plane restart) picks up where the last one
+stopped:
+
+- ``launch.json``: what to run (written first; its presence makes ``launch`` a no-op);
+- ``pid.json``: the supervisor's pid and start time (a reused pid is never taken for ours);
+- ``output.log``: the workload's stdout and stderr;
+- ``stop.json``: a stop was requested, and when the grace period ends;
+- ``exit.json``: written by the supervisor when the workload ended.
+
+Pod transitions, as ``poll_events`` and ``adopt`` report them:
+
+1. launched → RUNNING, as soon as the supervisor has started;
+2. supervisor gone, ``exit.json`` present → SUCCEEDED (exit 0) or FAILED (non-zero or signal),
+   or STOPPED when ``stop.json`` says a stop was asked for;
+3. supervisor gone, no ``exit.json`` → STOPPED if a stop was asked for, else LOST; in both cases
+   whatever is left of the pod's process group is killed so nothing keeps running unseen.
+
+Must not import phalanx.controllers, phalanx.store or phalanx.api.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from phalanx.backends.base import PodEvent, PodEventKind, PodLaunch, RendezvousInfo
+from phalanx.backends.local import supervisor
+from phalanx.backends.local.nodes import discover_nodes
+from phalanx.backends.local.supervisor import (
+    read_json,
+    read_proc_stat,
+    read_start_ticks,
+    write_json_atomic,
+)
+from phalanx.model.objects import Node
+
+__all__ = ["LocalBackend"]
+
+_POD_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+#: The only variables of the control plane's environment a pod inherits.
+_INHERITED_ENV = (
+    "PATH", "HOME", "LANG", "LC_ALL", "PYTHONPATH", "VIRTUAL_ENV", "TMPDIR", "USER",
+)  # fmt: skip
+#: Ignored signals survive exec; a pod starts with these at their defaults.
+_DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGHUP, signal.SIGINT, signal.SIGTERM)
+
+
+@dataclass(slots=True)
+class _TrackedPod:
+    """A pod whose supervisor this backend watches."""
+
+    pod_id: str
+    pod_dir: Path
+    pid: int
+    start_ticks: int | None
+    stop_deadline: float | None = None
+    is_killed: bool = False
+    is_gone: bool = False
+
+
+class LocalBackend:
+    """Runs pods as process groups on this machine; see the module docstring."""
+
+    name = "local"
+
+    def __init__(
+        self, data_dir: Path, nodes: list[Node] | None = None, python: str = sys.executable
+    ) -> None:
+        self._pods_dir = Path(data_dir).absolute() / "pods"
+        self._pods_dir.mkdir(parents=True, exist_ok=True)
+        self._nodes = list(discover_nodes() if nodes is None else nodes)
+        self._python = python
+        self._lock = threading.Lock()
+        self._tracked: dict[str, _TrackedPod] = {}
+        self._events: list[PodEvent] = []
+
+    def nodes(self) -> list[Node]:
+        """Return the nodes given at construction (or this machine, discovered)."""
+        return list(self._nodes)
+
+    def rendezvous(self, job: str, attempt: int, first_node: str) -> RendezvousInfo:
+        """Return 127.0.0.1 and a TCP port that was free a moment ago."""
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        return RendezvousInfo("127.0.0.1", port)
+
+    def launch(self, pod: PodLaunch) -> None:
+        """Start ``pod`` under a supervisor; a no-op if its directory already has launch.json.
+
+        Raises ValueError for a pod id that is not a safe file name. A supervisor that cannot
+        be started gives a FAILED event (exit code 127) rather than an exception.
+        """
+        pod_dir = self._pod_dir(pod.pod_id)
+        if pod_dir is None:
+            raise ValueError(f"pod id {pod.pod_id!r} must match {_POD_ID.pattern}")
+        with self._lock:
+            if pod.pod_id in self._tracked or (pod_dir / "launch.json").exists():
+                return
+            pod_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            log_path = pod_dir / "output.log"
+            if pod.image:
+                _append_log(log_path, f"image {pod.image!r} is ignored by the local backend")
+            env = _pod_env(pod, self._python)
+            write_json_atomic(
+                pod_dir / "launch.json",
+                {
+                    "pod_id": pod.pod_id,
+                    "node": pod.node,
+                    "command": list(pod.command),
+                    "args": list(pod.args),
+                    "env": env,
+                    "working_dir": str(pod_dir / pod.working_dir),
+                },
+            )
+            try:
+                pid = os.posix_spawnp(
+                    self._python,
+                    [self._python, "-I", supervisor.__file__, str(pod_dir)],
+                    env,
+                    file_actions=[
+                        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                        (
+                            os.POSIX_SPAWN_OPEN,
+                            1,
+                            str(log_path),
+                            os.O_WRONLY | os.O_APPEND | os.O_CREAT,
+                            0o600,
+                        ),
+                        (os.POSIX_SPAWN_DUP2, 1, 2),
+                    ],
+                    setsid=True,
+                    setsigdef=_DEFAULT_SIGNALS,
+                )
+            except OSError as exc:
+                message = f"cannot start the pod supervisor with {self._python!r}: {exc}"
+                _append_log(log_path, message)
+                status = {"exit_code": supervisor.NOT_STARTED_EXIT_CODE, "signal": None}
+                write_json_atomic(pod_dir / "exit.json", {**status, "message": message})
+                self._events.append(self._finished_event(pod.pod_id, time.time(), None))
+                return
+            start_ticks = read_start_ticks(pid)
+            write_json_atomic(pod_dir / "pid.json", {"pid": pid, "start_ticks": start_ticks})
+            self._tracked[pod.pod_id] = _TrackedPod(pod.pod_id, pod_dir, pid, start_ticks)
+            self._events.append(PodEvent(pod.pod_id, PodEventKind.RUNNING, time.time()))
+
+    def stop(self, pod_id: str, grace_period_s: float) -> None:
+        """Record stop.json, then SIGTERM the pod (its supervisor relays to the whole group);
+        ``poll_events`` SIGKILLs the group once the grace period is over. No-op if gone."""
+        with self._lock:
+            pod = self._tracked.get(pod_id) or self._track_if_running(pod_id)
+            if pod is None or not self._is_alive(pod):
+                return
+            now = time.time()
+            deadline = now + max(0.0, grace_period_s)
+            is_first = pod.stop_deadline is None
+            if pod.stop_deadline is not None and pod.stop_deadline <= deadline:
+                return
+            write_json_atomic(
+                pod.pod_dir / "stop.json",
+                {"requested_at": now, "grace_period_s": max(0.0, grace_period_s)},
+            )
+            pod.stop_deadline = deadline
+            if grace_period_s <= 0:
+                self._kill_group(pod)
+            elif is_first:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pod.pid, signal.SIGTERM)
+
+    def poll_events(self) -> list[PodEvent]:
+        """Return events since the last call without blocking: reap ended supervisors and kill
+        the groups of pods whose stop grace period is over."""
+        with self._lock:
+            now = time.time()
+            for pod in list(self._tracked.values()):
+                if self._is_alive(pod):
+                    is_overdue = pod.stop_deadline is not None and now >= pod.stop_deadline
+                    if is_overdue and not pod.is_killed:
+                        self._kill_group(pod)
+                    continue
+                del self._tracked[pod.pod_id]
+                self._events.append(self._finished_event(pod.pod_id, now, pod))
+            events, self._events = self._events, []
+            return events
+
+    def adopt(self, pod_ids: Iterable[str]) -> list[PodEvent]:
+        """Track the pods in ``pod_ids`` that still run; return an event for each that ended
+        (SUCCEEDED/FAILED/STOPPED from its files), never started or vanished (LOST)."""
+        events: list[PodEvent] = []
+        with self._lock:
+            now = time.time()
+            for pod_id in pod_ids:
+                pod_dir = self._pod_dir(pod_id)
+                if pod_id in self._tracked:
+                    continue
+                if pod_dir is None or not pod_dir.is_dir():
+                    message = f"no pod directory for {pod_id!r} under {self._pods_dir}"
+                    events.append(
+                        PodEvent(pod_id, PodEventKind.LOST, now, None, "NotFound", message)
+                    )
+                    continue
+                pod = self._load(pod_id, pod_dir)
+                if pod is not None and self._is_alive(pod):
+                    self._tracked[pod_id] = pod
+                    continue
+                events.append(self._finished_event(pod_id, now, pod))
+        return events
+
+    def read_logs(self, pod_id: str, offset: int = 0, limit: int = 1 << 20) -> bytes:
+        """Return up to ``limit`` bytes of the pod's output.log from ``offset``; b"" if none."""
+        pod_dir = self._pod_dir(pod_id)
+        if pod_dir is None:
+            return b""
+        try:
+            with (pod_dir / "output.log").open("rb") as log:
+                log.seek(max(0, offset))
+                return log.read(max(0, limit))
+        except FileNotFoundError:
+            return b""
+
+    def close(self) -> None:
+        """Stop watching; pods keep running and a later backend can ``adopt`` them."""
+        with self._lock:
+            self._tracked.clear()
+            self._events.clear()
+
+    # -- internals; callers hold self._lock ------------------------------------------------
+
+    def _pod_dir(self, pod_id: str) -> Path | None:
+        if not _POD_ID.match(pod_id) or pod_id in (".", ".."):
+            return None
+        return self._pods_dir / pod_id
+
+    def _load(self, pod_id: str, pod_dir: Path) -> _TrackedPod | None:
+        """Return the pod as recorded in pid.json and stop.json, or None without pid.json."""
+        pid_info = _read_optional(pod_dir / "pid.json")
+        if pid_info is None:
+            return None
+        pid, start = pid_info.get("pid"), pid_info.get("start_ticks")
+        if not isinstance(pid, int):
+            return None
+        pod = _TrackedPod(pod_id, pod_dir, pid, start if isinstance(start, int) else None)
+        stop = _read_optional(pod_dir / "stop.json")
+        if stop is not None:
+            requested_at, grace_s = stop.get("requested_at"), stop.get("grace_period_s")
+            if isinstance(requested_at, int | float) and isinstance(grace_s, int | float):
+                pod.stop_deadline = float(requested_at) + float(grace_s)
+        return pod
+
+    def _track_if_running(self, pod_id: str) -> _TrackedPod | None:
+        pod_dir = self._pod_dir(pod_id)
+        pod = None if pod_dir is None else self._load(pod_id, pod_dir)
+        if pod is None or not self._is_alive(pod):
+            return None
+        self._tracked[pod_id] = pod
+        return pod
+
+    def _is_alive(self, pod: _TrackedPod) -> bool:
+        """Return whether the pod's supervisor runs; reap it if it is our child and ended."""
+        if pod.is_gone:
+            return False
+        stat = read_proc_stat(pod.pid)
+        if stat is None or (pod.start_ticks is not None and int(stat[19]) != pod.start_ticks):
+            pod.is_gone = True  # gone, or the pid now belongs to another process
+            return False
+        try:
+            reaped, _ = os.waitpid(pod.pid, os.WNOHANG)
+        except ChildProcessError:  # started by an earlier control plane: its state tells
+            reaped = pod.pid if stat[0] in ("Z", "X") else 0
+        pod.is_gone = reaped != 0
+        return not pod.is_gone
+
+    def _kill_group(self, pod: _TrackedPod) -> None:
+        """SIGKILL the pod's process group, unless its pid has been reused by a stranger (the
+        group id cannot be reused while any member of our group is alive)."""
+        stat = read_proc_stat(pod.pid)
+        if stat is not None and pod.start_ticks is not None and int(stat[19]) != pod.start_ticks:
+            return
+        pod.is_killed = True
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pod.pid, signal.SIGKILL)
+
+    def _finished_event(self, pod_id: str, now: float, pod: _TrackedPod | None) -> PodEvent:
+        """Return the event for a pod whose supervisor is gone, read from its files."""
+        pod_dir = self._pods_dir / pod_id
+        status = _read_optional(pod_dir / "exit.json")
+        is_stop_requested = (pod_dir / "stop.json").exists()
+        if status is None and pod is not None:
+            self._kill_group(pod)  # the workload may outlive a killed supervisor; end it
+        if status is None:
+            if is_stop_requested:
+                message = "stopped on request; killed when the grace period ended"
+                return PodEvent(pod_id, PodEventKind.STOPPED, now, None, "Stopped", message)
+            message = (
+                "the pod's supervisor ended without an exit status (killed, or the machine "
+                "restarted)"
+                if pod is not None
+                else "the pod was never started (no pid.json)"
+            )
+            return PodEvent(pod_id, PodEventKind.LOST, now, None, "SupervisorLost", message)
+        code, signum = status.get("exit_code"), status.get("signal")
+        detail = str(status.get("message") or "")
+        if isinstance(signum, int) and signum > 0:
+            exit_code: int | None = 128 + signum
+            summary = f"terminated by signal {_signal_name(signum)}"
+        elif isinstance(code, int):
+            exit_code, summary = code, f"exited with code {code}"
+        else:
+            exit_code, summary = None, "ended without an exit code"
+        summary = f"{summary}: {detail}" if detail else summary
+        if is_stop_requested:
+            return PodEvent(
+                pod_id,
+                PodEventKind.STOPPED,
+                now,
+                exit_code,
+                "Stopped",
+                f"stopped on request; {summary}",
+            )
+        if exit_code == 0:
+            return PodEvent(pod_id, PodEventKind.SUCCEEDED, now, 0, "Completed", summary)
+        reason = "Signal" if isinstance(signum, int) and signum > 0 else "Error"
+        return PodEvent(pod_id, PodEventKind.FAILED, now, exit_code, reason, summary)
+
+
+def _pod_env(pod: PodLaunch, python: str) -> dict[str, str]:
+    """Return the pod's environment: a few inherited basics, the pod's env, and the devices.
+
+    The control plane's interpreter directory goes first on PATH, so ``python`` in a pod is
+    the Python phalanx runs in (its virtualenv, with phalanx importable), as users expect.
+    """
+    env = {key: os.environ[key] for key in _INHERITED_ENV if key in os.environ}
+    env["PATH"] = os.pathsep.join([str(Path(python).parent), env.get("PATH", os.defpath)])
+    env.update(pod.env)
+    # NVML numbers devices in PCI bus order; make CUDA agree so the indices mean the same GPUs.
+    env.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+    env["CUDA_VISIBLE_DEVICES"] = ",".join(str(device.index) for device in pod.devices)
+    return env
+
+
+def _append_log(log_path: Path, message: str) -> None:
+    with log_path.open("ab") as log:
+        log.write(f"phalanx: {message}\n".encode())
+
+
+def _read_optional(path: Path) -> dict[str, object] | None:
+    try:
+        return read_json(path)
+    except (OSError, ValueError):
+        return None
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"

@@ -1,0 +1,203 @@
+"""``phalanx describe``: a job or a node in full, laid out like ``kubectl describe``.
+
+Pure functions of the client's JSON and ``now`` (epoch seconds); no I/O.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+
+from phalanx.cli.tables import (
+    NONE,
+    format_age,
+    format_duration,
+    humanize_memory,
+    render_table,
+)
+from phalanx.client import DeviceInfo, JobInfo, NodeInfo
+from phalanx.model.resources import GPU_MILLI_PER_DEVICE, MEMORY, RESOURCE_NAMES
+
+_LABEL_WIDTH = 14
+
+
+def _field(label: str, value: object, indent: int = 0) -> str:
+    return f"{' ' * indent}{label + ':':<{_LABEL_WIDTH - indent}}{value}"
+
+
+def _indented(text: str, spaces: int = 2) -> str:
+    return "\n".join(" " * spaces + line if line else line for line in text.splitlines())
+
+
+def format_devices(devices: Sequence[DeviceInfo]) -> str:
+    """Return GPU devices as ``0,1`` (whole) or ``0(0.5)`` (a share of one)."""
+    parts = []
+    for device in devices:
+        if device["milli"] >= GPU_MILLI_PER_DEVICE:
+            parts.append(str(device["index"]))
+        else:
+            parts.append(f"{device['index']}({device['milli'] / GPU_MILLI_PER_DEVICE:g})")
+    return ",".join(parts) or NONE
+
+
+def _moment(at: float | None, now: float) -> str:
+    if at is None:
+        return NONE
+    stamp = datetime.fromtimestamp(at).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+    return f"{stamp} ({format_age(now - at)} ago)"
+
+
+def _mapping(value: object) -> Mapping[str, object]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _sequence(value: object) -> Sequence[object]:
+    return value if isinstance(value, list | tuple) else ()
+
+
+def _spec_lines(manifest: Mapping[str, object]) -> list[str]:
+    """Return the job spec summary: gang, topology, limits, restart policy, pod sets."""
+    spec = _mapping(manifest.get("spec"))
+    lines = []
+    if "minAvailable" in spec:
+        lines.append(_field("Min Available", spec["minAvailable"]))
+    topology = _mapping(spec.get("topology"))
+    if topology:
+        lines.append(_field("Topology", f"{topology.get('key')} ({topology.get('mode')})"))
+    if spec.get("maxRuntime") is not None:
+        lines.append(_field("Max Runtime", spec["maxRuntime"]))
+    restart = _mapping(spec.get("restartPolicy"))
+    if restart:
+        policy = str(restart.get("policy", "Never"))
+        if policy != "Never":
+            policy += (
+                f" (max {restart.get('maxRestarts')} restarts, backoff {restart.get('backoff')})"
+            )
+        lines.append(_field("Restart", policy))
+    rows = []
+    for item in _sequence(spec.get("podSets")):
+        pod_set = _mapping(item)
+        resources = _mapping(pod_set.get("resources"))
+        command = [str(part) for part in _sequence(pod_set.get("command"))]
+        command += [str(part) for part in _sequence(pod_set.get("args"))]
+        rows.append(
+            [
+                str(pod_set.get("name", "")),
+                str(pod_set.get("replicas", "")),
+                str(resources.get("cpu", "0")),
+                str(resources.get("memory", "0")),
+                str(resources.get("nvidia.com/gpu", "0")),
+                shlex.join(command).replace("\n", "\\n") if command else NONE,
+            ]
+        )
+    lines.append("Pod Sets:")
+    lines.append(
+        _indented(render_table(["NAME", "REPLICAS", "CPU", "MEMORY", "GPU", "COMMAND"], rows))
+    )
+    return lines
+
+
+def describe_job(job: JobInfo, now: float) -> str:
+    """Return ``describe job``: spec summary, status with the full reason, pods of every
+    attempt, timings with durations, and events with ages."""
+    request = job["request"]
+    total = ", ".join(f"{k}={v}" for k, v in request.items()) or NONE
+    lines = [
+        _field("Name", job["name"]),
+        _field("Queue", job["queue"]),
+        _field("Priority", job["priority"]),
+        _field("Pods", f"{job['pod_count']} (total request: {total})"),
+        *_spec_lines(job["manifest"]),
+        "Status:",
+        _field("Phase", job["phase"], 2),
+    ]
+    if job["reason_code"]:
+        lines.append(_field("Reason", job["reason_code"], 2))
+    if job["message"]:
+        lines.append(_field("Message", job["message"], 2))
+    lines += [
+        _field("Flavor", job["flavor"] or NONE, 2),
+        _field("Attempt", f"{job['attempt']} (restarts: {job['restarts']})", 2),
+        "Timings:",
+        _field("Created", _moment(job["created_at"], now), 2),
+        _field("Admitted", _moment(job["admitted_at"], now), 2),
+        _field("Started", _moment(job["started_at"], now), 2),
+        _field("Finished", _moment(job["finished_at"], now), 2),
+    ]
+    admitted_or_now = job["admitted_at"] if job["admitted_at"] is not None else now
+    lines.append(_field("Queued For", format_duration(admitted_or_now - job["created_at"]), 2))
+    if job["started_at"] is not None:
+        end = job["finished_at"] if job["finished_at"] is not None else now
+        lines.append(_field("Ran For", format_duration(end - job["started_at"]), 2))
+    lines.append("Pods:")
+    if job["pods"]:
+        rows = [
+            [
+                pod["name"],
+                str(pod["attempt"]),
+                pod["node"] or NONE,
+                format_devices(pod["devices"]),
+                pod["phase"],
+                "" if pod["exit_code"] is None else str(pod["exit_code"]),
+                pod["reason"],
+            ]
+            for pod in job["pods"]
+        ]
+        headers = ["NAME", "ATTEMPT", "NODE", "DEVICES", "PHASE", "EXIT", "REASON"]
+        lines.append(_indented(render_table(headers, rows)))
+    else:
+        lines.append(f"  {NONE}")
+    lines.append("Events:")
+    if job["events"]:
+        rows = [
+            [e["type"], e["reason"], format_age(now - e["at"]), e["message"]] for e in job["events"]
+        ]
+        lines.append(_indented(render_table(["TYPE", "REASON", "AGE", "MESSAGE"], rows)))
+    else:
+        lines.append(f"  {NONE}")
+    return "\n".join(lines)
+
+
+def describe_node(node: NodeInfo) -> str:
+    """Return ``describe node``: state, labels, taints, capacity against use, GPUs, pods."""
+    lines = [
+        _field("Name", node["name"]),
+        _field("Ready", "True" if node["is_ready"] else "False"),
+        _field("Quarantined", "True" if node["is_quarantined"] else "False"),
+        _field("GPU Model", node["gpu_model"] or NONE),
+    ]
+    labels = [f"{k}={v}" for k, v in sorted(node["labels"].items())] or [NONE]
+    lines.append(_field("Labels", labels[0]))
+    lines += [" " * _LABEL_WIDTH + label for label in labels[1:]]
+    taints = [f"{t['key']}={t['value']}:{t['effect']}" for t in node["taints"]] or [NONE]
+    lines.append(_field("Taints", taints[0]))
+    lines += [" " * _LABEL_WIDTH + taint for taint in taints[1:]]
+    rows = []
+    for resource in RESOURCE_NAMES:
+        total = node["allocatable"].get(resource, "0")
+        used = node["used"].get(resource, "0")
+        if resource == MEMORY:
+            total, used = humanize_memory(total), humanize_memory(used)
+        rows.append([resource, total, used])
+    lines.append("Resources:")
+    lines.append(_indented(render_table(["RESOURCE", "ALLOCATABLE", "USED"], rows)))
+    lines.append("GPUs:")
+    if node["gpus"]:
+        gpu_rows = [
+            [
+                str(g["index"]),
+                g["model"] or NONE,
+                humanize_memory(g["memory"]) if g["memory"] != "0" else "",
+                f"{g['used_milli'] / GPU_MILLI_PER_DEVICE:g}",
+                g["uuid"],
+            ]
+            for g in node["gpus"]
+        ]
+        headers = ["INDEX", "MODEL", "MEMORY", "USED", "UUID"]
+        lines.append(_indented(render_table(headers, gpu_rows)))
+    else:
+        lines.append(f"  {NONE}")
+    lines.append("Pods:")
+    lines += [f"  {pod}" for pod in node["pods"]] or [f"  {NONE}"]
+    return "\n".join(lines)

@@ -1,0 +1,499 @@
+"""The ``phalanx`` command: up, down, apply, get, describe, logs, cancel, delete, demo.
+
+Every command but ``up`` talks to a server through ``phalanx.client``. Errors a user can meet
+(unknown job, bad YAML, rejected spec, server down) print one ``error: …`` line each on stderr
+and exit 1; usage errors exit 2; no traceback. Heavy imports (uvicorn, FastAPI, the control
+plane) happen inside ``up`` only, so the other commands start fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, NoReturn, ParamSpec
+
+import typer
+
+from phalanx import __version__
+from phalanx.cli.daemon import DaemonError, start_daemon, stop_daemon
+from phalanx.cli.describe import describe_job, describe_node
+from phalanx.cli.tables import flavor_rows, job_rows, node_rows, queue_rows, render_table
+from phalanx.client import (
+    ApiError,
+    ApplyOutcome,
+    Client,
+    ClientError,
+    default_data_dir,
+)
+
+P = ParamSpec("P")
+
+app = typer.Typer(
+    name="phalanx",
+    help="Queue, gang-schedule and place AI workloads on GPUs.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+KINDS = {
+    "job": "jobs",
+    "jobs": "jobs",
+    "j": "jobs",
+    "queue": "queues",
+    "queues": "queues",
+    "q": "queues",
+    "node": "nodes",
+    "nodes": "nodes",
+    "no": "nodes",
+    "flavor": "flavors",
+    "flavors": "flavors",
+    "resourceflavor": "flavors",
+    "resourceflavors": "flavors",
+    "rf": "flavors",
+}
+_RESOURCE_NAMES = {"jobs": "job", "queues": "queue", "flavors": "resourceflavor"}
+
+
+class OutputFormat(StrEnum):
+    """``-o``: more columns, or the API's JSON as JSON or YAML."""
+
+    WIDE = "wide"
+    JSON = "json"
+    YAML = "yaml"
+
+
+@dataclass(frozen=True, slots=True)
+class Globals:
+    """The options given before the command."""
+
+    server: str | None
+    token: str | None
+    data_dir: Path | None
+
+    def client(self) -> Client:
+        """Return a client for the server these options (or the environment) name."""
+        return Client(server=self.server, token=self.token, data_dir=self.data_dir)
+
+    def resolved_data_dir(self, override: Path | None = None) -> Path:
+        """Return the data directory: ``override``, ``--data-dir``, or the default."""
+        return (override or self.data_dir or default_data_dir()).expanduser().absolute()
+
+
+def _fail(*lines: str) -> NoReturn:
+    for line in lines:
+        typer.echo(f"error: {line}", err=True)
+    raise typer.Exit(1)
+
+
+def _api_error_lines(exc: ApiError) -> list[str]:
+    """Return one line per field error of a rejected manifest, else the message."""
+    if not exc.details:
+        return [exc.message]
+    prefix = f"{exc.source}: " if exc.source else ""
+    lines = []
+    for detail in exc.details:
+        value = detail.get("value")
+        got = "" if value is None else f" (got {value!r})"
+        path = detail.get("path") or "(manifest)"
+        lines.append(f"{prefix}{path}: {detail.get('message', '')}{got}")
+    return lines
+
+
+@contextmanager
+def _reported_errors() -> Iterator[None]:
+    """Turn the errors a user can meet into ``error:`` lines and exit code 1."""
+    try:
+        yield
+    except ApiError as exc:
+        _fail(*_api_error_lines(exc))
+    except (ClientError, DaemonError, TimeoutError) as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        _fail(f"{where}{exc.strerror or exc}")
+
+
+def _handles_errors(command: Callable[P, None]) -> Callable[P, None]:
+    @functools.wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> None:
+        with _reported_errors():
+            command(*args, **kwargs)
+
+    return wrapper
+
+
+def _globals(ctx: typer.Context) -> Globals:
+    obj = ctx.find_root().obj
+    return obj if isinstance(obj, Globals) else Globals(None, None, None)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"phalanx {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    server: Annotated[
+        str | None,
+        typer.Option(
+            "--server",
+            envvar="PHALANX_SERVER",
+            help="Server URL (default: what `phalanx up` wrote to <data-dir>/server.json).",
+        ),
+    ] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--data-dir",
+            envvar="PHALANX_DATA_DIR",
+            help="Data directory (default: $XDG_DATA_HOME/phalanx or ~/.local/share/phalanx).",
+        ),
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option("--token", envvar="PHALANX_TOKEN", help="Bearer token for the server."),
+    ] = None,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """phalanx: queues, gang scheduling and GPU placement in one control plane."""
+    ctx.obj = Globals(server, token, data_dir)
+
+
+# -- server ---------------------------------------------------------------------------------
+
+
+@app.command()
+def up(
+    ctx: typer.Context,
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="Data directory (store, logs, token).")
+    ] = None,
+    nodes: Annotated[
+        str | None,
+        typer.Option(
+            "--nodes",
+            help="Virtual nodes: NxG (e.g. 4x8) or a nodes YAML file; default: this machine.",
+        ),
+    ] = None,
+    store_url: Annotated[
+        str | None,
+        typer.Option(
+            "--store-url", help="SQLAlchemy URL, e.g. postgresql+psycopg://…; default: SQLite."
+        ),
+    ] = None,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="0: any free port.")] = 8470,
+    daemon: Annotated[
+        bool,
+        typer.Option("--daemon", "-d", help="Run in the background; log to <data-dir>/server.log."),
+    ] = False,
+    log_level: Annotated[str, typer.Option("--log-level", help="Server log level.")] = "info",
+) -> None:
+    """Start the control plane and its API (foreground unless --daemon)."""
+    directory = _globals(ctx).resolved_data_dir(data_dir)
+    if daemon:
+        up_args = ["--host", host, "--port", str(port), "--log-level", log_level]
+        if nodes:
+            up_args += ["--nodes", nodes]
+        if store_url:
+            up_args += ["--store-url", store_url]
+        with _reported_errors():
+            started = start_daemon(directory, up_args)
+        typer.echo(f"phalanx is up at {started.url} (pid {started.pid})")
+        typer.echo(f"  data dir: {directory}\n  log:      {started.log_path}")
+        typer.echo("  stop it with: phalanx down")
+        return
+    _serve_foreground(directory, nodes, store_url, host, port, log_level)
+
+
+def _serve_foreground(
+    directory: Path, nodes: str | None, store_url: str | None, host: str, port: int, log_level: str
+) -> None:
+    import logging
+
+    from phalanx.api.server import ApiServer, ServerError, ServerSettings
+    from phalanx.backends.local.nodes import NodeSpecError
+    from phalanx.model.specs import SpecError
+    from phalanx.store import StoreError
+
+    logging.basicConfig(
+        level=getattr(logging, log_level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    settings = ServerSettings(
+        data_dir=directory,
+        nodes=nodes,
+        store_url=store_url,
+        host=host,
+        port=port,
+        log_level=log_level.lower(),
+    )
+    try:
+        server = ApiServer(settings)
+    except (NodeSpecError, SpecError) as exc:
+        _fail(*(f"{e.path}: {e.message} (got {e.value!r})" for e in exc.errors))
+    except (ServerError, StoreError, OSError) as exc:
+        _fail(str(exc))
+    server.run()
+
+
+@app.command()
+@_handles_errors
+def down(
+    ctx: typer.Context,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Data directory.")] = None,
+    timeout_s: Annotated[float, typer.Option("--timeout", help="Seconds to wait.")] = 30,
+) -> None:
+    """Stop the server started with `phalanx up --daemon` (its pods keep running)."""
+    directory = _globals(ctx).resolved_data_dir(data_dir)
+    pid = stop_daemon(directory, timeout_s)
+    if pid is None:
+        typer.echo(f"phalanx is not running (data dir {directory})")
+    else:
+        typer.echo(f"phalanx stopped (pid {pid})")
+
+
+# -- apply ----------------------------------------------------------------------------------
+
+
+def _manifest_files(paths: Sequence[str]) -> list[tuple[str, bytes]]:
+    """Return (source, YAML bytes) for each -f value: a file, a directory's *.yaml, or -."""
+    out: list[tuple[str, bytes]] = []
+    for value in paths:
+        if value == "-":
+            out.append(("<stdin>", sys.stdin.buffer.read()))
+            continue
+        path = Path(value)
+        if path.is_dir():
+            files = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml", ".json"))
+            if not files:
+                _fail(f"{value}: the directory holds no .yaml, .yml or .json files")
+            out += [(str(f), f.read_bytes()) for f in files]
+        else:
+            out.append((value, path.read_bytes()))
+    return out
+
+
+def _outcome_line(outcome: ApplyOutcome) -> str:
+    return f"{outcome['kind'].lower()}.phalanx.dev/{outcome['name']} {outcome['action']}"
+
+
+@app.command()
+@_handles_errors
+def apply(
+    ctx: typer.Context,
+    filename: Annotated[
+        list[str],
+        typer.Option("--filename", "-f", help="YAML file, directory, or - for stdin; repeatable."),
+    ],
+) -> None:
+    """Create or update jobs, queues and flavors from YAML (each file all or nothing)."""
+    documents = _manifest_files(filename)
+    with _globals(ctx).client() as client:
+        for source, text in documents:
+            for outcome in client.apply_yaml(text, source=source):
+                typer.echo(_outcome_line(outcome))
+
+
+# -- get / describe -------------------------------------------------------------------------
+
+
+def _kind(value: str, allowed: Sequence[str]) -> str:
+    kind = KINDS.get(value.lower())
+    if kind is None or kind not in allowed:
+        raise typer.BadParameter(
+            f"unknown kind {value!r}; use one of: {', '.join(allowed)}", param_hint="KIND"
+        )
+    return kind
+
+
+def _emit(data: object, output: OutputFormat) -> None:
+    if output is OutputFormat.JSON:
+        typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
+    else:
+        import yaml
+
+        typer.echo(yaml.safe_dump(data, sort_keys=False, allow_unicode=True).rstrip("\n"))
+
+
+@app.command()
+@_handles_errors
+def get(
+    ctx: typer.Context,
+    kind: Annotated[str, typer.Argument(metavar="KIND", help="jobs, queues, nodes or flavors.")],
+    name: Annotated[str | None, typer.Argument(metavar="NAME", help="Show only this one.")] = None,
+    output: Annotated[
+        OutputFormat | None, typer.Option("--output", "-o", help="wide, json or yaml.")
+    ] = None,
+    queue: Annotated[
+        str | None, typer.Option("--queue", "-q", help="Jobs of this queue only.")
+    ] = None,
+) -> None:
+    """List jobs, queues, nodes or flavors, kubectl style."""
+    resolved = _kind(kind, ("jobs", "queues", "nodes", "flavors"))
+    wide = output is OutputFormat.WIDE
+    with _globals(ctx).client() as client:
+        if resolved == "jobs":
+            jobs = [client.job(name)] if name else client.jobs(queue)
+            data: object = jobs
+            headers, rows = job_rows(jobs, time.time(), wide=wide)
+            empty = f"No jobs{f' in queue {queue}' if queue else ''}."
+        elif resolved == "queues":
+            queues = [client.queue(name)] if name else client.queues()
+            data = queues
+            headers, rows = queue_rows(queues, wide=wide)
+            empty = "No queues."
+        elif resolved == "nodes":
+            nodes = [client.node(name)] if name else client.nodes()
+            data = nodes
+            headers, rows = node_rows(nodes, wide=wide)
+            empty = "No nodes."
+        else:
+            flavors = client.flavors()
+            if name:
+                flavors = [f for f in flavors if f["name"] == name]
+                if not flavors:
+                    _fail(f'resourceflavor "{name}" not found')
+            data = flavors
+            headers, rows = flavor_rows(flavors)
+            empty = "No flavors."
+    if output in (OutputFormat.JSON, OutputFormat.YAML):
+        assert output is not None
+        single = name is not None and isinstance(data, list) and len(data) == 1
+        _emit(data[0] if single and isinstance(data, list) else data, output)
+    elif rows:
+        typer.echo(render_table(headers, rows))
+    else:
+        typer.echo(empty, err=True)
+
+
+@app.command()
+@_handles_errors
+def describe(
+    ctx: typer.Context,
+    kind: Annotated[str, typer.Argument(metavar="KIND", help="job or node.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Its name.")],
+) -> None:
+    """Show a job (spec, status, why it waits, pods, timings, events) or a node in full."""
+    resolved = _kind(kind, ("jobs", "nodes"))
+    with _globals(ctx).client() as client:
+        if resolved == "jobs":
+            typer.echo(describe_job(client.job(name), time.time()))
+        else:
+            typer.echo(describe_node(client.node(name)))
+
+
+# -- jobs -----------------------------------------------------------------------------------
+
+
+@app.command()
+@_handles_errors
+def logs(
+    ctx: typer.Context,
+    job: Annotated[str, typer.Argument(metavar="JOB", help="The job.")],
+    pod: Annotated[
+        str | None,
+        typer.Option("--pod", "-p", help="<podset>-<index>, e.g. worker-1; default the first."),
+    ] = None,
+    attempt: Annotated[
+        int | None, typer.Option("--attempt", "-a", min=0, help="Default: the latest.")
+    ] = None,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing until the pod finishes.")
+    ] = False,
+) -> None:
+    """Print a pod's output."""
+    out = sys.stdout
+    with _globals(ctx).client() as client:
+        if follow:
+            try:
+                for text in client.follow_logs(job, pod, attempt):
+                    out.write(text)
+                    out.flush()
+            except KeyboardInterrupt:
+                raise typer.Exit(130) from None
+            return
+        offset = 0
+        while True:
+            chunk = client.logs(job, pod, attempt, offset)
+            out.write(chunk["data"])
+            if not chunk["data"] or chunk["next_offset"] == offset:
+                break
+            offset = chunk["next_offset"]
+        out.flush()
+
+
+@app.command()
+@_handles_errors
+def cancel(
+    ctx: typer.Context,
+    job: Annotated[str, typer.Argument(metavar="JOB", help="The job to cancel.")],
+) -> None:
+    """Stop a job's pods; the job stays, Cancelled."""
+    with _globals(ctx).client() as client:
+        before = client.job(job)
+        if before["is_finished"]:
+            typer.echo(f"job.phalanx.dev/{job} unchanged (already {before['phase']})")
+            return
+        client.cancel(job)
+    typer.echo(f"job.phalanx.dev/{job} cancelled")
+
+
+@app.command()
+@_handles_errors
+def delete(
+    ctx: typer.Context,
+    kind: Annotated[str, typer.Argument(metavar="KIND", help="job, queue or flavor.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Its name.")],
+) -> None:
+    """Delete a job (cancelling it first), a queue no job uses, or a flavor."""
+    resolved = _kind(kind, ("jobs", "queues", "flavors"))
+    with _globals(ctx).client() as client:
+        if resolved == "jobs":
+            client.delete_job(name)
+        elif resolved == "queues":
+            client.delete_queue(name)
+        else:
+            client.delete_flavor(name)
+    typer.echo(f"{_RESOURCE_NAMES[resolved]}.phalanx.dev/{name} deleted")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@_handles_errors
+def demo(ctx: typer.Context) -> None:
+    """Run the guided demo (extra arguments go to the demo)."""
+    import importlib
+
+    try:
+        module = importlib.import_module("phalanx.cli.demo")
+    except ModuleNotFoundError as exc:
+        if exc.name != "phalanx.cli.demo":
+            raise
+        _fail("the demo is not part of this build of phalanx")
+    run_demo: Callable[..., object] = module.run_demo
+    options = _globals(ctx)
+    run_demo(server=options.server, data_dir=options.data_dir, args=list(ctx.args))
+
+
+def main() -> None:
+    """Entry point of the ``phalanx`` script."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

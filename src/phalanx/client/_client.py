@@ -1,0 +1,317 @@
+"""``Client``: the Python SDK over the REST API (``/api/v1``), built on httpx.
+
+Every method is one request (``follow_logs`` and ``wait_for`` poll) and returns the JSON the
+server sent, typed with the TypedDicts of ``_types``. ``transport`` is the seam tests replace
+(``httpx.MockTransport``, or an adapter running the app in-process).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import cast
+from urllib.parse import quote
+
+import httpx
+
+from phalanx import __version__
+from phalanx.client._discovery import locate_server
+from phalanx.client._errors import (
+    ApiError,
+    JobFinishedError,
+    ServerUnavailableError,
+)
+from phalanx.client._types import (
+    ApplyOutcome,
+    ErrorDetailInfo,
+    FlavorInfo,
+    JobInfo,
+    LogChunk,
+    NodeInfo,
+    QueueInfo,
+    VersionInfo,
+)
+
+API_PREFIX = "/api/v1"
+#: Phases after which a job never runs again.
+FINISHED_PHASES = ("Succeeded", "Failed", "Cancelled")
+
+Manifests = Sequence[Mapping[str, object]]
+
+
+def _name(value: str) -> str:
+    return quote(value, safe="")
+
+
+class Client:
+    """A connection to a phalanx server.
+
+    Finds the server like this: ``server``/``token`` when given, else ``$PHALANX_SERVER`` /
+    ``$PHALANX_TOKEN``, else what ``phalanx up`` wrote to ``<data_dir>/server.json`` and
+    ``<data_dir>/token``. Methods raise ApiError when the server refuses a request and
+    ServerUnavailableError when nothing answers. Use as a context manager or call ``close()``.
+    """
+
+    def __init__(
+        self,
+        server: str | None = None,
+        token: str | None = None,
+        data_dir: Path | None = None,
+        transport: httpx.BaseTransport | None = None,
+        timeout_s: float = 10,
+    ) -> None:
+        location = locate_server(server, token, data_dir)
+        self.url = location.url
+        self.data_dir = location.data_dir
+        self.timeout_s = timeout_s
+        headers = {"User-Agent": f"phalanx-client/{__version__}", "Accept": "application/json"}
+        if location.token:
+            headers["Authorization"] = f"Bearer {location.token}"
+        self._http = httpx.Client(
+            base_url=self.url, headers=headers, timeout=timeout_s, transport=transport
+        )
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- transport ------------------------------------------------------------------------
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str | int] | None = None,
+        json: object = None,
+        content: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> httpx.Response:
+        try:
+            response = self._http.request(
+                method, path, params=params, json=json, content=content, headers=headers
+            )
+        except httpx.TimeoutException as exc:
+            raise ServerUnavailableError(
+                self.url,
+                f"the phalanx server at {self.url} did not answer within {self.timeout_s:g}s",
+            ) from exc
+        except httpx.TransportError as exc:
+            raise ServerUnavailableError(self.url) from exc
+        if response.status_code >= 400:
+            raise _api_error(response)
+        return response
+
+    def _get(self, path: str, params: Mapping[str, str | int] | None = None) -> object:
+        return self._request("GET", API_PREFIX + path, params=params).json()
+
+    # -- apply ----------------------------------------------------------------------------
+
+    def apply(
+        self, manifests: Manifests | str | os.PathLike[str], source: str = ""
+    ) -> list[ApplyOutcome]:
+        """Create or update jobs, queues and flavors, all or nothing.
+
+        ``manifests``: a list of manifests (mappings), or the path of a YAML file (a ``str``
+        is always a path). Returns what happened to each. Raises ApiError (``SpecInvalid``
+        with one detail per field error, ``Conflict``, ``BadRequest`` for bad YAML).
+        """
+        if isinstance(manifests, str | os.PathLike):
+            return self.apply_file(manifests)
+        body = {"manifests": [dict(m) for m in manifests], "source": source}
+        return cast(
+            "list[ApplyOutcome]", self._request("POST", API_PREFIX + "/apply", json=body).json()
+        )
+
+    def apply_file(self, path: str | os.PathLike[str]) -> list[ApplyOutcome]:
+        """Apply every document of a (multi-document) YAML file; see ``apply``.
+
+        Raises OSError when the file cannot be read.
+        """
+        return self.apply_yaml(Path(path).read_bytes(), source=str(path))
+
+    def apply_yaml(self, text: str | bytes, source: str = "") -> list[ApplyOutcome]:
+        """Apply multi-document YAML text; the server parses it and reports bad YAML with
+        ``source``, line and column."""
+        data = text.encode() if isinstance(text, str) else text
+        response = self._request(
+            "POST",
+            API_PREFIX + "/apply",
+            params={"source": source} if source else None,
+            content=data,
+            headers={"Content-Type": "application/yaml"},
+        )
+        return cast("list[ApplyOutcome]", response.json())
+
+    # -- jobs -----------------------------------------------------------------------------
+
+    def jobs(self, queue: str | None = None) -> list[JobInfo]:
+        """Return every job (of ``queue`` if given), oldest first."""
+        params = {"queue": queue} if queue else None
+        return cast("list[JobInfo]", self._get("/jobs", params))
+
+    def job(self, name: str) -> JobInfo:
+        """Return one job with its pods and events; ApiError ``NotFound`` if unknown."""
+        return cast("JobInfo", self._get(f"/jobs/{_name(name)}"))
+
+    def cancel(self, name: str) -> JobInfo:
+        """Stop a job's pods and mark it Cancelled; return the job."""
+        response = self._request("POST", f"{API_PREFIX}/jobs/{_name(name)}/cancel")
+        return cast("JobInfo", response.json())
+
+    def delete_job(self, name: str) -> None:
+        """Cancel a job and remove it."""
+        self._request("DELETE", f"{API_PREFIX}/jobs/{_name(name)}")
+
+    def logs(
+        self, job: str, pod: str | None = None, attempt: int | None = None, offset: int = 0
+    ) -> LogChunk:
+        """Return a pod's output from byte ``offset``. ``pod`` is ``<podset>-<index>``
+        (default: the job's first pod); ``attempt`` defaults to the latest."""
+        params: dict[str, str | int] = {"offset": offset}
+        if pod is not None:
+            params["pod"] = pod
+        if attempt is not None:
+            params["attempt"] = attempt
+        return cast("LogChunk", self._get(f"/jobs/{_name(job)}/logs", params))
+
+    def follow_logs(
+        self,
+        job: str,
+        pod: str | None = None,
+        attempt: int | None = None,
+        offset: int = 0,
+        poll_s: float = 0.5,
+    ) -> Iterator[str]:
+        """Yield a pod's output as it is written until the pod has finished.
+
+        Waits while the job has no pod yet. Raises ApiError ``NotFound`` for an unknown job.
+        """
+        while True:
+            try:
+                chunk = self.logs(job, pod, attempt, offset)
+            except ApiError as exc:
+                if exc.status != 404:
+                    raise
+                # The job may exist without a pod yet: wait for one, unless it has finished.
+                if self.job(job)["is_finished"]:
+                    return
+                time.sleep(poll_s)
+                continue
+            if chunk["data"]:
+                yield chunk["data"]
+            offset = chunk["next_offset"]
+            if chunk["finished"]:
+                return
+            if not chunk["data"]:
+                time.sleep(poll_s)
+
+    def wait_for(
+        self,
+        job: str,
+        phases: str | Iterable[str] = FINISHED_PHASES,
+        timeout_s: float = 60,
+        poll_s: float = 0.2,
+    ) -> JobInfo:
+        """Return the job once its phase is one of ``phases``.
+
+        Raises JobFinishedError if it finishes in another phase, TimeoutError after
+        ``timeout_s``, ApiError ``NotFound`` for an unknown job.
+        """
+        wanted = (phases,) if isinstance(phases, str) else tuple(phases)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            info = self.job(job)
+            if info["phase"] in wanted:
+                return info
+            if info["is_finished"]:
+                raise JobFinishedError(job, info["phase"], info["message"], wanted)
+            if time.monotonic() >= deadline:
+                raise TimeoutError(
+                    f'job "{job}" is still {info["phase"]} after {timeout_s:g}s, '
+                    f"not {' or '.join(wanted)}"
+                    + (f": {info['message']}" if info["message"] else "")
+                )
+            time.sleep(poll_s)
+
+    # -- queues, flavors, nodes -----------------------------------------------------------
+
+    def queues(self) -> list[QueueInfo]:
+        """Return every queue with its quota use."""
+        return cast("list[QueueInfo]", self._get("/queues"))
+
+    def queue(self, name: str) -> QueueInfo:
+        """Return one queue; ApiError ``NotFound`` if unknown."""
+        return cast("QueueInfo", self._get(f"/queues/{_name(name)}"))
+
+    def delete_queue(self, name: str) -> None:
+        """Delete a queue; ApiError ``Conflict`` while unfinished jobs use it."""
+        self._request("DELETE", f"{API_PREFIX}/queues/{_name(name)}")
+
+    def flavors(self) -> list[FlavorInfo]:
+        """Return every resource flavor."""
+        return cast("list[FlavorInfo]", self._get("/flavors"))
+
+    def delete_flavor(self, name: str) -> None:
+        """Delete a resource flavor."""
+        self._request("DELETE", f"{API_PREFIX}/flavors/{_name(name)}")
+
+    def nodes(self) -> list[NodeInfo]:
+        """Return every node with what is in use on it."""
+        return cast("list[NodeInfo]", self._get("/nodes"))
+
+    def node(self, name: str) -> NodeInfo:
+        """Return one node; ApiError ``NotFound`` if unknown."""
+        return cast("NodeInfo", self._get(f"/nodes/{_name(name)}"))
+
+    # -- server ---------------------------------------------------------------------------
+
+    def health(self) -> dict[str, object]:
+        """Return ``/healthz`` (needs no token): ``status``, ``version``, ``pid`` and what the
+        control plane reports."""
+        return cast("dict[str, object]", self._request("GET", "/healthz").json())
+
+    def version(self) -> VersionInfo:
+        """Return the server's version and the manifest apiVersion it accepts."""
+        return cast("VersionInfo", self._get("/version"))
+
+
+def _api_error(response: httpx.Response) -> ApiError:
+    """Return the ApiError an error response describes (any body shape tolerated)."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict):
+        details = error.get("details")
+        return ApiError(
+            response.status_code,
+            str(error.get("code", "")) or f"HTTP{response.status_code}",
+            str(error.get("message", "")) or response.reason_phrase,
+            cast("list[ErrorDetailInfo]", details) if isinstance(details, list) else (),
+            str(error.get("source", "") or ""),
+        )
+    text = response.text.strip()[:200]
+    return ApiError(
+        response.status_code,
+        f"HTTP{response.status_code}",
+        f"{response.status_code} {response.reason_phrase}" + (f": {text}" if text else ""),
+    )
+
+
+__all__ = ["FINISHED_PHASES", "Client"]

@@ -1,0 +1,101 @@
+"""Read models the control plane hands to the API: plain dataclasses, no I/O.
+
+Times are epoch seconds (float) or None when the moment has not happened yet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from phalanx.model.objects import DeviceShare, JobPhase, Node, PodPhase
+from phalanx.model.resources import Resources
+
+
+@dataclass(frozen=True, slots=True)
+class EventView:
+    """Something that happened to a job, kubectl-events style."""
+
+    at: float
+    type: str  # "Normal" | "Warning"
+    reason: str  # CamelCase, e.g. Admitted, Preempted, Restarting
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class PodView:
+    """One attempt of one pod of a job."""
+
+    pod_id: str
+    pod_set: str
+    index: int
+    attempt: int
+    node: str
+    devices: tuple[DeviceShare, ...]
+    phase: PodPhase
+    exit_code: int | None = None
+    reason: str = ""
+    started_at: float | None = None
+    finished_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobView:
+    """A job with its status: phase, why it waits, where its pods are, what happened."""
+
+    name: str
+    manifest: Mapping[str, object]
+    queue: str
+    priority: int
+    phase: JobPhase
+    message: str
+    reason_code: str
+    created_at: float
+    admitted_at: float | None
+    started_at: float | None
+    finished_at: float | None
+    flavor: str
+    attempt: int
+    restarts: int
+    pods: tuple[PodView, ...] = ()
+    events: tuple[EventView, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class FlavorUsage:
+    """A queue's use of one flavor against its quota."""
+
+    flavor: str
+    used: Resources
+    nominal: Resources
+
+
+@dataclass(frozen=True, slots=True)
+class QueueView:
+    """A queue with its quota use and how many jobs wait and run in it."""
+
+    name: str
+    manifest: Mapping[str, object]
+    cohort: str
+    usage: tuple[FlavorUsage, ...]
+    pending: int
+    admitted: int
+
+
+@dataclass(frozen=True, slots=True)
+class NodeView:
+    """A node with what is in use on it and by whom."""
+
+    node: Node
+    used: Resources
+    device_used_milli: Mapping[int, int] = field(default_factory=dict)
+    pods: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    """Outcome of applying one manifest: ``created``, ``configured`` or ``unchanged``."""
+
+    kind: str
+    name: str
+    action: str

@@ -1,0 +1,1 @@
+"""Example workloads and manifests shipped with phalanx (used by ``phalanx demo``)."""

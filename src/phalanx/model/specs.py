@@ -1,0 +1,645 @@
+"""Parse and validate Kubernetes-style manifests (``apiVersion: phalanx.dev/v1alpha1``).
+
+A manifest is rejected whole: every problem is collected with its field path, the bad value
+and what would be valid, and raised as one SpecError. ``*_to_manifest`` turns objects back into
+manifests so that what is stored and shown round-trips through the same parser.
+
+Pure: no I/O; callers load YAML and hand in plain mappings.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+from phalanx.model.objects import (
+    FlavorQuotas,
+    JobSpec,
+    PodSet,
+    PreemptionPolicy,
+    Queue,
+    ResourceFlavor,
+    ResourceQuota,
+    RestartPolicy,
+    RestartPolicyKind,
+    Taint,
+    Toleration,
+    TopologyConstraint,
+    TopologyMode,
+)
+from phalanx.model.resources import (
+    CPU,
+    GPU,
+    MEMORY,
+    RESOURCE_NAMES,
+    UNLIMITED,
+    QuantityError,
+    Resources,
+    cpu_milli,
+    format_amount,
+    gpu_milli,
+    gpu_quota_milli,
+    memory_bytes,
+)
+
+API_VERSION = "phalanx.dev/v1alpha1"
+KINDS = ("Job", "Queue", "ResourceFlavor")
+
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    """One problem in a manifest: where, what was there, and how to fix it."""
+
+    path: str
+    value: object
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message} (got {self.value!r})"
+
+
+class SpecError(ValueError):
+    """A manifest was rejected; ``errors`` lists every problem found."""
+
+    def __init__(self, errors: Sequence[FieldError], source: str = "") -> None:
+        self.errors = tuple(errors)
+        self.source = source
+        prefix = f"{source}: " if source else ""
+        super().__init__(prefix + "; ".join(str(e) for e in self.errors))
+
+
+class _Collector:
+    """Accumulates field errors while a manifest is read."""
+
+    def __init__(self) -> None:
+        self.errors: list[FieldError] = []
+
+    def add(self, path: str, value: object, message: str) -> None:
+        self.errors.append(FieldError(path, value, message))
+
+    def check(self, path: str, value: object, convert: Callable[[object], T]) -> T | None:
+        try:
+            return convert(value)
+        except (QuantityError, ValueError, TypeError) as exc:
+            self.add(path, value, str(exc))
+            return None
+
+    def mapping(self, path: str, value: object, *, required: bool = False) -> Mapping[str, object]:
+        if value is None:
+            if required:
+                self.add(path, value, "is required and must be a mapping")
+            return {}
+        if not isinstance(value, Mapping):
+            self.add(path, value, "must be a mapping (key: value)")
+            return {}
+        return value
+
+    def sequence(self, path: str, value: object) -> Sequence[object]:
+        if value is None:
+            return ()
+        if isinstance(value, str) or not isinstance(value, Sequence):
+            self.add(path, value, "must be a list")
+            return ()
+        return value
+
+    def name(self, path: str, value: object) -> str:
+        if not isinstance(value, str) or not _NAME.match(value) or len(value) > 63:
+            self.add(
+                path,
+                value,
+                "must be a DNS-1123 label: lowercase letters, digits and '-', "
+                "starting and ending with a letter or digit, at most 63 characters",
+            )
+            return ""
+        return value
+
+    def integer(self, path: str, value: object, *, minimum: int | None = None) -> int | None:
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.add(path, value, "must be an integer")
+            return None
+        if minimum is not None and value < minimum:
+            self.add(path, value, f"must be >= {minimum}")
+            return None
+        return value
+
+    def strings(self, path: str, value: object) -> tuple[str, ...]:
+        items = self.sequence(path, value)
+        out: list[str] = []
+        for i, item in enumerate(items):
+            if isinstance(item, str | int | float) and not isinstance(item, bool):
+                out.append(str(item))
+            else:
+                self.add(f"{path}[{i}]", item, "must be a string")
+        return tuple(out)
+
+    def unknown(self, path: str, data: Mapping[str, object], allowed: Sequence[str]) -> None:
+        for key in data:
+            if key not in allowed:
+                self.add(
+                    f"{path}.{key}" if path else str(key),
+                    data[key],
+                    f"is not a known field; valid fields: {', '.join(allowed)}",
+                )
+
+
+def parse_duration_s(value: object) -> float:
+    """Return seconds for ``30``, ``"90s"``, ``"5m"``, ``"2h"``, ``"1d"``; raise ValueError."""
+    if isinstance(value, bool):
+        raise ValueError("must be a duration such as 30s, 5m or 2h")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError("must be a duration >= 0")
+        return float(value)
+    if isinstance(value, str):
+        match = _DURATION.match(value.strip())
+        if match:
+            return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    raise ValueError("must be a duration such as 30s, 5m or 2h (a bare number means seconds)")
+
+
+def format_duration(seconds: float) -> str:
+    """Render seconds compactly (``90s`` → ``90s``, 7200 → ``2h``)."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+def _header(
+    c: _Collector, manifest: Mapping[str, object], kind: str
+) -> tuple[str, Mapping[str, object]]:
+    if manifest.get("apiVersion") != API_VERSION:
+        c.add("apiVersion", manifest.get("apiVersion"), f"must be {API_VERSION}")
+    c.unknown("", manifest, ("apiVersion", "kind", "metadata", "spec", "status"))
+    metadata = c.mapping("metadata", manifest.get("metadata"), required=True)
+    c.unknown("metadata", metadata, ("name", "namespace", "labels", "annotations"))
+    name = c.name("metadata.name", metadata.get("name"))
+    return name, metadata
+
+
+def _labels(c: _Collector, path: str, value: object) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, item in c.mapping(path, value).items():
+        if not isinstance(item, str | int | float) or isinstance(item, bool):
+            c.add(f"{path}.{key}", item, "must be a string")
+        else:
+            out[str(key)] = str(item)
+    return out
+
+
+def parse_manifest(manifest: object, source: str = "") -> JobSpec | Queue | ResourceFlavor:
+    """Return the object a manifest describes; raise SpecError listing every problem."""
+    if not isinstance(manifest, Mapping):
+        raise SpecError(
+            [
+                FieldError(
+                    "",
+                    manifest,
+                    "a manifest must be a mapping with apiVersion, kind, metadata, spec",
+                )
+            ],
+            source,
+        )
+    kind = manifest.get("kind")
+    if kind == "Job":
+        return parse_job(manifest, source)
+    if kind == "Queue":
+        return parse_queue(manifest, source)
+    if kind == "ResourceFlavor":
+        return parse_flavor(manifest, source)
+    raise SpecError([FieldError("kind", kind, f"must be one of {', '.join(KINDS)}")], source)
+
+
+def parse_flavor(manifest: Mapping[str, object], source: str = "") -> ResourceFlavor:
+    """Return the ResourceFlavor in ``manifest``; raise SpecError."""
+    c = _Collector()
+    name, _ = _header(c, manifest, "ResourceFlavor")
+    spec = c.mapping("spec", manifest.get("spec"))
+    c.unknown("spec", spec, ("nodeLabels",))
+    labels = _labels(c, "spec.nodeLabels", spec.get("nodeLabels"))
+    if c.errors:
+        raise SpecError(c.errors, source)
+    return ResourceFlavor(name=name, node_labels=labels)
+
+
+_QUOTA_CONVERTERS: dict[str, Callable[[str | int | float], int]] = {
+    CPU: cpu_milli,
+    MEMORY: memory_bytes,
+    GPU: gpu_quota_milli,
+}
+
+
+def _quantity(c: _Collector, path: str, resource: str, value: object) -> int | None:
+    if not isinstance(value, str | int | float) or isinstance(value, bool):
+        c.add(path, value, "must be a quantity such as 4, 500m or 16Gi")
+        return None
+    return c.check(path, value, _QUOTA_CONVERTERS[resource])  # type: ignore[arg-type]
+
+
+def parse_queue(manifest: Mapping[str, object], source: str = "") -> Queue:
+    """Return the Queue in ``manifest``; raise SpecError."""
+    c = _Collector()
+    name, _ = _header(c, manifest, "Queue")
+    spec = c.mapping("spec", manifest.get("spec"), required=True)
+    c.unknown("spec", spec, ("cohort", "weight", "preemption", "flavors"))
+    cohort = spec.get("cohort", "")
+    if cohort:
+        cohort = c.name("spec.cohort", cohort)
+    weight = c.integer("spec.weight", spec.get("weight", 1), minimum=1) or 1
+    preemption = c.mapping("spec.preemption", spec.get("preemption"))
+    c.unknown("spec.preemption", preemption, ("withinQueue", "reclaimWithinCohort"))
+    within = preemption.get("withinQueue", PreemptionPolicy.LOWER_PRIORITY.value)
+    if within not in {p.value for p in PreemptionPolicy}:
+        c.add("spec.preemption.withinQueue", within, "must be LowerPriority or Never")
+        within = PreemptionPolicy.LOWER_PRIORITY.value
+    reclaim = preemption.get("reclaimWithinCohort", "Any")
+    if reclaim not in ("Any", "Never"):
+        c.add("spec.preemption.reclaimWithinCohort", reclaim, "must be Any or Never")
+    flavors: list[FlavorQuotas] = []
+    items = c.sequence("spec.flavors", spec.get("flavors"))
+    if not items:
+        c.add("spec.flavors", spec.get("flavors"), "must list at least one flavor with quotas")
+    seen: set[str] = set()
+    for i, item in enumerate(items):
+        path = f"spec.flavors[{i}]"
+        entry = c.mapping(path, item, required=True)
+        c.unknown(path, entry, ("name", "resources"))
+        fname = c.name(f"{path}.name", entry.get("name"))
+        if fname in seen:
+            c.add(f"{path}.name", fname, "is listed twice; list each flavor once")
+        seen.add(fname)
+        quotas: dict[str, ResourceQuota] = {}
+        for rname, rvalue in c.mapping(
+            f"{path}.resources", entry.get("resources"), required=True
+        ).items():
+            rpath = f"{path}.resources.{rname}"
+            if rname not in RESOURCE_NAMES:
+                c.add(
+                    rpath,
+                    rvalue,
+                    f"is not a known resource; use one of {', '.join(RESOURCE_NAMES)}",
+                )
+                continue
+            if isinstance(rvalue, Mapping):
+                c.unknown(rpath, rvalue, ("nominal", "borrowingLimit", "lendingLimit"))
+                nominal = _quantity(c, f"{rpath}.nominal", rname, rvalue.get("nominal", 0))
+                borrow = (
+                    _quantity(c, f"{rpath}.borrowingLimit", rname, rvalue["borrowingLimit"])
+                    if "borrowingLimit" in rvalue
+                    else UNLIMITED
+                )
+                lend = (
+                    _quantity(c, f"{rpath}.lendingLimit", rname, rvalue["lendingLimit"])
+                    if "lendingLimit" in rvalue
+                    else UNLIMITED
+                )
+            else:
+                nominal, borrow, lend = _quantity(c, rpath, rname, rvalue), UNLIMITED, UNLIMITED
+            if nominal is None or borrow is None or lend is None:
+                continue
+            if lend != UNLIMITED and lend > nominal:
+                c.add(
+                    f"{rpath}.lendingLimit", format_amount(rname, lend), "must not exceed nominal"
+                )
+            quotas[rname] = ResourceQuota(nominal, borrow, lend)
+        flavors.append(FlavorQuotas(fname, quotas))
+    if c.errors:
+        raise SpecError(c.errors, source)
+    return Queue(
+        name=name,
+        flavors=tuple(flavors),
+        cohort=str(cohort or ""),
+        weight=weight,
+        within_queue_preemption=PreemptionPolicy(within),
+        reclaim_within_cohort=reclaim == "Any",
+    )
+
+
+_POD_SET_FIELDS = (
+    "name",
+    "replicas",
+    "resources",
+    "command",
+    "args",
+    "env",
+    "workingDir",
+    "image",
+    "tolerations",
+)
+_JOB_FIELDS = (
+    "queue",
+    "priority",
+    "minAvailable",
+    "topology",
+    "maxRuntime",
+    "restartPolicy",
+    "podSets",
+)
+
+
+def parse_job(manifest: Mapping[str, object], source: str = "") -> JobSpec:
+    """Return the JobSpec in ``manifest``; raise SpecError listing every problem."""
+    c = _Collector()
+    name, metadata = _header(c, manifest, "Job")
+    namespace = metadata.get("namespace", "default")
+    namespace = c.name("metadata.namespace", namespace) if namespace != "default" else "default"
+    labels = _labels(c, "metadata.labels", metadata.get("labels"))
+    spec = c.mapping("spec", manifest.get("spec"), required=True)
+    c.unknown("spec", spec, _JOB_FIELDS)
+    queue = spec.get("queue")
+    if not isinstance(queue, str) or not queue:
+        c.add("spec.queue", queue, "is required: the name of the queue to submit to")
+        queue = ""
+    priority = c.integer("spec.priority", spec.get("priority", 0))
+    pod_sets = _pod_sets(c, spec.get("podSets"))
+    total = sum(ps.replicas for ps in pod_sets)
+    min_available = None
+    if "minAvailable" in spec:
+        min_available = c.integer("spec.minAvailable", spec["minAvailable"], minimum=1)
+        if min_available is not None and pod_sets and min_available > total:
+            c.add("spec.minAvailable", min_available, f"must be at most the job's {total} pods")
+    topology = _topology(c, spec.get("topology"))
+    max_runtime_s = None
+    if spec.get("maxRuntime") is not None:
+        max_runtime_s = c.check("spec.maxRuntime", spec["maxRuntime"], parse_duration_s)
+    restart = _restart_policy(c, spec.get("restartPolicy"))
+    if c.errors:
+        raise SpecError(c.errors, source)
+    return JobSpec(
+        name=name,
+        namespace=str(namespace),
+        queue=queue,
+        pod_sets=pod_sets,
+        priority=priority or 0,
+        min_available=min_available,
+        topology=topology,
+        max_runtime_s=max_runtime_s,
+        restart_policy=restart,
+        labels=labels,
+    )
+
+
+def _pod_sets(c: _Collector, value: object) -> tuple[PodSet, ...]:
+    items = c.sequence("spec.podSets", value)
+    if not items:
+        c.add(
+            "spec.podSets",
+            value,
+            "must list at least one pod set (name, replicas, resources, command)",
+        )
+    out: list[PodSet] = []
+    names: set[str] = set()
+    for i, item in enumerate(items):
+        path = f"spec.podSets[{i}]"
+        entry = c.mapping(path, item, required=True)
+        c.unknown(path, entry, _POD_SET_FIELDS)
+        name = c.name(f"{path}.name", entry.get("name", "main"))
+        if name in names:
+            c.add(f"{path}.name", name, "is used by another pod set; pod set names must be unique")
+        names.add(name)
+        replicas = c.integer(f"{path}.replicas", entry.get("replicas", 1), minimum=1) or 1
+        resources = _pod_resources(c, f"{path}.resources", entry.get("resources"))
+        command = c.strings(f"{path}.command", entry.get("command"))
+        if not command:
+            c.add(
+                f"{path}.command",
+                entry.get("command"),
+                "is required: the program to run and its arguments",
+            )
+        args = c.strings(f"{path}.args", entry.get("args"))
+        env = _env(c, f"{path}.env", entry.get("env"))
+        working_dir = entry.get("workingDir", "")
+        if not isinstance(working_dir, str):
+            c.add(f"{path}.workingDir", working_dir, "must be a path")
+            working_dir = ""
+        image = entry.get("image", "")
+        if not isinstance(image, str):
+            c.add(f"{path}.image", image, "must be an image reference such as python:3.12")
+            image = ""
+        tolerations = _tolerations(c, f"{path}.tolerations", entry.get("tolerations"))
+        out.append(
+            PodSet(name, replicas, resources, command, args, env, working_dir, image, tolerations)
+        )
+    return tuple(out)
+
+
+def _pod_resources(c: _Collector, path: str, value: object) -> Resources:
+    data = c.mapping(path, value)
+    parsed: dict[str, int] = {}
+    converters: dict[str, Callable[[str | int | float], int]] = {
+        CPU: cpu_milli,
+        MEMORY: memory_bytes,
+        GPU: gpu_milli,
+    }
+    for key, item in data.items():
+        if key not in converters:
+            c.add(
+                f"{path}.{key}",
+                item,
+                f"is not a known resource; use one of {', '.join(RESOURCE_NAMES)}",
+            )
+            continue
+        if not isinstance(item, str | int | float) or isinstance(item, bool):
+            c.add(f"{path}.{key}", item, "must be a quantity such as 4, 500m or 16Gi")
+            continue
+        amount = c.check(f"{path}.{key}", item, converters[key])  # type: ignore[arg-type]
+        if amount is not None:
+            parsed[key] = amount
+    return Resources(parsed.get(CPU, 0), parsed.get(MEMORY, 0), parsed.get(GPU, 0))
+
+
+def _env(c: _Collector, path: str, value: object) -> dict[str, str]:
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        out: dict[str, str] = {}
+        for i, item in enumerate(value):
+            entry = c.mapping(f"{path}[{i}]", item, required=True)
+            key = entry.get("name")
+            if not isinstance(key, str) or not key:
+                c.add(f"{path}[{i}].name", key, "is required")
+                continue
+            out[key] = str(entry.get("value", ""))
+        return out
+    return _labels(c, path, value)
+
+
+def _tolerations(c: _Collector, path: str, value: object) -> tuple[Toleration, ...]:
+    out: list[Toleration] = []
+    for i, item in enumerate(c.sequence(path, value)):
+        entry = c.mapping(f"{path}[{i}]", item, required=True)
+        c.unknown(f"{path}[{i}]", entry, ("key", "operator", "value", "effect"))
+        operator = str(entry.get("operator", "Equal"))
+        if operator not in ("Equal", "Exists"):
+            c.add(f"{path}[{i}].operator", operator, "must be Equal or Exists")
+        out.append(
+            Toleration(
+                str(entry.get("key", "")),
+                operator,
+                str(entry.get("value", "")),
+                str(entry.get("effect", "")),
+            )
+        )
+    return tuple(out)
+
+
+def _topology(c: _Collector, value: object) -> TopologyConstraint | None:
+    if value is None:
+        return None
+    data = c.mapping("spec.topology", value)
+    c.unknown("spec.topology", data, ("key", "mode"))
+    key = data.get("key", TopologyConstraint().key)
+    if not isinstance(key, str) or not key:
+        c.add(
+            "spec.topology.key",
+            key,
+            "must be a node label key, e.g. kubernetes.io/hostname or topology.kubernetes.io/zone",
+        )
+        key = TopologyConstraint().key
+    mode = data.get("mode", TopologyMode.REQUIRED.value)
+    if mode not in {m.value for m in TopologyMode}:
+        c.add("spec.topology.mode", mode, "must be Required or Preferred")
+        mode = TopologyMode.REQUIRED.value
+    return TopologyConstraint(key=key, mode=TopologyMode(mode))
+
+
+def _restart_policy(c: _Collector, value: object) -> RestartPolicy:
+    if value is None:
+        return RestartPolicy()
+    if isinstance(value, str):
+        value = {"policy": value}
+    data = c.mapping("spec.restartPolicy", value)
+    c.unknown("spec.restartPolicy", data, ("policy", "maxRestarts", "backoff", "maxBackoff"))
+    kind = data.get("policy", RestartPolicyKind.NEVER.value)
+    if kind not in {k.value for k in RestartPolicyKind}:
+        c.add("spec.restartPolicy.policy", kind, "must be Never or OnFailure")
+        kind = RestartPolicyKind.NEVER.value
+    max_restarts = c.integer(
+        "spec.restartPolicy.maxRestarts", data.get("maxRestarts", 3), minimum=0
+    )
+    backoff = c.check("spec.restartPolicy.backoff", data.get("backoff", 1.0), parse_duration_s)
+    max_backoff = c.check(
+        "spec.restartPolicy.maxBackoff", data.get("maxBackoff", 60.0), parse_duration_s
+    )
+    return RestartPolicy(
+        RestartPolicyKind(kind),
+        3 if max_restarts is None else max_restarts,
+        1.0 if backoff is None else backoff,
+        60.0 if max_backoff is None else max_backoff,
+    )
+
+
+def job_to_manifest(job: JobSpec) -> dict[str, object]:
+    """Return the manifest that parses back to ``job``."""
+    spec: dict[str, object] = {"queue": job.queue, "priority": job.priority}
+    if job.min_available is not None:
+        spec["minAvailable"] = job.min_available
+    if job.topology is not None:
+        spec["topology"] = {"key": job.topology.key, "mode": job.topology.mode.value}
+    if job.max_runtime_s is not None:
+        spec["maxRuntime"] = format_duration(job.max_runtime_s)
+    rp = job.restart_policy
+    spec["restartPolicy"] = {
+        "policy": rp.kind.value,
+        "maxRestarts": rp.max_restarts,
+        "backoff": format_duration(rp.backoff_s),
+        "maxBackoff": format_duration(rp.max_backoff_s),
+    }
+    pod_sets: list[dict[str, object]] = []
+    for ps in job.pod_sets:
+        entry: dict[str, object] = {
+            "name": ps.name,
+            "replicas": ps.replicas,
+            "resources": ps.resources.to_quantities(),
+            "command": list(ps.command),
+        }
+        if ps.args:
+            entry["args"] = list(ps.args)
+        if ps.env:
+            entry["env"] = dict(ps.env)
+        if ps.working_dir:
+            entry["workingDir"] = ps.working_dir
+        if ps.image:
+            entry["image"] = ps.image
+        if ps.tolerations:
+            entry["tolerations"] = [
+                {
+                    k: v
+                    for k, v in (
+                        ("key", t.key),
+                        ("operator", t.operator),
+                        ("value", t.value),
+                        ("effect", t.effect),
+                    )
+                    if v
+                }
+                for t in ps.tolerations
+            ]
+        pod_sets.append(entry)
+    spec["podSets"] = pod_sets
+    metadata: dict[str, object] = {"name": job.name}
+    if job.namespace != "default":
+        metadata["namespace"] = job.namespace
+    if job.labels:
+        metadata["labels"] = dict(job.labels)
+    return {"apiVersion": API_VERSION, "kind": "Job", "metadata": metadata, "spec": spec}
+
+
+def _quota_value(resource: str, amount: int) -> str:
+    return format_amount(resource, amount)
+
+
+def queue_to_manifest(queue: Queue) -> dict[str, object]:
+    """Return the manifest that parses back to ``queue``."""
+    flavors: list[dict[str, object]] = []
+    for fq in queue.flavors:
+        resources: dict[str, object] = {}
+        for rname, quota in fq.resources.items():
+            entry: dict[str, object] = {"nominal": _quota_value(rname, quota.nominal)}
+            if quota.borrowing_limit != UNLIMITED:
+                entry["borrowingLimit"] = _quota_value(rname, quota.borrowing_limit)
+            if quota.lending_limit != UNLIMITED:
+                entry["lendingLimit"] = _quota_value(rname, quota.lending_limit)
+            resources[rname] = entry
+        flavors.append({"name": fq.flavor, "resources": resources})
+    spec: dict[str, object] = {
+        "weight": queue.weight,
+        "preemption": {
+            "withinQueue": queue.within_queue_preemption.value,
+            "reclaimWithinCohort": "Any" if queue.reclaim_within_cohort else "Never",
+        },
+        "flavors": flavors,
+    }
+    if queue.cohort:
+        spec["cohort"] = queue.cohort
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "Queue",
+        "metadata": {"name": queue.name},
+        "spec": spec,
+    }
+
+
+def flavor_to_manifest(flavor: ResourceFlavor) -> dict[str, object]:
+    """Return the manifest that parses back to ``flavor``."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "ResourceFlavor",
+        "metadata": {"name": flavor.name},
+        "spec": {"nodeLabels": dict(flavor.node_labels)},
+    }
+
+
+def parse_taint(text: str) -> Taint:
+    """Parse ``key=value:Effect`` (value optional); raise ValueError."""
+    key_value, _, effect = text.partition(":")
+    key, _, value = key_value.partition("=")
+    if not key or effect not in ("NoSchedule", "NoExecute", "PreferNoSchedule"):
+        raise ValueError(f"{text!r} is not a taint; use key=value:NoSchedule")
+    return Taint(key, value, effect)

@@ -1,0 +1,33 @@
+"""The pure scheduling core: an immutable Snapshot in, Decisions out.
+
+Nothing here reads a clock, does I/O, uses randomness or keeps global state: time arrives as
+``Snapshot.now``. Must not import controllers, backends, store, api, client or cli.
+"""
+
+from phalanx.scheduling.cycle import schedule
+from phalanx.scheduling.snapshot import (
+    Admission,
+    AdmittedWorkload,
+    Decisions,
+    PendingReason,
+    PendingWorkload,
+    Preemption,
+    ReasonCode,
+    Reservation,
+    SchedulerConfig,
+    Snapshot,
+)
+
+__all__ = [
+    "Admission",
+    "AdmittedWorkload",
+    "Decisions",
+    "PendingReason",
+    "PendingWorkload",
+    "Preemption",
+    "ReasonCode",
+    "Reservation",
+    "SchedulerConfig",
+    "Snapshot",
+    "schedule",
+]

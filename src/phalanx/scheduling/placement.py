@@ -1,0 +1,326 @@
+"""Gang placement on the scratch cluster: every pod of a gang gets a node and concrete GPU
+devices, or none does (the trial is rolled back whole).
+
+Candidates come from the flavor index (tightest GPU fit first), are filtered by the filter
+plugins, and at most ``max_candidates`` feasible ones are scored by the policy's score plugins.
+When a pod cannot be placed, ``explain`` states why with the numbers. Pure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from phalanx.model.objects import (
+    NODE_TOPOLOGY,
+    DeviceShare,
+    JobSpec,
+    PodPlacement,
+    TopologyConstraint,
+    TopologyMode,
+)
+from phalanx.model.resources import (
+    CPU,
+    GPU,
+    MEMORY,
+    Resources,
+    format_cpu,
+    format_gpu,
+    format_memory,
+)
+from phalanx.scheduling.cluster import FULL, ClusterState, FlavorIndex, NodeState
+from phalanx.scheduling.plugins import PodRequest, Score, Shape, choose_devices, run_filters
+
+#: Below this many nodes in a flavor, a failure reason counts every node's rejection reason.
+_FULL_EXPLAIN_MAX_NODES = 256
+
+
+@dataclass(frozen=True, slots=True)
+class GangResult:
+    """Placements for a gang, or the reason it does not fit (``placements`` empty)."""
+
+    placements: tuple[PodPlacement, ...]
+    reason: str = ""
+
+
+def expand_pods(job: JobSpec) -> list[PodRequest]:
+    """Return the job's pods, largest GPU request first (they are the hardest to fit)."""
+    pods = [
+        PodRequest(ps.name, i, ps.resources, ps.tolerations)
+        for ps in job.pod_sets
+        for i in range(ps.replicas)
+    ]
+    pods.sort(key=lambda p: (-p.resources.gpu_milli, -p.resources.cpu_milli))
+    return pods
+
+
+class Placer:
+    """Places pods and gangs on a ClusterState with one policy's score plugins."""
+
+    def __init__(
+        self,
+        cluster: ClusterState,
+        scores: tuple[tuple[Score, float], ...],
+        shapes: Sequence[Shape],
+        max_candidates: int,
+    ) -> None:
+        self.cluster = cluster
+        self.scores = scores
+        self.shapes = shapes
+        self.max_candidates = max(1, max_candidates)
+        # (flavor, resources, tolerations) that found no node at a cluster version.
+        self._infeasible: dict[tuple[str, Resources, tuple[object, ...]], int] = {}
+        self._domains: dict[tuple[str, str], dict[str, list[NodeState]]] = {}
+        self._explained: dict[tuple[str, Resources, tuple[object, ...]], tuple[int, str]] = {}
+
+    # ---- one pod ----
+
+    def _index_candidates(self, pod: PodRequest, index: FlavorIndex) -> Iterator[NodeState]:
+        milli = pod.resources.gpu_milli
+        buckets = index.by_whole
+        if 0 < milli < FULL:
+            seen: set[str] = set()
+            for node, _dev, _free in index.partial_devices_from(milli):
+                if node.name not in seen:
+                    seen.add(node.name)
+                    yield node
+            for count in range(1, len(buckets)):
+                yield from list(buckets[count].values())
+            return
+        for count in range(milli // FULL, len(buckets)):
+            yield from list(buckets[count].values())
+
+    def place_pod(
+        self, pod: PodRequest, flavor: str, domain: Sequence[NodeState] | None = None
+    ) -> tuple[NodeState, tuple[DeviceShare, ...]] | None:
+        """Return the best node and devices for ``pod`` (restricted to ``domain`` if given), or
+        None if no node fits. Does not change the cluster."""
+        cluster = self.cluster
+        key = (flavor, pod.resources, pod.tolerations)
+        if domain is None and self._infeasible.get(key) == cluster.version:
+            return None
+        index = cluster.flavors[flavor]
+        source = domain if domain is not None else self._index_candidates(pod, index)
+        best: tuple[NodeState, tuple[DeviceShare, ...]] | None = None
+        best_score = 0.0
+        found = 0
+        for node in source:
+            if run_filters(pod, node) is not None:
+                continue
+            devices = choose_devices(pod, node)
+            if pod.resources.gpu_milli and not devices:
+                continue
+            score = 0.0
+            for fn, weight in self.scores:
+                score += weight * fn(pod, node, devices, self.shapes)
+            if best is None or score > best_score:
+                best, best_score = (node, devices), score
+            found += 1
+            if found >= self.max_candidates:
+                break
+        if best is None and domain is None:
+            self._infeasible[key] = cluster.version
+        return best
+
+    # ---- a gang ----
+
+    def place_gang(self, job: JobSpec, flavor: str) -> GangResult:
+        """Place every pod of ``job`` on ``flavor`` and keep the assignments on the scratch
+        cluster; on failure roll everything back and return the reason."""
+        pods = expand_pods(job)
+        topology = job.topology
+        if topology is None:
+            return self._place_in(job, pods, flavor, None)
+        domains = self._candidate_domains(flavor, topology.key, pods)
+        last_reason = ""
+        for name, nodes in domains:
+            result = self._place_in(job, pods, flavor, nodes)
+            if result.placements:
+                return result
+            last_reason = f"{topology.key}={name}: {result.reason}"
+        if topology.mode is TopologyMode.PREFERRED:
+            return self._place_in(job, pods, flavor, None)
+        return GangResult(
+            (), self._explain_topology(job, flavor, topology, pods, len(domains), last_reason)
+        )
+
+    def _place_in(
+        self, job: JobSpec, pods: list[PodRequest], flavor: str, domain: Sequence[NodeState] | None
+    ) -> GangResult:
+        cluster = self.cluster
+        mark = cluster.journal.mark()
+        placed: list[PodPlacement] = []
+        failed: list[PodRequest] = []
+        minimum = job.gang_minimum
+        for pod in pods:
+            choice = self.place_pod(pod, flavor, domain)
+            if choice is None:
+                failed.append(pod)
+                if len(pods) - len(failed) < minimum:
+                    break
+                continue
+            node, devices = choice
+            cluster.assign(node, pod.resources, devices)
+            placed.append(PodPlacement(pod.pod_set, pod.index, node.name, devices))
+        if len(placed) >= minimum:
+            placed.sort(key=lambda p: p.pod_key)
+            return GangResult(tuple(placed))
+        pod = failed[0]
+        reason = self.explain(pod, flavor, domain)  # before rollback: the state it failed in
+        cluster.journal.rollback(mark)
+        if len(pods) > 1:
+            reason = (
+                f"only {len(placed)} of {len(pods)} pods fit at once (gang minimum {minimum}, "
+                f"all or nothing); with the others placed, pod {pod.pod_set}-{pod.index} {reason}"
+            )
+        return GangResult((), reason)
+
+    def _candidate_domains(
+        self, flavor: str, key: str, pods: list[PodRequest]
+    ) -> list[tuple[str, list[NodeState]]]:
+        """Domains (nodes sharing a label value) that could hold the whole gang, tightest
+        first."""
+        cached = self._domains.get((flavor, key))
+        if cached is None:
+            cached = {}
+            for node in self.cluster.flavors[flavor].nodes:
+                value = node.name if key == NODE_TOPOLOGY else node.labels.get(key)
+                if value is not None:
+                    cached.setdefault(value, []).append(node)
+            self._domains[(flavor, key)] = cached
+        need = Resources()
+        for pod in pods:
+            need = need + pod.resources
+        fitting: list[tuple[int, str, list[NodeState]]] = []
+        for value, nodes in cached.items():
+            free_gpu = sum(n.free_gpu_milli for n in nodes)
+            if (
+                free_gpu >= need.gpu_milli
+                and sum(n.free_cpu for n in nodes) >= need.cpu_milli
+                and sum(n.free_mem for n in nodes) >= need.memory_bytes
+            ):
+                fitting.append((free_gpu, value, nodes))
+        fitting.sort(key=lambda item: (item[0], item[1]))
+        return [(value, nodes) for _, value, nodes in fitting]
+
+    # ---- reasons ----
+
+    def explain(
+        self, pod: PodRequest, flavor: str, domain: Sequence[NodeState] | None = None
+    ) -> str:
+        """Return why ``pod`` fits no node of ``flavor`` (or of ``domain``), with numbers.
+
+        Memoised per cluster version: when a full cluster turns away many jobs of the same
+        shape, the reason is worked out once.
+        """
+        if domain is not None:
+            return self._explain(pod, flavor, list(domain))
+        key = (flavor, pod.resources, pod.tolerations)
+        cached = self._explained.get(key)
+        if cached is None or cached[0] != self.cluster.version:
+            cached = self._explained[key] = (self.cluster.version, self._explain(pod, flavor, None))
+        return cached[1]
+
+    def _explain(self, pod: PodRequest, flavor: str, domain: list[NodeState] | None) -> str:
+        index = self.cluster.flavors[flavor]
+        nodes = domain if domain is not None else index.nodes
+        need = _describe_request(pod.resources)
+        where = f"flavor {flavor}"
+        if not nodes:
+            unschedulable = len(self.cluster.unschedulable)
+            extra = f" ({unschedulable} nodes not ready or quarantined)" if unschedulable else ""
+            return f"needs {need}, but no ready node matches {where}{extra}"
+        r = pod.resources
+        biggest = max(nodes, key=_capacity) if domain is not None else index.biggest
+        assert biggest is not None  # a flavor with nodes has a biggest one
+        if r.gpu_milli >= FULL and biggest.gpu_count * FULL < r.gpu_milli:
+            return f"needs {need} on one node, but the largest node of {where} has {biggest.gpu_count} GPUs ({biggest.name}); it can never fit"
+        max_cpu = max(n.cap_cpu for n in nodes) if domain is not None else index.max_cpu
+        max_mem = max(n.cap_mem for n in nodes) if domain is not None else index.max_mem
+        if max_cpu < r.cpu_milli or max_mem < r.memory_bytes:
+            return (
+                f"needs {need} on one node, but the largest node of {where} has "
+                f"{format_cpu(max_cpu)} cpu and {format_memory(max_mem)} memory; it can never fit"
+            )
+        largest = self._largest_free(r, index, nodes, where, use_index=domain is None)
+        if len(nodes) <= _FULL_EXPLAIN_MAX_NODES:
+            counts: dict[str, int] = {}
+            for node in nodes:
+                why = self._why_not(pod, node)
+                counts[why] = counts.get(why, 0) + 1
+            summary = ", ".join(
+                f"{n} {why}" for why, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+            )
+            return (
+                f"needs {need} on one node; 0/{len(nodes)} nodes of {where} fit: {summary}{largest}"
+            )
+        return f"needs {need} on one node; no node of {where} fits{largest}"
+
+    def _why_not(self, pod: PodRequest, node: NodeState) -> str:
+        reason = run_filters(pod, node)
+        if reason is None and pod.resources.gpu_milli and not choose_devices(pod, node):
+            reason = "insufficient nvidia.com/gpu"
+        return reason or "fits alone but not with the rest of the gang"
+
+    @staticmethod
+    def _largest_free(
+        r: Resources, index: FlavorIndex, nodes: Sequence[NodeState], where: str, *, use_index: bool
+    ) -> str:
+        """The closest thing to a fit, for the reason: the largest free GPU block, the most free
+        share of one GPU, or the most free CPU. From the flavor index when it covers ``nodes``."""
+        if r.gpu_milli >= FULL:
+            if use_index:
+                count = index.max_whole_free()
+                node = next(iter(index.by_whole[count].values()))
+            else:
+                node = max(nodes, key=lambda n: (n.free_whole, -n.order))
+                count = node.free_whole
+            return f"; the largest free GPU block on any node of {where} is {count} ({node.name})"
+        if r.gpu_milli:
+            if use_index and index.partial_keys and not index.max_whole_free():
+                free = index.partial_keys[-1]
+                node = next(iter(index.partial[free].values()))
+            else:
+                node = max(nodes, key=lambda n: (n.largest_free_device(), -n.order))
+                free = node.largest_free_device()
+            return f"; the most free on any GPU of {where} is {format_gpu(free)} ({node.name})"
+        node = max(nodes, key=lambda n: (n.free_cpu, -n.order))
+        return f"; the most free cpu on any node of {where} is {format_cpu(max(node.free_cpu, 0))} ({node.name})"
+
+    def _explain_topology(
+        self,
+        job: JobSpec,
+        flavor: str,
+        topology: TopologyConstraint,
+        pods: list[PodRequest],
+        tried: int,
+        last: str,
+    ) -> str:
+        total = Resources()
+        for pod in pods:
+            total = total + pod.resources
+        scope = "one node" if topology.is_same_node else f"one {topology.key} domain"
+        if not tried:
+            return (
+                f"needs {_describe_request(total)} in total within {scope} (topology Required), "
+                f"and no such domain of flavor {flavor} has that much free"
+            )
+        return f"needs all {len(pods)} pods within {scope} (topology Required); {tried} domains have enough free in total but none fits the pods: {last}"
+
+
+def _capacity(node: NodeState) -> tuple[int, int, int, int]:
+    return (node.gpu_count, node.cap_cpu, node.cap_mem, -node.order)
+
+
+def _describe_request(r: Resources) -> str:
+    parts = []
+    if r.gpu_milli:
+        parts.append(
+            f"{format_gpu(r.gpu_milli)} {GPU}"
+            + (" (a share of one GPU)" if r.is_fractional_gpu else "")
+        )
+    if r.cpu_milli:
+        parts.append(f"{format_cpu(r.cpu_milli)} {CPU}")
+    if r.memory_bytes:
+        parts.append(f"{format_memory(r.memory_bytes)} {MEMORY}")
+    return ", ".join(parts) or "no resources"

@@ -1,0 +1,139 @@
+"""Request and reply of the scheduler: ``Snapshot`` in, ``Decisions`` out (plain data)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from phalanx.model.objects import DeviceShare, JobSpec, Node, PodPlacement, Queue, ResourceFlavor
+from phalanx.model.resources import Resources
+
+
+@dataclass(frozen=True, slots=True)
+class PendingWorkload:
+    """A job waiting for admission. ``seq`` orders submissions (FIFO); ``not_before`` holds a
+    job back until that time (restart backoff)."""
+
+    spec: JobSpec
+    seq: int
+    not_before: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class PlacedPod:
+    """A pod of an admitted workload: where it is and what it holds."""
+
+    placement: PodPlacement
+    resources: Resources
+
+
+@dataclass(frozen=True, slots=True)
+class AdmittedWorkload:
+    """A job holding capacity and quota. ``is_terminating``: being stopped (preempted or
+    cancelled); it still holds what it has but can no longer be chosen as a victim."""
+
+    name: str
+    queue: str
+    flavor: str
+    priority: int
+    pods: tuple[PlacedPod, ...]
+    admitted_at: float
+    is_terminating: bool = False
+
+    @property
+    def total(self) -> Resources:
+        """Resources held by all pods together."""
+        out = Resources()
+        for pod in self.pods:
+            out = out + pod.resources
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """Capacity on a node held by something phalanx does not schedule (e.g. foreign pods)."""
+
+    node: str
+    resources: Resources
+    devices: tuple[DeviceShare, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerConfig:
+    """Tunables of the cycle. ``policy`` names a placement policy (see plugins.POLICIES);
+    ``max_candidates`` bounds how many feasible nodes are scored per pod, like
+    kube-scheduler's percentageOfNodesToScore."""
+
+    policy: str = "fragmentation-aware"
+    max_candidates: int = 8
+    score_weights: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything the scheduler may look at, at time ``now``."""
+
+    now: float
+    nodes: tuple[Node, ...]
+    flavors: tuple[ResourceFlavor, ...]
+    queues: tuple[Queue, ...]
+    pending: tuple[PendingWorkload, ...]
+    admitted: tuple[AdmittedWorkload, ...] = ()
+    reservations: tuple[Reservation, ...] = ()
+    config: SchedulerConfig = field(default_factory=SchedulerConfig)
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """Admit ``job`` on ``flavor`` with a node and devices for every pod in ``placements``."""
+
+    job: str
+    queue: str
+    flavor: str
+    placements: tuple[PodPlacement, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Preemption:
+    """Stop ``victim`` so that ``preemptor`` can be admitted; ``message`` says why."""
+
+    victim: str
+    preemptor: str
+    message: str
+
+
+class ReasonCode(StrEnum):
+    """Why a workload is still pending."""
+
+    BACKOFF = "Backoff"
+    QUEUE_NOT_FOUND = "QueueNotFound"
+    QUOTA_EXCEEDED = "QuotaExceeded"
+    UNSCHEDULABLE = "Unschedulable"
+    PREEMPTING = "Preempting"
+    WAITING_FOR_CAPACITY = "WaitingForCapacity"
+
+
+@dataclass(frozen=True, slots=True)
+class PendingReason:
+    """Why ``job`` stays pending, with the numbers that make it so."""
+
+    job: str
+    code: ReasonCode
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Decisions:
+    """The scheduler's reply: what to admit, what to preempt, and why the rest waits."""
+
+    admissions: tuple[Admission, ...] = ()
+    preemptions: tuple[Preemption, ...] = ()
+    pending: tuple[PendingReason, ...] = ()
+
+    def reason_for(self, job: str) -> PendingReason | None:
+        """Return the pending reason for ``job``, if it is pending."""
+        for reason in self.pending:
+            if reason.job == job:
+                return reason
+        return None

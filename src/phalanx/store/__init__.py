@@ -1,0 +1,15 @@
+"""Persistence: SQLAlchemy on SQLite (default) or PostgreSQL. Must not import controllers."""
+
+from phalanx.store.records import EventRecord, JobRecord, PodRecord, Transition
+from phalanx.store.sql import Store, StoreError, default_url, open_store
+
+__all__ = [
+    "EventRecord",
+    "JobRecord",
+    "PodRecord",
+    "Store",
+    "StoreError",
+    "Transition",
+    "default_url",
+    "open_store",
+]

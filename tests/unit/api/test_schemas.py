@@ -1,0 +1,199 @@
+"""Views → JSON: quantities in Kubernetes notation, devices, times; and the client's TypedDicts
+stay in step with the API's schemas."""
+
+from __future__ import annotations
+
+from typing import get_type_hints
+
+import pytest
+from pydantic import BaseModel
+
+from phalanx.api import schemas
+from phalanx.client import _types as client_types
+from phalanx.controllers.views import (
+    EventView,
+    FlavorUsage,
+    JobView,
+    NodeView,
+    PodView,
+    QueueView,
+)
+from phalanx.model.objects import DeviceShare, JobPhase, PodPhase
+from phalanx.model.resources import Resources, cpu_milli, memory_bytes
+from phalanx.testing import make_node
+
+T0 = 1_700_000_000.0
+
+JOB_MANIFEST: dict[str, object] = {
+    "apiVersion": "phalanx.dev/v1alpha1",
+    "kind": "Job",
+    "metadata": {"name": "train"},
+    "spec": {
+        "queue": "team-a",
+        "podSets": [
+            {
+                "name": "worker",
+                "replicas": 2,
+                "resources": {"cpu": "500m", "memory": "8Gi", "nvidia.com/gpu": "0.5"},
+                "command": ["python", "train.py"],
+            }
+        ],
+    },
+}
+
+
+def make_view(**overrides: object) -> JobView:
+    pods = (
+        PodView(
+            "p0",
+            "worker",
+            0,
+            1,
+            "node-0",
+            (DeviceShare(3, 500),),
+            PodPhase.RUNNING,
+            started_at=T0 + 2,
+        ),
+        PodView("p1", "worker", 1, 1, "node-0", (DeviceShare(3, 500),), PodPhase.PENDING),
+    )
+    fields: dict[str, object] = {
+        "name": "train",
+        "manifest": JOB_MANIFEST,
+        "queue": "team-a",
+        "priority": 5,
+        "phase": JobPhase.RUNNING,
+        "message": "1 of 2 pods running",
+        "reason_code": "",
+        "created_at": T0,
+        "admitted_at": T0 + 1,
+        "started_at": None,
+        "finished_at": None,
+        "flavor": "h100",
+        "attempt": 1,
+        "restarts": 0,
+        "pods": pods,
+        "events": (EventView(T0, "Normal", "Created", "submitted to queue team-a"),),
+    }
+    fields.update(overrides)
+    return JobView(**fields)  # type: ignore[arg-type]
+
+
+def test_job_out_renders_quantities_devices_and_times() -> None:
+    out = schemas.job_out(make_view()).model_dump(mode="json")
+    assert out["request"] == {"cpu": "1", "memory": "16Gi", "nvidia.com/gpu": "1"}
+    assert out["pod_count"] == 2
+    assert out["running_pods"] == 1
+    assert out["is_finished"] is False
+    assert out["created_at"] == T0
+    assert out["created_at_iso"] == "2023-11-14T22:13:20Z"
+    assert out["admitted_at_iso"] == "2023-11-14T22:13:21Z"
+    assert out["started_at"] is None and out["started_at_iso"] is None
+    pod = out["pods"][0]
+    assert pod["name"] == "worker-0"
+    assert pod["devices"] == [{"index": 3, "milli": 500}]
+    assert pod["phase"] == "Running"
+    assert pod["started_at_iso"] == "2023-11-14T22:13:22Z"
+    assert out["events"] == [
+        {
+            "at": T0,
+            "at_iso": "2023-11-14T22:13:20Z",
+            "type": "Normal",
+            "reason": "Created",
+            "message": "submitted to queue team-a",
+        }
+    ]
+
+
+def test_running_pods_count_only_the_current_attempt() -> None:
+    old = PodView("old", "worker", 0, 1, "node-1", (), PodPhase.RUNNING)
+    new = PodView("new", "worker", 0, 2, "node-0", (), PodPhase.RUNNING)
+    out = schemas.job_out(make_view(attempt=2, pods=(old, new)))
+    assert out.running_pods == 1
+
+
+@pytest.mark.parametrize("phase", [JobPhase.SUCCEEDED, JobPhase.FAILED, JobPhase.CANCELLED])
+def test_terminal_phases_are_finished(phase: JobPhase) -> None:
+    assert schemas.job_out(make_view(phase=phase)).is_finished is True
+
+
+def test_an_unreadable_stored_manifest_still_renders() -> None:
+    out = schemas.job_out(make_view(manifest={"kind": "Job"}))
+    assert (out.pod_count, out.request) == (0, {})
+
+
+def test_queue_out_sums_flavors() -> None:
+    view = QueueView(
+        name="team-a",
+        manifest={"kind": "Queue"},
+        cohort="research",
+        usage=(
+            FlavorUsage(
+                "h100",
+                Resources(cpu_milli(4), memory_bytes("8Gi"), 2000),
+                Resources(cpu_milli(32), memory_bytes("256Gi"), 8000),
+            ),
+            FlavorUsage(
+                "a100", Resources(0, 0, 500), Resources(cpu_milli(16), memory_bytes("64Gi"), 4000)
+            ),
+        ),
+        pending=3,
+        admitted=1,
+    )
+    out = schemas.queue_out(view)
+    assert out.used == {"cpu": "4", "memory": "8Gi", "nvidia.com/gpu": "2.5"}
+    assert out.nominal == {"cpu": "48", "memory": "320Gi", "nvidia.com/gpu": "12"}
+    assert [u.flavor for u in out.usage] == ["h100", "a100"]
+    assert out.usage[1].used == {"nvidia.com/gpu": "0.5"}
+
+
+def test_node_out_lists_devices_with_their_use() -> None:
+    node = make_node("n1").gpus(2, "H100").cpu(8).memory("64Gi").obj()
+    view = NodeView(
+        node,
+        Resources(cpu_milli(1), memory_bytes("1Gi"), 1500),
+        {0: 1000, 1: 500},
+        ("train/worker-0",),
+    )
+    out = schemas.node_out(view)
+    assert out.allocatable == {"cpu": "8", "memory": "64Gi", "nvidia.com/gpu": "2"}
+    assert out.used == {"cpu": "1", "memory": "1Gi", "nvidia.com/gpu": "1.5"}
+    assert [(g.index, g.used_milli, g.model) for g in out.gpus] == [
+        (0, 1000, "H100"),
+        (1, 500, "H100"),
+    ]
+    assert out.gpu_model == "H100"
+    assert out.pods == ["train/worker-0"]
+
+
+def test_flavor_out_reads_the_manifest() -> None:
+    manifest = {
+        "metadata": {"name": "h100"},
+        "spec": {"nodeLabels": {"nvidia.com/gpu.product": "H100"}},
+    }
+    out = schemas.flavor_out(manifest)
+    assert (out.name, out.node_labels) == ("h100", {"nvidia.com/gpu.product": "H100"})
+
+
+PAIRS: list[tuple[type[BaseModel], type]] = [
+    (schemas.DeviceOut, client_types.DeviceInfo),
+    (schemas.EventOut, client_types.EventInfo),
+    (schemas.PodOut, client_types.PodInfo),
+    (schemas.JobOut, client_types.JobInfo),
+    (schemas.FlavorUsageOut, client_types.FlavorUsageInfo),
+    (schemas.QueueOut, client_types.QueueInfo),
+    (schemas.GpuOut, client_types.GpuInfo),
+    (schemas.TaintOut, client_types.TaintInfo),
+    (schemas.NodeOut, client_types.NodeInfo),
+    (schemas.FlavorOut, client_types.FlavorInfo),
+    (schemas.ApplyOut, client_types.ApplyOutcome),
+    (schemas.LogsOut, client_types.LogChunk),
+    (schemas.VersionOut, client_types.VersionInfo),
+    (schemas.ErrorDetail, client_types.ErrorDetailInfo),
+]
+
+
+@pytest.mark.parametrize(("model", "typed_dict"), PAIRS, ids=lambda t: t.__name__)
+def test_client_typed_dicts_mirror_the_api_schemas(
+    model: type[BaseModel], typed_dict: type
+) -> None:
+    assert list(model.model_fields) == list(get_type_hints(typed_dict))
