@@ -111,7 +111,9 @@ class QuotaState:
             if need == 0:
                 continue
             after = usage[i] + need
-            if after <= nominal[i]:
+            # In a cohort, even use within nominal quota draws on the pool when that quota is
+            # lendable: it may be lent out right now (and is then reclaimed by preemption).
+            if after <= nominal[i] and (not q.cohort or after <= self.guaranteed[key][i]):
                 continue
             limit = nominal[i] + self.borrow_limit[key][i]
             what = f"queue {queue} uses {format_amount(name, usage[i])}/{format_amount(name, nominal[i])} {name} of flavor {flavor}"
