@@ -258,6 +258,10 @@ def _api_router(plane: ControlPlane, token: str | None) -> APIRouter:
     def get_node(name: str) -> NodeOut:
         return node_out(plane.get_node(name))
 
+    @router.post("/nodes/{name}/release", summary="Release a node from quarantine")
+    def release_node(name: str) -> NodeOut:
+        return node_out(plane.release_node(name))
+
     @router.get("/version", summary="Server version and accepted manifest apiVersion")
     def version() -> VersionOut:
         return VersionOut(version=__version__, api_version=API_VERSION)

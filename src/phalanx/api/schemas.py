@@ -71,6 +71,18 @@ class PodOut(BaseModel):
     finished_at_iso: str | None
 
 
+class ProgressOut(BaseModel):
+    """What the workload reported through phalanx.train: step (current attempt) and last
+    completed checkpoint (any attempt)."""
+
+    step: int | None
+    reported_at: float | None
+    checkpoint_step: int | None
+    checkpoint_at: float | None
+    checkpoint_at_iso: str | None
+    checkpoint_path: str
+
+
 class JobOut(BaseModel):
     """A job: its spec (``manifest``), status, pods of every attempt and events."""
 
@@ -98,6 +110,7 @@ class JobOut(BaseModel):
     manifest: dict[str, object]
     pods: list[PodOut]
     events: list[EventOut]
+    progress: ProgressOut | None = None
 
 
 class FlavorUsageOut(BaseModel):
@@ -139,8 +152,27 @@ class TaintOut(BaseModel):
     effect: str
 
 
+class NodeFailureOut(BaseModel):
+    """A node-side pod failure: evidence against the node."""
+
+    at: float
+    job: str
+    attempt: int
+    pod: str
+    reason: str
+
+
+class QuarantineOut(BaseModel):
+    """Why and until when a node is kept out of placement."""
+
+    since: float
+    until: float | None
+    reason: str
+
+
 class NodeOut(BaseModel):
-    """A node: what it can hold, what is in use, its devices, labels and pods."""
+    """A node: what it can hold, what is in use, its devices, labels and pods; quarantine
+    and the node-side failures that count against it."""
 
     name: str
     is_ready: bool
@@ -152,6 +184,8 @@ class NodeOut(BaseModel):
     labels: dict[str, str]
     taints: list[TaintOut]
     pods: list[str]
+    quarantine: QuarantineOut | None = None
+    failures: list[NodeFailureOut] = []
 
 
 class FlavorOut(BaseModel):
@@ -288,6 +322,16 @@ def job_out(job: JobView) -> JobOut:
         manifest=dict(job.manifest),
         pods=[pod_out(p) for p in job.pods],
         events=[event_out(e) for e in job.events],
+        progress=None
+        if job.progress is None
+        else ProgressOut(
+            step=job.progress.step,
+            reported_at=job.progress.reported_at,
+            checkpoint_step=job.progress.checkpoint_step,
+            checkpoint_at=job.progress.checkpoint_at,
+            checkpoint_at_iso=iso_time(job.progress.checkpoint_at),
+            checkpoint_path=job.progress.checkpoint_path,
+        ),
     )
 
 
@@ -339,6 +383,15 @@ def node_out(view: NodeView) -> NodeOut:
         labels=dict(node.labels),
         taints=[TaintOut(key=t.key, value=t.value, effect=t.effect) for t in node.taints],
         pods=list(view.pods),
+        quarantine=None
+        if view.quarantine is None
+        else QuarantineOut(
+            since=view.quarantine.since, until=view.quarantine.until, reason=view.quarantine.reason
+        ),
+        failures=[
+            NodeFailureOut(at=f.at, job=f.job, attempt=f.attempt, pod=f.pod, reason=f.reason)
+            for f in view.failures
+        ],
     )
 
 

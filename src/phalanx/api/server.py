@@ -28,6 +28,7 @@ import uvicorn
 
 from phalanx import __version__
 from phalanx.api.app import create_app
+from phalanx.backends.base import Backend
 from phalanx.backends.local.backend import LocalBackend
 from phalanx.backends.local.nodes import discover_nodes, parse_nodes_option
 from phalanx.controllers.plane import ControlPlane, ControlPlaneConfig
@@ -65,10 +66,33 @@ class ServerSettings:
     data_dir: Path
     nodes: str | None = None
     store_url: str | None = None
+    #: ``local`` (this machine or virtual nodes) or ``kubernetes`` (kubeconfig or in-cluster).
+    backend: str = "local"
+    kubeconfig: str | None = None
+    namespace: str = "default"
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     log_level: str = "info"
     tick_s: float = 0.2
+
+
+def _make_backend(settings: ServerSettings, data_dir: Path) -> Backend:
+    """The backend ``settings`` names; raises ServerError for an unknown one."""
+    if settings.backend == "local":
+        nodes = parse_nodes_option(settings.nodes) if settings.nodes else discover_nodes()
+        return LocalBackend(data_dir, nodes)
+    if settings.backend == "kubernetes":
+        if settings.nodes:
+            raise ServerError(
+                "--nodes declares local virtual nodes; with --backend kubernetes the cluster's Nodes are used"
+            )
+        from phalanx.backends.kubernetes import KubernetesBackend, KubernetesError
+
+        try:
+            return KubernetesBackend(kubeconfig=settings.kubeconfig, namespace=settings.namespace)
+        except KubernetesError as exc:
+            raise ServerError(str(exc)) from exc
+    raise ServerError(f"unknown backend {settings.backend!r}; use local or kubernetes")
 
 
 def load_or_create_token(data_dir: Path) -> str:
@@ -169,13 +193,13 @@ class ApiServer:
         self.info_path = data_dir / SERVER_FILE
         _check_not_running(self.info_path)
         self.token = load_or_create_token(data_dir)
-        nodes = parse_nodes_option(settings.nodes) if settings.nodes else discover_nodes()
+        backend = _make_backend(settings, data_dir)
         self._socket = _listen(settings.host, settings.port)
         port = int(self._socket.getsockname()[1])
         self.url = _url(settings.host, port)
         try:
             self.store = open_store(settings.store_url, data_dir)
-            self.backend = LocalBackend(data_dir, nodes)
+            self.backend = backend
             self.plane = ControlPlane(
                 self.store,
                 self.backend,

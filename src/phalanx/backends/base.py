@@ -40,6 +40,11 @@ class PodLaunch:
     working_dir: str = ""
     image: str = ""
     grace_period_s: float = 10.0
+    #: Kill the pod, reported as an OOM-kill (reason ``OOMKilled``), when its processes use
+    #: more memory than this; None: the backend's default (Kubernetes: the container limit).
+    memory_limit_bytes: int | None = None
+    #: The job's annotations (Kubernetes: put on the pod; the local backend ignores them).
+    annotations: Mapping[str, str] = field(default_factory=dict)
 
 
 class PodEventKind(StrEnum):
@@ -52,6 +57,12 @@ class PodEventKind(StrEnum):
     STOPPED = "Stopped"
     #: The pod vanished without an exit status (node lost, process killed with its supervisor).
     LOST = "Lost"
+
+
+#: ``PodEvent.reason`` values with a meaning the controllers act on: a pod killed for its
+#: memory use, and pods that failed because of their node (node-side; see failure policies).
+OOM_KILLED = "OOMKilled"
+NODE_FAULT = "NodeFault"
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +85,14 @@ class RendezvousInfo:
     master_port: int
 
 
+@dataclass(frozen=True, slots=True)
+class HeldCapacity:
+    """Capacity on a node held by a workload phalanx did not place (e.g. another team's pod)."""
+
+    node: str
+    resources: Resources
+
+
 class Backend(Protocol):
     """A substrate that runs pods. See the module docstring for the idempotency contract."""
 
@@ -81,6 +100,10 @@ class Backend(Protocol):
 
     def nodes(self) -> list[Node]:
         """Return the nodes pods can be placed on, as observed now."""
+        ...
+
+    def held_capacity(self) -> list[HeldCapacity]:
+        """Return capacity in use on the nodes by workloads phalanx did not place."""
         ...
 
     def rendezvous(self, job: str, attempt: int, first_node: str) -> RendezvousInfo:

@@ -48,6 +48,10 @@ def _moment(at: float | None, now: float) -> str:
     return f"{stamp} ({format_age(now - at)} ago)"
 
 
+def _iso(at: float) -> str:
+    return datetime.fromtimestamp(at).astimezone().isoformat(timespec="seconds")
+
+
 def _mapping(value: object) -> Mapping[str, object]:
     return value if isinstance(value, Mapping) else {}
 
@@ -119,6 +123,27 @@ def describe_job(job: JobInfo, now: float) -> str:
     lines += [
         _field("Flavor", job["flavor"] or NONE, 2),
         _field("Attempt", f"{job['attempt']} (restarts: {job['restarts']})", 2),
+    ]
+    progress = job.get("progress")
+    if progress:
+        if progress["step"] is not None:
+            lines.append(
+                _field(
+                    "Progress",
+                    f"step {progress['step']} ({_moment(progress['reported_at'], now)})",
+                    2,
+                )
+            )
+        if progress["checkpoint_step"] is not None:
+            where = f", {progress['checkpoint_path']}" if progress["checkpoint_path"] else ""
+            lines.append(
+                _field(
+                    "Checkpoint",
+                    f"step {progress['checkpoint_step']}{where} ({_moment(progress['checkpoint_at'], now)})",
+                    2,
+                )
+            )
+    lines += [
         "Timings:",
         _field("Created", _moment(job["created_at"], now), 2),
         _field("Admitted", _moment(job["admitted_at"], now), 2),
@@ -159,14 +184,31 @@ def describe_job(job: JobInfo, now: float) -> str:
     return "\n".join(lines)
 
 
-def describe_node(node: NodeInfo) -> str:
-    """Return ``describe node``: state, labels, taints, capacity against use, GPUs, pods."""
+def describe_node(node: NodeInfo, now: float | None = None) -> str:
+    """Return ``describe node``: state (with the quarantine's evidence), labels, taints,
+    capacity against use, GPUs, pods."""
     lines = [
         _field("Name", node["name"]),
         _field("Ready", "True" if node["is_ready"] else "False"),
         _field("Quarantined", "True" if node["is_quarantined"] else "False"),
-        _field("GPU Model", node["gpu_model"] or NONE),
     ]
+    quarantine = node.get("quarantine")
+    if quarantine:
+        until = quarantine["until"]
+        lines.append(_field("Reason", quarantine["reason"], 2))
+        if until is not None:
+            left = f" (in {format_duration(max(0.0, until - now))})" if now is not None else ""
+            lines.append(
+                _field("Until", f"{_iso(until)}{left}; or `phalanx node release {node['name']}`", 2)
+            )
+    failures = node.get("failures") or []
+    if failures:
+        lines.append("Node-side failures:")
+        rows = [
+            [_iso(f["at"]), f["job"], str(f["attempt"]), f["pod"], f["reason"]] for f in failures
+        ]
+        lines.append(_indented(render_table(["AT", "JOB", "ATTEMPT", "POD", "REASON"], rows)))
+    lines.append(_field("GPU Model", node["gpu_model"] or NONE))
     labels = [f"{k}={v}" for k, v in sorted(node["labels"].items())] or [NONE]
     lines.append(_field("Labels", labels[0]))
     lines += [" " * _LABEL_WIDTH + label for label in labels[1:]]

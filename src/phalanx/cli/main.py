@@ -193,9 +193,21 @@ def up(
     store_url: Annotated[
         str | None,
         typer.Option(
-            "--store-url", help="SQLAlchemy URL, e.g. postgresql+psycopg://…; default: SQLite."
+            "--store-url",
+            envvar="PHALANX_STORE_URL",
+            help="SQLAlchemy URL, e.g. postgresql+psycopg://…; default: SQLite.",
         ),
     ] = None,
+    backend: Annotated[
+        str, typer.Option("--backend", help="local (this machine) or kubernetes.")
+    ] = "local",
+    kubeconfig: Annotated[
+        str | None,
+        typer.Option("--kubeconfig", help="Kubernetes config; default $KUBECONFIG or in-cluster."),
+    ] = None,
+    namespace: Annotated[
+        str, typer.Option("--namespace", "-n", help="Namespace for phalanx's own objects.")
+    ] = "default",
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=0, max=65535, help="0: any free port.")] = 8470,
     daemon: Annotated[
@@ -208,6 +220,9 @@ def up(
     directory = _globals(ctx).resolved_data_dir(data_dir)
     if daemon:
         up_args = ["--host", host, "--port", str(port), "--log-level", log_level]
+        up_args += ["--backend", backend, "--namespace", namespace]
+        if kubeconfig:
+            up_args += ["--kubeconfig", kubeconfig]
         if nodes:
             up_args += ["--nodes", nodes]
         if store_url:
@@ -218,11 +233,21 @@ def up(
         typer.echo(f"  data dir: {directory}\n  log:      {started.log_path}")
         typer.echo("  stop it with: phalanx down")
         return
-    _serve_foreground(directory, nodes, store_url, host, port, log_level)
+    _serve_foreground(
+        directory, nodes, store_url, host, port, log_level, backend, kubeconfig, namespace
+    )
 
 
 def _serve_foreground(
-    directory: Path, nodes: str | None, store_url: str | None, host: str, port: int, log_level: str
+    directory: Path,
+    nodes: str | None,
+    store_url: str | None,
+    host: str,
+    port: int,
+    log_level: str,
+    backend: str = "local",
+    kubeconfig: str | None = None,
+    namespace: str = "default",
 ) -> None:
     import logging
 
@@ -239,6 +264,9 @@ def _serve_foreground(
         data_dir=directory,
         nodes=nodes,
         store_url=store_url,
+        backend=backend,
+        kubeconfig=kubeconfig,
+        namespace=namespace,
         host=host,
         port=port,
         log_level=log_level.lower(),
@@ -395,7 +423,7 @@ def describe(
         if resolved == "jobs":
             typer.echo(describe_job(client.job(name), time.time()))
         else:
-            typer.echo(describe_node(client.node(name)))
+            typer.echo(describe_node(client.node(name), time.time()))
 
 
 # -- jobs -----------------------------------------------------------------------------------
@@ -471,6 +499,21 @@ def delete(
         else:
             client.delete_flavor(name)
     typer.echo(f"{_RESOURCE_NAMES[resolved]}.phalanx.dev/{name} deleted")
+
+
+@app.command()
+@_handles_errors
+def node(
+    ctx: typer.Context,
+    action: Annotated[str, typer.Argument(metavar="ACTION", help="release")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The node.")],
+) -> None:
+    """Act on a node: ``release`` takes it out of quarantine and forgets its failures."""
+    if action != "release":
+        _fail(f"unknown node action {action!r}; use: phalanx node release NAME")
+    with _globals(ctx).client() as client:
+        client.release_node(name)
+    typer.echo(f"node/{name} released")
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

@@ -278,6 +278,11 @@ class Client:
         """Return one node; ApiError ``NotFound`` if unknown."""
         return cast("NodeInfo", self._get(f"/nodes/{_name(name)}"))
 
+    def release_node(self, name: str) -> NodeInfo:
+        """Release a node from quarantine (its evidence is forgotten); return the node."""
+        response = self._request("POST", f"{API_PREFIX}/nodes/{_name(name)}/release")
+        return cast("NodeInfo", response.json())
+
     # -- server ---------------------------------------------------------------------------
 
     def health(self) -> dict[str, object]:

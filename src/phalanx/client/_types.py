@@ -72,6 +72,36 @@ class JobInfo(TypedDict):
     manifest: dict[str, object]
     pods: list[PodInfo]
     events: list[EventInfo]
+    progress: ProgressInfo | None
+
+
+class ProgressInfo(TypedDict):
+    """What a training workload reported through phalanx.train."""
+
+    step: int | None
+    reported_at: float | None
+    checkpoint_step: int | None
+    checkpoint_at: float | None
+    checkpoint_at_iso: str | None
+    checkpoint_path: str
+
+
+class NodeFailureInfo(TypedDict):
+    """A node-side pod failure counted against a node."""
+
+    at: float
+    job: str
+    attempt: int
+    pod: str
+    reason: str
+
+
+class QuarantineInfo(TypedDict):
+    """Why and until when a node is kept out of placement."""
+
+    since: float
+    until: float | None
+    reason: str
 
 
 class FlavorUsageInfo(TypedDict):
@@ -126,6 +156,8 @@ class NodeInfo(TypedDict):
     labels: dict[str, str]
     taints: list[TaintInfo]
     pods: list[str]
+    quarantine: QuarantineInfo | None
+    failures: list[NodeFailureInfo]
 
 
 class FlavorInfo(TypedDict):

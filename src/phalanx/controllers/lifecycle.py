@@ -4,9 +4,13 @@ Transitions (job phases):
   Pending   → Admitted   admission: pods created with placements, then launched
   Admitted  → Running    every pod of the attempt reported running
   Running   → Succeeded  every pod of the attempt succeeded
-  Admitted/Running → Pending    a pod failed and the restart policy allows another attempt
-                                (restarts+1, not_before = now + backoff); other pods are stopped
-  Admitted/Running → Failed     a pod failed and no restart is left, or maxRuntime passed
+  Admitted/Running → Pending    a pod failed and the failure policy for its cause restarts the
+                                whole gang (other pods are stopped): application errors, hangs
+                                (and OOM with onOOM: Restart) count (restarts+1, not_before =
+                                now + exponential backoff); node-side failures do not (the node
+                                gets the evidence, see health.py; not_before = now + backoff)
+  Admitted/Running → Failed     a pod failed and the policy says fail (OOM by default, or no
+                                restart left), or maxRuntime passed
   Admitted/Running → Preempted  chosen as a victim; pods are stopped
   Preempted → Pending    the last pod stopped (requeued)
   any non-terminal → Cancelled  by the user; pods are stopped
@@ -20,11 +24,20 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from phalanx.backends.base import Backend, PodEvent, PodEventKind, PodLaunch
+from phalanx.backends.base import (
+    NODE_FAULT,
+    OOM_KILLED,
+    Backend,
+    PodEvent,
+    PodEventKind,
+    PodLaunch,
+)
+from phalanx.controllers.health import HealthTracker, NodeFailure
+from phalanx.controllers.progress import checkpoint_dir
 from phalanx.controllers.state import devices_of, pod_resources
 from phalanx.controllers.wiring import pod_env, rank_order
-from phalanx.model.objects import JobPhase, JobSpec, PodPhase, RestartPolicyKind
-from phalanx.model.resources import format_gpu
+from phalanx.model.objects import JobPhase, JobSpec, OnFailure, PodPhase, RestartPolicyKind
+from phalanx.model.resources import format_gpu, format_memory
 from phalanx.scheduling.snapshot import Admission
 from phalanx.store import EventRecord, JobRecord, PodRecord, Store, Transition
 
@@ -38,6 +51,17 @@ _EVENT_TO_POD_PHASE = {
     PodEventKind.LOST: PodPhase.LOST,
 }
 _LIVE = (PodPhase.PENDING.value, PodPhase.RUNNING.value)
+#: Backend reasons that blame the node rather than the workload (LOST pods always do).
+NODE_SIDE_REASONS = frozenset({NODE_FAULT, "NodeLost", "NodeNotReady"})
+
+
+class Cause:
+    """Why a pod failed, as far as the failure policy is concerned."""
+
+    APPLICATION = "Application"
+    OOM = "OOM"
+    NODE = "Node"
+    HANG = "Hang"
 
 
 def pod_name(pod: PodRecord) -> str:
@@ -66,6 +90,7 @@ class Lifecycle:
         spec_of: Callable[[JobRecord], JobSpec],
         data_dir: Path,
         grace_period_s: float,
+        health: HealthTracker | None = None,
     ) -> None:
         self.store = store
         self.backend = backend
@@ -73,6 +98,13 @@ class Lifecycle:
         self.spec_of = spec_of
         self.data_dir = data_dir
         self.grace_period_s = grace_period_s
+        self.health = health or HealthTracker(store, clock)
+
+    def grace_for(self, job: JobRecord) -> float:
+        """SIGTERM → SIGKILL grace of ``job``: its spec's terminationGracePeriod, else the
+        control plane's."""
+        grace = self.spec_of(job).failure_policy.termination_grace_s
+        return self.grace_period_s if grace is None else grace
 
     # ---- admission ----
 
@@ -83,8 +115,9 @@ class Lifecycle:
         attempt = job.attempt + 1
         ordered = rank_order(spec, admission.placements)
         rendezvous = self.backend.rendezvous(job.name, attempt, ordered[0].node)
-        checkpoint_dir = str(self.data_dir / "checkpoints" / f"{job.name}-{job.uid[:8]}")
-        envs = pod_env(spec, ordered, rendezvous, attempt, checkpoint_dir)
+        ckpt_dir = checkpoint_dir(self.data_dir, job)
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        envs = pod_env(spec, ordered, rendezvous, attempt, str(ckpt_dir))
         pods = tuple(
             PodRecord(
                 pod_id=f"{job.name}-{p.pod_set}-{p.index}-a{attempt}-{job.uid[:6]}",
@@ -134,6 +167,8 @@ class Lifecycle:
         """Start one stored pod on the backend (idempotent); a launch error fails the pod."""
         spec = self.spec_of(job)
         pod_set = next(ps for ps in spec.pod_sets if ps.name == pod.pod_set)
+        resources = pod_resources(spec, pod.pod_set)
+        enforce = spec.failure_policy.enforce_memory and resources.memory_bytes > 0
         try:
             self.backend.launch(
                 PodLaunch(
@@ -145,13 +180,15 @@ class Lifecycle:
                     attempt=pod.attempt,
                     node=pod.node,
                     devices=devices_of(pod),
-                    resources=pod_resources(spec, pod.pod_set),
+                    resources=resources,
                     command=pod_set.command,
                     args=pod_set.args,
                     env={k: str(v) for k, v in pod.env.items()},
+                    annotations=spec.annotations,
                     working_dir=pod_set.working_dir,
                     image=pod_set.image,
-                    grace_period_s=self.grace_period_s,
+                    grace_period_s=self.grace_for(job),
+                    memory_limit_bytes=resources.memory_bytes if enforce else None,
                 )
             )
         except OSError as exc:
@@ -229,9 +266,11 @@ class Lifecycle:
                 )
             elif phase in (PodPhase.FAILED, PodPhase.LOST):
                 stop_others = True
-                job_change, event_record = self._failure(
-                    job, _describe_failure(pod, event.kind, event), event.at
-                )
+                cause = self._cause(pod, event)
+                what = _describe_failure(pod, event.kind, event)
+                if cause == Cause.NODE:
+                    self.record_node_failure(job, pod, event)
+                job_change, event_record = self._failure(job, what, event.at, cause, pod.node)
                 events.append(event_record)
         elif (
             job.phase == JobPhase.PREEMPTED.value
@@ -250,15 +289,79 @@ class Lifecycle:
         if stop_others:
             self.stop_pods(job.id, exclude=pod.pod_id)
 
+    def _cause(self, pod: PodRecord, event: PodEvent) -> str:
+        if event.reason == OOM_KILLED:
+            return Cause.OOM
+        if event.kind is PodEventKind.LOST or event.reason in NODE_SIDE_REASONS:
+            return Cause.NODE
+        if self.health.get(pod.node).is_quarantined:
+            return Cause.NODE
+        node = next((n for n in self.backend.nodes() if n.name == pod.node), None)
+        if node is not None and (not node.is_ready or node.is_quarantined):
+            return Cause.NODE
+        return Cause.APPLICATION
+
+    def record_node_failure(self, job: JobRecord, pod: PodRecord, event: PodEvent) -> None:
+        """Add the failure as evidence against the pod's node; log a quarantine it tips."""
+        failure = NodeFailure(event.at, job.name, pod.attempt, pod_name(pod), event.reason)
+        health = self.health.record_failure(pod.node, failure)
+        if health.quarantined_at == event.at:
+            log.warning("node %s quarantined: %s", pod.node, health.quarantine_reason)
+
+    def fail_hung(self, job: JobRecord, what: str) -> None:
+        """Admitted/Running → Pending or Failed: no progress within hangTimeout."""
+        now = self.clock()
+        change, event = self._failure(job, what, now, Cause.HANG)
+        self.store.transition(Transition(job.id, job=change, events=(event,)))
+        self.stop_pods(job.id)
+
     def _failure(
-        self, job: JobRecord, what: str, now: float
+        self,
+        job: JobRecord,
+        what: str,
+        now: float,
+        cause: str = Cause.APPLICATION,
+        node: str = "",
     ) -> tuple[dict[str, object], EventRecord]:
-        policy = self.spec_of(job).restart_policy
+        spec = self.spec_of(job)
+        policy = spec.restart_policy
+        fp = spec.failure_policy
+        action = OnFailure.RESTART_COUNTED
+        if cause == Cause.OOM:
+            action = fp.on_oom
+            limit = max((ps.resources.memory_bytes for ps in spec.pod_sets), default=0)
+            what = f"{what}: killed for exceeding its memory limit {format_memory(limit)}"
+            if action is OnFailure.FAIL:
+                what += " (failurePolicy.onOOM: Fail; raise the pod's memory or set onOOM: Restart)"
+        elif cause == Cause.NODE:
+            action = fp.on_node_failure
+            what = f"{what} (node-side failure on node {node})"
+        elif cause == Cause.HANG:
+            what = f"hang: {what}"
+        if action is OnFailure.RESTART_FREE:
+            backoff = policy.backoff_s
+            message = f"{what}; restarting the whole gang from its last checkpoint, not counted against maxRestarts ({job.restarts}/{policy.max_restarts} used), after {backoff:g}s backoff"
+            change: dict[str, object] = {
+                "phase": JobPhase.PENDING.value,
+                "not_before": now + backoff,
+                "flavor": "",
+                "reason_code": "Backoff",
+                "message": message,
+            }
+            return change, EventRecord(now, "Warning", "Restarting", message)
+        if action is OnFailure.FAIL:
+            change = {
+                "phase": JobPhase.FAILED.value,
+                "finished_at": now,
+                "reason_code": "OOMKilled" if cause == Cause.OOM else "Failed",
+                "message": what,
+            }
+            return change, EventRecord(now, "Warning", "Failed", what)
         if policy.kind is RestartPolicyKind.ON_FAILURE and job.restarts < policy.max_restarts:
             restarts = job.restarts + 1
             backoff = policy.backoff_for(restarts)
             message = f"{what}; restarting the whole gang (restart {restarts}/{policy.max_restarts}) after {backoff:g}s backoff"
-            change: dict[str, object] = {
+            change = {
                 "phase": JobPhase.PENDING.value,
                 "restarts": restarts,
                 "not_before": now + backoff,
@@ -274,7 +377,7 @@ class Lifecycle:
         change = {
             "phase": JobPhase.FAILED.value,
             "finished_at": now,
-            "reason_code": "Failed",
+            "reason_code": "Hang" if cause == Cause.HANG else "Failed",
             "message": message,
         }
         return change, EventRecord(now, "Warning", "Failed", message)
@@ -295,10 +398,13 @@ class Lifecycle:
     # ---- stopping ----
 
     def stop_pods(self, job_id: int, exclude: str = "") -> None:
-        """Ask the backend to stop every live pod of a job (idempotent)."""
+        """Ask the backend to stop every live pod of a job (idempotent), with the job's grace
+        period (SIGTERM, then SIGKILL once it is over)."""
+        job = self.store.get_job_by_id(job_id)
+        grace = self.grace_period_s if job is None else self.grace_for(job)
         for pod in self.store.pods([job_id], live_only=True):
             if pod.pod_id != exclude:
-                self.backend.stop(pod.pod_id, self.grace_period_s)
+                self.backend.stop(pod.pod_id, grace)
 
     def preempt(self, job: JobRecord, message: str) -> None:
         """Admitted/Running → Preempted (→ Pending once the pods are gone)."""

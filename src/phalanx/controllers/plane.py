@@ -18,15 +18,20 @@ from pathlib import Path
 
 from phalanx.backends.base import Backend, PodEvent, PodEventKind
 from phalanx.controllers.errors import ConflictError, NotFoundError
+from phalanx.controllers.health import HealthTracker, QuarantinePolicy, apply_quarantine
 from phalanx.controllers.lifecycle import Lifecycle, pod_name
+from phalanx.controllers.progress import JobProgress, hung_jobs, read_progress
 from phalanx.controllers.state import HOLDING, SpecCache, World, devices_of, pod_resources
 from phalanx.controllers.views import (
     ApplyResult,
     EventView,
     FlavorUsage,
     JobView,
+    NodeFailureView,
     NodeView,
     PodView,
+    ProgressView,
+    QuarantineView,
     QueueView,
 )
 from phalanx.model.objects import JobPhase, JobSpec, Node, PodPhase, Queue, ResourceFlavor
@@ -46,6 +51,7 @@ class ControlPlaneConfig:
     tick_s: float = 0.2
     grace_period_s: float = 10.0
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    quarantine: QuarantinePolicy = field(default_factory=QuarantinePolicy)
 
 
 class ControlPlane:
@@ -63,8 +69,15 @@ class ControlPlane:
         self.config = config
         self.clock = clock
         self.specs = SpecCache()
+        self.node_health = HealthTracker(store, clock, config.quarantine)
         self.lifecycle = Lifecycle(
-            store, backend, clock, self.specs.job, config.data_dir, config.grace_period_s
+            store,
+            backend,
+            clock,
+            self.specs.job,
+            config.data_dir,
+            config.grace_period_s,
+            self.node_health,
         )
         self._lock = threading.RLock()
         self._wake = threading.Event()
@@ -111,16 +124,27 @@ class ControlPlane:
                 self.lifecycle.on_pod_event(event)
             world = World.read(self.store, self.specs)
             now = self.clock()
+            progress = self._progress(world)
             self._enforce_deadlines(world, now)
+            self._detect_hangs(world, progress, now)
             self._finish_deletes()
-            # 2. snapshot
+            for node in self.node_health.release_expired(now):
+                log.info("node %s released from quarantine after its cool-down", node)
+            # 2. snapshot (quarantined nodes marked; checkpoints bound each victim's lost work)
             world = World.read(self.store, self.specs)
+            checkpoints = {
+                job_id: p.checkpoint.at
+                for job_id, p in progress.items()
+                if p.checkpoint is not None
+            }
             snapshot, held_back = world.snapshot(
                 now,
-                self.backend.nodes(),
+                self.nodes(),
                 self.specs.queues(self.store),
                 self.specs.flavors(self.store),
                 self.config.scheduler,
+                checkpoints,
+                self.backend.held_capacity(),
             )
             # 3. schedule
             started = time.perf_counter()
@@ -159,6 +183,39 @@ class ControlPlane:
             ):
                 self.lifecycle.expire(job, limit)
 
+    def nodes(self) -> list[Node]:
+        """The backend's nodes, with the quarantine the controllers keep applied; a node the
+        backend reports unhealthy (a critical GPU error) is quarantined at once."""
+        observed = self.backend.nodes()
+        health = self.node_health.all()
+        for n in observed:
+            if n.unhealthy_reason and not (n.name in health and health[n.name].is_quarantined):
+                log.warning("node %s quarantined: %s", n.name, n.unhealthy_reason)
+                health[n.name] = self.node_health.quarantine_now(n.name, n.unhealthy_reason)
+        return apply_quarantine(observed, health)
+
+    def _progress(self, world: World) -> dict[int, JobProgress]:
+        """What the workloads of jobs holding capacity reported (status files)."""
+        return {
+            job_id: read_progress(self.config.data_dir, job)
+            for job_id, job in world.jobs.items()
+            if job.phase in HOLDING
+        }
+
+    def _detect_hangs(self, world: World, progress: Mapping[int, JobProgress], now: float) -> None:
+        """Restart running jobs whose pods reported no progress within their hangTimeout."""
+        for job_id, what in hung_jobs(world.jobs, world.specs, world.live_pods, progress, now):
+            self.lifecycle.fail_hung(world.jobs[job_id], what)
+
+    def release_node(self, name: str) -> NodeView:
+        """Release a node from quarantine and forget the evidence against it. Raises
+        NotFoundError for an unknown node."""
+        with self._lock:
+            view = self.get_node(name)
+            self.node_health.release(name)
+        self.wake()
+        return self.get_node(view.node.name)
+
     def _finish_deletes(self) -> None:
         for job in self.store.list_jobs(deleting_only=True):
             if not self.store.pods([job.id], live_only=True):
@@ -194,7 +251,7 @@ class ControlPlane:
                 should_run = job.phase in (JobPhase.ADMITTED.value, JobPhase.RUNNING.value)
                 for pod in self.store.pods([job.id], live_only=True):
                     if not should_run or pod.attempt != job.attempt:
-                        self.backend.stop(pod.pod_id, self.config.grace_period_s)
+                        self.backend.stop(pod.pod_id, self.lifecycle.grace_for(job))
 
     # ---- facade: writes ----
 
@@ -324,6 +381,9 @@ class ControlPlane:
             flavor=job.flavor,
             attempt=job.attempt,
             restarts=job.restarts,
+            progress=_progress_view(read_progress(self.config.data_dir, job))
+            if job.attempt
+            else None,
             pods=tuple(
                 PodView(
                     p.pod_id,
@@ -413,16 +473,32 @@ class ControlPlane:
     def list_nodes(self) -> list[NodeView]:
         """Return the backend's nodes with what is in use on each."""
         _, per_node, devices, names = self._usage()
-        nodes: list[Node] = sorted(self.backend.nodes(), key=lambda n: n.name)
-        return [
-            NodeView(
-                n,
-                per_node.get(n.name, Resources()),
-                devices.get(n.name, {}),
-                tuple(names.get(n.name, ())),
+        health = self.node_health.all()
+        nodes: list[Node] = sorted(
+            apply_quarantine(self.backend.nodes(), health), key=lambda n: n.name
+        )
+        out = []
+        for n in nodes:
+            h = health.get(n.name)
+            out.append(
+                NodeView(
+                    n,
+                    per_node.get(n.name, Resources()),
+                    devices.get(n.name, {}),
+                    tuple(names.get(n.name, ())),
+                    quarantine=None
+                    if h is None or not h.is_quarantined
+                    else QuarantineView(
+                        h.quarantined_at or 0.0, h.quarantine_until, h.quarantine_reason
+                    ),
+                    failures=()
+                    if h is None
+                    else tuple(
+                        NodeFailureView(f.at, f.job, f.attempt, f.pod, f.reason) for f in h.failures
+                    ),
+                )
             )
-            for n in nodes
-        ]
+        return out
 
     def get_node(self, name: str) -> NodeView:
         """Return one node. Raises NotFoundError."""
@@ -472,6 +548,19 @@ class ControlPlane:
             "cycles": self.cycles,
             "last_cycle_s": round(self.last_cycle_s, 6),
         }
+
+
+def _progress_view(progress: JobProgress) -> ProgressView | None:
+    if progress.checkpoint is None and progress.step is None:
+        return None
+    c = progress.checkpoint
+    return ProgressView(
+        step=progress.step,
+        reported_at=progress.progress_at,
+        checkpoint_step=None if c is None else c.step,
+        checkpoint_at=None if c is None else c.at,
+        checkpoint_path="" if c is None else c.path,
+    )
 
 
 def _manifest_of(obj: Queue | ResourceFlavor) -> dict[str, object]:

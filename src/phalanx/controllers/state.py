@@ -6,9 +6,10 @@ Reads only; writes happen in lifecycle.py and plane.py.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from phalanx.backends.base import HeldCapacity
 from phalanx.model.objects import (
     DeviceShare,
     JobPhase,
@@ -110,9 +111,14 @@ class World:
         queues: list[Queue],
         flavors: list[ResourceFlavor],
         config: SchedulerConfig,
+        checkpoints: Mapping[int, float] | None = None,
+        held: Sequence[HeldCapacity] = (),
     ) -> tuple[Snapshot, dict[str, str]]:
         """Return the scheduler's snapshot, and reasons for pending jobs it must not see yet
-        (their previous attempt's pods are still stopping)."""
+        (their previous attempt's pods are still stopping). ``checkpoints``: when each job
+        (by id) last reported a completed checkpoint. ``held``: capacity the backend reports
+        in use by workloads phalanx did not place."""
+        checkpoints = checkpoints or {}
         admitted: list[AdmittedWorkload] = []
         reservations: list[Reservation] = []
         pending: list[PendingWorkload] = []
@@ -137,6 +143,7 @@ class World:
                         placed,
                         job.admitted_at or 0.0,
                         job.phase == JobPhase.PREEMPTED.value,
+                        checkpoints.get(job_id),
                     )
                 )
                 continue
@@ -150,6 +157,7 @@ class World:
                     )
                 else:
                     pending.append(PendingWorkload(spec, job.id, job.not_before))
+        reservations.extend(_foreign_reservations(held, nodes, self.live_pods))
         snapshot = Snapshot(
             now=now,
             nodes=tuple(nodes),
@@ -161,3 +169,24 @@ class World:
             config=config,
         )
         return snapshot, held_back
+
+
+def _foreign_reservations(
+    held: Sequence[HeldCapacity], nodes: Sequence[Node], live: Mapping[int, list[PodRecord]]
+) -> list[Reservation]:
+    """Turn capacity held by others into reservations. Whole GPUs they hold are pinned to the
+    highest-indexed devices phalanx does not use on that node: which physical devices the
+    device plugin gave them is unknown, only how many, and any choice keeps the count right."""
+    gpus = {n.name: len(n.gpus) for n in nodes}
+    used: dict[str, set[int]] = {}
+    for pods in live.values():
+        for pod in pods:
+            used.setdefault(pod.node, set()).update(d.index for d in devices_of(pod))
+    out = []
+    for item in held:
+        taken = used.setdefault(item.node, set())
+        free = [i for i in range(gpus.get(item.node, 0) - 1, -1, -1) if i not in taken]
+        pinned = tuple(DeviceShare(i, 1000) for i in free[: item.resources.gpu_milli // 1000])
+        taken.update(d.index for d in pinned)
+        out.append(Reservation(item.node, item.resources, pinned))
+    return out

@@ -40,6 +40,18 @@ class PodView:
 
 
 @dataclass(frozen=True, slots=True)
+class ProgressView:
+    """What a training workload reported through phalanx.train: the step it reached in the
+    current attempt and its last completed checkpoint (any attempt)."""
+
+    step: int | None = None
+    reported_at: float | None = None
+    checkpoint_step: int | None = None
+    checkpoint_at: float | None = None
+    checkpoint_path: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class JobView:
     """A job with its status: phase, why it waits, where its pods are, what happened."""
 
@@ -59,6 +71,7 @@ class JobView:
     restarts: int
     pods: tuple[PodView, ...] = ()
     events: tuple[EventView, ...] = ()
+    progress: ProgressView | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,13 +96,35 @@ class QueueView:
 
 
 @dataclass(frozen=True, slots=True)
+class NodeFailureView:
+    """A node-side pod failure: evidence against a node."""
+
+    at: float
+    job: str
+    attempt: int
+    pod: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantineView:
+    """Why and until when a node is kept out of placement."""
+
+    since: float
+    until: float | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class NodeView:
-    """A node with what is in use on it and by whom."""
+    """A node with what is in use on it and by whom, and the evidence against it."""
 
     node: Node
     used: Resources
     device_used_milli: Mapping[int, int] = field(default_factory=dict)
     pods: tuple[str, ...] = ()
+    quarantine: QuarantineView | None = None
+    failures: tuple[NodeFailureView, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -61,6 +61,9 @@ class Node:
     taints: tuple[Taint, ...] = ()
     is_ready: bool = True
     is_quarantined: bool = False
+    #: Why the backend itself considers the node broken (e.g. a critical GPU XID); non-empty
+    #: makes the controllers quarantine the node at once.
+    unhealthy_reason: str = ""
 
     @property
     def gpu_model(self) -> str:
@@ -170,6 +173,40 @@ class RestartPolicy:
         return float(min(self.max_backoff_s, self.backoff_s * 2 ** max(0, restart_count - 1)))
 
 
+class OnFailure(StrEnum):
+    """What a failure of one cause does to a job."""
+
+    #: Counts against ``maxRestarts`` with exponential backoff (application errors, hangs).
+    RESTART_COUNTED = "Restart"
+    #: Restart from the last checkpoint without counting against ``maxRestarts``.
+    RESTART_FREE = "RestartUncounted"
+    #: Fail the job at once.
+    FAIL = "Fail"
+
+
+@dataclass(frozen=True, slots=True)
+class FailurePolicy:
+    """What happens when a pod fails, by cause (``spec.failurePolicy``).
+
+    - application error (non-zero exit): governed by ``restartPolicy`` (counted, backoff);
+    - ``on_oom``: OOM-kill; fails fast by default (restarting would OOM again);
+    - ``on_node_failure``: node lost, not ready, quarantined or faulty; restarts elsewhere
+      without counting against ``maxRestarts`` by default;
+    - ``hang_timeout_s``: no progress report for this long restarts the gang (counted);
+    - ``termination_grace_s``: SIGTERM → this long → SIGKILL on cancel, preemption and
+      restarts (None: the control plane's default);
+    - ``enforce_memory``: local backend only: kill a pod whose processes together use more
+      resident memory than its memory request, reported as an OOM-kill (Kubernetes always
+      enforces the container's limit).
+    """
+
+    on_oom: OnFailure = OnFailure.FAIL
+    on_node_failure: OnFailure = OnFailure.RESTART_FREE
+    hang_timeout_s: float | None = None
+    termination_grace_s: float | None = None
+    enforce_memory: bool = False
+
+
 @dataclass(frozen=True, slots=True)
 class PodSet:
     """A group of identical pods of a job: same command, same per-pod resources."""
@@ -199,6 +236,9 @@ class JobSpec:
     max_runtime_s: float | None = None
     restart_policy: RestartPolicy = field(default_factory=RestartPolicy)
     labels: Mapping[str, str] = field(default_factory=dict)
+    failure_policy: FailurePolicy = field(default_factory=FailurePolicy)
+    #: Passed on to the job's pods (on Kubernetes: pod annotations).
+    annotations: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def pod_count(self) -> int:

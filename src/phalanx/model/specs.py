@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from phalanx.model.objects import (
+    FailurePolicy,
     FlavorQuotas,
     JobSpec,
+    OnFailure,
     PodSet,
     PreemptionPolicy,
     Queue,
@@ -341,6 +343,7 @@ _JOB_FIELDS = (
     "topology",
     "maxRuntime",
     "restartPolicy",
+    "failurePolicy",
     "podSets",
 )
 
@@ -352,6 +355,7 @@ def parse_job(manifest: Mapping[str, object], source: str = "") -> JobSpec:
     namespace = metadata.get("namespace", "default")
     namespace = c.name("metadata.namespace", namespace) if namespace != "default" else "default"
     labels = _labels(c, "metadata.labels", metadata.get("labels"))
+    annotations = _labels(c, "metadata.annotations", metadata.get("annotations"))
     spec = c.mapping("spec", manifest.get("spec"), required=True)
     c.unknown("spec", spec, _JOB_FIELDS)
     queue = spec.get("queue")
@@ -371,6 +375,7 @@ def parse_job(manifest: Mapping[str, object], source: str = "") -> JobSpec:
     if spec.get("maxRuntime") is not None:
         max_runtime_s = c.check("spec.maxRuntime", spec["maxRuntime"], parse_duration_s)
     restart = _restart_policy(c, spec.get("restartPolicy"))
+    failure = _failure_policy(c, spec.get("failurePolicy"))
     if c.errors:
         raise SpecError(c.errors, source)
     return JobSpec(
@@ -384,6 +389,8 @@ def parse_job(manifest: Mapping[str, object], source: str = "") -> JobSpec:
         max_runtime_s=max_runtime_s,
         restart_policy=restart,
         labels=labels,
+        annotations=annotations,
+        failure_policy=failure,
     )
 
 
@@ -535,6 +542,66 @@ def _restart_policy(c: _Collector, value: object) -> RestartPolicy:
     )
 
 
+_FAILURE_FIELDS = (
+    "onOOM",
+    "onNodeFailure",
+    "hangTimeout",
+    "terminationGracePeriod",
+    "enforceMemory",
+)
+
+
+def _failure_policy(c: _Collector, value: object) -> FailurePolicy:
+    if value is None:
+        return FailurePolicy()
+    data = c.mapping("spec.failurePolicy", value)
+    c.unknown("spec.failurePolicy", data, _FAILURE_FIELDS)
+    choices = ", ".join(o.value for o in OnFailure)
+
+    def action(key: str, default: OnFailure) -> OnFailure:
+        raw = data.get(key, default.value)
+        if raw not in {o.value for o in OnFailure}:
+            c.add(f"spec.failurePolicy.{key}", raw, f"must be one of {choices}")
+            return default
+        return OnFailure(raw)
+
+    def duration(key: str) -> float | None:
+        raw = data.get(key)
+        return None if raw is None else c.check(f"spec.failurePolicy.{key}", raw, parse_duration_s)
+
+    enforce = data.get("enforceMemory", False)
+    if not isinstance(enforce, bool):
+        c.add("spec.failurePolicy.enforceMemory", enforce, "must be true or false")
+        enforce = False
+    hang = duration("hangTimeout")
+    if hang is not None and hang <= 0:
+        c.add(
+            "spec.failurePolicy.hangTimeout", data.get("hangTimeout"), "must be above 0 (e.g. 10m)"
+        )
+    return FailurePolicy(
+        on_oom=action("onOOM", OnFailure.FAIL),
+        on_node_failure=action("onNodeFailure", OnFailure.RESTART_FREE),
+        hang_timeout_s=hang,
+        termination_grace_s=duration("terminationGracePeriod"),
+        enforce_memory=enforce,
+    )
+
+
+def _failure_manifest(fp: FailurePolicy) -> dict[str, object]:
+    out: dict[str, object] = {}
+    if fp.on_oom is not OnFailure.FAIL:
+        out["onOOM"] = fp.on_oom.value
+    if fp.on_node_failure is not OnFailure.RESTART_FREE:
+        out["onNodeFailure"] = fp.on_node_failure.value
+    if fp.hang_timeout_s is not None:
+        out["hangTimeout"] = format_duration(fp.hang_timeout_s)
+    if fp.termination_grace_s is not None:
+        out["terminationGracePeriod"] = format_duration(fp.termination_grace_s)
+    if fp.enforce_memory:
+        out["enforceMemory"] = True
+    return out
+
+
 def job_to_manifest(job: JobSpec) -> dict[str, object]:
     """Return the manifest that parses back to ``job``."""
     spec: dict[str, object] = {"queue": job.queue, "priority": job.priority}
@@ -551,6 +618,9 @@ def job_to_manifest(job: JobSpec) -> dict[str, object]:
         "backoff": format_duration(rp.backoff_s),
         "maxBackoff": format_duration(rp.max_backoff_s),
     }
+    failure = _failure_manifest(job.failure_policy)
+    if failure:
+        spec["failurePolicy"] = failure
     pod_sets: list[dict[str, object]] = []
     for ps in job.pod_sets:
         entry: dict[str, object] = {
@@ -588,6 +658,8 @@ def job_to_manifest(job: JobSpec) -> dict[str, object]:
         metadata["namespace"] = job.namespace
     if job.labels:
         metadata["labels"] = dict(job.labels)
+    if job.annotations:
+        metadata["annotations"] = dict(job.annotations)
     return {"apiVersion": API_VERSION, "kind": "Job", "metadata": metadata, "spec": spec}
 
 

@@ -22,7 +22,13 @@ from phalanx.model.resources import Resources, format_gpu
 from phalanx.scheduling.cluster import ClusterState
 from phalanx.scheduling.placement import Placer
 from phalanx.scheduling.plugins import Shape, policy_weights
-from phalanx.scheduling.preemption import candidates_for, release, restore, select_victims
+from phalanx.scheduling.preemption import (
+    candidates_for,
+    preemption_cost,
+    release,
+    restore,
+    select_victims,
+)
 from phalanx.scheduling.quota import QuotaState
 from phalanx.scheduling.snapshot import (
     Admission,
@@ -194,7 +200,9 @@ class _Cycle:
             return True
         candidates = [
             w
-            for w in candidates_for(job, queue, flavor, self.running, self.queues, self.quota)
+            for w in candidates_for(
+                job, queue, flavor, self.running, self.queues, self.quota, self.snapshot.now
+            )
             if w.name not in self.victims
         ]
         victims = (
@@ -206,6 +214,7 @@ class _Cycle:
                 self.cluster,
                 self.quota,
                 lambda: self.fits(job, queue, flavor),
+                self.snapshot.now,
             )
             if candidates
             else None
@@ -224,7 +233,7 @@ class _Cycle:
                 Preemption(
                     w.name,
                     job.name,
-                    f"preempted by {job.name} ({why}); it needs {format_gpu(need.gpu_milli)} nvidia.com/gpu on flavor {flavor}",
+                    f"preempted by {job.name} ({why}); it needs {format_gpu(need.gpu_milli)} nvidia.com/gpu on flavor {flavor}; {preemption_cost(w, self.snapshot.now)}",
                 )
             )
         self._hold(job, queue, flavor, [*stopping, *victims])

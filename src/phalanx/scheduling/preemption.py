@@ -1,9 +1,13 @@
 """Preemption, simulated on the scratch cluster before anything is stopped.
 
 Candidates are lower-priority workloads of the same queue and, to reclaim lent quota, workloads
-of other queues in the cohort that are borrowing. They are taken cheapest first (lowest
-priority, then most recently admitted) until the preemptor fits; then each chosen victim that
-turns out not to be needed is put back, so the set is minimal. Pure.
+of other queues in the cohort that are borrowing. Checkpoint-aware: a victim's cost is the work
+it would lose, GPU-seconds since its last checkpoint (or since admission without one), so a job
+that just checkpointed is cheap to preempt. Candidates are taken cheapest first (least lost
+work, then lowest priority, then most recently admitted) until the preemptor fits; then each
+chosen victim that turns out not to be needed is put back, most expensive first, so the set is
+minimal. A single candidate that suffices alone and loses less than that set wins instead.
+Pure: "now" is the snapshot's time.
 """
 
 from __future__ import annotations
@@ -15,10 +19,24 @@ from phalanx.scheduling.cluster import ClusterState
 from phalanx.scheduling.quota import QuotaState
 from phalanx.scheduling.snapshot import AdmittedWorkload
 
+#: How many candidates are tried alone against the greedy set (bounds the cycle's work).
+_MAX_SINGLE_TRIALS = 32
 
-def victim_order(workload: AdmittedWorkload) -> tuple[int, float, str]:
-    """Sort key: cheapest victim first (lowest priority, then most recently admitted)."""
-    return (workload.priority, -workload.admitted_at, workload.name)
+
+def victim_order(workload: AdmittedWorkload, now: float) -> tuple[float, int, float, str]:
+    """Sort key: cheapest victim first (least work lost since its last checkpoint, then lowest
+    priority, then most recently admitted)."""
+    return (workload.lost_gpu_s(now), workload.priority, -workload.admitted_at, workload.name)
+
+
+def preemption_cost(workload: AdmittedWorkload, now: float) -> str:
+    """Say what preempting ``workload`` at ``now`` loses, with the numbers."""
+    lost = workload.lost_gpu_s(now)
+    if workload.last_checkpoint_at is None:
+        since = f"no checkpoint yet, admitted {max(0.0, now - workload.admitted_at):.0f}s ago"
+    else:
+        since = f"last checkpoint {max(0.0, now - workload.last_checkpoint_at):.0f}s ago"
+    return f"loses {lost:.0f} GPU-s of work ({workload.gpus:g} GPUs, {since})"
 
 
 def release(cluster: ClusterState, quota: QuotaState, workload: AdmittedWorkload) -> None:
@@ -46,6 +64,7 @@ def candidates_for(
     running: Sequence[AdmittedWorkload],
     queues: dict[str, Queue],
     quota: QuotaState,
+    now: float,
 ) -> list[AdmittedWorkload]:
     """Return the workloads ``job`` may preempt on ``flavor``, cheapest first."""
     may_reclaim = (
@@ -67,7 +86,7 @@ def candidates_for(
             other = queues.get(w.queue)
             if other is not None and other.cohort == queue.cohort:
                 out.append(w)
-    out.sort(key=victim_order)
+    out.sort(key=lambda w: victim_order(w, now))
     return out
 
 
@@ -79,9 +98,11 @@ def select_victims(
     cluster: ClusterState,
     quota: QuotaState,
     fits: Callable[[], bool],
+    now: float,
 ) -> list[AdmittedWorkload] | None:
     """Return a minimal set of victims after whose removal ``fits()`` holds, leaving them
-    removed on the scratch; or None (and the scratch unchanged) if no set suffices."""
+    removed on the scratch; or None (and the scratch unchanged) if no set suffices.
+    ``candidates`` come cheapest first (``victim_order``)."""
     mark = cluster.journal.mark()
     removed: list[AdmittedWorkload] = []
     for w in candidates:
@@ -101,5 +122,40 @@ def select_victims(
         if not fits():
             release(cluster, quota, w)
             victims.append(w)
-    victims.sort(key=victim_order)
+    if len(victims) > 1:
+        cost = sum(w.lost_gpu_s(now) for w in victims)
+        cluster.journal.rollback(mark)
+        single = _cheapest_single(queue, flavor, candidates, cluster, quota, fits, now, cost)
+        if single is not None:
+            victims = [single]
+        else:
+            for w in victims:
+                release(cluster, quota, w)
+    victims.sort(key=lambda w: victim_order(w, now))
     return victims
+
+
+def _cheapest_single(
+    queue: Queue,
+    flavor: str,
+    candidates: Sequence[AdmittedWorkload],
+    cluster: ClusterState,
+    quota: QuotaState,
+    fits: Callable[[], bool],
+    now: float,
+    below: float,
+) -> AdmittedWorkload | None:
+    """Return the cheapest candidate whose removal alone makes ``fits()`` hold and that loses
+    less than ``below`` GPU-seconds, leaving it removed on the scratch; or None, leaving the
+    scratch unchanged."""
+    for trials, w in enumerate(candidates):
+        if trials >= _MAX_SINGLE_TRIALS or w.lost_gpu_s(now) >= below:
+            return None
+        if w.queue != queue.name and not quota.is_borrowing(w.queue, flavor):
+            continue
+        mark = cluster.journal.mark()
+        release(cluster, quota, w)
+        if fits():
+            return w
+        cluster.journal.rollback(mark)
+    return None

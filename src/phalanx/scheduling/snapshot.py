@@ -31,7 +31,10 @@ class PlacedPod:
 @dataclass(frozen=True, slots=True)
 class AdmittedWorkload:
     """A job holding capacity and quota. ``is_terminating``: being stopped (preempted or
-    cancelled); it still holds what it has but can no longer be chosen as a victim."""
+    cancelled); it still holds what it has but can no longer be chosen as a victim.
+    ``last_checkpoint_at``: when the workload last reported a completed checkpoint (None:
+    never, in this attempt or any earlier one); with ``admitted_at`` it bounds the work a
+    preemption would lose."""
 
     name: str
     queue: str
@@ -40,6 +43,24 @@ class AdmittedWorkload:
     pods: tuple[PlacedPod, ...]
     admitted_at: float
     is_terminating: bool = False
+    last_checkpoint_at: float | None = None
+
+    @property
+    def gpus(self) -> float:
+        """GPUs held by all pods together (fractions count as fractions)."""
+        return sum(pod.resources.gpu_milli for pod in self.pods) / 1000
+
+    def unsaved_since(self) -> float:
+        """When the work a preemption would lose began: the later of this attempt's admission
+        and the last checkpoint."""
+        if self.last_checkpoint_at is None:
+            return self.admitted_at
+        return max(self.admitted_at, self.last_checkpoint_at)
+
+    def lost_gpu_s(self, now: float) -> float:
+        """GPU-seconds of work lost if the workload stopped at ``now``: its GPUs times the
+        time since its last checkpoint (or since admission, without one)."""
+        return self.gpus * max(0.0, now - self.unsaved_since())
 
     @property
     def total(self) -> Resources:

@@ -273,6 +273,7 @@ def make_admitted(
     admitted_at: float = 0.0,
     milli: int = 1000,
     terminating: bool = False,
+    last_checkpoint_at: float | None = None,
 ) -> AdmittedWorkload:
     """An admitted workload whose pods (in pod-set order) sit on the given (node, device
     indices); each device holds ``milli`` (or the pod's fraction when it asks for one)."""
@@ -283,7 +284,14 @@ def make_admitted(
         shares = tuple(DeviceShare(d, share) for d in devices)
         pods.append(PlacedPod(PodPlacement(ps.name, i, node, shares), ps.resources))
     return AdmittedWorkload(
-        job.name, job.queue, flavor, job.priority, tuple(pods), admitted_at, terminating
+        job.name,
+        job.queue,
+        flavor,
+        job.priority,
+        tuple(pods),
+        admitted_at,
+        terminating,
+        last_checkpoint_at,
     )
 
 

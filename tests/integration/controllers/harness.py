@@ -10,6 +10,7 @@ from pathlib import Path
 
 from phalanx.backends.local.backend import LocalBackend
 from phalanx.backends.local.nodes import parse_nodes_option
+from phalanx.controllers.health import QuarantinePolicy
 from phalanx.controllers.plane import ControlPlane, ControlPlaneConfig
 from phalanx.controllers.views import JobView
 from phalanx.store import open_store
@@ -65,17 +66,21 @@ def job_manifest(
 
 
 class Harness:
-    def __init__(self, data_dir: Path, nodes: str) -> None:
+    def __init__(
+        self, data_dir: Path, nodes: str, quarantine: QuarantinePolicy | None = None
+    ) -> None:
         self.data_dir = data_dir
         self.nodes = nodes
+        self.quarantine = quarantine or QuarantinePolicy()
         self.plane = self._make()
 
     def _make(self) -> ControlPlane:
         store = open_store(None, self.data_dir)
         backend = LocalBackend(self.data_dir, parse_nodes_option(self.nodes))
-        return ControlPlane(
-            store, backend, ControlPlaneConfig(self.data_dir, tick_s=0.05, grace_period_s=2.0)
+        config = ControlPlaneConfig(
+            self.data_dir, tick_s=0.05, grace_period_s=2.0, quarantine=self.quarantine
         )
+        return ControlPlane(store, backend, config)
 
     def restart(self) -> None:
         """A new control plane on the same data dir, as after a crash (the old one is dropped

@@ -282,7 +282,7 @@ CASES = [
                 Preemption(
                     "new",
                     "hi",
-                    "preempted by hi (priority 5 > 0 in queue a); it needs 8 nvidia.com/gpu on flavor default",
+                    "preempted by hi (priority 5 > 0 in queue a); it needs 8 nvidia.com/gpu on flavor default; loses 7840 GPU-s of work (8 GPUs, no checkpoint yet, admitted 980s ago)",
                 ),
             ),
             pending=(
@@ -325,10 +325,11 @@ CASES = [
                 make_admitted(
                     make_job("b1").queue("b").gpus(8).obj(), [("n0", range(8))], admitted_at=1
                 ),
+                # Same unsaved work (admitted together, no checkpoint): lower priority goes.
                 make_admitted(
                     make_job("b2").queue("b").gpus(8).priority(100).obj(),
                     [("n1", range(8))],
-                    admitted_at=2,
+                    admitted_at=1,
                 ),
             ],
             pending=[make_job("a1").queue("a").gpus(8).obj()],
@@ -338,7 +339,7 @@ CASES = [
                 Preemption(
                     "b1",
                     "a1",
-                    "preempted by a1 (queue a reclaims quota it lent to queue b in cohort c); it needs 8 nvidia.com/gpu on flavor default",
+                    "preempted by a1 (queue a reclaims quota it lent to queue b in cohort c); it needs 8 nvidia.com/gpu on flavor default; loses 7992 GPU-s of work (8 GPUs, no checkpoint yet, admitted 999s ago)",
                 ),
             ),
             pending=(
@@ -527,6 +528,7 @@ def test_unknown_policy_is_a_clear_error() -> None:
     from phalanx.scheduling import SchedulerConfig
 
     with pytest.raises(
-        ValueError, match="unknown placement policy 'nope'; valid: best-fit, fragmentation-aware"
+        ValueError,
+        match="unknown placement policy 'nope'; valid: best-fit, fragmentation-aware",
     ):
         schedule(make_snapshot(nodes=nodes8(1), queues=[QA], config=SchedulerConfig(policy="nope")))

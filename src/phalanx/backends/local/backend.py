@@ -8,7 +8,12 @@ stopped:
 - ``pid.json``: the supervisor's pid and start time (a reused pid is never taken for ours);
 - ``output.log``: the workload's stdout and stderr;
 - ``stop.json``: a stop was requested, and when the grace period ends;
-- ``exit.json``: written by the supervisor when the workload ended.
+- ``exit.json``: written by the supervisor when the workload ended (``reason: OOMKilled`` when
+  it killed the pod for exceeding ``memory_limit_bytes``).
+
+Fault injection (a test and chaos feature): while ``<data_dir>/faults/<node>`` exists, every
+pod on that node is killed as if the node had failed, and reported LOST with reason
+``NodeFault`` and the file's text as the message (``inject_node_fault``/``clear_node_fault``).
 
 Pod transitions, as ``poll_events`` and ``adopt`` report them:
 
@@ -32,11 +37,20 @@ import sys
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from phalanx.backends.base import PodEvent, PodEventKind, PodLaunch, RendezvousInfo
+from phalanx.backends.base import (
+    NODE_FAULT,
+    OOM_KILLED,
+    HeldCapacity,
+    PodEvent,
+    PodEventKind,
+    PodLaunch,
+    RendezvousInfo,
+)
 from phalanx.backends.local import supervisor
+from phalanx.backends.local.gpu_health import GpuHealthWatcher
 from phalanx.backends.local.nodes import discover_nodes
 from phalanx.backends.local.supervisor import (
     read_json,
@@ -46,7 +60,7 @@ from phalanx.backends.local.supervisor import (
 )
 from phalanx.model.objects import Node
 
-__all__ = ["LocalBackend"]
+__all__ = ["LocalBackend", "clear_node_fault", "inject_node_fault"]
 
 _POD_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 #: The only variables of the control plane's environment a pod inherits.
@@ -68,6 +82,20 @@ class _TrackedPod:
     stop_deadline: float | None = None
     is_killed: bool = False
     is_gone: bool = False
+    node: str = ""
+    fault: str = ""
+
+
+def inject_node_fault(data_dir: Path, node: str, message: str = "injected node fault") -> None:
+    """Make every pod on ``node`` fail as if the node had (test and chaos feature)."""
+    faults = Path(data_dir).absolute() / "faults"
+    faults.mkdir(parents=True, exist_ok=True)
+    (faults / node).write_text(message, encoding="utf-8")
+
+
+def clear_node_fault(data_dir: Path, node: str) -> None:
+    """Undo ``inject_node_fault``."""
+    (Path(data_dir).absolute() / "faults" / node).unlink(missing_ok=True)
 
 
 class LocalBackend:
@@ -76,19 +104,39 @@ class LocalBackend:
     name = "local"
 
     def __init__(
-        self, data_dir: Path, nodes: list[Node] | None = None, python: str = sys.executable
+        self,
+        data_dir: Path,
+        nodes: list[Node] | None = None,
+        python: str = sys.executable,
+        gpu_health: GpuHealthWatcher | None = None,
     ) -> None:
+        """``nodes``: declared virtual nodes (default: this machine, discovered, whose GPUs are
+        then watched for critical XIDs through NVML unless ``gpu_health`` is given)."""
         self._pods_dir = Path(data_dir).absolute() / "pods"
         self._pods_dir.mkdir(parents=True, exist_ok=True)
+        self._faults_dir = Path(data_dir).absolute() / "faults"
         self._nodes = list(discover_nodes() if nodes is None else nodes)
+        self._gpu_health = gpu_health
+        if gpu_health is None and nodes is None and any(n.gpus for n in self._nodes):
+            watcher = GpuHealthWatcher()
+            self._gpu_health = watcher if watcher.start() else None
         self._python = python
         self._lock = threading.Lock()
         self._tracked: dict[str, _TrackedPod] = {}
         self._events: list[PodEvent] = []
 
     def nodes(self) -> list[Node]:
-        """Return the nodes given at construction (or this machine, discovered)."""
-        return list(self._nodes)
+        """Return the nodes given at construction (or this machine, discovered); with a GPU
+        fault seen by the health watcher, the node holding the GPUs is marked unhealthy."""
+        faults = self._gpu_health.faults() if self._gpu_health is not None else {}
+        if not faults:
+            return list(self._nodes)
+        reason = "; ".join(faults[i] for i in sorted(faults))
+        return [replace(n, unhealthy_reason=reason) if n.gpus else n for n in self._nodes]
+
+    def held_capacity(self) -> list[HeldCapacity]:
+        """Nothing but phalanx places pods on local nodes."""
+        return []
 
     def rendezvous(self, job: str, attempt: int, first_node: str) -> RendezvousInfo:
         """Return 127.0.0.1 and a TCP port that was free a moment ago."""
@@ -123,6 +171,7 @@ class LocalBackend:
                     "args": list(pod.args),
                     "env": env,
                     "working_dir": str(pod_dir / pod.working_dir),
+                    "memory_limit_bytes": pod.memory_limit_bytes,
                 },
             )
             try:
@@ -153,7 +202,9 @@ class LocalBackend:
                 return
             start_ticks = read_start_ticks(pid)
             write_json_atomic(pod_dir / "pid.json", {"pid": pid, "start_ticks": start_ticks})
-            self._tracked[pod.pod_id] = _TrackedPod(pod.pod_id, pod_dir, pid, start_ticks)
+            self._tracked[pod.pod_id] = _TrackedPod(
+                pod.pod_id, pod_dir, pid, start_ticks, node=pod.node
+            )
             self._events.append(PodEvent(pod.pod_id, PodEventKind.RUNNING, time.time()))
 
     def stop(self, pod_id: str, grace_period_s: float) -> None:
@@ -184,8 +235,13 @@ class LocalBackend:
         the groups of pods whose stop grace period is over."""
         with self._lock:
             now = time.time()
+            faults = self._faults()
             for pod in list(self._tracked.values()):
                 if self._is_alive(pod):
+                    if pod.node in faults and not pod.fault:
+                        pod.fault = faults[pod.node] or f"injected fault on node {pod.node}"
+                        self._kill_group(pod)
+                        continue
                     is_overdue = pod.stop_deadline is not None and now >= pod.stop_deadline
                     if is_overdue and not pod.is_killed:
                         self._kill_group(pod)
@@ -235,6 +291,8 @@ class LocalBackend:
         with self._lock:
             self._tracked.clear()
             self._events.clear()
+        if self._gpu_health is not None:
+            self._gpu_health.close()
 
     # -- internals; callers hold self._lock ------------------------------------------------
 
@@ -242,6 +300,18 @@ class LocalBackend:
         if not _POD_ID.match(pod_id) or pod_id in (".", ".."):
             return None
         return self._pods_dir / pod_id
+
+    def _faults(self) -> dict[str, str]:
+        """Injected node faults: node name → message."""
+        try:
+            paths = list(self._faults_dir.iterdir())
+        except OSError:
+            return {}
+        out = {}
+        for path in paths:
+            with contextlib.suppress(OSError):
+                out[path.name] = path.read_text(encoding="utf-8").strip()
+        return out
 
     def _load(self, pod_id: str, pod_dir: Path) -> _TrackedPod | None:
         """Return the pod as recorded in pid.json and stop.json, or None without pid.json."""
@@ -252,6 +322,8 @@ class LocalBackend:
         if not isinstance(pid, int):
             return None
         pod = _TrackedPod(pod_id, pod_dir, pid, start if isinstance(start, int) else None)
+        launch = _read_optional(pod_dir / "launch.json") or {}
+        pod.node = str(launch.get("node", ""))
         stop = _read_optional(pod_dir / "stop.json")
         if stop is not None:
             requested_at, grace_s = stop.get("requested_at"), stop.get("grace_period_s")
@@ -295,6 +367,10 @@ class LocalBackend:
     def _finished_event(self, pod_id: str, now: float, pod: _TrackedPod | None) -> PodEvent:
         """Return the event for a pod whose supervisor is gone, read from its files."""
         pod_dir = self._pods_dir / pod_id
+        if pod is not None and pod.fault:
+            self._kill_group(pod)
+            message = f"node {pod.node} failed: {pod.fault}"
+            return PodEvent(pod_id, PodEventKind.LOST, now, None, NODE_FAULT, message)
         status = _read_optional(pod_dir / "exit.json")
         is_stop_requested = (pod_dir / "stop.json").exists()
         if status is None and pod is not None:
@@ -331,6 +407,8 @@ class LocalBackend:
             )
         if exit_code == 0:
             return PodEvent(pod_id, PodEventKind.SUCCEEDED, now, 0, "Completed", summary)
+        if status.get("reason") == OOM_KILLED:
+            return PodEvent(pod_id, PodEventKind.FAILED, now, exit_code, OOM_KILLED, detail)
         reason = "Signal" if isinstance(signum, int) and signum > 0 else "Error"
         return PodEvent(pod_id, PodEventKind.FAILED, now, exit_code, reason, summary)
 

@@ -12,6 +12,7 @@ a plain file with ``python -I``. The file helpers at the bottom are shared with 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -81,8 +82,13 @@ def main(argv: list[str]) -> int:
         with child:
             relay.child = child
             relay.flush()
-            returncode = child.wait()
-    if returncode < 0:
+            returncode, oom = _wait(child, _memory_limit(pod_dir))
+    if oom:
+        log_line = f"phalanx: {oom}\n".encode()
+        with (pod_dir / "output.log").open("ab") as log:
+            log.write(log_line)
+        _write_exit(pod_dir, None, signal.SIGKILL, oom, reason="OOMKilled")
+    elif returncode < 0:
         _write_exit(pod_dir, None, -returncode, "")
     else:
         _write_exit(pod_dir, returncode, None, "")
@@ -123,16 +129,64 @@ def _start(pod_dir: Path, log: BinaryIO) -> tuple[subprocess.Popen[bytes] | None
     return child, ""
 
 
+def _memory_limit(pod_dir: Path) -> int | None:
+    try:
+        limit = read_json(pod_dir / "launch.json").get("memory_limit_bytes")
+    except (OSError, ValueError):
+        return None
+    return limit if isinstance(limit, int) and limit > 0 else None
+
+
+def _wait(child: subprocess.Popen[bytes], limit: int | None) -> tuple[int, str]:
+    """Wait for the workload; with a memory ``limit``, SIGKILL the pod's processes once their
+    resident memory together exceeds it. Returns (return code, OOM message or "")."""
+    if limit is None:
+        return child.wait(), ""
+    while True:
+        try:
+            return child.wait(timeout=0.2), ""
+        except subprocess.TimeoutExpired:
+            used, pids = _group_memory(os.getpgrp())
+            if used > limit:
+                for pid in pids:
+                    if pid != os.getpid():
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(pid, signal.SIGKILL)
+                child.wait()
+                return -signal.SIGKILL, (
+                    f"OOM-killed: the pod's processes used {used} bytes of memory, above its "
+                    f"memory limit of {limit} bytes"
+                )
+
+
+def _group_memory(pgid: int) -> tuple[int, list[int]]:
+    """Return the resident memory in bytes of the processes in group ``pgid``, and their pids."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    total, pids = 0, []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        stat = read_proc_stat(int(entry.name))
+        if stat is not None and len(stat) > 21 and int(stat[2]) == pgid:
+            pids.append(int(entry.name))
+            total += int(stat[21]) * page
+    return total, pids
+
+
 def _strings(value: object) -> list[str]:
     return [str(item) for item in value] if isinstance(value, list) else []
 
 
-def _write_exit(pod_dir: Path, exit_code: int | None, signum: int | None, message: str) -> None:
+def _write_exit(
+    pod_dir: Path, exit_code: int | None, signum: int | None, message: str, reason: str = ""
+) -> None:
     status: dict[str, object] = {
         "exit_code": exit_code,
         "signal": signum,
         "finished_at": time.time(),
     }
+    if reason:
+        status["reason"] = reason
     if message:
         status["message"] = message
     write_json_atomic(pod_dir / "exit.json", status)

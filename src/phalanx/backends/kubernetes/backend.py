@@ -1,0 +1,583 @@
+"""The Kubernetes backend: watched Nodes and Pods in, bound Pods and headless Services out.
+
+Client choice: the official ``kubernetes`` package. It is maintained with the API itself,
+speaks every auth method a kubeconfig can name (tokens, certificates, exec plugins) and has
+in-cluster config; we use it only at this edge and type its JSON as plain dicts.
+
+What it does:
+- watches Nodes and *all* Pods. Pods phalanx did not create still hold capacity on their node:
+  ``reservations()`` reports them so the scheduler never counts that capacity as free;
+- ``launch`` creates a Pod bound to the chosen node (``spec.nodeName``: the scheduler already
+  decided), labelled with job, pod set, index, attempt and rank, requesting ``nvidia.com/gpu: k``
+  for whole GPUs so the device plugin keeps working; a headless Service per gang attempt selects
+  its rank-0 pod, so ``MASTER_ADDR`` (the Service's name) resolves to it;
+- a fractional-GPU pod requests no ``nvidia.com/gpu`` (two of them could not share one device
+  through the device plugin). Instead phalanx creates one *reservation pod* per shared device,
+  bound to the node and requesting ``nvidia.com/gpu: 1``: the kubelet and device plugin account
+  that device as taken, so no other pod is handed it. The reservation pod prints the device the
+  plugin gave it (``NVIDIA_VISIBLE_DEVICES``), and the sharing pods get that value in their own
+  ``NVIDIA_VISIBLE_DEVICES`` (until it is known — or on clusters without a device plugin, such
+  as KWOK — the device's index). The reservation is deleted when no pod shares the device;
+- reports pod events: running, succeeded, failed with exit code and reason (``OOMKilled``,
+  ``Error``), evicted, and lost when the pod vanished or its node went NotReady or away;
+- stops pods by graceful deletion, and deletes a gang's Service when its pods are gone;
+- finds its own objects by label after a restart and creates nothing twice (409 is a no-op).
+
+Must not import phalanx.backends.local, controllers, store or api.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from kubernetes import watch as k8s_watch
+from kubernetes.client.rest import ApiException
+
+from phalanx.backends.base import HeldCapacity, PodEvent, PodEventKind, PodLaunch, RendezvousInfo
+from phalanx.backends.kubernetes.convert import (
+    ANNOTATION_DEVICES,
+    LABEL_ATTEMPT,
+    LABEL_INDEX,
+    LABEL_JOB,
+    LABEL_POD_SET,
+    LABEL_RANK,
+    LABEL_ROLE,
+    MANAGED_BY,
+    MANAGER,
+    Obj,
+    is_managed,
+    is_ready,
+    is_terminal,
+    labels_of,
+    name_of,
+    namespace_of,
+    node_from_k8s,
+    node_of,
+    pod_requests,
+    termination_of,
+)
+from phalanx.model.objects import DeviceShare, Node
+from phalanx.model.resources import GPU, format_cpu, format_memory
+
+log = logging.getLogger(__name__)
+
+MASTER_PORT = 29500
+DEFAULT_IMAGE = "python:3.12-slim"
+_SHARE_IMAGE = "busybox:1.36"
+
+
+def service_name(job: str, attempt: int) -> str:
+    """The headless Service of one gang attempt (a DNS-1035 label: starts with a letter)."""
+    return f"px-{job}-a{attempt}"[:63].rstrip("-")
+
+
+def share_pod_name(node: str, device: int) -> str:
+    """The reservation pod holding one shared device of a node."""
+    return f"px-gpu-share-{node}-{device}"[:253]
+
+
+class KubernetesError(RuntimeError):
+    """The cluster could not be reached or refused a request phalanx cannot do without."""
+
+
+class KubernetesBackend:
+    """Runs pods on a Kubernetes cluster; see the module docstring."""
+
+    name = "kubernetes"
+
+    def __init__(
+        self,
+        *,
+        kubeconfig: str | None = None,
+        context: str | None = None,
+        namespace: str = "default",
+        default_image: str = DEFAULT_IMAGE,
+        api_client: Any | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.namespace = namespace
+        self.default_image = default_image
+        self.clock = clock
+        self.api = api_client or _api_client(kubeconfig, context)
+        self.core = k8s.CoreV1Api(self.api)
+        self._lock = threading.RLock()
+        self._nodes: dict[str, Obj] = {}
+        self._pods: dict[tuple[str, str], Obj] = {}
+        self._ours: dict[str, tuple[str, str]] = {}  # pod id -> (namespace, name)
+        self._reported: dict[str, PodEventKind] = {}
+        self._stopping: set[str] = set()
+        self._events: list[PodEvent] = []
+        self._share_devices: dict[str, str] = {}  # reservation pod name -> device (from its log)
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        try:
+            self._relist_nodes()
+            self._relist_pods()
+        except ApiException as exc:
+            raise KubernetesError(f"cannot list nodes and pods: {exc.status} {exc.reason}") from exc
+        except Exception as exc:  # urllib3 raises connection errors of several kinds
+            raise KubernetesError(f"cannot reach the Kubernetes API server: {exc}") from exc
+        for target, name in (
+            (self._watch_nodes, "phalanx-k8s-nodes"),
+            (self._watch_pods, "phalanx-k8s-pods"),
+        ):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    # ---- informers ----
+
+    def _relist_nodes(self) -> str:
+        listing = self.api.sanitize_for_serialization(self.core.list_node())
+        with self._lock:
+            self._nodes = {name_of(n): n for n in listing.get("items") or []}
+            for name, node in self._nodes.items():
+                self._on_node(name, node)
+        return str((listing.get("metadata") or {}).get("resourceVersion", ""))
+
+    def _relist_pods(self) -> str:
+        listing = self.api.sanitize_for_serialization(self.core.list_pod_for_all_namespaces())
+        with self._lock:
+            seen = set()
+            for pod in listing.get("items") or []:
+                key = (namespace_of(pod), name_of(pod))
+                seen.add(key)
+                self._on_pod("MODIFIED", pod)
+            for key in [k for k in self._pods if k not in seen]:
+                self._on_pod("DELETED", self._pods[key])
+        return str((listing.get("metadata") or {}).get("resourceVersion", ""))
+
+    def _watch(
+        self,
+        relist: Callable[[], str],
+        lister: Callable[..., Any],
+        handle: Callable[[str, Obj], None],
+    ) -> None:
+        version = ""
+        while not self._stop.is_set():
+            try:
+                if not version:
+                    version = relist()
+                stream = k8s_watch.Watch().stream(
+                    lister, resource_version=version, timeout_seconds=60, allow_watch_bookmarks=True
+                )
+                for event in stream:
+                    if self._stop.is_set():
+                        return
+                    obj = event["raw_object"]
+                    kind = event["type"]
+                    if kind == "ERROR":
+                        version = ""  # 410 Gone and friends: relist
+                        break
+                    version = str((obj.get("metadata") or {}).get("resourceVersion", version))
+                    if kind != "BOOKMARK":
+                        with self._lock:
+                            handle(kind, obj)
+            except Exception as exc:  # network blips, 410 Gone: relist and go on
+                log.debug("watch restarts after %s", exc)
+                version = ""
+                self._stop.wait(0.5)
+
+    def _watch_nodes(self) -> None:
+        def handle(kind: str, node: Obj) -> None:
+            name = name_of(node)
+            if kind == "DELETED":
+                self._nodes.pop(name, None)
+                self._lose_pods_on(name, "NodeDeleted", f"node {name} was deleted")
+            else:
+                self._nodes[name] = node
+                self._on_node(name, node)
+
+        self._watch(self._relist_nodes, self.core.list_node, handle)
+
+    def _watch_pods(self) -> None:
+        self._watch(self._relist_pods, self.core.list_pod_for_all_namespaces, self._on_pod)
+
+    def _on_node(self, name: str, node: Obj) -> None:
+        if not is_ready(node):
+            self._lose_pods_on(name, "NodeNotReady", f"node {name} is NotReady")
+
+    def _lose_pods_on(self, node: str, reason: str, message: str) -> None:
+        for pod_id, key in list(self._ours.items()):
+            pod = self._pods.get(key)
+            if pod is not None and node_of(pod) == node and not is_terminal(pod):
+                self._report(pod_id, PodEventKind.LOST, None, reason, message)
+                self._delete(key, grace_period_s=0)
+
+    def _on_pod(self, kind: str, pod: Obj) -> None:
+        key = (namespace_of(pod), name_of(pod))
+        labels = labels_of(pod)
+        if kind == "DELETED":
+            self._pods.pop(key, None)
+        else:
+            self._pods[key] = pod
+        if not is_managed(pod) or labels.get(LABEL_ROLE) != "pod":
+            return
+        pod_id = key[1]
+        self._ours[pod_id] = key
+        if kind == "DELETED":
+            self._ours.pop(pod_id, None)
+            if pod_id in self._stopping:
+                self._report(pod_id, PodEventKind.STOPPED, None, "Stopped", "deleted on request")
+            else:
+                self._report(
+                    pod_id,
+                    PodEventKind.LOST,
+                    None,
+                    "Deleted",
+                    "the pod was deleted outside phalanx",
+                )
+            self._stopping.discard(pod_id)
+            return
+        phase = (pod.get("status") or {}).get("phase")
+        if phase == "Running":
+            self._report(pod_id, PodEventKind.RUNNING, None, "", "")
+        elif phase in ("Succeeded", "Failed"):
+            ended = termination_of(pod)
+            if pod_id in self._stopping or (pod.get("metadata") or {}).get("deletionTimestamp"):
+                self._report(
+                    pod_id, PodEventKind.STOPPED, ended.exit_code, "Stopped", "stopped on request"
+                )
+            elif phase == "Succeeded":
+                self._report(pod_id, PodEventKind.SUCCEEDED, ended.exit_code or 0, "Completed", "")
+            elif ended.reason == "Evicted":
+                self._report(pod_id, PodEventKind.LOST, None, "Evicted", ended.message)
+            else:
+                self._report(
+                    pod_id,
+                    PodEventKind.FAILED,
+                    ended.exit_code,
+                    ended.reason or "Error",
+                    ended.message,
+                )
+
+    def _report(
+        self, pod_id: str, kind: PodEventKind, exit_code: int | None, reason: str, message: str
+    ) -> None:
+        previous = self._reported.get(pod_id)
+        if previous == kind or previous in (
+            PodEventKind.SUCCEEDED,
+            PodEventKind.FAILED,
+            PodEventKind.STOPPED,
+            PodEventKind.LOST,
+        ):
+            return
+        self._reported[pod_id] = kind
+        self._events.append(PodEvent(pod_id, kind, self.clock(), exit_code, reason, message))
+
+    # ---- Backend protocol ----
+
+    def nodes(self) -> list[Node]:
+        with self._lock:
+            return [node_from_k8s(n) for _, n in sorted(self._nodes.items())]
+
+    def held_capacity(self) -> list[HeldCapacity]:
+        """What pods phalanx did not create hold on their nodes (not yet finished, bound)."""
+        with self._lock:
+            return [
+                HeldCapacity(node_of(pod), pod_requests(pod))
+                for pod in self._pods.values()
+                if not is_managed(pod) and not is_terminal(pod) and node_of(pod)
+            ]
+
+    def rendezvous(self, job: str, attempt: int, first_node: str) -> RendezvousInfo:
+        # The Service is created with the gang's pods (launch), in their namespace; its short
+        # name resolves from inside that namespace.
+        return RendezvousInfo(service_name(job, attempt), MASTER_PORT)
+
+    def launch(self, pod: PodLaunch) -> None:
+        with self._lock:
+            if pod.pod_id in self._ours or pod.pod_id in self._reported:
+                return
+        self._ensure_service(pod)
+        env = dict(pod.env)
+        shares = [d for d in pod.devices if d.milli < 1000]
+        if shares:
+            env["NVIDIA_VISIBLE_DEVICES"] = self._ensure_share(pod.node, shares[0])
+        manifest = self._pod_manifest(pod, env)
+        try:
+            self.core.create_namespaced_pod(pod.namespace, manifest)
+        except ApiException as exc:
+            if exc.status != 409:  # 409: created before a restart; nothing to do
+                raise OSError(
+                    f"cannot create pod {pod.pod_id}: {exc.status} {exc.reason}: {_body(exc)}"
+                ) from exc
+
+    def _pod_manifest(self, pod: PodLaunch, env: dict[str, str]) -> Obj:
+        whole = sum(1 for d in pod.devices if d.milli >= 1000)
+        requests = {
+            "cpu": format_cpu(pod.resources.cpu_milli or 1),
+            "memory": format_memory(pod.resources.memory_bytes or 1),
+        }
+        limits: dict[str, str] = {}
+        if pod.memory_limit_bytes:
+            limits["memory"] = format_memory(pod.memory_limit_bytes)
+        if whole:
+            requests[GPU] = limits[GPU] = str(whole)
+        container: Obj = {
+            "name": "main",
+            "image": pod.image or self.default_image,
+            "command": list(pod.command),
+            "args": list(pod.args),
+            "env": [{"name": k, "value": v} for k, v in sorted(env.items())],
+            "resources": {"requests": requests, **({"limits": limits} if limits else {})},
+        }
+        if pod.working_dir:
+            container["workingDir"] = pod.working_dir
+        rank = env.get("RANK", "")
+        return {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": pod.pod_id,
+                "namespace": pod.namespace,
+                "labels": {
+                    MANAGED_BY: MANAGER,
+                    LABEL_ROLE: "pod",
+                    LABEL_JOB: pod.job,
+                    LABEL_POD_SET: pod.pod_set,
+                    LABEL_INDEX: str(pod.index),
+                    LABEL_ATTEMPT: str(pod.attempt),
+                    LABEL_RANK: rank,
+                },
+                "annotations": {
+                    **pod.annotations,
+                    ANNOTATION_DEVICES: ",".join(f"{d.index}:{d.milli}" for d in pod.devices),
+                },
+            },
+            "spec": {
+                "nodeName": pod.node,
+                "restartPolicy": "Never",
+                "terminationGracePeriodSeconds": max(0, round(pod.grace_period_s)),
+                "hostname": f"{pod.pod_set}-{pod.index}"[:63],
+                "containers": [container],
+            },
+        }
+
+    def _ensure_service(self, pod: PodLaunch) -> None:
+        body = {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {
+                "name": service_name(pod.job, pod.attempt),
+                "labels": {
+                    MANAGED_BY: MANAGER,
+                    LABEL_JOB: pod.job,
+                    LABEL_ATTEMPT: str(pod.attempt),
+                },
+            },
+            "spec": {
+                "clusterIP": "None",
+                "publishNotReadyAddresses": True,
+                "selector": {LABEL_JOB: pod.job, LABEL_ATTEMPT: str(pod.attempt), LABEL_RANK: "0"},
+                "ports": [{"name": "rendezvous", "port": MASTER_PORT}],
+            },
+        }
+        try:
+            self.core.create_namespaced_service(pod.namespace, body)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise OSError(
+                    f"cannot create service {service_name(pod.job, pod.attempt)}: {exc.status} {_body(exc)}"
+                ) from exc
+
+    def _ensure_share(self, node: str, share: DeviceShare) -> str:
+        """Make sure the device is reserved on the node; return what to put in the sharing
+        pod's NVIDIA_VISIBLE_DEVICES (the plugin's device id once known, else the index)."""
+        name = share_pod_name(node, share.index)
+        body = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": name,
+                "labels": {MANAGED_BY: MANAGER, LABEL_ROLE: "gpu-share"},
+                "annotations": {ANNOTATION_DEVICES: f"{share.index}:1000"},
+            },
+            "spec": {
+                "nodeName": node,
+                "restartPolicy": "Always",
+                "terminationGracePeriodSeconds": 0,
+                "containers": [
+                    {
+                        "name": "reserve",
+                        "image": _SHARE_IMAGE,
+                        "command": [
+                            "sh",
+                            "-c",
+                            'echo "PHALANX_DEVICE=${NVIDIA_VISIBLE_DEVICES:-}"; exec sleep 2147483647',
+                        ],
+                        "resources": {
+                            "requests": {"cpu": "1m", "memory": "4Mi", GPU: "1"},
+                            "limits": {GPU: "1"},
+                        },
+                    }
+                ],
+            },
+        }
+        try:
+            self.core.create_namespaced_pod(self.namespace, body)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise OSError(
+                    f"cannot reserve GPU {share.index} on {node}: {exc.status} {_body(exc)}"
+                ) from exc
+        return self._share_devices.get(name) or self._read_share_device(name) or str(share.index)
+
+    def _read_share_device(self, name: str) -> str:
+        try:
+            text = self.core.read_namespaced_pod_log(name, self.namespace, limit_bytes=4096)
+        except ApiException:
+            return ""  # not running yet, or no kubelet to ask (KWOK)
+        for line in str(text).splitlines():
+            if line.startswith("PHALANX_DEVICE=") and line.split("=", 1)[1]:
+                self._share_devices[name] = line.split("=", 1)[1]
+                return self._share_devices[name]
+        return ""
+
+    def stop(self, pod_id: str, grace_period_s: float) -> None:
+        with self._lock:
+            key = self._ours.get(pod_id)
+            if key is None or self._reported.get(pod_id) in (
+                PodEventKind.SUCCEEDED,
+                PodEventKind.FAILED,
+                PodEventKind.STOPPED,
+                PodEventKind.LOST,
+            ):
+                return
+            self._stopping.add(pod_id)
+        self._delete(key, grace_period_s)
+
+    def _delete(self, key: tuple[str, str], grace_period_s: float) -> None:
+        try:
+            self.core.delete_namespaced_pod(
+                key[1], key[0], grace_period_seconds=max(0, round(grace_period_s))
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                log.warning("deleting pod %s/%s failed: %s", key[0], key[1], exc.status)
+
+    def poll_events(self) -> list[PodEvent]:
+        self._collect_garbage()
+        with self._lock:
+            events, self._events = self._events, []
+        return events
+
+    def _collect_garbage(self) -> None:
+        """Delete gang Services and GPU reservations no live phalanx pod needs any more."""
+        with self._lock:
+            live = [
+                p
+                for p in self._pods.values()
+                if is_managed(p) and labels_of(p).get(LABEL_ROLE) == "pod" and not is_terminal(p)
+            ]
+            gangs = {
+                (namespace_of(p), labels_of(p).get(LABEL_JOB), labels_of(p).get(LABEL_ATTEMPT))
+                for p in live
+            }
+            shared = {
+                (node_of(p), d.split(":")[0])
+                for p in live
+                for d in _devices(p)
+                if not d.endswith(":1000")
+            }
+            reservations = [
+                p
+                for p in self._pods.values()
+                if is_managed(p) and labels_of(p).get(LABEL_ROLE) == "gpu-share"
+            ]
+        for pod in reservations:
+            device = next(iter(_devices(pod)), "").split(":")[0]
+            if (node_of(pod), device) not in shared and not (pod.get("metadata") or {}).get(
+                "deletionTimestamp"
+            ):
+                self._delete((namespace_of(pod), name_of(pod)), 0)
+                self._share_devices.pop(name_of(pod), None)
+        try:
+            services = self.api.sanitize_for_serialization(
+                self.core.list_service_for_all_namespaces(label_selector=f"{MANAGED_BY}={MANAGER}")
+            )
+        except Exception:  # best effort; next poll tries again
+            return
+        for svc in services.get("items") or []:
+            labels = labels_of(svc)
+            if (namespace_of(svc), labels.get(LABEL_JOB), labels.get(LABEL_ATTEMPT)) not in gangs:
+                try:
+                    self.core.delete_namespaced_service(name_of(svc), namespace_of(svc))
+                except ApiException as exc:
+                    if exc.status != 404:
+                        log.warning("deleting service %s failed: %s", name_of(svc), exc.status)
+
+    def adopt(self, pod_ids: Iterable[str]) -> list[PodEvent]:
+        """Pods are found by name (their pod id) in the watched list. Those that ended while
+        nobody watched were queued as events by the first list; they are returned here. Pods
+        that are gone are LOST."""
+        wanted = set(pod_ids)
+        with self._lock:
+            ended = [
+                e for e in self._events if e.pod_id in wanted and e.kind is not PodEventKind.RUNNING
+            ]
+            self._events = [e for e in self._events if e not in ended]
+            for pod_id in sorted(wanted):
+                if pod_id not in self._ours and pod_id not in self._reported:
+                    self._reported[pod_id] = PodEventKind.LOST
+                    ended.append(
+                        PodEvent(
+                            pod_id,
+                            PodEventKind.LOST,
+                            self.clock(),
+                            None,
+                            "NotFound",
+                            "no such pod on the cluster",
+                        )
+                    )
+        return ended
+
+    def read_logs(self, pod_id: str, offset: int = 0, limit: int = 1 << 20) -> bytes:
+        with self._lock:
+            key = self._ours.get(pod_id)
+        if key is None:
+            return b""
+        try:
+            text = self.core.read_namespaced_pod_log(key[1], key[0])
+        except ApiException:
+            return b""
+        data = str(text).encode()
+        return data[offset : offset + limit]
+
+    def close(self) -> None:
+        self._stop.set()
+
+
+def _devices(pod: Obj) -> list[str]:
+    value = ((pod.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_DEVICES, "")
+    return [d for d in str(value).split(",") if d]
+
+
+def _body(exc: ApiException) -> str:
+    return str(getattr(exc, "body", "") or "")[:300]
+
+
+def _api_client(kubeconfig: str | None, context: str | None) -> Any:
+    """An API client from a kubeconfig, ``$KUBECONFIG``, or the in-cluster service account."""
+    try:
+        if (
+            kubeconfig is None
+            and not os.environ.get("KUBECONFIG")
+            and os.environ.get("KUBERNETES_SERVICE_HOST")
+        ):
+            configuration = k8s.Configuration()
+            k8s_config.load_incluster_config(client_configuration=configuration)
+            return k8s.ApiClient(configuration)
+        return k8s_config.new_client_from_config(config_file=kubeconfig, context=context)
+    except (k8s_config.ConfigException, OSError) as exc:
+        where = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
+        raise KubernetesError(
+            f"cannot load Kubernetes config from {where}: {exc}; pass --kubeconfig"
+        ) from exc

@@ -1,0 +1,184 @@
+"""Node health: node-side failures as evidence, quarantine and release. State lives in the
+store (configuration rows of kind ``NodeHealth``, one per node that has evidence), so it
+survives control-plane restarts and is shared by every reader of the store.
+
+Rules (``QuarantinePolicy``):
+  1. A pod failure is node-side when its pod was lost (supervisor or node vanished), the
+     backend blamed the node (``NodeFault``), or the node was not ready or quarantined.
+  2. Evidence is kept for ``window_s``; failures of pods of one attempt of one job count once.
+  3. A node is quarantined when it has ``threshold`` such failures within the window from at
+     least ``min_jobs`` different jobs (one broken job must not take nodes down with it).
+  4. A critical GPU error (e.g. an NVML XID 48/79/46, or an unhealthy device) quarantines
+     at once (``quarantine_now``).
+  5. A quarantined node is released after ``cooldown_s`` or by ``release`` (``phalanx node
+     release``); releasing clears its evidence.
+Quarantined nodes are marked ``is_quarantined`` in the scheduler's snapshot, which keeps every
+new pod off them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from phalanx.model.objects import Node
+from phalanx.store import Store
+
+KIND = "NodeHealth"
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantinePolicy:
+    """When node-side failures quarantine a node, and for how long."""
+
+    threshold: int = 3
+    window_s: float = 600.0
+    min_jobs: int = 2
+    cooldown_s: float = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class NodeFailure:
+    """One node-side failure: evidence against a node."""
+
+    at: float
+    job: str
+    attempt: int
+    pod: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class NodeHealth:
+    """What phalanx knows against one node."""
+
+    node: str
+    failures: tuple[NodeFailure, ...] = ()
+    quarantined_at: float | None = None
+    quarantine_until: float | None = None
+    quarantine_reason: str = ""
+
+    @property
+    def is_quarantined(self) -> bool:
+        return self.quarantined_at is not None
+
+    def to_manifest(self) -> dict[str, Any]:
+        return {
+            "failures": [
+                {"at": f.at, "job": f.job, "attempt": f.attempt, "pod": f.pod, "reason": f.reason}
+                for f in self.failures
+            ],
+            "quarantinedAt": self.quarantined_at,
+            "quarantineUntil": self.quarantine_until,
+            "quarantineReason": self.quarantine_reason,
+        }
+
+    @classmethod
+    def from_manifest(cls, node: str, data: Mapping[str, Any]) -> NodeHealth:
+        failures = tuple(
+            NodeFailure(
+                float(f["at"]), str(f["job"]), int(f["attempt"]), str(f["pod"]), str(f["reason"])
+            )
+            for f in data.get("failures") or []
+        )
+        at, until = data.get("quarantinedAt"), data.get("quarantineUntil")
+        return cls(
+            node,
+            failures,
+            None if at is None else float(at),
+            None if until is None else float(until),
+            str(data.get("quarantineReason") or ""),
+        )
+
+
+@dataclass(slots=True)
+class HealthTracker:
+    """Reads and writes node health in the store; see the module docstring."""
+
+    store: Store
+    clock: Callable[[], float]
+    policy: QuarantinePolicy = field(default_factory=QuarantinePolicy)
+
+    def all(self) -> dict[str, NodeHealth]:
+        """Return the health of every node with evidence, by node name."""
+        return {
+            name: NodeHealth.from_manifest(name, manifest)
+            for name, manifest, _ in self.store.list_config(KIND)
+        }
+
+    def get(self, node: str) -> NodeHealth:
+        return self.all().get(node, NodeHealth(node))
+
+    def _save(self, health: NodeHealth) -> None:
+        if not health.failures and not health.is_quarantined:
+            self.store.delete_config(KIND, health.node)
+        else:
+            self.store.apply([(KIND, health.node, health.to_manifest())], [], self.clock())
+
+    def record_failure(self, node: str, failure: NodeFailure) -> NodeHealth:
+        """Add evidence against ``node``; quarantine it if the rules say so. Returns its health
+        (``quarantined_at == failure.at`` when this failure tipped it)."""
+        p = self.policy
+        health = self.get(node)
+        kept = [f for f in health.failures if f.at > failure.at - p.window_s]
+        if not any((f.job, f.attempt) == (failure.job, failure.attempt) for f in kept):
+            kept.append(failure)
+        health = replace(health, failures=tuple(kept))
+        jobs = {f.job for f in kept}
+        if not health.is_quarantined and len(kept) >= p.threshold and len(jobs) >= p.min_jobs:
+            reason = (
+                f"{len(kept)} node-side pod failures from {len(jobs)} jobs within "
+                f"{p.window_s:g}s (threshold {p.threshold}): "
+                + "; ".join(f"{f.job}/{f.pod} {f.reason}" for f in kept[-p.threshold :])
+            )
+            health = replace(
+                health,
+                quarantined_at=failure.at,
+                quarantine_until=failure.at + p.cooldown_s,
+                quarantine_reason=reason,
+            )
+        self._save(health)
+        return health
+
+    def quarantine_now(self, node: str, reason: str) -> NodeHealth:
+        """Quarantine ``node`` at once (critical GPU error); no-op if already quarantined."""
+        health = self.get(node)
+        if health.is_quarantined:
+            return health
+        now = self.clock()
+        health = replace(
+            health,
+            quarantined_at=now,
+            quarantine_until=now + self.policy.cooldown_s,
+            quarantine_reason=reason,
+        )
+        self._save(health)
+        return health
+
+    def release(self, node: str) -> bool:
+        """Release ``node`` from quarantine and forget its evidence; False if it had none."""
+        health = self.get(node)
+        if not health.is_quarantined and not health.failures:
+            return False
+        self.store.delete_config(KIND, node)
+        return True
+
+    def release_expired(self, now: float) -> list[str]:
+        """Release every node whose cool-down has passed; return their names."""
+        out = []
+        for name, health in self.all().items():
+            if health.quarantine_until is not None and now >= health.quarantine_until:
+                self.store.delete_config(KIND, name)
+                out.append(name)
+        return out
+
+
+def apply_quarantine(nodes: list[Node], health: Mapping[str, NodeHealth]) -> list[Node]:
+    """Return ``nodes`` with ``is_quarantined`` set for those the health state quarantines."""
+    return [
+        replace(n, is_quarantined=True)
+        if n.name in health and health[n.name].is_quarantined and not n.is_quarantined
+        else n
+        for n in nodes
+    ]

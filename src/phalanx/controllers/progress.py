@@ -1,0 +1,71 @@
+"""Training progress as the workload reports it (phalanx.train status files in the job's
+checkpoint directory, which the control plane owns): last checkpoint, last progress, and the
+hang rule built on it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from phalanx.model.objects import JobPhase, JobSpec
+from phalanx.store import JobRecord, PodRecord
+from phalanx.train.status import Checkpoint, read_statuses
+
+
+def checkpoint_dir(data_dir: Path, job: JobRecord) -> Path:
+    """The job's checkpoint directory: the same for every attempt of the job, distinct for a
+    new job of the same name (the uid differs)."""
+    return data_dir / "checkpoints" / f"{job.name}-{job.uid[:8]}"
+
+
+@dataclass(frozen=True, slots=True)
+class JobProgress:
+    """What a job's pods reported: the latest checkpoint (any attempt) and the latest progress
+    of the current attempt."""
+
+    checkpoint: Checkpoint | None = None
+    step: int | None = None
+    progress_at: float | None = None
+
+
+def read_progress(data_dir: Path, job: JobRecord) -> JobProgress:
+    """Return the job's reported progress (empty if its pods never reported)."""
+    statuses = read_statuses(checkpoint_dir(data_dir, job))
+    checkpoints = [s.checkpoint for s in statuses if s.checkpoint is not None]
+    current = [s for s in statuses if s.attempt == job.attempt and s.progress_at is not None]
+    latest = max(current, key=lambda s: s.progress_at or 0.0) if current else None
+    return JobProgress(
+        max(checkpoints, key=lambda c: c.at) if checkpoints else None,
+        latest.progress_step if latest else None,
+        latest.progress_at if latest else None,
+    )
+
+
+def hung_jobs(
+    jobs: Mapping[int, JobRecord],
+    specs: Mapping[int, JobSpec],
+    live_pods: Mapping[int, Sequence[PodRecord]],
+    progress: Mapping[int, JobProgress],
+    now: float,
+) -> list[tuple[int, str]]:
+    """Return (job id, what happened) for every running job with a ``hangTimeout`` whose pods
+    reported no progress for longer than that: counted from the attempt's start (its pods'
+    start) until the first report, from the latest report after. Pure."""
+    out = []
+    for job_id, job in jobs.items():
+        timeout = specs[job_id].failure_policy.hang_timeout_s
+        if timeout is None or job.phase != JobPhase.RUNNING.value:
+            continue
+        started = [p.started_at for p in live_pods.get(job_id, ()) if p.started_at]
+        reported = progress.get(job_id, JobProgress()).progress_at
+        last = max([*started, reported or 0.0], default=0.0)
+        if last and now - last > timeout:
+            since = "" if reported else " since the attempt started"
+            out.append(
+                (
+                    job_id,
+                    f"no progress report{since} for {now - last:.0f}s (hangTimeout {timeout:g}s)",
+                )
+            )
+    return out
