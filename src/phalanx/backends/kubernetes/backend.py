@@ -28,6 +28,7 @@ Must not import phalanx.backends.local, controllers, store or api.
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import os
 import threading
@@ -101,6 +102,7 @@ class KubernetesBackend:
         default_image: str = DEFAULT_IMAGE,
         api_client: Any | None = None,
         clock: Callable[[], float] = time.time,
+        api_workers: int = 8,
     ) -> None:
         self.namespace = namespace
         self.default_image = default_image
@@ -115,6 +117,11 @@ class KubernetesBackend:
         self._stopping: set[str] = set()
         self._events: list[PodEvent] = []
         self._share_devices: dict[str, str] = {}  # reservation pod name -> device (from its log)
+        self._launching: set[str] = set()
+        self._converted: dict[str, tuple[str, Node]] = {}  # node name -> (resourceVersion, Node)
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=api_workers, thread_name_prefix="phalanx-k8s-api"
+        )
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         try:
@@ -276,7 +283,14 @@ class KubernetesBackend:
 
     def nodes(self) -> list[Node]:
         with self._lock:
-            return [node_from_k8s(n) for _, n in sorted(self._nodes.items())]
+            out = []
+            for name, node in sorted(self._nodes.items()):
+                version = str((node.get("metadata") or {}).get("resourceVersion", ""))
+                cached = self._converted.get(name)
+                if cached is None or cached[0] != version:
+                    cached = self._converted[name] = (version, node_from_k8s(node))
+                out.append(cached[1])
+            return out
 
     def held_capacity(self) -> list[HeldCapacity]:
         """What pods phalanx did not create hold on their nodes (not yet finished, bound)."""
@@ -293,22 +307,43 @@ class KubernetesBackend:
         return RendezvousInfo(service_name(job, attempt), MASTER_PORT)
 
     def launch(self, pod: PodLaunch) -> None:
+        """Queue the pod's creation on a small pool of API workers and return: one control
+        loop creating pods one request at a time would be bound by round trips. A creation
+        that fails is reported as a FAILED event (reason ``LaunchError``)."""
         with self._lock:
-            if pod.pod_id in self._ours or pod.pod_id in self._reported:
+            if (
+                pod.pod_id in self._ours
+                or pod.pod_id in self._reported
+                or pod.pod_id in self._launching
+            ):
                 return
-        self._ensure_service(pod)
-        env = dict(pod.env)
-        shares = [d for d in pod.devices if d.milli < 1000]
-        if shares:
-            env["NVIDIA_VISIBLE_DEVICES"] = self._ensure_share(pod.node, shares[0])
-        manifest = self._pod_manifest(pod, env)
+            self._launching.add(pod.pod_id)
+        self._pool.submit(self._create, pod)
+
+    def _create(self, pod: PodLaunch) -> None:
         try:
-            self.core.create_namespaced_pod(pod.namespace, manifest)
-        except ApiException as exc:
-            if exc.status != 409:  # 409: created before a restart; nothing to do
-                raise OSError(
-                    f"cannot create pod {pod.pod_id}: {exc.status} {exc.reason}: {_body(exc)}"
-                ) from exc
+            env = dict(pod.env)
+            if env.get("WORLD_SIZE", "1") == "1":
+                # A gang of one meets itself: its own hostname (in its /etc/hosts) needs no Service.
+                env["MASTER_ADDR"] = _hostname(pod)
+            else:
+                self._ensure_service(pod)
+            shares = [d for d in pod.devices if d.milli < 1000]
+            if shares:
+                env["NVIDIA_VISIBLE_DEVICES"] = self._ensure_share(pod.node, shares[0])
+            try:
+                self.core.create_namespaced_pod(pod.namespace, self._pod_manifest(pod, env))
+            except ApiException as exc:
+                if exc.status != 409:  # 409: created before a restart; nothing to do
+                    raise OSError(
+                        f"cannot create pod {pod.pod_id}: {exc.status} {exc.reason}: {_body(exc)}"
+                    ) from exc
+        except Exception as exc:  # any failure to create is the pod's failure, never the loop's
+            with self._lock:
+                self._report(pod.pod_id, PodEventKind.FAILED, 128, "LaunchError", str(exc))
+        finally:
+            with self._lock:
+                self._launching.discard(pod.pod_id)
 
     def _pod_manifest(self, pod: PodLaunch, env: dict[str, str]) -> Obj:
         whole = sum(1 for d in pod.devices if d.milli >= 1000)
@@ -356,7 +391,7 @@ class KubernetesBackend:
                 "nodeName": pod.node,
                 "restartPolicy": "Never",
                 "terminationGracePeriodSeconds": max(0, round(pod.grace_period_s)),
-                "hostname": f"{pod.pod_set}-{pod.index}"[:63],
+                "hostname": _hostname(pod),
                 "containers": [container],
             },
         }
@@ -525,7 +560,11 @@ class KubernetesBackend:
             ]
             self._events = [e for e in self._events if e not in ended]
             for pod_id in sorted(wanted):
-                if pod_id not in self._ours and pod_id not in self._reported:
+                if (
+                    pod_id not in self._ours
+                    and pod_id not in self._reported
+                    and pod_id not in self._launching
+                ):
                     self._reported[pod_id] = PodEventKind.LOST
                     ended.append(
                         PodEvent(
@@ -553,6 +592,11 @@ class KubernetesBackend:
 
     def close(self) -> None:
         self._stop.set()
+        self._pool.shutdown(wait=True)
+
+
+def _hostname(pod: PodLaunch) -> str:
+    return f"{pod.pod_set}-{pod.index}"[:63]
 
 
 def _devices(pod: Obj) -> list[str]:
