@@ -195,3 +195,44 @@ def test_deploy_manifests_pass_server_side_dry_run(cluster: Cluster) -> None:
         "deployment.apps/phalanx",
     ):
         assert kind in out
+
+
+def test_an_oom_kill_reported_by_the_cluster_fails_fast_naming_the_limit(
+    cluster: Cluster, plane: Plane
+) -> None:
+    plane.plane.apply(queue())
+    annotations = {
+        "phalanx.dev/kwok-runtime-seconds": "1",
+        "phalanx.dev/kwok-fail-reason": "OOMKilled",
+    }
+    plane.plane.apply(
+        [
+            job(
+                "hungry",
+                gpus=1,
+                annotations=annotations,
+                restartPolicy={"policy": "OnFailure", "maxRestarts": 3},
+            )
+        ]
+    )
+    plane.run_until(lambda: plane.job("hungry").phase.value == "Failed", timeout_s=60)
+    done = plane.job("hungry")
+    assert done.restarts == 0, "onOOM defaults to Fail: no restart"
+    assert "1Gi" in done.message and "OOM" in done.message.upper()
+
+
+def test_node_loss_restarts_elsewhere_without_counting_a_restart(
+    cluster: Cluster, plane: Plane
+) -> None:
+    plane.plane.apply(queue())
+    plane.plane.apply([job("solo", gpus=8, restartPolicy={"policy": "Never"})])
+    plane.run_until(lambda: plane.job("solo").phase.value == "Running")
+    node = plane.job("solo").pods[0].node
+    cluster.kubectl("label", "node", node, "phalanx.dev/kwok-not-ready=true", "--overwrite")
+    plane.run_until(
+        lambda: plane.job("solo").attempt == 2 and plane.job("solo").phase.value == "Running",
+        timeout_s=60,
+    )
+    moved = plane.job("solo")
+    assert moved.restarts == 0
+    assert {p.node for p in moved.pods if p.attempt == 2} != {node}
