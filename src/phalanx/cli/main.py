@@ -24,6 +24,7 @@ import typer
 from phalanx import __version__
 from phalanx.cli.daemon import DaemonError, start_daemon, stop_daemon
 from phalanx.cli.describe import describe_job, describe_node
+from phalanx.cli.simulate import simulate as simulate_command
 from phalanx.cli.tables import flavor_rows, job_rows, node_rows, queue_rows, render_table
 from phalanx.client import (
     ApiError,
@@ -531,6 +532,9 @@ def demo(ctx: typer.Context) -> None:
     run_demo: Callable[..., object] = module.run_demo
     options = _globals(ctx)
     run_demo(server=options.server, data_dir=options.data_dir, args=list(ctx.args))
+
+
+app.command("simulate")(simulate_command)
 
 
 def main() -> None:

@@ -35,6 +35,21 @@ class Journal:
         while len(undo) > mark:
             undo.pop()()
 
+    def commit(self) -> None:
+        """Forget everything recorded so far: it can no longer be undone (a session keeps its
+        scratch across cycles and commits what each cycle decided)."""
+        self._undo.clear()
+
+
+class ClusterScale:
+    """The largest node capacities of a cluster, for scores that compare absolute amounts."""
+
+    __slots__ = ("max_cpu", "max_gpu_milli")
+
+    def __init__(self, max_cpu: int = 0, max_gpu_milli: int = 0) -> None:
+        self.max_cpu = max_cpu
+        self.max_gpu_milli = max_gpu_milli
+
 
 class NodeState:
     """Free capacity of one node during a cycle."""
@@ -52,11 +67,23 @@ class NodeState:
         "n_gpus",
         "name",
         "order",
+        "scale",
+        "state_ids",
+        "state_memo",
         "taints",
     )
 
-    def __init__(self, node: Node, order: int) -> None:
+    def __init__(
+        self,
+        node: Node,
+        order: int,
+        state_ids: dict[tuple[object, ...], int],
+        scale: ClusterScale,
+    ) -> None:
         self.name = node.name
+        self.scale = scale
+        # Shared by all nodes of one ClusterState: state key -> id (see ``state_id``).
+        self.state_ids = state_ids
         self.order = order
         self.labels: Mapping[str, str] = node.labels
         self.taints: tuple[Taint, ...] = tuple(
@@ -70,8 +97,35 @@ class NodeState:
         self.n_gpus = len(node.gpus)
         # Score plugins may memoise a value of the node's current state here; any change clears it.
         self.frag_memo: float | None = None
+        self.state_memo: int | None = None
         self.free_whole = len(node.gpus)
         self.flavor_indexes: list[FlavorIndex] = []
+
+    def state_key(self) -> tuple[object, ...]:
+        """What filters and node-state scores can see of this node: capacities, free amounts
+        per resource and device, and taints. Two nodes with equal keys score equally for every
+        plugin that does not read the node's identity, so one evaluation serves both."""
+        return (
+            tuple(self.gpu_free),
+            self.free_cpu,
+            self.free_mem,
+            self.cap_cpu,
+            self.cap_mem,
+            self.taints,
+        )
+
+    def state_id(self) -> int:
+        """A small integer naming ``state_key()`` (equal keys, equal ids; memoised until the
+        node changes), so lookups by state hash an int rather than a tuple."""
+        state = self.state_memo
+        if state is None:
+            key = self.state_key()
+            ids = self.state_ids
+            state = ids.get(key)
+            if state is None:
+                state = ids[key] = len(ids)
+            self.state_memo = state
+        return state
 
     @property
     def gpu_count(self) -> int:
@@ -172,12 +226,17 @@ class ClusterState:
         ordered = sorted(nodes, key=lambda n: n.name)
         self.nodes: dict[str, NodeState] = {}
         self.unschedulable: dict[str, str] = {}
+        state_ids: dict[tuple[object, ...], int] = {}
+        self.scale = ClusterScale(
+            max((n.allocatable.cpu_milli for n in ordered), default=0),
+            max((len(n.gpus) for n in ordered), default=0) * FULL,
+        )
         max_gpus = max((len(n.gpus) for n in ordered), default=0)
         self.flavors: dict[str, FlavorIndex] = {
             f.name: FlavorIndex(f, max_gpus) for f in sorted(flavors, key=lambda f: f.name)
         }
         for order, node in enumerate(ordered):
-            state = NodeState(node, order)
+            state = NodeState(node, order, state_ids, self.scale)
             self.nodes[node.name] = state
             if not node.is_ready:
                 self.unschedulable[node.name] = "NotReady"
@@ -208,6 +267,7 @@ class ClusterState:
         for index in indexes:
             index.remove(node)
         node.frag_memo = None
+        node.state_memo = None
         node.free_cpu -= sign * resources.cpu_milli
         node.free_mem -= sign * resources.memory_bytes
         gpu_free = node.gpu_free

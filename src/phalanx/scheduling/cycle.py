@@ -77,7 +77,7 @@ class _Cycle:
         config = snapshot.config
         self.placer = Placer(
             self.cluster,
-            policy_weights(config.policy, config.score_weights),
+            policy_weights(config.policy, config.score_weights, config.seed),
             target_shapes(snapshot.pending),
             config.max_candidates,
         )

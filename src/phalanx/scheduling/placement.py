@@ -29,10 +29,19 @@ from phalanx.model.resources import (
     format_memory,
 )
 from phalanx.scheduling.cluster import FULL, ClusterState, FlavorIndex, NodeState
-from phalanx.scheduling.plugins import PodRequest, Score, Shape, choose_devices, run_filters
+from phalanx.scheduling.plugins import (
+    PodRequest,
+    Score,
+    Shape,
+    choose_devices,
+    reads_node_identity,
+    run_filters,
+)
 
 #: Below this many nodes in a flavor, a failure reason counts every node's rejection reason.
 _FULL_EXPLAIN_MAX_NODES = 256
+#: Bound on remembered evaluations (a long session sees many node states).
+_MAX_EVALUATIONS = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +55,7 @@ class GangResult:
 def expand_pods(job: JobSpec) -> list[PodRequest]:
     """Return the job's pods, largest GPU request first (they are the hardest to fit)."""
     pods = [
-        PodRequest(ps.name, i, ps.resources, ps.tolerations)
+        PodRequest(ps.name, i, ps.resources, ps.tolerations, job.name)
         for ps in job.pod_sets
         for i in range(ps.replicas)
     ]
@@ -63,6 +72,8 @@ class Placer:
         scores: tuple[tuple[Score, float], ...],
         shapes: Sequence[Shape],
         max_candidates: int,
+        *,
+        searches_devices: bool | None = None,
     ) -> None:
         self.cluster = cluster
         self.scores = scores
@@ -72,6 +83,30 @@ class Placer:
         self._infeasible: dict[tuple[str, Resources, tuple[object, ...]], int] = {}
         self._domains: dict[tuple[str, str], dict[str, list[NodeState]]] = {}
         self._explained: dict[tuple[str, Resources, tuple[object, ...]], tuple[int, str]] = {}
+        # Scores that read the node's identity (``random``) are added per node; the others see
+        # only the node's state, so their sum is memoised per (pod resources, tolerations) by
+        # node state id, or None when infeasible: on a large cluster most candidates then cost
+        # a lookup (kept until the shapes change).
+        self._identity_scores = tuple((fn, w) for fn, w in scores if reads_node_identity(fn))
+        self._state_scores = tuple((fn, w) for fn, w in scores if not reads_node_identity(fn))
+        self._evaluations: dict[
+            tuple[Resources, tuple[object, ...]],
+            dict[int, tuple[float, tuple[DeviceShare, ...]] | None],
+        ] = {}
+        #: Whether a fraction's device is chosen by score rather than tightest fit: by default
+        #: when a score judges devices (fragmentation does; best-fit sees only node totals).
+        self.searches_devices = (
+            any(getattr(fn, "judges_devices", False) for fn, _ in scores)
+            if searches_devices is None
+            else searches_devices
+        )
+
+    def set_shapes(self, shapes: Sequence[Shape]) -> None:
+        """Replace the typical pod shapes (fragmentation); drops what depended on the old."""
+        self.shapes = shapes
+        self._evaluations.clear()
+        for node in self.cluster.nodes.values():
+            node.frag_memo = None
 
     # ---- one pod ----
 
@@ -101,26 +136,70 @@ class Placer:
             return None
         index = cluster.flavors[flavor]
         source = domain if domain is not None else self._index_candidates(pod, index)
-        best: tuple[NodeState, tuple[DeviceShare, ...]] | None = None
+        best: NodeState | None = None
+        best_devices: tuple[DeviceShare, ...] = ()
         best_score = 0.0
         found = 0
+        evaluations = self._evaluations.get((pod.resources, pod.tolerations))
+        if evaluations is None or len(evaluations) > _MAX_EVALUATIONS:
+            evaluations = self._evaluations[(pod.resources, pod.tolerations)] = {}
+        identity = self._identity_scores
         for node in source:
-            if run_filters(pod, node) is not None:
+            state = node.state_id()
+            if state in evaluations:
+                result = evaluations[state]
+            else:
+                result = evaluations[state] = self._evaluate(pod, node)
+            if result is not None and identity:
+                extra = 0.0
+                for fn, weight in identity:
+                    extra += weight * fn(pod, node, result[1], self.shapes)
+                result = (result[0] + extra, result[1])
+            if result is None:
                 continue
-            devices = choose_devices(pod, node)
-            if pod.resources.gpu_milli and not devices:
-                continue
-            score = 0.0
-            for fn, weight in self.scores:
-                score += weight * fn(pod, node, devices, self.shapes)
+            score, devices = result
             if best is None or score > best_score:
-                best, best_score = (node, devices), score
+                best, best_devices, best_score = node, devices, score
             found += 1
             if found >= self.max_candidates:
                 break
-        if best is None and domain is None:
-            self._infeasible[key] = cluster.version
-        return best
+        if best is None:
+            if domain is None:
+                self._infeasible[key] = cluster.version
+            return None
+        return best, best_devices
+
+    def _evaluate(
+        self, pod: PodRequest, node: NodeState
+    ) -> tuple[float, tuple[DeviceShare, ...]] | None:
+        """Return the policy's score for ``pod`` on ``node`` and the devices it would get, or
+        None if it does not fit. A fraction of a GPU tries one device per distinct free amount
+        when the policy searches devices (the tightest wins ties), else the tightest."""
+        if run_filters(pod, node) is not None:
+            return None
+        milli = pod.resources.gpu_milli
+        if self.searches_devices and 0 < milli < FULL:
+            best: tuple[float, tuple[DeviceShare, ...]] | None = None
+            tried: set[int] = set()
+            for free in sorted(node.gpu_free):
+                if free < milli or free in tried:
+                    continue
+                tried.add(free)
+                one = (DeviceShare(node.gpu_free.index(free), milli),)
+                score = self._score(pod, node, one)
+                if best is None or score > best[0]:
+                    best = (score, one)
+            return best
+        devices = choose_devices(pod, node)
+        if milli and not devices:
+            return None
+        return self._score(pod, node, devices), devices
+
+    def _score(self, pod: PodRequest, node: NodeState, devices: tuple[DeviceShare, ...]) -> float:
+        score = 0.0
+        for fn, weight in self._state_scores:
+            score += weight * fn(pod, node, devices, self.shapes)
+        return score
 
     # ---- a gang ----
 
@@ -168,11 +247,13 @@ class Placer:
         pod = failed[0]
         reason = self.explain(pod, flavor, domain)  # before rollback: the state it failed in
         cluster.journal.rollback(mark)
-        if len(pods) > 1:
+        if len(pods) > 1 and placed:
             reason = (
                 f"only {len(placed)} of {len(pods)} pods fit at once (gang minimum {minimum}, "
                 f"all or nothing); with the others placed, pod {pod.pod_set}-{pod.index} {reason}"
             )
+        elif len(pods) > 1:
+            reason = f"no pod of the gang of {len(pods)} fits, not even alone (all or nothing, minimum {minimum}): pod {pod.pod_set}-{pod.index} {reason}"
         return GangResult((), reason)
 
     def _candidate_domains(

@@ -89,6 +89,8 @@ class SchedulerConfig:
     policy: str = "fragmentation-aware"
     max_candidates: int = 8
     score_weights: Mapping[str, float] = field(default_factory=dict)
+    #: Seeds the seeded plugins (``random``): the same seed, the same decisions.
+    seed: int = 0
 
 
 @dataclass(frozen=True, slots=True)

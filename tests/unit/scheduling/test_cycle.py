@@ -529,6 +529,6 @@ def test_unknown_policy_is_a_clear_error() -> None:
 
     with pytest.raises(
         ValueError,
-        match="unknown placement policy 'nope'; valid: best-fit, fragmentation-aware",
+        match="unknown placement policy 'nope'; valid: best-fit, dot-product, fgd, fragmentation-aware, gpu-packing, random",
     ):
         schedule(make_snapshot(nodes=nodes8(1), queues=[QA], config=SchedulerConfig(policy="nope")))

@@ -1,0 +1,5 @@
+"""The ``sim`` backend: virtual nodes and virtual pods in virtual time (see ``backend.py``)."""
+
+from phalanx.backends.sim.backend import SimBackend, VirtualClock
+
+__all__ = ["SimBackend", "VirtualClock"]
