@@ -123,6 +123,14 @@ def run_phalanx(kubeconfig: str, singles: int, gangs: int) -> tuple[float, float
     return bound_at, running_at, total
 
 
+def _delete_all(kubeconfig: str) -> None:
+    """Delete phalanx's pods and wait until they are gone, before the baseline runs."""
+    core = k8s.CoreV1Api(k8s_config.new_client_from_config(config_file=kubeconfig))
+    core.delete_collection_namespaced_pod("default", grace_period_seconds=0)
+    while _count(core, "")[0]:
+        time.sleep(0.5)
+
+
 def run_kube_scheduler(kubeconfig: str, total: int) -> tuple[float, float]:
     api = k8s_config.new_client_from_config(config_file=kubeconfig)
     core = k8s.CoreV1Api(api)
@@ -184,18 +192,7 @@ def main() -> None:
         print(
             f"phalanx:        {total} pods bound in {bound_s:.1f}s ({total / bound_s:.0f} pods/s), all running after {running_s:.1f}s"
         )
-        subprocess.run(
-            [str(SCRIPT), "env", "--dir", str(directory)], capture_output=True, check=False
-        )
-        subprocess.run(
-            [
-                "bash",
-                "-c",
-                f"source {directory}/env && $PHALANX_TESTCLUSTER_KUBECTL delete pods --all -A --grace-period=0 --force --wait=true",
-            ],
-            capture_output=True,
-            check=False,
-        )
+        _delete_all(kubeconfig)
         k_bound, k_running = run_kube_scheduler(kubeconfig, total)
         print(
             f"kube-scheduler: {total} pods bound in {k_bound:.1f}s ({total / k_bound:.0f} pods/s), all running after {k_running:.1f}s"
