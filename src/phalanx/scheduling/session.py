@@ -159,6 +159,20 @@ class SchedulingSession:
         cycle.terminating.discard(name)
         return workload
 
+    def set_last_checkpoint(self, name: str, at: float | None) -> None:
+        """Record when the admitted workload ``name`` last checkpointed (victim choice is
+        checkpoint-aware, as with ``AdmittedWorkload.last_checkpoint_at`` in a snapshot);
+        nothing happens if the session does not hold it."""
+        workload = self._running.get(name)
+        if workload is None or workload.last_checkpoint_at == at:
+            return
+        updated = replace(workload, last_checkpoint_at=at)
+        self._running[name] = updated
+        running = self._cycle.running
+        i = bisect.bisect_left(running, name, key=_by_name)
+        if i < len(running) and running[i].name == name:
+            running[i] = updated
+
     def _update_shapes(self, pending: tuple[PendingWorkload, ...]) -> None:
         placer = self._cycle.placer
         if self._shapes_from == "pending":

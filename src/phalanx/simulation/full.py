@@ -8,6 +8,11 @@ one: launch every pod of an admission on its node and devices, stop every pod of
 victim (it goes back to the queue, keeping its place, and restarts from zero when admitted
 again). A job completes when all its pods have run for its runtime.
 
+With ``faults`` (``faults.py``) nodes also fail at given times, killing every pod on them and
+leaving placement for a repair time, and killed jobs restart from zero or from their last
+checkpoint. Work lost to kills (GPUs x progress since the last checkpoint) is counted apart for
+failures and preemptions, with or without ``faults`` (without: every kill restarts from zero).
+
 Deterministic: virtual time only. The one wall-clock figure, scheduler decision latency per
 cycle, is reported apart (``latency``) and never feeds a decision.
 """
@@ -16,12 +21,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from phalanx.backends.base import PodEventKind, PodLaunch
 from phalanx.backends.sim import SimBackend, VirtualClock
 from phalanx.scheduling import PendingWorkload, SchedulerConfig, Snapshot
 from phalanx.scheduling.session import SchedulingSession
+from phalanx.simulation.faults import Faults
 from phalanx.simulation.metrics import Summary, jain_index, summarize
 from phalanx.simulation.trace import TraceJob
 from phalanx.simulation.world import World, job_spec
@@ -29,6 +35,7 @@ from phalanx.simulation.world import World, job_spec
 #: Score every feasible node (the simulator is for quality, not for the production budget).
 ALL_NODES = 1 << 30
 _MAX_CURVE_POINTS = 400
+_HOUR = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +59,17 @@ class FullResult:
     jcts_s: tuple[float, ...]
     #: (pending jobs at most, cycles, mean ms, max ms) per power-of-two bucket.
     latency: tuple[tuple[int, int, float, float], ...] = field(default=())
+    #: GPU-hours of work lost by jobs killed by node failures / by preemption.
+    lost_failure_gpu_h: float = 0.0
+    lost_preemption_gpu_h: float = 0.0
+    #: Node failures that happened while work was left, and the jobs they killed.
+    node_failures: int = 0
+    failure_kills: int = 0
+
+    @property
+    def lost_gpu_h(self) -> float:
+        """GPU-hours lost to failures and preemptions together."""
+        return self.lost_failure_gpu_h + self.lost_preemption_gpu_h
 
 
 def run_full(
@@ -62,8 +80,11 @@ def run_full(
     *,
     score_weights: Mapping[str, float] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    faults: Faults | None = None,
 ) -> FullResult:
     """Replay ``jobs`` in virtual time (module docstring) and return the figures."""
+    faults = faults or Faults()
+    failures = sorted(faults.failures)
     ordered = sorted(jobs, key=lambda j: j.submit_s)
     by_name = {j.name: j for j in ordered}
     start = ordered[0].submit_s if ordered else 0.0
@@ -77,6 +98,15 @@ def run_full(
         seed=seed,
         shapes_from="history",
     )
+    # Fault state: when each running job's attempt started and the progress it resumed from
+    # (also the progress a pending job will resume from), jobs being stopped, nodes down.
+    started_at: dict[str, float] = {}
+    resumed: dict[str, float] = {}
+    stopping: set[str] = set()
+    down_until: dict[str, float] = {}
+    next_failure = 0
+    lost_gpu_s = {"failure": 0.0, "preemption": 0.0}
+    node_failures = failure_kills = 0
     capacity = sum(len(n.gpus) * 1000 for n in world.nodes) or 1
     pending: dict[str, PendingWorkload] = {}
     pod_job: dict[str, str] = {}
@@ -95,6 +125,32 @@ def run_full(
     running_gpu: dict[str, tuple[str, int]] = {}
     seq_of: dict[str, int] = {}
 
+    def kill(name: str, t: float, cause: str) -> None:
+        """Stop every pod of running job ``name``; count the work it loses."""
+        done_s = resumed.get(name, 0.0) + (t - started_at[name])
+        saved = faults.saved(done_s)
+        lost_gpu_s[cause] += by_name[name].gpu_milli / 1000 * (done_s - saved)
+        resumed[name] = saved
+        stopping.add(name)
+        for pod_id in sorted(live_pods.get(name, ())):
+            backend.stop(pod_id, 0.0)
+
+    def rebuild_session() -> SchedulingSession:
+        """A session over the nodes now up, holding what the old one held (stopping jobs as
+        terminating, so they are not chosen as victims again)."""
+        nodes = tuple(
+            replace(n, is_ready=False) if n.name in down_until else n for n in world.nodes
+        )
+        admitted = tuple(
+            replace(w, is_terminating=True) if w.name in stopping else w
+            for w in session.running.values()
+        )
+        return SchedulingSession(
+            Snapshot(t, nodes, world.flavors, world.queues, (), admitted, config=config),
+            seed=seed,
+            shapes_from="history",
+        )
+
     def account(t: float) -> None:
         nonlocal alloc_integral, last_t
         span = t - last_t
@@ -112,6 +168,11 @@ def run_full(
         ending = backend.next_event_at()
         if ending is not None:
             candidates.append(ending)
+        if len(done) < len(ordered):  # failures and repairs matter while work is left
+            if next_failure < len(failures):
+                candidates.append(failures[next_failure][0])
+            if down_until:
+                candidates.append(min(down_until.values()))
         if not candidates:
             break
         t = min(candidates)
@@ -134,6 +195,8 @@ def run_full(
             if pods:
                 continue
             del live_pods[name]
+            stopping.discard(name)
+            started_at.pop(name, None)
             workload = session.release(name)
             if workload is not None:
                 allocated -= workload.total.gpu_milli
@@ -143,6 +206,33 @@ def run_full(
             else:
                 # Back to its queue, keeping its place (its arrival index).
                 pending[name] = PendingWorkload(job_spec(by_name[name]), seq_of[name])
+        # 3b. Node repairs and failures: a failed node's jobs are killed, the node leaves
+        # placement until repaired (a new session over the nodes that are up).
+        nodes_changed = False
+        for node, until in list(down_until.items()):
+            if until <= t:
+                del down_until[node]
+                nodes_changed = True
+        while next_failure < len(failures) and failures[next_failure][0] <= t:
+            _, node = failures[next_failure]
+            next_failure += 1
+            if node in down_until or len(done) == len(ordered):
+                continue
+            node_failures += 1
+            down_until[node] = t + faults.repair_s
+            nodes_changed = True
+            for name, workload in sorted(session.running.items()):
+                if name not in stopping and any(p.placement.node == node for p in workload.pods):
+                    failure_kills += 1
+                    kill(name, t, "failure")
+        if nodes_changed:
+            session = rebuild_session()
+        if faults.checkpoint_aware:
+            for name in list(session.running):
+                if name in started_at and name not in stopping:
+                    session.set_last_checkpoint(
+                        name, faults.last_checkpoint_at(started_at[name], resumed.get(name, 0.0), t)
+                    )
         # 4. One scheduling cycle over everything pending.
         started = time.perf_counter()
         decisions = session.schedule(tuple(pending.values()), t)
@@ -155,7 +245,9 @@ def run_full(
             del pending[name]
             attempts[name] = attempts.get(name, 0) + 1
             first_start.setdefault(name, t)
+            started_at[name] = t
             job = by_name[name]
+            backend.set_runtime(name, job.runtime_s - resumed.get(name, 0.0))
             sizes = {ps.name: ps.resources for ps in job.pod_sets}
             ids = set()
             for placement in admission.placements:
@@ -181,8 +273,8 @@ def run_full(
             running_gpu[name] = (job.queue, job.gpu_milli)
         for preemption in decisions.preemptions:
             preemptions += 1
-            for pod_id in sorted(live_pods.get(preemption.victim, ())):
-                backend.stop(pod_id, 0.0)
+            if preemption.victim in started_at and preemption.victim not in stopping:
+                kill(preemption.victim, t, "preemption")
         if not curve or curve[-1][1] != 100.0 * allocated / capacity:
             curve.append((t, 100.0 * allocated / capacity))
         if progress is not None:
@@ -209,6 +301,10 @@ def run_full(
         _downsample(curve),
         jcts,
         tuple((bucket, len(v), sum(v) / len(v), max(v)) for bucket, v in sorted(latency.items())),
+        lost_gpu_s["failure"] / _HOUR,
+        lost_gpu_s["preemption"] / _HOUR,
+        node_failures,
+        failure_kills,
     )
 
 
