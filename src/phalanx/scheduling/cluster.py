@@ -59,6 +59,7 @@ class NodeState:
         "cap_mem",
         "flavor_indexes",
         "frag_memo",
+        "strand_memo",
         "free_cpu",
         "free_mem",
         "free_whole",
@@ -97,6 +98,7 @@ class NodeState:
         self.n_gpus = len(node.gpus)
         # Score plugins may memoise a value of the node's current state here; any change clears it.
         self.frag_memo: float | None = None
+        self.strand_memo: float | None = None
         self.state_memo: int | None = None
         self.free_whole = len(node.gpus)
         self.flavor_indexes: list[FlavorIndex] = []
@@ -266,7 +268,7 @@ class ClusterState:
         indexes = node.flavor_indexes
         for index in indexes:
             index.remove(node)
-        node.frag_memo = None
+        node.frag_memo = node.strand_memo = None
         node.state_memo = None
         node.free_cpu -= sign * resources.cpu_milli
         node.free_mem -= sign * resources.memory_bytes

@@ -106,7 +106,7 @@ class Placer:
         self.shapes = shapes
         self._evaluations.clear()
         for node in self.cluster.nodes.values():
-            node.frag_memo = None
+            node.frag_memo = node.strand_memo = None
 
     # ---- one pod ----
 

@@ -197,9 +197,9 @@ def stranding(
     ``expected_stranding``), in GPUs."""
     if not node.gpu_count:
         return 0.0
-    before = node.frag_memo
+    before = node.strand_memo
     if before is None:
-        before = node.frag_memo = expected_stranding(
+        before = node.strand_memo = expected_stranding(
             node.gpu_free, node.free_cpu, node.free_mem, shapes
         )
     after_free = list(node.gpu_free)
