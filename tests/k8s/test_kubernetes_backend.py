@@ -236,3 +236,29 @@ def test_node_loss_restarts_elsewhere_without_counting_a_restart(
     moved = plane.job("solo")
     assert moved.restarts == 0
     assert {p.node for p in moved.pods if p.attempt == 2} != {node}
+
+
+def test_the_checkpoint_directory_is_a_volume_at_the_same_path(
+    cluster: Cluster, plane: Plane
+) -> None:
+    plane.plane.apply(queue())
+    with_claim = job(
+        "ckpt", gpus=1, replicas=2, checkpoint={"persistentVolumeClaim": "training-checkpoints"}
+    )
+    plane.plane.apply([with_claim, job("scratch", gpus=1)])
+    plane.run_until(
+        lambda: (
+            plane.job("ckpt").phase.value == "Running"
+            and plane.job("scratch").phase.value == "Running"
+        )
+    )
+    for pod in cluster.pods("phalanx.dev/job=ckpt"):
+        container = pod["spec"]["containers"][0]
+        path = {e["name"]: e["value"] for e in container["env"]}["PHALANX_CHECKPOINT_DIR"]
+        assert container["volumeMounts"][0]["mountPath"] == path
+        assert container["volumeMounts"][0]["subPath"] == path.rsplit("/", 1)[-1]
+        assert pod["spec"]["volumes"][0]["persistentVolumeClaim"] == {
+            "claimName": "training-checkpoints"
+        }
+    (scratch,) = cluster.pods("phalanx.dev/job=scratch")
+    assert scratch["spec"]["volumes"][0]["emptyDir"] == {}

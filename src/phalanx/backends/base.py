@@ -45,6 +45,8 @@ class PodLaunch:
     memory_limit_bytes: int | None = None
     #: The job's annotations (Kubernetes: put on the pod; the local backend ignores them).
     annotations: Mapping[str, str] = field(default_factory=dict)
+    #: Kubernetes: the PersistentVolumeClaim mounted at PHALANX_CHECKPOINT_DIR ("": none).
+    checkpoint_claim: str = ""
 
 
 class PodEventKind(StrEnum):

@@ -185,6 +185,7 @@ class Lifecycle:
                     args=pod_set.args,
                     env={k: str(v) for k, v in pod.env.items()},
                     annotations=spec.annotations,
+                    checkpoint_claim=spec.checkpoint_claim,
                     working_dir=pod_set.working_dir,
                     image=pod_set.image,
                     grace_period_s=self.grace_for(job),

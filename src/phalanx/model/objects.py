@@ -239,6 +239,8 @@ class JobSpec:
     failure_policy: FailurePolicy = field(default_factory=FailurePolicy)
     #: Passed on to the job's pods (on Kubernetes: pod annotations).
     annotations: Mapping[str, str] = field(default_factory=dict)
+    #: Kubernetes: the PersistentVolumeClaim that holds PHALANX_CHECKPOINT_DIR ("": none).
+    checkpoint_claim: str = ""
 
     @property
     def pod_count(self) -> int:

@@ -344,6 +344,7 @@ _JOB_FIELDS = (
     "maxRuntime",
     "restartPolicy",
     "failurePolicy",
+    "checkpoint",
     "podSets",
 )
 
@@ -376,6 +377,11 @@ def parse_job(manifest: Mapping[str, object], source: str = "") -> JobSpec:
         max_runtime_s = c.check("spec.maxRuntime", spec["maxRuntime"], parse_duration_s)
     restart = _restart_policy(c, spec.get("restartPolicy"))
     failure = _failure_policy(c, spec.get("failurePolicy"))
+    checkpoint = c.mapping("spec.checkpoint", spec.get("checkpoint"))
+    c.unknown("spec.checkpoint", checkpoint, ("persistentVolumeClaim",))
+    claim = ""
+    if "persistentVolumeClaim" in checkpoint:
+        claim = c.name("spec.checkpoint.persistentVolumeClaim", checkpoint["persistentVolumeClaim"])
     if c.errors:
         raise SpecError(c.errors, source)
     return JobSpec(
@@ -391,6 +397,7 @@ def parse_job(manifest: Mapping[str, object], source: str = "") -> JobSpec:
         labels=labels,
         annotations=annotations,
         failure_policy=failure,
+        checkpoint_claim=claim,
     )
 
 
@@ -621,6 +628,8 @@ def job_to_manifest(job: JobSpec) -> dict[str, object]:
     failure = _failure_manifest(job.failure_policy)
     if failure:
         spec["failurePolicy"] = failure
+    if job.checkpoint_claim:
+        spec["checkpoint"] = {"persistentVolumeClaim": job.checkpoint_claim}
     pod_sets: list[dict[str, object]] = []
     for ps in job.pod_sets:
         entry: dict[str, object] = {

@@ -59,7 +59,6 @@ class NodeState:
         "cap_mem",
         "flavor_indexes",
         "frag_memo",
-        "strand_memo",
         "free_cpu",
         "free_mem",
         "free_whole",
@@ -71,6 +70,7 @@ class NodeState:
         "scale",
         "state_ids",
         "state_memo",
+        "strand_memo",
         "taints",
     )
 

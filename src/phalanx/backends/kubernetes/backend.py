@@ -366,6 +366,24 @@ class KubernetesBackend:
         }
         if pod.working_dir:
             container["workingDir"] = pod.working_dir
+        volumes: list[Obj] = []
+        checkpoint_dir = env.get("PHALANX_CHECKPOINT_DIR", "")
+        if checkpoint_dir:
+            # The pod sees its checkpoint directory at the very path the control plane uses, so
+            # a control plane that mounts the same (ReadWriteMany) claim at <data-dir>/checkpoints
+            # reads the workload's status reports with no credentials or route to the pod.
+            mount: Obj = {"name": "phalanx-checkpoint", "mountPath": checkpoint_dir}
+            if pod.checkpoint_claim:
+                mount["subPath"] = checkpoint_dir.rstrip("/").rsplit("/", 1)[-1]
+                volumes.append(
+                    {
+                        "name": "phalanx-checkpoint",
+                        "persistentVolumeClaim": {"claimName": pod.checkpoint_claim},
+                    }
+                )
+            else:  # kept across the pod's own life only; name a claim to keep it across restarts
+                volumes.append({"name": "phalanx-checkpoint", "emptyDir": {}})
+            container["volumeMounts"] = [mount]
         rank = env.get("RANK", "")
         return {
             "apiVersion": "v1",
@@ -393,6 +411,7 @@ class KubernetesBackend:
                 "terminationGracePeriodSeconds": max(0, round(pod.grace_period_s)),
                 "hostname": _hostname(pod),
                 "containers": [container],
+                **({"volumes": volumes} if volumes else {}),
             },
         }
 
