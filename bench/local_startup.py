@@ -17,25 +17,9 @@ import time
 from pathlib import Path
 
 from phalanx.client import Client
+from phalanx.testing import queue_manifests
 
-QUEUE = [
-    {
-        "apiVersion": "phalanx.dev/v1alpha1",
-        "kind": "ResourceFlavor",
-        "metadata": {"name": "default"},
-        "spec": {},
-    },
-    {
-        "apiVersion": "phalanx.dev/v1alpha1",
-        "kind": "Queue",
-        "metadata": {"name": "q"},
-        "spec": {
-            "flavors": [
-                {"name": "default", "resources": {"cpu": 8, "memory": "8Gi", "nvidia.com/gpu": 8}}
-            ]
-        },
-    },
-]
+QUEUE = queue_manifests(gpu=8, cpu=8, memory="8Gi")
 JOB = {
     "apiVersion": "phalanx.dev/v1alpha1",
     "kind": "Job",

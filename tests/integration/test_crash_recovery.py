@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from phalanx.client import Client
+from phalanx.testing import queue_manifests
 
 pytestmark = pytest.mark.integration
 
@@ -98,27 +99,7 @@ def test_sigkill_at_any_instant_loses_nothing_and_runs_nothing_twice(tmp_path: P
     ledger = tmp_path / "ledger.txt"
     server = _start(tmp_path, port)
     client = Client(server=f"http://127.0.0.1:{port}", data_dir=tmp_path)
-    queue = [
-        {
-            "apiVersion": "phalanx.dev/v1alpha1",
-            "kind": "ResourceFlavor",
-            "metadata": {"name": "default"},
-            "spec": {},
-        },
-        {
-            "apiVersion": "phalanx.dev/v1alpha1",
-            "kind": "Queue",
-            "metadata": {"name": "q"},
-            "spec": {
-                "flavors": [
-                    {
-                        "name": "default",
-                        "resources": {"cpu": 64, "memory": "1Ti", "nvidia.com/gpu": 64},
-                    }
-                ]
-            },
-        },
-    ]
+    queue = queue_manifests(gpu=64, cpu=64)
     jobs = [_job(f"j{i}", 2.5) for i in range(6)]
     for job in jobs:  # the ledger path travels in the pod env
         job["spec"]["podSets"][0]["env"]["LEDGER"] = str(ledger)  # type: ignore[index]

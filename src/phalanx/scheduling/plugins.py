@@ -190,6 +190,30 @@ def expected_stranding(
     return stranded
 
 
+def _growth(
+    pod: PodRequest,
+    node: NodeState,
+    devices: tuple[DeviceShare, ...],
+    shapes: Sequence[Shape],
+    measure: Callable[[Sequence[int], int, int, Sequence[Shape]], float],
+    before: float | None,
+) -> tuple[float, float]:
+    """(before, after) of ``measure`` on the node's free state around placing ``pod`` on
+    ``devices``; ``before`` is the memoised value when the caller has one."""
+    if before is None:
+        before = measure(node.gpu_free, node.free_cpu, node.free_mem, shapes)
+    after_free = list(node.gpu_free)
+    for share in devices:
+        after_free[share.index] -= share.milli
+    after = measure(
+        after_free,
+        node.free_cpu - pod.resources.cpu_milli,
+        node.free_mem - pod.resources.memory_bytes,
+        shapes,
+    )
+    return before, after
+
+
 def stranding(
     pod: PodRequest, node: NodeState, devices: tuple[DeviceShare, ...], shapes: Sequence[Shape]
 ) -> float:
@@ -197,20 +221,8 @@ def stranding(
     ``expected_stranding``), in GPUs."""
     if not node.gpu_count:
         return 0.0
-    before = node.strand_memo
-    if before is None:
-        before = node.strand_memo = expected_stranding(
-            node.gpu_free, node.free_cpu, node.free_mem, shapes
-        )
-    after_free = list(node.gpu_free)
-    for share in devices:
-        after_free[share.index] -= share.milli
-    after = expected_stranding(
-        after_free,
-        node.free_cpu - pod.resources.cpu_milli,
-        node.free_mem - pod.resources.memory_bytes,
-        shapes,
-    )
+    before, after = _growth(pod, node, devices, shapes, expected_stranding, node.strand_memo)
+    node.strand_memo = before
     return (before - after) / FULL
 
 
@@ -224,20 +236,8 @@ def fragmentation(
     minus the growth of the node's expected fragmentation, in GPUs."""
     if not node.gpu_count:
         return 0.0
-    before = node.frag_memo
-    if before is None:
-        before = node.frag_memo = expected_fragmentation(
-            node.gpu_free, node.free_cpu, node.free_mem, shapes
-        )
-    after_free = list(node.gpu_free)
-    for share in devices:
-        after_free[share.index] -= share.milli
-    after = expected_fragmentation(
-        after_free,
-        node.free_cpu - pod.resources.cpu_milli,
-        node.free_mem - pod.resources.memory_bytes,
-        shapes,
-    )
+    before, after = _growth(pod, node, devices, shapes, expected_fragmentation, node.frag_memo)
+    node.frag_memo = before
     return (before - after) / FULL
 
 

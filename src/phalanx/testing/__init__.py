@@ -14,6 +14,7 @@ from phalanx.testing.builders import (
     make_node,
     make_queue,
     make_snapshot,
+    queue_manifests,
 )
 
 __all__ = [
@@ -27,4 +28,5 @@ __all__ = [
     "make_node",
     "make_queue",
     "make_snapshot",
+    "queue_manifests",
 ]

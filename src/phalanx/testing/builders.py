@@ -317,3 +317,36 @@ def make_snapshot(
         reservations=tuple(reservations),
         config=config or SchedulerConfig(),
     )
+
+
+def queue_manifests(
+    name: str = "q",
+    *,
+    gpu: Quantity = 8,
+    cpu: Quantity = 64,
+    memory: str = "1Ti",
+    flavor: str = "default",
+) -> list[dict[str, object]]:
+    """Manifests of a flavor matching every node and a queue with a quota on it, ready for
+    ``ControlPlane.apply`` or ``Client.apply``."""
+    return [
+        {
+            "apiVersion": "phalanx.dev/v1alpha1",
+            "kind": "ResourceFlavor",
+            "metadata": {"name": flavor},
+            "spec": {},
+        },
+        {
+            "apiVersion": "phalanx.dev/v1alpha1",
+            "kind": "Queue",
+            "metadata": {"name": name},
+            "spec": {
+                "flavors": [
+                    {
+                        "name": flavor,
+                        "resources": {"cpu": cpu, "memory": memory, "nvidia.com/gpu": gpu},
+                    }
+                ]
+            },
+        },
+    ]

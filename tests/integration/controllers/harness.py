@@ -14,32 +14,13 @@ from phalanx.controllers.health import QuarantinePolicy
 from phalanx.controllers.plane import ControlPlane, ControlPlaneConfig
 from phalanx.controllers.views import JobView
 from phalanx.store import open_store
+from phalanx.testing import queue_manifests as testing_queue_manifests
 
 PY = sys.executable
 
 
 def queue_manifests(gpus: int = 8, cpu: int = 64) -> list[dict[str, object]]:
-    return [
-        {
-            "apiVersion": "phalanx.dev/v1alpha1",
-            "kind": "ResourceFlavor",
-            "metadata": {"name": "default"},
-            "spec": {},
-        },
-        {
-            "apiVersion": "phalanx.dev/v1alpha1",
-            "kind": "Queue",
-            "metadata": {"name": "q"},
-            "spec": {
-                "flavors": [
-                    {
-                        "name": "default",
-                        "resources": {"cpu": cpu, "memory": "1Ti", "nvidia.com/gpu": gpus},
-                    }
-                ]
-            },
-        },
-    ]
+    return testing_queue_manifests(gpu=gpus, cpu=cpu)
 
 
 def job_manifest(

@@ -17,27 +17,11 @@ from phalanx.backends.sim import SimBackend, VirtualClock
 from phalanx.controllers.plane import ControlPlane, ControlPlaneConfig
 from phalanx.scheduling import Decisions
 from phalanx.store import open_store
+from phalanx.testing import queue_manifests
 
 pytestmark = pytest.mark.integration
 
-QUEUES: list[dict[str, object]] = [
-    {
-        "apiVersion": "phalanx.dev/v1alpha1",
-        "kind": "ResourceFlavor",
-        "metadata": {"name": "default"},
-        "spec": {},
-    },
-    {
-        "apiVersion": "phalanx.dev/v1alpha1",
-        "kind": "Queue",
-        "metadata": {"name": "q"},
-        "spec": {
-            "flavors": [
-                {"name": "default", "resources": {"cpu": 64, "memory": "1Ti", "nvidia.com/gpu": 6}}
-            ]
-        },
-    },
-]
+QUEUES = queue_manifests(gpu=6, cpu=64, memory="1Ti")
 
 
 def _job(name: str, gpus: float, replicas: int = 1, priority: int = 0) -> dict[str, object]:
