@@ -70,6 +70,7 @@ from phalanx.model.resources import GPU, format_cpu, format_memory
 log = logging.getLogger(__name__)
 
 MASTER_PORT = 29500
+GC_INTERVAL_S = 5.0
 DEFAULT_IMAGE = "python:3.12-slim"
 _SHARE_IMAGE = "busybox:1.36"
 
@@ -118,6 +119,7 @@ class KubernetesBackend:
         self._events: list[PodEvent] = []
         self._share_devices: dict[str, str] = {}  # reservation pod name -> device (from its log)
         self._launching: set[str] = set()
+        self._next_gc = 0.0
         self._converted: dict[str, tuple[str, Node]] = {}  # node name -> (resourceVersion, Node)
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=api_workers, thread_name_prefix="phalanx-k8s-api"
@@ -331,13 +333,12 @@ class KubernetesBackend:
             shares = [d for d in pod.devices if d.milli < 1000]
             if shares:
                 env["NVIDIA_VISIBLE_DEVICES"] = self._ensure_share(pod.node, shares[0])
-            try:
-                self.core.create_namespaced_pod(pod.namespace, self._pod_manifest(pod, env))
-            except ApiException as exc:
-                if exc.status != 409:  # 409: created before a restart; nothing to do
-                    raise OSError(
-                        f"cannot create pod {pod.pod_id}: {exc.status} {exc.reason}: {_body(exc)}"
-                    ) from exc
+            _create_once(
+                self.core.create_namespaced_pod,
+                pod.namespace,
+                self._pod_manifest(pod, env),
+                f"pod {pod.pod_id}",
+            )
         except Exception as exc:  # any failure to create is the pod's failure, never the loop's
             with self._lock:
                 self._report(pod.pod_id, PodEventKind.FAILED, 128, "LaunchError", str(exc))
@@ -434,13 +435,12 @@ class KubernetesBackend:
                 "ports": [{"name": "rendezvous", "port": MASTER_PORT}],
             },
         }
-        try:
-            self.core.create_namespaced_service(pod.namespace, body)
-        except ApiException as exc:
-            if exc.status != 409:
-                raise OSError(
-                    f"cannot create service {service_name(pod.job, pod.attempt)}: {exc.status} {_body(exc)}"
-                ) from exc
+        _create_once(
+            self.core.create_namespaced_service,
+            pod.namespace,
+            body,
+            f"service {service_name(pod.job, pod.attempt)}",
+        )
 
     def _ensure_share(self, node: str, share: DeviceShare) -> str:
         """Make sure the device is reserved on the node; return what to put in the sharing
@@ -475,13 +475,12 @@ class KubernetesBackend:
                 ],
             },
         }
-        try:
-            self.core.create_namespaced_pod(self.namespace, body)
-        except ApiException as exc:
-            if exc.status != 409:
-                raise OSError(
-                    f"cannot reserve GPU {share.index} on {node}: {exc.status} {_body(exc)}"
-                ) from exc
+        _create_once(
+            self.core.create_namespaced_pod,
+            self.namespace,
+            body,
+            f"GPU {share.index} reservation on {node}",
+        )
         return self._share_devices.get(name) or self._read_share_device(name) or str(share.index)
 
     def _read_share_device(self, name: str) -> str:
@@ -518,7 +517,10 @@ class KubernetesBackend:
                 log.warning("deleting pod %s/%s failed: %s", key[0], key[1], exc.status)
 
     def poll_events(self) -> list[PodEvent]:
-        self._collect_garbage()
+        # Collecting garbage lists Services from the API: every few seconds is plenty.
+        if time.monotonic() >= self._next_gc:
+            self._next_gc = time.monotonic() + GC_INTERVAL_S
+            self._collect_garbage()
         with self._lock:
             events, self._events = self._events, []
         return events
@@ -621,6 +623,15 @@ def _hostname(pod: PodLaunch) -> str:
 def _devices(pod: Obj) -> list[str]:
     value = ((pod.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_DEVICES, "")
     return [d for d in str(value).split(",") if d]
+
+
+def _create_once(create: Callable[[str, Obj], Any], namespace: str, body: Obj, what: str) -> None:
+    """Create an object; one that exists already (409: made before a restart) is fine."""
+    try:
+        create(namespace, body)
+    except ApiException as exc:
+        if exc.status != 409:
+            raise OSError(f"cannot create {what}: {exc.status} {exc.reason}: {_body(exc)}") from exc
 
 
 def _body(exc: ApiException) -> str:
