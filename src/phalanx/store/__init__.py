@@ -1,11 +1,20 @@
 """Persistence: SQLAlchemy on SQLite (default) or PostgreSQL. Must not import controllers."""
 
-from phalanx.store.records import EventRecord, JobRecord, PodRecord, Transition
+from phalanx.store.records import (
+    Change,
+    EventRecord,
+    JobRecord,
+    ObjectRecord,
+    PodRecord,
+    Transition,
+)
 from phalanx.store.sql import Store, StoreError, default_url, open_store
 
 __all__ = [
+    "Change",
     "EventRecord",
     "JobRecord",
+    "ObjectRecord",
     "PodRecord",
     "Store",
     "StoreError",

@@ -27,6 +27,17 @@ class JobRecord:
     admitted_at: float | None
     started_at: float | None
     finished_at: float | None
+    #: The facts behind ``reason_code``/``message`` (see phalanx.model.reasons).
+    reason_facts: dict[str, Any] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+    owner_refs: list[dict[str, Any]] = field(default_factory=list)
+    #: The store's revision of this row's last write (compare-and-set guard).
+    resource_version: int = 0
+    #: Bumped when the spec changes (jobs' specs never change: always 1).
+    generation: int = 1
+    #: Kubernetes-style status conditions: type, status, reason, message, lastTransitionTime.
+    conditions: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -50,20 +61,62 @@ class PodRecord:
 
 @dataclass(slots=True)
 class EventRecord:
+    """One event; ``reason`` is a code from the reasons catalogue and ``facts`` its numbers.
+    An event belongs to a job (``job_id``) or, for other kinds, to (``kind``, ``name``)."""
+
     at: float
     type: str
     reason: str
     message: str
     job_id: int = 0
+    facts: dict[str, Any] = field(default_factory=dict)
+    kind: str = "Job"
+    name: str = ""
+
+
+@dataclass(slots=True)
+class ObjectRecord:
+    """A stored object of any kind but Job: its manifest and metadata."""
+
+    kind: str
+    name: str
+    uid: str
+    manifest: dict[str, Any]
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    owner_refs: list[dict[str, Any]]
+    resource_version: int
+    generation: int
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One entry of the store's revision log: ``kind``/``name`` was ADDED, MODIFIED or
+    DELETED at ``revision``."""
+
+    revision: int
+    kind: str
+    name: str
+    type: str
+    at: float
 
 
 @dataclass(slots=True)
 class Transition:
     """One state transition, written in one transaction: changes to a job (by id), changes
-    to some of its pods, new pods, and an event."""
+    to some of its pods, new pods, and events.
+
+    The guard: with ``expect_phase``/``expect_version`` set, the store applies the transition
+    only while the job is still in that phase at that resourceVersion (compare-and-set), and
+    a phase change only if the job lifecycle's table allows it (phalanx.model.transitions).
+    """
 
     job_id: int
     job: Mapping[str, Any] = field(default_factory=dict)
     pods: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     new_pods: tuple[PodRecord, ...] = ()
     events: tuple[EventRecord, ...] = ()
+    expect_phase: str | None = None
+    expect_version: int | None = None

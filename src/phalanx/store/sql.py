@@ -6,19 +6,36 @@ Must not import controllers, backends, api, client or cli.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+import logging
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, delete, event, select
+from sqlalchemy import create_engine, delete, event, func, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from phalanx.store.records import EventRecord, JobRecord, PodRecord, Transition
-from phalanx.store.tables import Base, ConfigRow, EventRow, JobRow, PodRow
+from phalanx.model.transitions import is_allowed
+from phalanx.store import schema
+from phalanx.store.records import (
+    Change,
+    EventRecord,
+    JobRecord,
+    ObjectRecord,
+    PodRecord,
+    Transition,
+)
+from phalanx.store.tables import ChangeRow, ConfigRow, EventRow, JobRow, PodRow
+
+log = logging.getLogger(__name__)
 
 FINISHED_POD_PHASES = ("Succeeded", "Failed", "Stopped", "Lost")
+#: pg_advisory_xact_lock key taken by every write transaction on PostgreSQL, so that
+#: revisions (ids of the changes log) commit in the order they were allocated and a watch
+#: reading the log never skips a write that commits late.
+_WRITE_LOCK_KEY = 0x70686C7872697465
 
 
 class StoreError(RuntimeError):
@@ -32,6 +49,38 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+
+
+def metadata_of(manifest: Mapping[str, Any]) -> tuple[dict[str, str], dict[str, str], list[Any]]:
+    """(labels, annotations, ownerReferences) of a manifest's metadata."""
+    metadata = manifest.get("metadata")
+    if not isinstance(metadata, Mapping):
+        return {}, {}, []
+    labels, annotations = metadata.get("labels"), metadata.get("annotations")
+    owners = metadata.get("ownerReferences")
+    return (
+        {str(k): str(v) for k, v in labels.items()} if isinstance(labels, Mapping) else {},
+        {str(k): str(v) for k, v in annotations.items()}
+        if isinstance(annotations, Mapping)
+        else {},
+        [dict(o) for o in owners if isinstance(o, Mapping)] if isinstance(owners, list) else [],
+    )
+
+
+def _object(row: ConfigRow) -> ObjectRecord:
+    return ObjectRecord(
+        row.kind,
+        row.name,
+        row.uid,
+        dict(row.manifest),
+        dict(row.labels),
+        dict(row.annotations),
+        list(row.owner_refs),
+        row.resource_version,
+        row.generation,
+        row.created_at,
+        row.updated_at,
+    )
 
 
 def _job(row: JobRow) -> JobRecord:
@@ -54,6 +103,26 @@ def _job(row: JobRow) -> JobRecord:
         row.admitted_at,
         row.started_at,
         row.finished_at,
+        dict(row.reason_facts),
+        dict(row.labels),
+        dict(row.annotations),
+        list(row.owner_refs),
+        row.resource_version,
+        row.generation,
+        list(row.conditions),
+    )
+
+
+def _event(row: EventRow) -> EventRecord:
+    return EventRecord(
+        row.at,
+        row.type,
+        row.reason,
+        row.message,
+        row.job_id or 0,
+        dict(row.facts),
+        row.kind,
+        row.name,
     )
 
 
@@ -78,9 +147,13 @@ def _pod(row: PodRow) -> PodRecord:
 
 
 class Store:
-    """Jobs, pods, events and configuration objects in one SQL database."""
+    """Every kind of object, pods, events and the revision log in one SQL database.
 
-    def __init__(self, url: str) -> None:
+    Every write bumps the written object's ``resource_version`` to a new revision of the
+    store (the id of its row in the ``changes`` log), in the same transaction.
+    """
+
+    def __init__(self, url: str, *, migrate: bool = True) -> None:
         self.url = url
         try:
             if url.startswith("sqlite"):
@@ -90,12 +163,14 @@ class Store:
                 event.listen(self.engine, "connect", _sqlite_pragmas)
             else:
                 self.engine = create_engine(url, pool_pre_ping=True)
-            Base.metadata.create_all(self.engine)
+            if migrate:
+                schema.upgrade(self.engine)
         except Exception as exc:  # SQLAlchemy raises many kinds; the user needs one message
             raise StoreError(
                 f"cannot open store {self.redacted_url}: {exc.__class__.__name__}: {exc}"
             ) from exc
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._is_postgres = self.engine.dialect.name == "postgresql"
 
     @property
     def redacted_url(self) -> str:
@@ -109,26 +184,49 @@ class Store:
     @contextmanager
     def _txn(self) -> Iterator[Session]:
         with self._sessions() as session, session.begin():
+            if self._is_postgres:
+                session.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": _WRITE_LOCK_KEY}
+                )
             yield session
 
     def close(self) -> None:
         self.engine.dispose()
 
-    # ---- configuration objects (queues, flavors) ----
+    @staticmethod
+    def _revision(s: Session, kind: str, name: str, change: str, now: float) -> int:
+        """Append to the revision log; return the new revision."""
+        row = ChangeRow(kind=kind, name=name, type=change, at=now)
+        s.add(row)
+        s.flush()
+        return row.id
+
+    # ---- objects of every kind but Job (queues, flavors, node health, …) ----
 
     def list_config(self, kind: str) -> list[tuple[str, dict[str, Any], float]]:
+        """(name, manifest, created_at) of every object of ``kind``, by name."""
+        return [(o.name, o.manifest, o.created_at) for o in self.list_objects(kind)]
+
+    def list_objects(self, kind: str) -> list[ObjectRecord]:
         with self._sessions() as s:
             rows = s.scalars(
                 select(ConfigRow).where(ConfigRow.kind == kind).order_by(ConfigRow.name)
             )
-            return [(r.name, dict(r.manifest), r.created_at) for r in rows]
+            return [_object(r) for r in rows]
+
+    def get_object(self, kind: str, name: str) -> ObjectRecord | None:
+        with self._sessions() as s:
+            row = s.get(ConfigRow, (kind, name))
+            return _object(row) if row else None
 
     def delete_config(self, kind: str, name: str) -> bool:
         with self._txn() as s:
-            result = s.execute(
-                delete(ConfigRow).where(ConfigRow.kind == kind, ConfigRow.name == name)
-            )
-            return bool(getattr(result, "rowcount", 0))
+            row = s.get(ConfigRow, (kind, name))
+            if row is None:
+                return False
+            s.delete(row)
+            self._revision(s, kind, name, "DELETED", row.updated_at)
+            return True
 
     # ---- apply: configuration and new jobs in one transaction ----
 
@@ -139,36 +237,58 @@ class Store:
         now: float,
     ) -> list[str]:
         """Create or update configuration objects (kind, name, manifest) and create jobs
-        (name, uid, manifest, queue, priority), all in one transaction. Returns an action per
-        object in order: created, configured or unchanged (a job that exists with the same
-        manifest is unchanged). Raises ValueError for a job that exists with another manifest."""
+        (name, uid, manifest, queue, priority), all in one transaction. Labels, annotations
+        and ownerReferences come from each manifest's metadata. Returns an action per object
+        in order: created, configured or unchanged (a job that exists with the same manifest
+        is unchanged). Raises ValueError for a job that exists with another manifest."""
         actions: list[str] = []
         with self._txn() as s:
             for kind, name, manifest in configs:
+                labels, annotations, owners = metadata_of(manifest)
                 row = s.get(ConfigRow, (kind, name))
                 if row is None:
                     s.add(
                         ConfigRow(
-                            kind=kind, name=name, manifest=manifest, created_at=now, updated_at=now
+                            kind=kind,
+                            name=name,
+                            manifest=manifest,
+                            created_at=now,
+                            updated_at=now,
+                            uid=uuid.uuid4().hex,
+                            labels=labels,
+                            annotations=annotations,
+                            owner_refs=owners,
+                            resource_version=self._revision(s, kind, name, "ADDED", now),
+                            generation=1,
                         )
                     )
                     actions.append("created")
                 elif row.manifest == manifest:
                     actions.append("unchanged")
                 else:
+                    if row.manifest.get("spec") != manifest.get("spec"):
+                        row.generation += 1
                     row.manifest = manifest
+                    row.labels, row.annotations, row.owner_refs = labels, annotations, owners
                     row.updated_at = now
+                    row.resource_version = self._revision(s, kind, name, "MODIFIED", now)
                     actions.append("configured")
+            existing = {
+                r.name: r
+                for r in s.scalars(select(JobRow).where(JobRow.name.in_([j[0] for j in jobs])))
+            }
+            new_rows: list[JobRow] = []
             for name, uid, manifest, queue, priority in jobs:
-                existing = s.scalars(select(JobRow).where(JobRow.name == name)).first()
-                if existing is not None:
-                    if existing.manifest == manifest:
+                found = existing.get(name)
+                if found is not None:
+                    if found.manifest == manifest:
                         actions.append("unchanged")
                         continue
                     raise ValueError(
                         f'job "{name}" already exists with a different spec; jobs cannot be changed '
                         f"once submitted: delete it (phalanx delete job {name}) or use a new name"
                     )
+                labels, annotations, owners = metadata_of(manifest)
                 job_row = JobRow(
                     name=name,
                     uid=uid,
@@ -184,19 +304,32 @@ class Store:
                     not_before=0.0,
                     is_deleting=False,
                     created_at=now,
+                    reason_facts={},
+                    labels=labels,
+                    annotations=annotations,
+                    owner_refs=owners,
+                    resource_version=self._revision(s, "Job", name, "ADDED", now),
+                    generation=1,
+                    conditions=[],
                 )
-                s.add(job_row)
-                s.flush()
-                s.add(
-                    EventRow(
-                        job_id=job_row.id,
-                        at=now,
-                        type="Normal",
-                        reason="Created",
-                        message=f"submitted to queue {queue}",
-                    )
-                )
+                existing[name] = job_row
+                new_rows.append(job_row)
                 actions.append("created")
+            s.add_all(new_rows)
+            s.flush()
+            s.add_all(
+                EventRow(
+                    job_id=row.id,
+                    at=now,
+                    type="Normal",
+                    reason="Created",
+                    message=f"submitted to queue {row.queue}",
+                    kind="Job",
+                    name=row.name,
+                    facts={"queue": row.queue},
+                )
+                for row in new_rows
+            )
         return actions
 
     # ---- reads ----
@@ -212,14 +345,27 @@ class Store:
             return _job(row) if row else None
 
     def list_jobs(
-        self, phases: Iterable[str] | None = None, *, deleting_only: bool = False
+        self,
+        phases: Iterable[str] | None = None,
+        *,
+        deleting_only: bool = False,
+        queue: str | None = None,
+        after_id: int = 0,
+        limit: int | None = None,
     ) -> list[JobRecord]:
+        """Jobs in FIFO (id) order; ``after_id`` and ``limit`` page through them."""
         with self._sessions() as s:
             query = select(JobRow).order_by(JobRow.id)
             if phases is not None:
                 query = query.where(JobRow.phase.in_(list(phases)))
             if deleting_only:
                 query = query.where(JobRow.is_deleting.is_(True))
+            if queue is not None:
+                query = query.where(JobRow.queue == queue)
+            if after_id:
+                query = query.where(JobRow.id > after_id)
+            if limit is not None:
+                query = query.limit(limit)
             return [_job(r) for r in s.scalars(query)]
 
     def pods(
@@ -241,23 +387,84 @@ class Store:
             return _pod(row) if row else None
 
     def events(self, job_id: int) -> list[EventRecord]:
+        """A job's events, oldest first."""
         with self._sessions() as s:
             rows = s.scalars(
                 select(EventRow).where(EventRow.job_id == job_id).order_by(EventRow.id)
             )
-            return [EventRecord(r.at, r.type, r.reason, r.message, r.job_id) for r in rows]
+            return [_event(r) for r in rows]
+
+    def object_events(self, kind: str, name: str) -> list[EventRecord]:
+        """Events of an object of another kind than Job, oldest first."""
+        with self._sessions() as s:
+            rows = s.scalars(
+                select(EventRow)
+                .where(EventRow.kind == kind, EventRow.name == name, EventRow.job_id.is_(None))
+                .order_by(EventRow.id)
+            )
+            return [_event(r) for r in rows]
+
+    def record_event(self, record: EventRecord) -> None:
+        """Add one event on (``record.kind``, ``record.name``), outside any transition."""
+        with self._txn() as s:
+            s.add(
+                EventRow(
+                    job_id=record.job_id or None,
+                    at=record.at,
+                    type=record.type,
+                    reason=record.reason,
+                    message=record.message,
+                    kind=record.kind,
+                    name=record.name,
+                    facts=dict(record.facts),
+                )
+            )
+
+    # ---- the revision log ----
+
+    def revision(self) -> int:
+        """The newest revision (0 for an empty log)."""
+        with self._sessions() as s:
+            return int(s.scalar(select(func.max(ChangeRow.id))) or 0)
+
+    def changes(self, after: int, limit: int = 1000) -> tuple[list[Change], int]:
+        """Writes after revision ``after`` in order, at most ``limit``, and the oldest revision
+        the log still holds (a reader whose ``after`` is older than that has missed writes
+        that were compacted away and must list again)."""
+        with self._sessions() as s:
+            oldest = int(s.scalar(select(func.min(ChangeRow.id))) or 0)
+            rows = s.scalars(
+                select(ChangeRow).where(ChangeRow.id > after).order_by(ChangeRow.id).limit(limit)
+            )
+            return [Change(r.id, r.kind, r.name, r.type, r.at) for r in rows], oldest
+
+    def compact(self, keep: int) -> int:
+        """Drop all but the newest ``keep`` rows of the revision log; return how many went."""
+        with self._txn() as s:
+            newest = int(s.scalar(select(func.max(ChangeRow.id))) or 0)
+            result = s.execute(delete(ChangeRow).where(ChangeRow.id <= newest - keep))
+            return int(getattr(result, "rowcount", 0) or 0)
 
     # ---- transitions ----
 
-    def transition(self, change: Transition) -> None:
-        """Write one state transition atomically (see Transition)."""
+    def transition(self, change: Transition) -> bool:
+        """Write one state transition atomically (see Transition). Returns False, writing
+        nothing, when the guard fails: the job is gone, is no longer in
+        ``change.expect_phase`` or at ``change.expect_version``, or the phase change is not
+        in the job lifecycle's table of allowed transitions."""
         with self._txn() as s:
-            if change.job:
-                row = s.get(JobRow, change.job_id)
-                if row is None:
-                    return
-                for key, value in change.job.items():
-                    setattr(row, key, value)
+            row = s.get(JobRow, change.job_id)
+            if row is None:
+                log.info("transition of job id %d refused: the job is gone", change.job_id)
+                return False
+            refusal = _refusal(row, change)
+            if refusal:
+                log.warning("transition of job %s refused: %s", row.name, refusal)
+                return False
+            now = max((e.at for e in change.events), default=row.created_at)
+            for key, value in change.job.items():
+                setattr(row, key, value)
+            row.resource_version = self._revision(s, "Job", row.name, "MODIFIED", now)
             for pod_id, fields in change.pods.items():
                 pod = s.get(PodRow, pod_id)
                 if pod is not None:
@@ -291,15 +498,35 @@ class Store:
                         type=ev.type,
                         reason=ev.reason,
                         message=ev.message,
+                        kind="Job",
+                        name=row.name,
+                        facts=dict(ev.facts),
                     )
                 )
+            return True
 
     def delete_job(self, job_id: int) -> None:
         """Remove a job with its pods and events."""
         with self._txn() as s:
+            row = s.get(JobRow, job_id)
+            if row is None:
+                return
             s.execute(delete(EventRow).where(EventRow.job_id == job_id))
             s.execute(delete(PodRow).where(PodRow.job_id == job_id))
             s.execute(delete(JobRow).where(JobRow.id == job_id))
+            self._revision(s, "Job", row.name, "DELETED", row.finished_at or row.created_at)
+
+
+def _refusal(row: JobRow, change: Transition) -> str:
+    """Why ``change`` may not be applied to ``row`` ("" when it may)."""
+    if change.expect_phase is not None and row.phase != change.expect_phase:
+        return f"expected phase {change.expect_phase}, found {row.phase}"
+    if change.expect_version is not None and row.resource_version != change.expect_version:
+        return f"expected resourceVersion {change.expect_version}, found {row.resource_version}"
+    target = change.job.get("phase")
+    if isinstance(target, str) and target != row.phase and not is_allowed(row.phase, target):
+        return f"{row.phase} → {target} is not an allowed transition"
+    return ""
 
 
 def default_url(data_dir: Path) -> str:
@@ -307,8 +534,9 @@ def default_url(data_dir: Path) -> str:
     return f"sqlite:///{data_dir / 'phalanx.db'}"
 
 
-def open_store(url: str | None, data_dir: Path) -> Store:
-    """Open (creating tables if needed) the store at ``url``, or SQLite under ``data_dir``.
+def open_store(url: str | None, data_dir: Path, *, migrate: bool = True) -> Store:
+    """Open the store at ``url``, or SQLite under ``data_dir``, upgrading its schema to this
+    release's (unless ``migrate`` is False).
 
     Raises StoreError with the redacted URL and the cause.
     """
@@ -319,4 +547,4 @@ def open_store(url: str | None, data_dir: Path) -> Store:
         raise StoreError(
             f"unsupported store URL {url.split('@')[-1]!r}; use sqlite:///PATH or postgresql+psycopg://USER:PASSWORD@HOST/DB"
         )
-    return Store(url)
+    return Store(url, migrate=migrate)

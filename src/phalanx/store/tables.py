@@ -1,4 +1,8 @@
-"""SQLAlchemy tables for the store. Only store/ imports this module."""
+"""SQLAlchemy tables for the store. Only store/ imports this module.
+
+The schema is owned by the Alembic revisions in ``store/migrations``: a change here needs a new
+revision there (and an upgrade test from a fixture written by the release before it).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,8 @@ class Base(DeclarativeBase):
 
 
 class ConfigRow(Base):
-    """Queues and resource flavors: a manifest per (kind, name)."""
+    """Objects of every kind but Job (queues, flavors, node health, …): a manifest per
+    (kind, name), with the common metadata."""
 
     __tablename__ = "config_objects"
 
@@ -22,6 +27,12 @@ class ConfigRow(Base):
     manifest: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[float] = mapped_column(Float)
+    uid: Mapped[str] = mapped_column(String(36), default="")
+    labels: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    annotations: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    owner_refs: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    resource_version: Mapped[int] = mapped_column(Integer, default=0)
+    generation: Mapped[int] = mapped_column(Integer, default=1)
 
 
 class JobRow(Base):
@@ -46,6 +57,13 @@ class JobRow(Base):
     admitted_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    reason_facts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    labels: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    annotations: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    owner_refs: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    resource_version: Mapped[int] = mapped_column(Integer, default=0)
+    generation: Mapped[int] = mapped_column(Integer, default=1)
+    conditions: Mapped[list[Any]] = mapped_column(JSON, default=list)
 
 
 class PodRow(Base):
@@ -71,11 +89,47 @@ class PodRow(Base):
 
 
 class EventRow(Base):
+    """An event on a job (``job_id``) or on an object of another kind (``kind``, ``name``)."""
+
     __tablename__ = "events"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    job_id: Mapped[int | None] = mapped_column(
+        ForeignKey("jobs.id", ondelete="CASCADE"), index=True, nullable=True
+    )
     at: Mapped[float] = mapped_column(Float)
     type: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str] = mapped_column(String(64))
     message: Mapped[str] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(String(32), default="Job")
+    name: Mapped[str] = mapped_column(String(253), default="")
+    facts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+    __table_args__ = (Index("ix_events_kind_name", "kind", "name"),)
+
+
+class ChangeRow(Base):
+    """The store's revision log: one row per write of an object. Its id is the revision that
+    becomes the object's ``resourceVersion``; watches read the log from a revision on. Old
+    rows are compacted away (a watch from before the oldest row must list again)."""
+
+    __tablename__ = "changes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    name: Mapped[str] = mapped_column(String(253))
+    type: Mapped[str] = mapped_column(String(16))  # ADDED, MODIFIED, DELETED
+    at: Mapped[float] = mapped_column(Float)
+
+
+class LeaseRow(Base):
+    """A named, renewable lease (leader election among control planes sharing a database)."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(253))
+    term: Mapped[int] = mapped_column(Integer)
+    acquired_at: Mapped[float] = mapped_column(Float)
+    renewed_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float)
