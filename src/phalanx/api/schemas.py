@@ -24,6 +24,7 @@ from phalanx.controllers.views import (
     QueueView,
 )
 from phalanx.model.objects import DeviceShare, JobPhase, PodPhase
+from phalanx.model.reasons import Reason
 from phalanx.model.resources import Resources
 from phalanx.model.specs import SpecError, parse_job
 
@@ -42,14 +43,24 @@ class DeviceOut(BaseModel):
     milli: int
 
 
+class ReasonOut(BaseModel):
+    """Why: a stable ``code`` from the reasons catalogue (docs/reasons.md), the ``facts`` with
+    the numbers, and the ``message`` rendered from them."""
+
+    code: str
+    message: str
+    facts: dict[str, object]
+
+
 class EventOut(BaseModel):
-    """Something that happened to a job."""
+    """Something that happened to a job: ``reason`` is the code, ``facts`` its numbers."""
 
     at: float
     at_iso: str
     type: str
     reason: str
     message: str
+    facts: dict[str, object] = {}
 
 
 class PodOut(BaseModel):
@@ -84,13 +95,16 @@ class ProgressOut(BaseModel):
 
 
 class JobOut(BaseModel):
-    """A job: its spec (``manifest``), status, pods of every attempt and events."""
+    """A job: its spec (``manifest``), status, pods of every attempt and events. ``reason``
+    is why it is where it is (None before the first); ``reason_code`` and ``message`` repeat
+    its code and message."""
 
     name: str
     queue: str
     priority: int
     phase: str
     is_finished: bool
+    reason: ReasonOut | None
     reason_code: str
     message: str
     flavor: str
@@ -163,11 +177,14 @@ class NodeFailureOut(BaseModel):
 
 
 class QuarantineOut(BaseModel):
-    """Why and until when a node is kept out of placement."""
+    """Why and until when a node is kept out of placement: ``reason`` is the message of the
+    reason ``code`` with its ``facts``."""
 
     since: float
     until: float | None
     reason: str
+    code: str = ""
+    facts: dict[str, object] = {}
 
 
 class NodeOut(BaseModel):
@@ -197,11 +214,13 @@ class FlavorOut(BaseModel):
 
 
 class ApplyOut(BaseModel):
-    """What applying one manifest did: ``created``, ``configured`` or ``unchanged``."""
+    """What applying one manifest did: ``created``, ``configured`` or ``unchanged``;
+    ``warnings``: why a job, although accepted, can never be admitted as things stand."""
 
     kind: str
     name: str
     action: str
+    warnings: list[ReasonOut] = []
 
 
 class LogsOut(BaseModel):
@@ -261,6 +280,7 @@ def event_out(event: EventView) -> EventOut:
         type=event.type,
         reason=event.reason,
         message=event.message,
+        facts=dict(event.facts),
     )
 
 
@@ -303,6 +323,9 @@ def job_out(job: JobView) -> JobOut:
         priority=job.priority,
         phase=str(job.phase),
         is_finished=JobPhase(job.phase).is_terminal,
+        reason=ReasonOut(code=job.reason_code, message=job.message, facts=dict(job.reason_facts))
+        if job.reason_code
+        else None,
         reason_code=job.reason_code,
         message=job.message,
         flavor=job.flavor,
@@ -386,7 +409,11 @@ def node_out(view: NodeView) -> NodeOut:
         quarantine=None
         if view.quarantine is None
         else QuarantineOut(
-            since=view.quarantine.since, until=view.quarantine.until, reason=view.quarantine.reason
+            since=view.quarantine.since,
+            until=view.quarantine.until,
+            reason=view.quarantine.reason,
+            code=view.quarantine.code,
+            facts=dict(view.quarantine.facts),
         ),
         failures=[
             NodeFailureOut(at=f.at, job=f.job, attempt=f.attempt, pod=f.pod, reason=f.reason)
@@ -410,6 +437,16 @@ def flavor_out(manifest: Mapping[str, object]) -> FlavorOut:
     )
 
 
+def reason_out(reason: Reason) -> ReasonOut:
+    """Return the schema of a Reason."""
+    return ReasonOut(code=reason.code.value, message=reason.message, facts=reason.plain_facts())
+
+
 def apply_out(result: ApplyResult) -> ApplyOut:
-    """Return the schema of one apply outcome."""
-    return ApplyOut(kind=result.kind, name=result.name, action=result.action)
+    """Return the schema of one apply outcome, with its warnings."""
+    return ApplyOut(
+        kind=result.kind,
+        name=result.name,
+        action=result.action,
+        warnings=[reason_out(w) for w in result.warnings],
+    )

@@ -16,14 +16,25 @@ class DeviceInfo(TypedDict):
     milli: int
 
 
+class ReasonInfo(TypedDict):
+    """Why: a stable ``code`` (the catalogue is docs/reasons.md), the ``facts`` with the
+    numbers, and the ``message`` rendered from them."""
+
+    code: str
+    message: str
+    facts: dict[str, object]
+
+
 class EventInfo(TypedDict):
-    """Something that happened to a job (kubectl-events style)."""
+    """Something that happened to a job (kubectl-events style); ``reason`` is the code and
+    ``facts`` its numbers."""
 
     at: float
     at_iso: str
     type: str
     reason: str
     message: str
+    facts: dict[str, object]
 
 
 class PodInfo(TypedDict):
@@ -53,6 +64,7 @@ class JobInfo(TypedDict):
     priority: int
     phase: str
     is_finished: bool
+    reason: ReasonInfo | None
     reason_code: str
     message: str
     flavor: str
@@ -97,11 +109,14 @@ class NodeFailureInfo(TypedDict):
 
 
 class QuarantineInfo(TypedDict):
-    """Why and until when a node is kept out of placement."""
+    """Why and until when a node is kept out of placement (``reason``: the message of
+    ``code`` with ``facts``)."""
 
     since: float
     until: float | None
     reason: str
+    code: str
+    facts: dict[str, object]
 
 
 class FlavorUsageInfo(TypedDict):
@@ -169,11 +184,13 @@ class FlavorInfo(TypedDict):
 
 
 class ApplyOutcome(TypedDict):
-    """What applying one manifest did: ``created``, ``configured`` or ``unchanged``."""
+    """What applying one manifest did: ``created``, ``configured`` or ``unchanged``;
+    ``warnings``: why a job, although accepted, can never be admitted as things stand."""
 
     kind: str
     name: str
     action: str
+    warnings: list[ReasonInfo]
 
 
 class LogChunk(TypedDict):

@@ -13,7 +13,8 @@ Rules (``QuarantinePolicy``):
   5. A quarantined node is released after ``cooldown_s`` or by ``release`` (``phalanx node
      release``); releasing clears its evidence.
 Quarantined nodes are marked ``is_quarantined`` in the scheduler's snapshot, which keeps every
-new pod off them.
+new pod off them. Why a node is quarantined is a ``Quarantined`` Reason (with the failures, or
+the GPU error); quarantine and release are also recorded as events of the node.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from phalanx.model.objects import Node
-from phalanx.store import Store
+from phalanx.model.reasons import Fact, Reason, ReasonCode
+from phalanx.store import EventRecord, Store
 
 KIND = "NodeHealth"
 
@@ -57,13 +59,20 @@ class NodeHealth:
     failures: tuple[NodeFailure, ...] = ()
     quarantined_at: float | None = None
     quarantine_until: float | None = None
-    quarantine_reason: str = ""
+    #: Why the node is quarantined (a ``Quarantined`` reason), while it is.
+    quarantine: Reason | None = None
 
     @property
     def is_quarantined(self) -> bool:
         return self.quarantined_at is not None
 
+    @property
+    def quarantine_reason(self) -> str:
+        """The quarantine's message ("" when not quarantined)."""
+        return "" if self.quarantine is None else self.quarantine.message
+
     def to_manifest(self) -> dict[str, Any]:
+        q = self.quarantine
         return {
             "failures": [
                 {"at": f.at, "job": f.job, "attempt": f.attempt, "pod": f.pod, "reason": f.reason}
@@ -72,6 +81,8 @@ class NodeHealth:
             "quarantinedAt": self.quarantined_at,
             "quarantineUntil": self.quarantine_until,
             "quarantineReason": self.quarantine_reason,
+            "quarantineCode": "" if q is None else q.code.value,
+            "quarantineFacts": {} if q is None else q.plain_facts(),
         }
 
     @classmethod
@@ -83,12 +94,22 @@ class NodeHealth:
             for f in data.get("failures") or []
         )
         at, until = data.get("quarantinedAt"), data.get("quarantineUntil")
+        quarantine = None
+        if data.get("quarantineCode"):
+            quarantine = Reason.from_dict(
+                {"code": data["quarantineCode"], "facts": data.get("quarantineFacts") or {}}
+            )
+        elif data.get("quarantineReason"):  # written before reasons had facts: the text only
+            quarantine = Reason(
+                ReasonCode.QUARANTINED,
+                {"node": node, "cause": "Recorded", "detail": str(data["quarantineReason"])},
+            )
         return cls(
             node,
             failures,
             None if at is None else float(at),
             None if until is None else float(until),
-            str(data.get("quarantineReason") or ""),
+            quarantine,
         )
 
 
@@ -127,34 +148,58 @@ class HealthTracker:
         health = replace(health, failures=tuple(kept))
         jobs = {f.job for f in kept}
         if not health.is_quarantined and len(kept) >= p.threshold and len(jobs) >= p.min_jobs:
-            reason = (
-                f"{len(kept)} node-side pod failures from {len(jobs)} jobs within "
-                f"{p.window_s:g}s (threshold {p.threshold}): "
-                + "; ".join(f"{f.job}/{f.pod} {f.reason}" for f in kept[-p.threshold :])
+            recent: tuple[Fact, ...] = tuple(
+                {"job": f.job, "pod": f.pod, "reason": f.reason} for f in kept[-p.threshold :]
             )
-            health = replace(
-                health,
-                quarantined_at=failure.at,
-                quarantine_until=failure.at + p.cooldown_s,
-                quarantine_reason=reason,
+            reason = Reason(
+                ReasonCode.QUARANTINED,
+                {
+                    "node": node,
+                    "cause": "NodeSideFailures",
+                    "failures": len(kept),
+                    "jobs": len(jobs),
+                    "window_s": p.window_s,
+                    "threshold": p.threshold,
+                    "recent": recent,
+                },
             )
+            health = self._quarantine(health, failure.at, reason)
         self._save(health)
         return health
 
-    def quarantine_now(self, node: str, reason: str) -> NodeHealth:
-        """Quarantine ``node`` at once (critical GPU error); no-op if already quarantined."""
+    def quarantine_now(self, node: str, detail: str) -> NodeHealth:
+        """Quarantine ``node`` at once for a critical GPU error (``detail``: what the backend
+        reported); no-op if already quarantined."""
         health = self.get(node)
         if health.is_quarantined:
             return health
-        now = self.clock()
-        health = replace(
-            health,
-            quarantined_at=now,
-            quarantine_until=now + self.policy.cooldown_s,
-            quarantine_reason=reason,
+        reason = Reason(
+            ReasonCode.QUARANTINED, {"node": node, "cause": "CriticalGpuError", "detail": detail}
         )
+        health = self._quarantine(health, self.clock(), reason)
         self._save(health)
         return health
+
+    def _quarantine(self, health: NodeHealth, at: float, reason: Reason) -> NodeHealth:
+        """``health`` quarantined at ``at`` for ``reason`` (its facts gain ``until``, the end
+        of the cool-down), recorded as an event of the node."""
+        until = at + self.policy.cooldown_s
+        reason = Reason(reason.code, {**reason.facts, "until": until})
+        self._event(at, health.node, reason)
+        return replace(health, quarantined_at=at, quarantine_until=until, quarantine=reason)
+
+    def _event(self, at: float, node: str, reason: Reason) -> None:
+        self.store.record_event(
+            EventRecord(
+                at,
+                reason.code.event_type,
+                reason.code.value,
+                reason.message,
+                facts=reason.plain_facts(),
+                kind="Node",
+                name=node,
+            )
+        )
 
     def release(self, node: str) -> bool:
         """Release ``node`` from quarantine and forget its evidence; False if it had none."""
@@ -162,6 +207,9 @@ class HealthTracker:
         if not health.is_quarantined and not health.failures:
             return False
         self.store.delete_config(KIND, node)
+        if health.is_quarantined:
+            released = Reason(ReasonCode.RELEASED, {"node": node, "by": "user"})
+            self._event(self.clock(), node, released)
         return True
 
     def release_expired(self, now: float) -> list[str]:
@@ -170,6 +218,9 @@ class HealthTracker:
         for name, health in self.all().items():
             if health.quarantine_until is not None and now >= health.quarantine_until:
                 self.store.delete_config(KIND, name)
+                self._event(
+                    now, name, Reason(ReasonCode.RELEASED, {"node": name, "by": "cooldown"})
+                )
                 out.append(name)
         return out
 

@@ -15,7 +15,9 @@ Transitions (job phases):
   Preempted → Pending    the last pod stopped (requeued)
   any non-terminal → Cancelled  by the user; pods are stopped
 The store transaction always comes first and the backend call second, so a crash in between
-leaves a state that reconcile (plane.ControlPlane.start) repairs.
+leaves a state that reconcile (plane.ControlPlane.start) repairs. Every transition writes a
+Reason (phalanx.model.reasons): the job's ``reason_code``/``message``/``reason_facts`` and
+its event carry the same code and facts.
 """
 
 from __future__ import annotations
@@ -33,11 +35,11 @@ from phalanx.backends.base import (
     PodLaunch,
 )
 from phalanx.controllers.health import HealthTracker, NodeFailure
-from phalanx.controllers.progress import checkpoint_dir
+from phalanx.controllers.progress import HungJob, checkpoint_dir
 from phalanx.controllers.state import devices_of, pod_resources
 from phalanx.controllers.wiring import pod_env, rank_order
 from phalanx.model.objects import JobPhase, JobSpec, OnFailure, PodPhase, RestartPolicyKind
-from phalanx.model.resources import format_gpu, format_memory
+from phalanx.model.reasons import Fact, Reason, ReasonCode
 from phalanx.scheduling.snapshot import Admission
 from phalanx.store import EventRecord, JobRecord, PodRecord, Store, Transition
 
@@ -69,14 +71,33 @@ def pod_name(pod: PodRecord) -> str:
     return f"{pod.pod_set}-{pod.index}"
 
 
-def _describe_failure(pod: PodRecord, kind: PodEventKind, event: PodEvent) -> str:
-    if kind is PodEventKind.LOST:
-        return (
-            f"pod {pod_name(pod)} was lost on node {pod.node} ({event.reason or 'no exit status'})"
-        )
-    # A plain non-zero exit needs no more words; signals and launch errors do.
-    detail = f" ({event.message})" if event.message and event.reason != "Error" else ""
-    return f"pod {pod_name(pod)} on node {pod.node} exited with code {event.exit_code}{detail}"
+def _failure_facts(pod: PodRecord, event: PodEvent) -> dict[str, Fact]:
+    """What happened to the pod, as the facts of a failure reason."""
+    return {
+        "pod": pod_name(pod),
+        "node": pod.node,
+        "attempt": pod.attempt,
+        "is_lost": event.kind is PodEventKind.LOST,
+        "exit_code": event.exit_code,
+        "pod_reason": event.reason,
+        "pod_message": event.message,
+    }
+
+
+def job_reason(reason: Reason) -> dict[str, object]:
+    """The job columns that hold ``reason``, for a Transition's ``job`` mapping."""
+    return {
+        "reason_code": reason.code.value,
+        "message": reason.message,
+        "reason_facts": reason.plain_facts(),
+    }
+
+
+def reason_event(at: float, reason: Reason) -> EventRecord:
+    """An event that says ``reason`` (its type follows from the code)."""
+    return EventRecord(
+        at, reason.code.event_type, reason.code.value, reason.message, facts=reason.plain_facts()
+    )
 
 
 class Lifecycle:
@@ -133,10 +154,20 @@ class Lifecycle:
             )
             for p in ordered
         )
-        where = "; ".join(
-            f"{pod_name(p)} → {p.node}"
-            + (f" [gpu {','.join(_share(d) for d in p.devices)}]" if p.devices else "")
-            for p in pods
+        admitted = Reason(
+            ReasonCode.ADMITTED,
+            {
+                "attempt": attempt,
+                "flavor": admission.flavor,
+                "pods": tuple(
+                    {
+                        "pod": pod_name(p),
+                        "node": p.node,
+                        "devices": tuple((int(i), int(m)) for i, m in p.devices),
+                    }
+                    for p in pods
+                ),
+            },
         )
         self.store.transition(
             Transition(
@@ -146,18 +177,10 @@ class Lifecycle:
                     "flavor": admission.flavor,
                     "attempt": attempt,
                     "admitted_at": now,
-                    "reason_code": "",
-                    "message": f"admitted on flavor {admission.flavor}",
+                    **job_reason(admitted),
                 },
                 new_pods=pods,
-                events=(
-                    EventRecord(
-                        now,
-                        "Normal",
-                        "Admitted",
-                        f"attempt {attempt} on flavor {admission.flavor}: {where}",
-                    ),
-                ),
+                events=(reason_event(now, admitted),),
             )
         )
         for pod in pods:
@@ -235,55 +258,43 @@ class Lifecycle:
                 v == PodPhase.RUNNING.value for v in after.values()
             ):
                 if job.phase == JobPhase.ADMITTED.value:
-                    job_change.update(
-                        phase=JobPhase.RUNNING.value, message=f"{_pods(len(after))} running"
+                    started = Reason(
+                        ReasonCode.STARTED, {"attempt": job.attempt, "pods": len(after)}
                     )
+                    job_change.update(phase=JobPhase.RUNNING.value, **job_reason(started))
                     if job.started_at is None:
                         job_change["started_at"] = event.at
-                    events.append(
-                        EventRecord(
-                            event.at,
-                            "Normal",
-                            "Started",
-                            f"{_pods(len(after), every=True)} of attempt {job.attempt} running",
-                        )
-                    )
+                    events.append(reason_event(event.at, started))
             elif phase is PodPhase.SUCCEEDED and all(
                 v == PodPhase.SUCCEEDED.value for v in after.values()
             ):
                 took = event.at - (job.started_at or job.admitted_at or event.at)
+                succeeded = Reason(
+                    ReasonCode.SUCCEEDED, {"pods": len(after), "duration_s": round(took, 3)}
+                )
                 job_change.update(
                     phase=JobPhase.SUCCEEDED.value,
                     finished_at=event.at,
-                    message=f"{_pods(len(after), every=True)} succeeded",
+                    **job_reason(succeeded),
                 )
-                events.append(
-                    EventRecord(
-                        event.at,
-                        "Normal",
-                        "Succeeded",
-                        f"{_pods(len(after), every=True)} succeeded after {took:.1f}s",
-                    )
-                )
+                events.append(reason_event(event.at, succeeded))
             elif phase in (PodPhase.FAILED, PodPhase.LOST):
                 stop_others = True
                 cause = self._cause(pod, event)
-                what = _describe_failure(pod, event.kind, event)
                 if cause == Cause.NODE:
                     self.record_node_failure(job, pod, event)
-                job_change, event_record = self._failure(job, what, event.at, cause, pod.node)
+                job_change, event_record = self._failure(
+                    job, _failure_facts(pod, event), event.at, cause
+                )
                 events.append(event_record)
         elif (
             job.phase == JobPhase.PREEMPTED.value
             and phase is not PodPhase.RUNNING
             and not any(p.phase in _LIVE for p in pods if p.pod_id != pod.pod_id)
         ):
-            job_change.update(
-                phase=JobPhase.PENDING.value, flavor="", message="requeued after preemption"
-            )
-            events.append(
-                EventRecord(event.at, "Normal", "Requeued", "all pods stopped; back in the queue")
-            )
+            requeued = Reason(ReasonCode.REQUEUED, {"had_pods": True})
+            job_change.update(phase=JobPhase.PENDING.value, flavor="", **job_reason(requeued))
+            events.append(reason_event(event.at, requeued))
         self.store.transition(
             Transition(job.id, job=job_change, pods={pod.pod_id: pod_change}, events=tuple(events))
         )
@@ -309,88 +320,81 @@ class Lifecycle:
         if health.quarantined_at == event.at:
             log.warning("node %s quarantined: %s", pod.node, health.quarantine_reason)
 
-    def fail_hung(self, job: JobRecord, what: str) -> None:
+    def fail_hung(self, job: JobRecord, hang: HungJob) -> None:
         """Admitted/Running → Pending or Failed: no progress within hangTimeout."""
         now = self.clock()
-        change, event = self._failure(job, what, now, Cause.HANG)
-        self.store.transition(Transition(job.id, job=change, events=(event,)))
+        facts: dict[str, Fact] = {
+            "silent_s": round(hang.silent_s, 3),
+            "hang_timeout_s": hang.timeout_s,
+            "has_reported": hang.has_reported,
+        }
+        change, record = self._failure(job, facts, now, Cause.HANG)
+        self.store.transition(Transition(job.id, job=change, events=(record,)))
         self.stop_pods(job.id)
 
     def _failure(
-        self,
-        job: JobRecord,
-        what: str,
-        now: float,
-        cause: str = Cause.APPLICATION,
-        node: str = "",
+        self, job: JobRecord, what: dict[str, Fact], now: float, cause: str = Cause.APPLICATION
     ) -> tuple[dict[str, object], EventRecord]:
+        """The job change and event for a failure (``what``: its facts), by the failure
+        policy for ``cause``: restart (counted or not) after a backoff, or fail."""
         spec = self.spec_of(job)
         policy = spec.restart_policy
         fp = spec.failure_policy
+        facts: dict[str, Fact] = {
+            **what,
+            "cause": cause,
+            "restarts": job.restarts,
+            "max_restarts": policy.max_restarts,
+            "restart_policy": policy.kind.value,
+        }
         action = OnFailure.RESTART_COUNTED
         if cause == Cause.OOM:
             action = fp.on_oom
-            limit = max((ps.resources.memory_bytes for ps in spec.pod_sets), default=0)
-            what = f"{what}: killed for exceeding its memory limit {format_memory(limit)}"
-            if action is OnFailure.FAIL:
-                what += " (failurePolicy.onOOM: Fail; raise the pod's memory or set onOOM: Restart)"
+            facts["memory_limit_bytes"] = max(
+                (ps.resources.memory_bytes for ps in spec.pod_sets), default=0
+            )
         elif cause == Cause.NODE:
             action = fp.on_node_failure
-            what = f"{what} (node-side failure on node {node})"
-        elif cause == Cause.HANG:
-            what = f"hang: {what}"
-        if action is OnFailure.RESTART_FREE:
-            backoff = policy.backoff_s
-            message = f"{what}; restarting the whole gang from its last checkpoint, not counted against maxRestarts ({job.restarts}/{policy.max_restarts} used), after {backoff:g}s backoff"
-            change: dict[str, object] = {
-                "phase": JobPhase.PENDING.value,
-                "not_before": now + backoff,
-                "flavor": "",
-                "reason_code": "Backoff",
-                "message": message,
-            }
-            return change, EventRecord(now, "Warning", "Restarting", message)
         if action is OnFailure.FAIL:
-            change = {
-                "phase": JobPhase.FAILED.value,
-                "finished_at": now,
-                "reason_code": "OOMKilled" if cause == Cause.OOM else "Failed",
-                "message": what,
-            }
-            return change, EventRecord(now, "Warning", "Failed", what)
-        if policy.kind is RestartPolicyKind.ON_FAILURE and job.restarts < policy.max_restarts:
-            restarts = job.restarts + 1
-            backoff = policy.backoff_for(restarts)
-            message = f"{what}; restarting the whole gang (restart {restarts}/{policy.max_restarts}) after {backoff:g}s backoff"
-            change = {
-                "phase": JobPhase.PENDING.value,
-                "restarts": restarts,
-                "not_before": now + backoff,
-                "flavor": "",
-                "reason_code": "Backoff",
-                "message": message,
-            }
-            return change, EventRecord(now, "Warning", "Restarting", message)
-        suffix = f" after {job.restarts} restarts" if job.restarts else ""
-        if policy.kind is RestartPolicyKind.NEVER:
-            suffix = " (restartPolicy Never)"
-        message = f"{what}{suffix}"
-        change = {
+            facts["outcome"] = "FailByPolicy"
+            code = ReasonCode.OOM_KILLED if cause == Cause.OOM else ReasonCode.FAILED
+            return self._failed(now, Reason(code, facts))
+        if action is OnFailure.RESTART_FREE or (
+            policy.kind is RestartPolicyKind.ON_FAILURE and job.restarts < policy.max_restarts
+        ):
+            change: dict[str, object] = {"phase": JobPhase.PENDING.value, "flavor": ""}
+            if action is OnFailure.RESTART_FREE:
+                backoff = policy.backoff_s
+                facts["outcome"] = "RestartFree"
+            else:
+                change["restarts"] = facts["restarts"] = job.restarts + 1
+                backoff = policy.backoff_for(job.restarts + 1)
+                facts["outcome"] = "Restart"
+            facts.update(backoff_s=backoff, not_before=now + backoff)
+            change["not_before"] = now + backoff
+            # The job waits in Backoff; the event says what happened and what comes next.
+            change.update(job_reason(Reason(ReasonCode.BACKOFF, facts)))
+            return change, reason_event(now, Reason(ReasonCode.RESTARTING, facts))
+        facts["outcome"] = "NoRestartsLeft"
+        code = ReasonCode.HANG if cause == Cause.HANG else ReasonCode.FAILED
+        return self._failed(now, Reason(code, facts))
+
+    @staticmethod
+    def _failed(now: float, reason: Reason) -> tuple[dict[str, object], EventRecord]:
+        change: dict[str, object] = {
             "phase": JobPhase.FAILED.value,
             "finished_at": now,
-            "reason_code": "Hang" if cause == Cause.HANG else "Failed",
-            "message": message,
+            **job_reason(reason),
         }
-        return change, EventRecord(now, "Warning", "Failed", message)
+        # The event is always ``Failed``; the job's code may say more (OOMKilled, Hang).
+        return change, reason_event(now, Reason(ReasonCode.FAILED, reason.facts))
 
-    def set_pending_reason(self, job: JobRecord, code: str, message: str) -> None:
+    def set_pending_reason(self, job: JobRecord, reason: Reason) -> None:
         """Record why a job still waits; an event only when the kind of reason changes."""
         events: tuple[EventRecord, ...] = ()
-        if code != job.reason_code:
-            events = (EventRecord(self.clock(), _pending_event_type(code), code, message),)
-        self.store.transition(
-            Transition(job.id, job={"reason_code": code, "message": message}, events=events)
-        )
+        if reason.code.value != job.reason_code:
+            events = (reason_event(self.clock(), reason),)
+        self.store.transition(Transition(job.id, job=job_reason(reason), events=events))
 
     def mark_deleting(self, job: JobRecord) -> None:
         """Flag a job for deletion once its pods have stopped."""
@@ -407,39 +411,35 @@ class Lifecycle:
             if pod.pod_id != exclude:
                 self.backend.stop(pod.pod_id, grace)
 
-    def preempt(self, job: JobRecord, message: str) -> None:
-        """Admitted/Running → Preempted (→ Pending once the pods are gone)."""
+    def preempt(self, job: JobRecord, reason: Reason) -> None:
+        """Admitted/Running → Preempted (→ Pending once the pods are gone); ``reason`` is the
+        scheduler's ``Preempted`` reason."""
         now = self.clock()
         live = self.store.pods([job.id], live_only=True)
-        change: dict[str, object] = {
-            "phase": JobPhase.PREEMPTED.value,
-            "message": message,
-            "reason_code": "Preempted",
-        }
-        events = [EventRecord(now, "Warning", "Preempted", message)]
+        change: dict[str, object] = {"phase": JobPhase.PREEMPTED.value, **job_reason(reason)}
+        events = [reason_event(now, reason)]
         if not live:
             change.update(phase=JobPhase.PENDING.value, flavor="")
-            events.append(
-                EventRecord(now, "Normal", "Requeued", "no pods to stop; back in the queue")
-            )
+            events.append(reason_event(now, Reason(ReasonCode.REQUEUED, {"had_pods": False})))
         self.store.transition(Transition(job.id, job=change, events=tuple(events)))
         self.stop_pods(job.id)
 
-    def cancel(self, job: JobRecord, message: str = "cancelled by user") -> None:
-        """Any non-terminal phase → Cancelled; live pods are stopped."""
+    def cancel(self, job: JobRecord, *, is_delete: bool = False) -> None:
+        """Any non-terminal phase → Cancelled (by the user, or as the first step of deleting
+        the job); live pods are stopped."""
         if JobPhase(job.phase).is_terminal:
             return
         now = self.clock()
+        cancelled = Reason(ReasonCode.CANCELLED, {"by": "user", "is_delete": is_delete})
         self.store.transition(
             Transition(
                 job.id,
                 job={
                     "phase": JobPhase.CANCELLED.value,
                     "finished_at": now,
-                    "reason_code": "Cancelled",
-                    "message": message,
+                    **job_reason(cancelled),
                 },
-                events=(EventRecord(now, "Normal", "Cancelled", message),),
+                events=(reason_event(now, cancelled),),
             )
         )
         self.stop_pods(job.id)
@@ -447,33 +447,15 @@ class Lifecycle:
     def expire(self, job: JobRecord, max_runtime_s: float) -> None:
         """Running past maxRuntime → Failed (DeadlineExceeded); pods are stopped."""
         now = self.clock()
-        message = f"ran longer than maxRuntime {max_runtime_s:g}s; stopped"
+        facts: dict[str, Fact] = {"max_runtime_s": max_runtime_s}
+        if job.started_at is not None:
+            facts["ran_s"] = round(now - job.started_at, 3)
+        expired = Reason(ReasonCode.DEADLINE_EXCEEDED, facts)
         self.store.transition(
             Transition(
                 job.id,
-                job={
-                    "phase": JobPhase.FAILED.value,
-                    "finished_at": now,
-                    "reason_code": "DeadlineExceeded",
-                    "message": message,
-                },
-                events=(EventRecord(now, "Warning", "DeadlineExceeded", message),),
+                job={"phase": JobPhase.FAILED.value, "finished_at": now, **job_reason(expired)},
+                events=(reason_event(now, expired),),
             )
         )
         self.stop_pods(job.id)
-
-
-def _share(device: list[object]) -> str:
-    index, milli = int(str(device[0])), int(str(device[1]))
-    return str(index) if milli >= 1000 else f"{index}:{format_gpu(milli)}"
-
-
-def _pending_event_type(code: str) -> str:
-    return "Warning" if code in ("Unschedulable", "QueueNotFound") else "Normal"
-
-
-def _pods(count: int, *, every: bool = False) -> str:
-    """``1 pod``, ``3 pods``; with ``every``: ``the pod``, ``all 3 pods``."""
-    if count == 1:
-        return "the pod" if every else "1 pod"
-    return f"all {count} pods" if every else f"{count} pods"

@@ -37,7 +37,14 @@ from phalanx.controllers.views import (
 from phalanx.model.objects import JobPhase, JobSpec, Node, PodPhase, Queue, ResourceFlavor
 from phalanx.model.resources import RESOURCE_NAMES, Resources
 from phalanx.model.specs import FieldError, SpecError, job_to_manifest, parse_manifest
-from phalanx.scheduling import Decisions, ReasonCode, SchedulerConfig, schedule
+from phalanx.scheduling import (
+    Decisions,
+    Reason,
+    ReasonCode,
+    SchedulerConfig,
+    admission_warning,
+    schedule,
+)
 from phalanx.store import JobRecord, PodRecord, Store
 
 log = logging.getLogger(__name__)
@@ -162,15 +169,24 @@ class ControlPlane:
         for preemption in decisions.preemptions:
             victim = by_name.get(preemption.victim)
             if victim is not None:
-                self.lifecycle.preempt(victim, preemption.message)
-        reasons = [(r.job, r.code.value, r.message) for r in decisions.pending]
-        reasons += [
-            (name, ReasonCode.WAITING_FOR_CAPACITY.value, msg) for name, msg in held_back.items()
-        ]
-        for name, code, message in reasons:
+                self.lifecycle.preempt(victim, preemption.reason)
+        reasons = [(r.job, r.reason) for r in decisions.pending]
+        for name in held_back:  # the pods of its previous attempt are still stopping
+            held = by_name[name]
+            facts = {
+                "pods_stopping": len(world.live_pods.get(held.id, ())),
+                "attempt": held.attempt,
+            }
+            reasons.append((name, Reason(ReasonCode.WAITING_FOR_CAPACITY, facts)))
+        for name, reason in reasons:
             job = by_name.get(name)
-            if job is not None and (job.reason_code, job.message) != (code, message):
-                self.lifecycle.set_pending_reason(job, code, message)
+            stored = None if job is None else (job.reason_code, job.message, job.reason_facts)
+            if job is not None and stored != (
+                reason.code.value,
+                reason.message,
+                reason.plain_facts(),
+            ):
+                self.lifecycle.set_pending_reason(job, reason)
 
     def _enforce_deadlines(self, world: World, now: float) -> None:
         for job_id, job in world.jobs.items():
@@ -204,8 +220,8 @@ class ControlPlane:
 
     def _detect_hangs(self, world: World, progress: Mapping[int, JobProgress], now: float) -> None:
         """Restart running jobs whose pods reported no progress within their hangTimeout."""
-        for job_id, what in hung_jobs(world.jobs, world.specs, world.live_pods, progress, now):
-            self.lifecycle.fail_hung(world.jobs[job_id], what)
+        for hang in hung_jobs(world.jobs, world.specs, world.live_pods, progress, now):
+            self.lifecycle.fail_hung(world.jobs[hang.job_id], hang)
 
     def release_node(self, name: str) -> NodeView:
         """Release a node from quarantine and forget the evidence against it. Raises
@@ -298,9 +314,27 @@ class ControlPlane:
                 raise ConflictError(str(exc)) from exc
         self.wake()
         results = dict(zip([*config_order, *order], actions, strict=True))
+        warnings = self._warnings([obj for obj in parsed if isinstance(obj, JobSpec)])
         return [
-            ApplyResult(kind, name, results[(kind, name)]) for kind, name in [*config_order, *order]
+            ApplyResult(kind, name, results[(kind, name)], warnings.get((kind, name), ()))
+            for kind, name in [*config_order, *order]
         ]
+
+    def _warnings(self, jobs: Sequence[JobSpec]) -> dict[tuple[str, str], tuple[Reason, ...]]:
+        """Why each of ``jobs`` can never be admitted with the current nodes, flavors and
+        queues (see scheduling.admission_warning), by (kind, name); jobs that can be, or
+        whose queue does not exist yet, are left out."""
+        if not jobs:
+            return {}
+        queues = self.specs.queues(self.store)
+        flavors = self.specs.flavors(self.store)
+        nodes = self.backend.nodes()
+        out: dict[tuple[str, str], tuple[Reason, ...]] = {}
+        for job in jobs:
+            warning = admission_warning(job, queues, flavors, nodes)
+            if warning is not None:
+                out[("Job", job.name)] = (warning,)
+        return out
 
     def _job(self, name: str) -> JobRecord:
         job = self.store.get_job(name)
@@ -319,7 +353,7 @@ class ControlPlane:
         """Cancel a job if needed and delete it once its pods have stopped. Raises NotFoundError."""
         with self._lock:
             job = self._job(name)
-            self.lifecycle.cancel(job, "deleted by user")
+            self.lifecycle.cancel(job, is_delete=True)
             if self.store.pods([job.id], live_only=True):
                 self.lifecycle.mark_deleting(job)
             else:
@@ -374,6 +408,7 @@ class ControlPlane:
             phase=JobPhase(job.phase),
             message=job.message,
             reason_code=job.reason_code,
+            reason_facts=dict(job.reason_facts),
             created_at=job.created_at,
             admitted_at=job.admitted_at,
             started_at=job.started_at,
@@ -401,7 +436,8 @@ class ControlPlane:
                 for p in shown
             ),
             events=tuple(
-                EventView(e.at, e.type, e.reason, e.message) for e in self.store.events(job.id)
+                EventView(e.at, e.type, e.reason, e.message, dict(e.facts))
+                for e in self.store.events(job.id)
             )
             if with_events
             else (),
@@ -489,7 +525,11 @@ class ControlPlane:
                     quarantine=None
                     if h is None or not h.is_quarantined
                     else QuarantineView(
-                        h.quarantined_at or 0.0, h.quarantine_until, h.quarantine_reason
+                        h.quarantined_at or 0.0,
+                        h.quarantine_until,
+                        h.quarantine_reason,
+                        "" if h.quarantine is None else h.quarantine.code.value,
+                        {} if h.quarantine is None else h.quarantine.plain_facts(),
                     ),
                     failures=()
                     if h is None

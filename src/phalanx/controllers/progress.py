@@ -42,16 +42,27 @@ def read_progress(data_dir: Path, job: JobRecord) -> JobProgress:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class HungJob:
+    """A running job whose pods reported no progress for ``silent_s`` seconds, longer than
+    its ``hangTimeout`` (``timeout_s``); ``has_reported``: whether this attempt ever did."""
+
+    job_id: int
+    silent_s: float
+    timeout_s: float
+    has_reported: bool
+
+
 def hung_jobs(
     jobs: Mapping[int, JobRecord],
     specs: Mapping[int, JobSpec],
     live_pods: Mapping[int, Sequence[PodRecord]],
     progress: Mapping[int, JobProgress],
     now: float,
-) -> list[tuple[int, str]]:
-    """Return (job id, what happened) for every running job with a ``hangTimeout`` whose pods
-    reported no progress for longer than that: counted from the attempt's start (its pods'
-    start) until the first report, from the latest report after. Pure."""
+) -> list[HungJob]:
+    """Return every running job with a ``hangTimeout`` whose pods reported no progress for
+    longer than that: counted from the attempt's start (its pods' start) until the first
+    report, from the latest report after. Pure."""
     out = []
     for job_id, job in jobs.items():
         timeout = specs[job_id].failure_policy.hang_timeout_s
@@ -61,11 +72,5 @@ def hung_jobs(
         reported = progress.get(job_id, JobProgress()).progress_at
         last = max([*started, reported or 0.0], default=0.0)
         if last and now - last > timeout:
-            since = "" if reported else " since the attempt started"
-            out.append(
-                (
-                    job_id,
-                    f"no progress report{since} for {now - last:.0f}s (hangTimeout {timeout:g}s)",
-                )
-            )
+            out.append(HungJob(job_id, now - last, timeout, bool(reported)))
     return out

@@ -9,17 +9,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from phalanx.model.objects import DeviceShare, JobPhase, Node, PodPhase
+from phalanx.model.reasons import Reason
 from phalanx.model.resources import Resources
 
 
 @dataclass(frozen=True, slots=True)
 class EventView:
-    """Something that happened to a job, kubectl-events style."""
+    """Something that happened to a job, kubectl-events style: ``reason`` is a code of the
+    reasons catalogue (docs/reasons.md), ``facts`` its numbers, ``message`` them in words."""
 
     at: float
     type: str  # "Normal" | "Warning"
     reason: str  # CamelCase, e.g. Admitted, Preempted, Restarting
     message: str
+    facts: Mapping[str, object] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +56,8 @@ class ProgressView:
 
 @dataclass(frozen=True, slots=True)
 class JobView:
-    """A job with its status: phase, why it waits, where its pods are, what happened."""
+    """A job with its status: phase, why it is there (``reason_code``, ``message`` and
+    ``reason_facts``: a Reason as stored), where its pods are, what happened."""
 
     name: str
     manifest: Mapping[str, object]
@@ -72,6 +76,7 @@ class JobView:
     pods: tuple[PodView, ...] = ()
     events: tuple[EventView, ...] = ()
     progress: ProgressView | None = None
+    reason_facts: Mapping[str, object] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,11 +113,14 @@ class NodeFailureView:
 
 @dataclass(frozen=True, slots=True)
 class QuarantineView:
-    """Why and until when a node is kept out of placement."""
+    """Why and until when a node is kept out of placement: ``reason`` is the message of the
+    ``code`` (``Quarantined``) with its ``facts``."""
 
     since: float
     until: float | None
     reason: str
+    code: str = "Quarantined"
+    facts: Mapping[str, object] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,8 +137,11 @@ class NodeView:
 
 @dataclass(frozen=True, slots=True)
 class ApplyResult:
-    """Outcome of applying one manifest: ``created``, ``configured`` or ``unchanged``."""
+    """Outcome of applying one manifest: ``created``, ``configured`` or ``unchanged``;
+    ``warnings``: why a job, although accepted, can never be admitted as things stand
+    (``NeverFits``, ``ExceedsQueueLimit``, ``FlavorNotFound``)."""
 
     kind: str
     name: str
     action: str
+    warnings: tuple[Reason, ...] = ()

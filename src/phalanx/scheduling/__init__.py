@@ -4,7 +4,9 @@ Nothing here reads a clock, does I/O, uses randomness or keeps global state: tim
 ``Snapshot.now``. Must not import controllers, backends, store, api, client or cli.
 """
 
+from phalanx.model.reasons import Reason, ReasonCode
 from phalanx.scheduling.cycle import schedule
+from phalanx.scheduling.feasibility import admission_warning
 from phalanx.scheduling.snapshot import (
     Admission,
     AdmittedWorkload,
@@ -12,7 +14,6 @@ from phalanx.scheduling.snapshot import (
     PendingReason,
     PendingWorkload,
     Preemption,
-    ReasonCode,
     Reservation,
     SchedulerConfig,
     Snapshot,
@@ -25,9 +26,11 @@ __all__ = [
     "PendingReason",
     "PendingWorkload",
     "Preemption",
+    "Reason",
     "ReasonCode",
     "Reservation",
     "SchedulerConfig",
     "Snapshot",
+    "admission_warning",
     "schedule",
 ]

@@ -5,11 +5,12 @@ The cycle follows a numbered pipeline:
   2. Take the heads of the queues: eligible pending workloads, per queue by priority then FIFO.
   3. Repeatedly pick the best head across queues: priority, then lowest dominant-resource share
      (fair share), then FIFO.
-  4. For each flavor the queue lists, in order: check quota (with borrowing), then try to place
-     the whole gang on the scratch cluster (commit or revert).
+  4. For each flavor the queue lists, in order: check that the job could ever fit the flavor
+     (feasibility.py), check quota (with borrowing), then try to place the whole gang on the
+     scratch cluster (commit or revert).
   5. If it does not fit: simulate preemption; if victims suffice, preempt them and hold the
      capacity for the workload on the scratch cluster until they stop.
-  6. Admit, or requeue with a reason that carries the numbers.
+  6. Admit, or requeue with a Reason that carries the numbers (phalanx.model.reasons).
 Pure: time comes from ``snapshot.now``.
 """
 
@@ -18,8 +19,10 @@ from __future__ import annotations
 from collections import Counter, deque
 
 from phalanx.model.objects import JobSpec, PodPlacement, Queue
-from phalanx.model.resources import Resources, format_gpu
+from phalanx.model.reasons import Fact, Reason, ReasonCode, per_flavor
+from phalanx.model.resources import Resources
 from phalanx.scheduling.cluster import ClusterState
+from phalanx.scheduling.feasibility import Feasibility
 from phalanx.scheduling.placement import Placer
 from phalanx.scheduling.plugins import Shape, policy_weights
 from phalanx.scheduling.preemption import (
@@ -37,7 +40,6 @@ from phalanx.scheduling.snapshot import (
     PendingReason,
     PendingWorkload,
     Preemption,
-    ReasonCode,
     Snapshot,
 )
 
@@ -67,6 +69,7 @@ class _Cycle:
         self.flavor_names = {f.name for f in snapshot.flavors}
         self.cluster = ClusterState(snapshot.nodes, snapshot.flavors)
         self.quota = QuotaState(snapshot.queues, self.cluster.journal)
+        self.feasibility = Feasibility(snapshot.nodes, snapshot.flavors)
         for reservation in snapshot.reservations:
             self.cluster.load(reservation.node, reservation.resources, reservation.devices)
         self.running = sorted(snapshot.admitted, key=lambda w: w.name)
@@ -92,20 +95,14 @@ class _Cycle:
         for w in sorted(self.snapshot.pending, key=lambda w: (w.seq, w.spec.name)):
             spec = w.spec
             if spec.queue not in self.queues:
+                facts: dict[str, Fact] = {"queue": spec.queue, "queues": tuple(sorted(self.queues))}
                 self.pending.append(
-                    PendingReason(
-                        spec.name,
-                        ReasonCode.QUEUE_NOT_FOUND,
-                        f"queue {spec.queue!r} does not exist; create it or submit to one of: {', '.join(sorted(self.queues)) or '(no queues yet)'}",
-                    )
+                    PendingReason(spec.name, Reason(ReasonCode.QUEUE_NOT_FOUND, facts))
                 )
             elif w.not_before > self.snapshot.now:
                 wait = w.not_before - self.snapshot.now
-                self.pending.append(
-                    PendingReason(
-                        spec.name, ReasonCode.BACKOFF, f"restarting after backoff in {wait:.1f}s"
-                    )
-                )
+                facts = {"wait_s": wait, "not_before": w.not_before}
+                self.pending.append(PendingReason(spec.name, Reason(ReasonCode.BACKOFF, facts)))
             else:
                 per_queue.setdefault(spec.queue, []).append(w)
         return {
@@ -135,39 +132,39 @@ class _Cycle:
 
     # 4.–6.
     def try_admit(self, job: JobSpec, queue: Queue) -> None:
-        reasons: list[tuple[ReasonCode, str]] = []
+        reasons: list[Reason] = []
+        # Flavors where only a change of the cluster or the quota can help, not preemption.
+        hopeless: set[str] = set()
         flavors = [fq.flavor for fq in queue.flavors]
         for flavor in flavors:
-            if flavor not in self.flavor_names:
-                reasons.append(
-                    (
-                        ReasonCode.UNSCHEDULABLE,
-                        f"flavor {flavor} does not exist; create the ResourceFlavor",
-                    )
-                )
-                continue
-            check = self.quota.check(queue.name, flavor, job.total_request)
-            if not check.ok:
-                reasons.append((ReasonCode.QUOTA_EXCEEDED, check.message))
-                continue
-            result = self.placer.place_gang(job, flavor)
-            if result.placements:
-                placed_total = _placed_total(job, result.placements)
-                self.quota.add(queue.name, flavor, placed_total)
-                self.admissions.append(Admission(job.name, queue.name, flavor, result.placements))
+            reason = self._try_flavor(job, queue, flavor)
+            if reason is None:
                 return
-            reasons.append((ReasonCode.UNSCHEDULABLE, result.reason))
+            reasons.append(reason)
+            if reason.code.needs_change:
+                hopeless.add(flavor)
         for flavor in flavors:
-            if flavor in self.flavor_names and self.try_preempt(job, queue, flavor):
+            if flavor not in hopeless and self.try_preempt(job, queue, flavor):
                 return
-        code = reasons[0][0] if reasons else ReasonCode.UNSCHEDULABLE
-        if len(reasons) == 1:
-            message = reasons[0][1]
-        else:
-            message = "; ".join(
-                f"flavor {f}: {m}" for f, (_, m) in zip(flavors, reasons, strict=False)
-            )
-        self.pending.append(PendingReason(job.name, code, message))
+        self.pending.append(PendingReason(job.name, per_flavor(reasons)))
+
+    def _try_flavor(self, job: JobSpec, queue: Queue, flavor: str) -> Reason | None:
+        """Admit ``job`` on ``flavor`` if it fits now (None), else return why not."""
+        if flavor not in self.flavor_names:
+            return Reason(ReasonCode.FLAVOR_NOT_FOUND, {"flavor": flavor, "queue": queue.name})
+        never = self.feasibility.never_fits(job, flavor)
+        if never is not None:
+            return never
+        check = self.quota.check(queue.name, flavor, job.total_request)
+        if check.reason is not None:
+            return check.reason
+        result = self.placer.place_gang(job, flavor)
+        if not result.placements:
+            assert result.reason is not None  # a gang that is not placed says why
+            return result.reason
+        self.quota.add(queue.name, flavor, _placed_total(job, result.placements))
+        self.admissions.append(Admission(job.name, queue.name, flavor, result.placements))
+        return None
 
     def fits(self, job: JobSpec, queue: Queue, flavor: str) -> bool:
         if not self.quota.check(queue.name, flavor, job.total_request).ok:
@@ -190,12 +187,12 @@ class _Cycle:
             release(self.cluster, self.quota, w)
         if stopping and self.fits(job, queue, flavor):
             self._hold(job, queue, flavor, stopping)
+            facts: dict[str, Fact] = {
+                "flavor": flavor,
+                "stopping": tuple(w.name for w in stopping),
+            }
             self.pending.append(
-                PendingReason(
-                    job.name,
-                    ReasonCode.WAITING_FOR_CAPACITY,
-                    f"fits on flavor {flavor} once stopping workloads release their capacity: {', '.join(w.name for w in stopping)}",
-                )
+                PendingReason(job.name, Reason(ReasonCode.WAITING_FOR_CAPACITY, facts))
             )
             return True
         candidates = [
@@ -222,29 +219,36 @@ class _Cycle:
         if victims is None:
             self.cluster.journal.rollback(mark)
             return False
-        need = job.total_request
         for w in victims:
             self.victims.add(w.name)
-            if w.queue == queue.name:
-                why = f"priority {job.priority} > {w.priority} in queue {queue.name}"
-            else:
-                why = f"queue {queue.name} reclaims quota it lent to queue {w.queue} in cohort {queue.cohort}"
             self.preemptions.append(
-                Preemption(
-                    w.name,
-                    job.name,
-                    f"preempted by {job.name} ({why}); it needs {format_gpu(need.gpu_milli)} nvidia.com/gpu on flavor {flavor}; {preemption_cost(w, self.snapshot.now)}",
-                )
+                Preemption(w.name, job.name, self._preempted(job, queue, flavor, w))
             )
         self._hold(job, queue, flavor, [*stopping, *victims])
-        self.pending.append(
-            PendingReason(
-                job.name,
-                ReasonCode.PREEMPTING,
-                f"preempting {', '.join(w.name for w in victims)} on flavor {flavor}; admitted once they stop",
-            )
-        )
+        facts = {"flavor": flavor, "victims": tuple(w.name for w in victims)}
+        self.pending.append(PendingReason(job.name, Reason(ReasonCode.PREEMPTING, facts)))
         return True
+
+    def _preempted(
+        self, job: JobSpec, queue: Queue, flavor: str, victim: AdmittedWorkload
+    ) -> Reason:
+        """The ``Preempted`` reason of ``victim``: who preempts it and why, what that job
+        needs, what the victim loses."""
+        return Reason(
+            ReasonCode.PREEMPTED,
+            {
+                "victim": victim.name,
+                "victim_queue": victim.queue,
+                "victim_priority": victim.priority,
+                "preemptor": job.name,
+                "preemptor_queue": queue.name,
+                "preemptor_priority": job.priority,
+                "cohort": queue.cohort,
+                "flavor": flavor,
+                "needed_gpu_milli": job.total_request.gpu_milli,
+                **preemption_cost(victim, self.snapshot.now),
+            },
+        )
 
     def _hold(
         self, job: JobSpec, queue: Queue, flavor: str, leaving: list[AdmittedWorkload]

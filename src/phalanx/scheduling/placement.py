@@ -19,15 +19,8 @@ from phalanx.model.objects import (
     TopologyConstraint,
     TopologyMode,
 )
-from phalanx.model.resources import (
-    CPU,
-    GPU,
-    MEMORY,
-    Resources,
-    format_cpu,
-    format_gpu,
-    format_memory,
-)
+from phalanx.model.reasons import Fact, Reason, ReasonCode, request_facts
+from phalanx.model.resources import Resources
 from phalanx.scheduling.cluster import FULL, ClusterState, FlavorIndex, NodeState
 from phalanx.scheduling.plugins import (
     PodRequest,
@@ -46,10 +39,11 @@ _MAX_EVALUATIONS = 1 << 20
 
 @dataclass(frozen=True, slots=True)
 class GangResult:
-    """Placements for a gang, or the reason it does not fit (``placements`` empty)."""
+    """Placements for a gang, or the reason it does not fit (``placements`` empty; an
+    ``Unschedulable`` reason)."""
 
     placements: tuple[PodPlacement, ...]
-    reason: str = ""
+    reason: Reason | None = None
 
 
 def expand_pods(job: JobSpec) -> list[PodRequest]:
@@ -82,7 +76,7 @@ class Placer:
         # (flavor, resources, tolerations) that found no node at a cluster version.
         self._infeasible: dict[tuple[str, Resources, tuple[object, ...]], int] = {}
         self._domains: dict[tuple[str, str], dict[str, list[NodeState]]] = {}
-        self._explained: dict[tuple[str, Resources, tuple[object, ...]], tuple[int, str]] = {}
+        self._explained: dict[tuple[str, Resources, tuple[object, ...]], tuple[int, Reason]] = {}
         # Scores that read the node's identity (``random``) are added per node; the others see
         # only the node's state, so their sum is memoised per (pod resources, tolerations) by
         # node state id, or None when infeasible: on a large cluster most candidates then cost
@@ -211,17 +205,15 @@ class Placer:
         if topology is None:
             return self._place_in(job, pods, flavor, None)
         domains = self._candidate_domains(flavor, topology.key, pods)
-        last_reason = ""
+        last: tuple[str, Reason | None] = ("", None)
         for name, nodes in domains:
             result = self._place_in(job, pods, flavor, nodes)
             if result.placements:
                 return result
-            last_reason = f"{topology.key}={name}: {result.reason}"
+            last = (name, result.reason)
         if topology.mode is TopologyMode.PREFERRED:
             return self._place_in(job, pods, flavor, None)
-        return GangResult(
-            (), self._explain_topology(job, flavor, topology, pods, len(domains), last_reason)
-        )
+        return GangResult((), self._explain_topology(flavor, topology, pods, len(domains), *last))
 
     def _place_in(
         self, job: JobSpec, pods: list[PodRequest], flavor: str, domain: Sequence[NodeState] | None
@@ -247,13 +239,17 @@ class Placer:
         pod = failed[0]
         reason = self.explain(pod, flavor, domain)  # before rollback: the state it failed in
         cluster.journal.rollback(mark)
-        if len(pods) > 1 and placed:
-            reason = (
-                f"only {len(placed)} of {len(pods)} pods fit at once (gang minimum {minimum}, "
-                f"all or nothing); with the others placed, pod {pod.pod_set}-{pod.index} {reason}"
+        if len(pods) > 1:
+            reason = Reason(
+                reason.code,
+                {
+                    **reason.facts,
+                    "gang_pods": len(pods),
+                    "gang_minimum": minimum,
+                    "pods_placed": len(placed),
+                    "pod": f"{pod.pod_set}-{pod.index}",
+                },
             )
-        elif len(pods) > 1:
-            reason = f"no pod of the gang of {len(pods)} fits, not even alone (all or nothing, minimum {minimum}): pod {pod.pod_set}-{pod.index} {reason}"
         return GangResult((), reason)
 
     def _candidate_domains(
@@ -288,8 +284,9 @@ class Placer:
 
     def explain(
         self, pod: PodRequest, flavor: str, domain: Sequence[NodeState] | None = None
-    ) -> str:
-        """Return why ``pod`` fits no node of ``flavor`` (or of ``domain``), with numbers.
+    ) -> Reason:
+        """Return why ``pod`` fits no node of ``flavor`` (or of ``domain``): an
+        ``Unschedulable`` reason with the numbers.
 
         Memoised per cluster version: when a full cluster turns away many jobs of the same
         shape, the reason is worked out once.
@@ -302,40 +299,39 @@ class Placer:
             cached = self._explained[key] = (self.cluster.version, self._explain(pod, flavor, None))
         return cached[1]
 
-    def _explain(self, pod: PodRequest, flavor: str, domain: list[NodeState] | None) -> str:
+    def _explain(self, pod: PodRequest, flavor: str, domain: list[NodeState] | None) -> Reason:
         index = self.cluster.flavors[flavor]
         nodes = domain if domain is not None else index.nodes
-        need = _describe_request(pod.resources)
-        where = f"flavor {flavor}"
-        if not nodes:
-            unschedulable = len(self.cluster.unschedulable)
-            extra = f" ({unschedulable} nodes not ready or quarantined)" if unschedulable else ""
-            return f"needs {need}, but no ready node matches {where}{extra}"
         r = pod.resources
+        facts: dict[str, Fact] = {"flavor": flavor, **request_facts(r), "nodes_total": len(nodes)}
+        if not nodes:
+            facts["not_ready_nodes"] = len(self.cluster.unschedulable)
+            return Reason(ReasonCode.UNSCHEDULABLE, facts)
         biggest = max(nodes, key=_capacity) if domain is not None else index.biggest
         assert biggest is not None  # a flavor with nodes has a biggest one
+        # Checked before placement against every node of the flavor (feasibility.py), a pod
+        # too large for all of them NeverFits; here a larger node is not ready or is outside
+        # the domain, so this is only why it does not fit now.
         if r.gpu_milli >= FULL and biggest.gpu_count * FULL < r.gpu_milli:
-            return f"needs {need} on one node, but the largest node of {where} has {biggest.gpu_count} GPUs ({biggest.name}); it can never fit"
+            facts.update(largest_node=biggest.name, largest_node_gpus=biggest.gpu_count)
+            return Reason(ReasonCode.UNSCHEDULABLE, facts)
         max_cpu = max(n.cap_cpu for n in nodes) if domain is not None else index.max_cpu
         max_mem = max(n.cap_mem for n in nodes) if domain is not None else index.max_mem
         if max_cpu < r.cpu_milli or max_mem < r.memory_bytes:
-            return (
-                f"needs {need} on one node, but the largest node of {where} has "
-                f"{format_cpu(max_cpu)} cpu and {format_memory(max_mem)} memory; it can never fit"
+            facts.update(
+                largest_node=biggest.name,
+                largest_node_cpu_milli=max_cpu,
+                largest_node_memory_bytes=max_mem,
             )
-        largest = self._largest_free(r, index, nodes, where, use_index=domain is None)
+            return Reason(ReasonCode.UNSCHEDULABLE, facts)
+        facts.update(self._largest_free(r, index, nodes, use_index=domain is None))
         if len(nodes) <= _FULL_EXPLAIN_MAX_NODES:
             counts: dict[str, int] = {}
             for node in nodes:
                 why = self._why_not(pod, node)
                 counts[why] = counts.get(why, 0) + 1
-            summary = ", ".join(
-                f"{n} {why}" for why, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-            )
-            return (
-                f"needs {need} on one node; 0/{len(nodes)} nodes of {where} fit: {summary}{largest}"
-            )
-        return f"needs {need} on one node; no node of {where} fits{largest}"
+            facts.update(nodes_fit=0, rejections=dict(sorted(counts.items())))
+        return Reason(ReasonCode.UNSCHEDULABLE, facts)
 
     def _why_not(self, pod: PodRequest, node: NodeState) -> str:
         reason = run_filters(pod, node)
@@ -345,8 +341,8 @@ class Placer:
 
     @staticmethod
     def _largest_free(
-        r: Resources, index: FlavorIndex, nodes: Sequence[NodeState], where: str, *, use_index: bool
-    ) -> str:
+        r: Resources, index: FlavorIndex, nodes: Sequence[NodeState], *, use_index: bool
+    ) -> dict[str, Fact]:
         """The closest thing to a fit, for the reason: the largest free GPU block, the most free
         share of one GPU, or the most free CPU. From the flavor index when it covers ``nodes``."""
         if r.gpu_milli >= FULL:
@@ -356,7 +352,7 @@ class Placer:
             else:
                 node = max(nodes, key=lambda n: (n.free_whole, -n.order))
                 count = node.free_whole
-            return f"; the largest free GPU block on any node of {where} is {count} ({node.name})"
+            return {"largest_free_gpus": count, "largest_free_node": node.name}
         if r.gpu_milli:
             if use_index and index.partial_keys and not index.max_whole_free():
                 free = index.partial_keys[-1]
@@ -364,44 +360,34 @@ class Placer:
             else:
                 node = max(nodes, key=lambda n: (n.largest_free_device(), -n.order))
                 free = node.largest_free_device()
-            return f"; the most free on any GPU of {where} is {format_gpu(free)} ({node.name})"
+            return {"most_free_gpu_milli": free, "most_free_gpu_node": node.name}
         node = max(nodes, key=lambda n: (n.free_cpu, -n.order))
-        return f"; the most free cpu on any node of {where} is {format_cpu(max(node.free_cpu, 0))} ({node.name})"
+        return {"most_free_cpu_milli": max(node.free_cpu, 0), "most_free_cpu_node": node.name}
 
     def _explain_topology(
         self,
-        job: JobSpec,
         flavor: str,
         topology: TopologyConstraint,
         pods: list[PodRequest],
         tried: int,
-        last: str,
-    ) -> str:
-        total = Resources()
-        for pod in pods:
-            total = total + pod.resources
-        scope = "one node" if topology.is_same_node else f"one {topology.key} domain"
-        if not tried:
-            return (
-                f"needs {_describe_request(total)} in total within {scope} (topology Required), "
-                f"and no such domain of flavor {flavor} has that much free"
+        last_domain: str,
+        last: Reason | None,
+    ) -> Reason:
+        topo: dict[str, Fact] = {
+            "topology_key": topology.key,
+            "domains_tried": tried,
+            "gang_pods": len(pods),
+        }
+        if not tried or last is None:
+            total = Resources()
+            for pod in pods:
+                total = total + pod.resources
+            return Reason(
+                ReasonCode.UNSCHEDULABLE,
+                {"flavor": flavor, **request_facts(total), **topo, "domains_tried": 0},
             )
-        return f"needs all {len(pods)} pods within {scope} (topology Required); {tried} domains have enough free in total but none fits the pods: {last}"
+        return Reason(last.code, {**last.facts, **topo, "topology_domain": last_domain})
 
 
 def _capacity(node: NodeState) -> tuple[int, int, int, int]:
     return (node.gpu_count, node.cap_cpu, node.cap_mem, -node.order)
-
-
-def _describe_request(r: Resources) -> str:
-    parts = []
-    if r.gpu_milli:
-        parts.append(
-            f"{format_gpu(r.gpu_milli)} {GPU}"
-            + (" (a share of one GPU)" if r.is_fractional_gpu else "")
-        )
-    if r.cpu_milli:
-        parts.append(f"{format_cpu(r.cpu_milli)} {CPU}")
-    if r.memory_bytes:
-        parts.append(f"{format_memory(r.memory_bytes)} {MEMORY}")
-    return ", ".join(parts) or "no resources"

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from phalanx.model.objects import JobSpec, PreemptionPolicy, Queue
+from phalanx.model.reasons import Fact
 from phalanx.scheduling.cluster import ClusterState
 from phalanx.scheduling.quota import QuotaState
 from phalanx.scheduling.snapshot import AdmittedWorkload
@@ -29,14 +30,17 @@ def victim_order(workload: AdmittedWorkload, now: float) -> tuple[float, int, fl
     return (workload.lost_gpu_s(now), workload.priority, -workload.admitted_at, workload.name)
 
 
-def preemption_cost(workload: AdmittedWorkload, now: float) -> str:
-    """Say what preempting ``workload`` at ``now`` loses, with the numbers."""
-    lost = workload.lost_gpu_s(now)
-    if workload.last_checkpoint_at is None:
-        since = f"no checkpoint yet, admitted {max(0.0, now - workload.admitted_at):.0f}s ago"
-    else:
-        since = f"last checkpoint {max(0.0, now - workload.last_checkpoint_at):.0f}s ago"
-    return f"loses {lost:.0f} GPU-s of work ({workload.gpus:g} GPUs, {since})"
+def preemption_cost(workload: AdmittedWorkload, now: float) -> dict[str, Fact]:
+    """Return what preempting ``workload`` at ``now`` loses, as facts of its ``Preempted``
+    reason: GPU-seconds of work, its GPUs, and the age of its last checkpoint (None without
+    one) or, without one, of its admission."""
+    checkpoint = workload.last_checkpoint_at
+    return {
+        "lost_gpu_s": workload.lost_gpu_s(now),
+        "victim_gpus": workload.gpus,
+        "last_checkpoint_age_s": None if checkpoint is None else max(0.0, now - checkpoint),
+        "admitted_age_s": max(0.0, now - workload.admitted_at),
+    }
 
 
 def release(cluster: ClusterState, quota: QuotaState, workload: AdmittedWorkload) -> None:

@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from phalanx.model.objects import Queue
-from phalanx.model.resources import RESOURCE_NAMES, UNLIMITED, Resources, format_amount
+from phalanx.model.reasons import Fact, Reason, ReasonCode
+from phalanx.model.resources import RESOURCE_NAMES, UNLIMITED, Resources
 from phalanx.scheduling.cluster import Journal
 
 _Key = tuple[str, str]  # (queue, flavor)
@@ -22,10 +23,14 @@ def _vector(r: Resources) -> tuple[int, int, int]:
 
 @dataclass(frozen=True, slots=True)
 class QuotaCheck:
-    """Outcome of a quota check: ``ok``, or a message with the numbers that block it."""
+    """Outcome of a quota check: ``ok``, or the reason with the numbers that block it
+    (``QuotaExceeded``, or ``ExceedsQueueLimit`` when no usage of others could make room)."""
 
-    ok: bool
-    message: str = ""
+    reason: Reason | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.reason is None
 
 
 class QuotaState:
@@ -59,6 +64,10 @@ class QuotaState:
                     self.borrowed.setdefault((q.cohort, fq.flavor), [0, 0, 0])
                     for i in range(3):
                         pool[i] += lendable[i]
+        # What each queue could ever use per flavor and resource (the pools are complete now).
+        self.limits: dict[_Key, tuple[int, ...]] = {
+            key: tuple(self.limit(key[0], key[1], i)[0] for i in range(3)) for key in self.usage
+        }
 
     def has_flavor(self, queue: str, flavor: str) -> bool:
         return (queue, flavor) in self.usage
@@ -98,9 +107,59 @@ class QuotaState:
         """Account for usage at the start of the cycle (not journalled)."""
         self._change(queue, flavor, _vector(amount))
 
+    def limit(self, queue: str, flavor: str, resource: int) -> tuple[int, str]:
+        """Return the most of resource number ``resource`` the queue could ever use on
+        ``flavor`` with all others idle, and what sets it: ``Nominal`` (no cohort),
+        ``BorrowingLimit``, or ``CohortQuota`` (its guaranteed part plus all its cohort
+        lends)."""
+        key = (queue, flavor)
+        cohort = self.queues[queue].cohort
+        nominal = self.nominal[key][resource]
+        if not cohort:
+            return nominal, "Nominal"
+        by_borrowing = nominal + self.borrow_limit[key][resource]
+        by_cohort = self.guaranteed[key][resource] + self.pool[(cohort, flavor)][resource]
+        if by_borrowing <= by_cohort:
+            return by_borrowing, "BorrowingLimit"
+        return by_cohort, "CohortQuota"
+
+    def limit_reason(self, queue: str, flavor: str, amount: Resources) -> Reason | None:
+        """Return ``ExceedsQueueLimit`` when ``amount`` is more than the queue could ever use
+        on ``flavor`` (see ``limit``), else None."""
+        key = (queue, flavor)
+        request = _vector(amount)
+        limits = self.limits[key]
+        if request[0] <= limits[0] and request[1] <= limits[1] and request[2] <= limits[2]:
+            return None
+        for i, name in enumerate(RESOURCE_NAMES):
+            limit, limited_by = self.limit(queue, flavor, i)
+            if request[i] <= limit:
+                continue
+            cohort = self.queues[queue].cohort
+            facts: dict[str, Fact] = {
+                "queue": queue,
+                "flavor": flavor,
+                "resource": name,
+                "needed": request[i],
+                "limit": limit,
+                "limited_by": limited_by,
+                "nominal": self.nominal[key][i],
+                "cohort": cohort,
+            }
+            if limited_by == "BorrowingLimit":
+                facts["borrowing_limit"] = self.borrow_limit[key][i]
+            elif limited_by == "CohortQuota":
+                facts["guaranteed"] = self.guaranteed[key][i]
+                facts["cohort_shared"] = self.pool[(cohort, flavor)][i]
+            return Reason(ReasonCode.EXCEEDS_QUEUE_LIMIT, facts)
+        return None
+
     def check(self, queue: str, flavor: str, amount: Resources) -> QuotaCheck:
         """Return whether ``amount`` more fits the queue's quota on ``flavor``, and if not,
-        a message with the numbers that block it."""
+        the reason with the numbers that block it."""
+        beyond = self.limit_reason(queue, flavor, amount)
+        if beyond is not None:
+            return QuotaCheck(beyond)
         key = (queue, flavor)
         usage = self.usage[key]
         nominal = self.nominal[key]
@@ -115,28 +174,31 @@ class QuotaState:
             # lendable: it may be lent out right now (and is then reclaimed by preemption).
             if after <= nominal[i] and (not q.cohort or after <= self.guaranteed[key][i]):
                 continue
-            limit = nominal[i] + self.borrow_limit[key][i]
-            what = f"queue {queue} uses {format_amount(name, usage[i])}/{format_amount(name, nominal[i])} {name} of flavor {flavor}"
+            facts: dict[str, Fact] = {
+                "queue": queue,
+                "flavor": flavor,
+                "resource": name,
+                "used": usage[i],
+                "nominal": nominal[i],
+                "needed": need,
+                "cohort": q.cohort,
+            }
             if not q.cohort:
                 return QuotaCheck(
-                    False,
-                    f"{what}, the job needs {format_amount(name, need)} more, and the queue has no cohort to borrow from",
+                    Reason(ReasonCode.QUOTA_EXCEEDED, {**facts, "blocked_by": "NoCohort"})
                 )
-            if after > limit:
-                return QuotaCheck(
-                    False,
-                    f"{what}; the job needs {format_amount(name, need)} more, above its borrowing limit of {format_amount(name, self.borrow_limit[key][i])}",
-                )
+            if after > nominal[i] + self.borrow_limit[key][i]:
+                facts.update(blocked_by="BorrowingLimit", borrowing_limit=self.borrow_limit[key][i])
+                return QuotaCheck(Reason(ReasonCode.QUOTA_EXCEEDED, facts))
             pool = self.pool[(q.cohort, flavor)][i]
             borrowed = self.borrowed[(q.cohort, flavor)][i]
             extra = self._over_guaranteed(key, i, after) - self._over_guaranteed(key, i, usage[i])
             if borrowed + extra > pool:
-                return QuotaCheck(
-                    False,
-                    f"{what}; the job needs {format_amount(name, need)} more and cohort {q.cohort} has "
-                    f"{format_amount(name, max(0, pool - borrowed))} of {format_amount(name, pool)} shared {name} free",
+                facts.update(
+                    blocked_by="Cohort", cohort_free=max(0, pool - borrowed), cohort_shared=pool
                 )
-        return QuotaCheck(True)
+                return QuotaCheck(Reason(ReasonCode.QUOTA_EXCEEDED, facts))
+        return QuotaCheck()
 
     def is_borrowing(self, queue: str, flavor: str) -> bool:
         """Whether the queue uses more than its nominal quota of any resource on ``flavor``."""

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 
 from phalanx.model.objects import DeviceShare, JobSpec, Node, PodPlacement, Queue, ResourceFlavor
+from phalanx.model.reasons import Reason, ReasonCode
 from phalanx.model.resources import Resources
 
 
@@ -119,31 +119,33 @@ class Admission:
 
 @dataclass(frozen=True, slots=True)
 class Preemption:
-    """Stop ``victim`` so that ``preemptor`` can be admitted; ``message`` says why."""
+    """Stop ``victim`` so that ``preemptor`` can be admitted; ``reason`` (``Preempted``) says
+    why, with the numbers: priorities, queues, what the preemptor needs, what the victim
+    loses."""
 
     victim: str
     preemptor: str
-    message: str
+    reason: Reason
 
-
-class ReasonCode(StrEnum):
-    """Why a workload is still pending."""
-
-    BACKOFF = "Backoff"
-    QUEUE_NOT_FOUND = "QueueNotFound"
-    QUOTA_EXCEEDED = "QuotaExceeded"
-    UNSCHEDULABLE = "Unschedulable"
-    PREEMPTING = "Preempting"
-    WAITING_FOR_CAPACITY = "WaitingForCapacity"
+    @property
+    def message(self) -> str:
+        return self.reason.message
 
 
 @dataclass(frozen=True, slots=True)
 class PendingReason:
-    """Why ``job`` stays pending, with the numbers that make it so."""
+    """Why ``job`` stays pending: a Reason with the numbers that make it so."""
 
     job: str
-    code: ReasonCode
-    message: str
+    reason: Reason
+
+    @property
+    def code(self) -> ReasonCode:
+        return self.reason.code
+
+    @property
+    def message(self) -> str:
+        return self.reason.message
 
 
 @dataclass(frozen=True, slots=True)

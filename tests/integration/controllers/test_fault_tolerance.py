@@ -73,8 +73,12 @@ def test_oom_fails_fast_with_a_message_naming_the_memory_limit(harness: Harness)
     harness.run_until(lambda: harness.phase("hog") == "Failed")
     view = harness.job("hog")
     assert view.reason_code == "OOMKilled"
-    assert "exceeding its memory limit 64Mi" in view.message
-    assert "onOOM: Fail" in view.message
+    facts = view.reason_facts
+    assert (facts["cause"], facts["memory_limit_bytes"], facts["outcome"]) == (
+        "OOM",
+        64 * 2**20,
+        "FailByPolicy",
+    )
     assert view.restarts == 0
 
 
@@ -92,7 +96,8 @@ def test_no_progress_within_the_hang_timeout_is_reported_as_a_hang(harness: Harn
     harness.run_until(lambda: harness.phase("stuck") == "Failed")
     view = harness.job("stuck")
     assert view.reason_code == "Hang"
-    assert view.message.startswith("hang: no progress report since the attempt started for ")
+    facts = view.reason_facts
+    assert (facts["cause"], facts["has_reported"], facts["hang_timeout_s"]) == ("Hang", False, 1.0)
 
 
 def test_a_node_that_keeps_failing_pods_is_quarantined_and_the_gang_avoids_it(
@@ -119,12 +124,13 @@ def test_a_node_that_keeps_failing_pods_is_quarantined_and_the_gang_avoids_it(
         assert all(p.node != "node-0" for p in job.pods if p.attempt == job.attempt)
         assert job.restarts == 0  # node-side failures do not count against maxRestarts
         assert any(
-            e.reason == "Restarting" and "node-side failure on node node-0" in e.message
+            e.reason == "Restarting" and (e.facts["cause"], e.facts["node"]) == ("Node", "node-0")
             for e in job.events
         )
         node = h.plane.get_node("node-0")
         assert node.node.is_quarantined and node.quarantine is not None
-        assert "node-side pod failures" in node.quarantine.reason
+        assert node.quarantine.code == "Quarantined"
+        assert node.quarantine.facts["cause"] == "NodeSideFailures"
         assert {f.reason for f in node.failures} == {"NodeFault"}
         # Released by hand: evidence is cleared and the node takes pods again.
         h.plane.release_node("node-0")
@@ -260,8 +266,9 @@ def test_preemption_takes_the_victim_with_less_unsaved_work(harness: Harness) ->
     harness.plane.apply([small(job_manifest("urgent", "print('urgent')", gpus=2, priority=10))])
     harness.run_until(lambda: harness.phase("urgent") == "Succeeded")
     fresh, stale = harness.job("fresh"), harness.job("stale")
-    preempted = [e.message for e in fresh.events if e.reason == "Preempted"]
-    assert len(preempted) == 1 and "preempted by urgent" in preempted[0]
-    assert "last checkpoint 0s ago" in preempted[0]
+    preempted = [e.facts for e in fresh.events if e.reason == "Preempted"]
+    assert len(preempted) == 1 and preempted[0]["preemptor"] == "urgent"
+    age = preempted[0]["last_checkpoint_age_s"]
+    assert isinstance(age, float) and age < 0.5  # "last checkpoint 0s ago"
     assert not any(e.reason == "Preempted" for e in stale.events)
     assert stale.phase.value == "Running"

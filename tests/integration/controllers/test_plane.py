@@ -37,9 +37,8 @@ def test_gang_waits_whole_with_a_reason_then_runs(harness: Harness) -> None:
     waiting = harness.job("gang")
     assert waiting.phase.value == "Pending"
     assert waiting.reason_code == "Unschedulable"
-    assert waiting.message.startswith(
-        "only 1 of 2 pods fit at once (gang minimum 2, all or nothing)"
-    )
+    facts = waiting.reason_facts
+    assert (facts["gang_pods"], facts["gang_minimum"], facts["pods_placed"]) == (2, 2, 1)
     assert not waiting.pods
     harness.run_until(lambda: harness.phase("gang") == "Succeeded")
     assert harness.phase("hold") == "Succeeded"
@@ -53,11 +52,11 @@ def test_preemption_stops_the_low_priority_job_and_requeues_it(harness: Harness)
     harness.run_until(lambda: harness.phase("high") in ("Running", "Succeeded"))
     low = harness.job("low")
     assert low.phase.value in ("Preempted", "Pending", "Admitted", "Running")
-    events = [(e.reason, e.message) for e in low.events]
-    assert any(
-        r == "Preempted" and "preempted by high (priority 10 > 0 in queue q)" in m
-        for r, m in events
-    )
+    preempted = [e.facts for e in low.events if e.reason == "Preempted"]
+    assert [
+        (f["preemptor"], f["preemptor_priority"], f["victim_priority"], f["preemptor_queue"])
+        for f in preempted
+    ] == [("high", 10, 0, "q")]
     assert all(p.phase.value == "Stopped" for p in low.pods if p.attempt == 1)
     harness.run_until(lambda: harness.phase("high") == "Succeeded")
     harness.run_until(lambda: harness.phase("low") == "Running" and harness.job("low").attempt == 2)
@@ -81,19 +80,22 @@ def test_failing_exit_code_restarts_the_gang_with_backoff(harness: Harness) -> N
     harness.run_until(lambda: harness.phase("flaky") == "Succeeded")
     job = harness.job("flaky")
     assert (job.attempt, job.restarts) == (2, 1)
-    restarting = [e.message for e in job.events if e.reason == "Restarting"]
-    assert (
-        len(restarting) == 1
-        and "exited with code 3" in restarting[0]
-        and "restart 1/2" in restarting[0]
-    )
+    restarting = [e.facts for e in job.events if e.reason == "Restarting"]
+    assert [(f["exit_code"], f["restarts"], f["max_restarts"]) for f in restarting] == [(3, 1, 2)]
 
 
 def test_failure_without_restarts_fails_the_job(harness: Harness) -> None:
     harness.plane.apply(queue_manifests())
     harness.plane.apply([job_manifest("bad", "import sys; sys.exit(7)", gpus=0)])
     harness.run_until(lambda: harness.phase("bad") == "Failed")
-    assert "exited with code 7 (restartPolicy Never)" in harness.job("bad").message
+    job = harness.job("bad")
+    assert job.reason_code == "Failed"
+    facts = job.reason_facts
+    assert (facts["exit_code"], facts["restart_policy"], facts["outcome"]) == (
+        7,
+        "Never",
+        "NoRestartsLeft",
+    )
 
 
 def test_max_runtime_is_enforced(harness: Harness) -> None:

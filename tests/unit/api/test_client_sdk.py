@@ -29,7 +29,7 @@ def test_apply_wait_and_logs(client: Client, setup_yaml: str, make_job: MakeJob)
         "created",
     ]
     outcome = client.apply([make_job("hello", "print('hi there')")], source="hello.json")
-    assert outcome == [{"kind": "Job", "name": "hello", "action": "created"}]
+    assert outcome == [{"kind": "Job", "name": "hello", "action": "created", "warnings": []}]
 
     job = client.wait_for("hello", "Succeeded", timeout_s=20)
     assert job["phase"] == "Succeeded"

@@ -35,6 +35,18 @@ def wait_phase(
         time.sleep(0.05)
 
 
+def wait_for(
+    http: httpx.Client, name: str, done: Callable[[dict[str, object]], bool], timeout_s: float = 20
+) -> dict[str, object]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        job: dict[str, object] = http.get(f"/api/v1/jobs/{name}").json()
+        if done(job):
+            return job
+        assert time.monotonic() < deadline, f"{name}: {job}"
+        time.sleep(0.05)
+
+
 def error_of(response: httpx.Response) -> dict[str, object]:
     body = response.json()
     assert set(body) == {"error"}
@@ -118,8 +130,8 @@ def test_apply_yaml_creates_then_leaves_unchanged(http: httpx.Client, setup_yaml
     first = apply_yaml(http, setup_yaml)
     assert first.status_code == 200
     assert first.json() == [
-        {"kind": "ResourceFlavor", "name": "default", "action": "created"},
-        {"kind": "Queue", "name": "team-a", "action": "created"},
+        {"kind": "ResourceFlavor", "name": "default", "action": "created", "warnings": []},
+        {"kind": "Queue", "name": "team-a", "action": "created", "warnings": []},
     ]
     assert [r["action"] for r in apply_yaml(http, setup_yaml).json()] == ["unchanged", "unchanged"]
 
@@ -130,7 +142,30 @@ def test_apply_json_body(http: httpx.Client, setup_yaml: str, make_job: MakeJob)
         "/api/v1/apply", json={"manifests": [make_job("train", "pass")], "source": "train.json"}
     )
     assert response.status_code == 200
-    assert response.json() == [{"kind": "Job", "name": "train", "action": "created"}]
+    assert response.json() == [
+        {"kind": "Job", "name": "train", "action": "created", "warnings": []}
+    ]
+
+
+def test_apply_warns_about_a_job_that_can_never_run_and_accepts_it(
+    http: httpx.Client, setup_yaml: str, make_job: MakeJob
+) -> None:
+    apply_yaml(http, setup_yaml)
+    huge = make_job("huge", "pass", gpus=1000)  # 2-GPU nodes, 4 GPUs of quota
+    response = http.post("/api/v1/apply", json={"manifests": [huge]})
+    assert response.status_code == 200
+    [outcome] = response.json()
+    assert (outcome["action"], [w["code"] for w in outcome["warnings"]]) == (
+        "created",
+        ["NeverFits"],
+    )
+    facts = outcome["warnings"][0]["facts"]
+    assert (facts["needed_gpu_milli"], facts["max_node_gpus"]) == (1_000_000, 2)
+    job = wait_for(http, "huge", lambda j: j["reason"] is not None)
+    reason = job["reason"]
+    assert isinstance(reason, dict)
+    assert reason["code"] == job["reason_code"] == "NeverFits"
+    assert (reason["facts"], reason["message"]) == (facts, job["message"])
 
 
 def test_bad_yaml_is_a_400_with_line_and_column(http: httpx.Client) -> None:

@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from phalanx.api import schemas
 from phalanx.client import _types as client_types
 from phalanx.controllers.views import (
+    ApplyResult,
     EventView,
     FlavorUsage,
     JobView,
@@ -19,6 +20,7 @@ from phalanx.controllers.views import (
     QueueView,
 )
 from phalanx.model.objects import DeviceShare, JobPhase, PodPhase
+from phalanx.model.reasons import Reason, ReasonCode
 from phalanx.model.resources import Resources, cpu_milli, memory_bytes
 from phalanx.testing import make_node
 
@@ -100,7 +102,37 @@ def test_job_out_renders_quantities_devices_and_times() -> None:
             "type": "Normal",
             "reason": "Created",
             "message": "submitted to queue team-a",
+            "facts": {},
         }
+    ]
+    assert out["reason"] is None  # no reason yet: the job never went through a cycle
+
+
+def test_job_out_gives_the_reason_structured() -> None:
+    facts = {"queue": "team-a", "flavor": "h100", "resource": "nvidia.com/gpu", "used": 16000}
+    view = make_view(
+        phase=JobPhase.PENDING,
+        reason_code="QuotaExceeded",
+        message="queue team-a uses 16/16 nvidia.com/gpu of flavor h100, ...",
+        reason_facts=facts,
+    )
+    out = schemas.job_out(view).model_dump(mode="json")
+    assert out["reason"] == {
+        "code": "QuotaExceeded",
+        "message": "queue team-a uses 16/16 nvidia.com/gpu of flavor h100, ...",
+        "facts": facts,
+    }
+    assert (out["reason_code"], out["message"]) == ("QuotaExceeded", out["reason"]["message"])
+
+
+def test_apply_out_carries_warnings_as_reasons() -> None:
+    warning = Reason(
+        ReasonCode.NEVER_FITS,
+        {"flavor": "default", "check": "Node", "needed_gpu_milli": 1_000_000, "max_node_gpus": 2},
+    )
+    out = schemas.apply_out(ApplyResult("Job", "huge", "created", (warning,)))
+    assert out.model_dump(mode="json")["warnings"] == [
+        {"code": "NeverFits", "message": warning.message, "facts": dict(warning.facts)}
     ]
 
 
@@ -176,6 +208,7 @@ def test_flavor_out_reads_the_manifest() -> None:
 
 PAIRS: list[tuple[type[BaseModel], type]] = [
     (schemas.DeviceOut, client_types.DeviceInfo),
+    (schemas.ReasonOut, client_types.ReasonInfo),
     (schemas.EventOut, client_types.EventInfo),
     (schemas.PodOut, client_types.PodInfo),
     (schemas.JobOut, client_types.JobInfo),
@@ -183,6 +216,7 @@ PAIRS: list[tuple[type[BaseModel], type]] = [
     (schemas.QueueOut, client_types.QueueInfo),
     (schemas.GpuOut, client_types.GpuInfo),
     (schemas.TaintOut, client_types.TaintInfo),
+    (schemas.QuarantineOut, client_types.QuarantineInfo),
     (schemas.NodeOut, client_types.NodeInfo),
     (schemas.FlavorOut, client_types.FlavorInfo),
     (schemas.ApplyOut, client_types.ApplyOutcome),

@@ -1,4 +1,6 @@
-"""Table-driven tests of one scheduling cycle: whole Decisions compared for each scenario."""
+"""Table-driven tests of one scheduling cycle: whole Decisions compared for each scenario.
+
+Reasons are compared by code and facts (``phalanx.model.reasons``), never by prose."""
 
 from __future__ import annotations
 
@@ -6,12 +8,14 @@ from dataclasses import dataclass
 
 import pytest
 
-from phalanx.model.objects import DeviceShare, PodPlacement
+from phalanx.model.objects import NODE_TOPOLOGY, DeviceShare, PodPlacement
+from phalanx.model.reasons import Fact
 from phalanx.scheduling import (
     Admission,
     Decisions,
     PendingReason,
     Preemption,
+    Reason,
     ReasonCode,
     Snapshot,
     schedule,
@@ -41,8 +45,21 @@ def nodes8(count: int, prefix: str = "n") -> list:
     return [make_node(f"{prefix}{i}").gpus(8).obj() for i in range(count)]
 
 
+def pending(job: str, code: ReasonCode, **facts: Fact) -> PendingReason:
+    return PendingReason(job, Reason(code, facts))
+
+
+def need(gpu: float, cpu: int = 1, memory: int = 0) -> dict[str, Fact]:
+    return {
+        "needed_gpu_milli": int(gpu * 1000),
+        "needed_cpu_milli": cpu * 1000,
+        "needed_memory_bytes": memory,
+    }
+
+
 QA = make_queue("a").quota(gpu=64).obj()
 ALL8 = whole(*range(8))
+GI256 = 256 * 2**30
 
 
 @dataclass
@@ -69,7 +86,35 @@ CASES = [
         ),
     ),
     Case(
-        "gang-of-4x8-waits-whole-when-only-three-nodes-fit",
+        "gang-of-4x8-waits-whole-with-the-largest-free-block",
+        make_snapshot(
+            nodes=nodes8(4),
+            queues=[QA],
+            admitted=[make_admitted(make_job("half").queue("a").gpus(4).obj(), [("n3", range(4))])],
+            pending=[make_job("g").queue("a").gpus(8).replicas(4).obj()],
+        ),
+        Decisions(
+            pending=(
+                pending(
+                    "g",
+                    ReasonCode.UNSCHEDULABLE,
+                    flavor="default",
+                    **need(8),
+                    nodes_total=4,
+                    nodes_fit=0,
+                    rejections={"insufficient nvidia.com/gpu": 4},
+                    largest_free_gpus=4,
+                    largest_free_node="n3",
+                    gang_pods=4,
+                    gang_minimum=4,
+                    pods_placed=3,
+                    pod="main-3",
+                ),
+            )
+        ),
+    ),
+    Case(
+        "gang-of-4x8-never-fits-three-nodes",
         make_snapshot(
             nodes=nodes8(3),
             queues=[QA],
@@ -77,12 +122,16 @@ CASES = [
         ),
         Decisions(
             pending=(
-                PendingReason(
+                pending(
                     "g",
-                    ReasonCode.UNSCHEDULABLE,
-                    "only 3 of 4 pods fit at once (gang minimum 4, all or nothing); with the others placed, "
-                    "pod main-3 needs 8 nvidia.com/gpu, 1 cpu on one node; 0/3 nodes of flavor default fit: "
-                    "3 insufficient nvidia.com/gpu; the largest free GPU block on any node of flavor default is 0 (n0)",
+                    ReasonCode.NEVER_FITS,
+                    flavor="default",
+                    check="Gang",
+                    pod_set="main",
+                    **need(8),
+                    nodes_total=3,
+                    gang_minimum=4,
+                    slots=3,
                 ),
             )
         ),
@@ -107,14 +156,46 @@ CASES = [
         make_snapshot(
             nodes=nodes8(4),
             queues=[make_queue("a").quota(gpu=8).obj()],
+            admitted=[make_admitted(make_job("run").queue("a").gpus(8).obj(), [("n0", range(8))])],
+            pending=[make_job("j").queue("a").gpus(8).obj()],
+        ),
+        Decisions(
+            pending=(
+                pending(
+                    "j",
+                    ReasonCode.QUOTA_EXCEEDED,
+                    queue="a",
+                    flavor="default",
+                    resource="nvidia.com/gpu",
+                    used=8000,
+                    nominal=8000,
+                    needed=8000,
+                    cohort="",
+                    blocked_by="NoCohort",
+                ),
+            )
+        ),
+    ),
+    Case(
+        "more-than-the-nominal-quota-without-a-cohort-exceeds-the-queue-limit",
+        make_snapshot(
+            nodes=nodes8(4),
+            queues=[make_queue("a").quota(gpu=8).obj()],
             pending=[make_job("j").queue("a").gpus(8).replicas(2).obj()],
         ),
         Decisions(
             pending=(
-                PendingReason(
+                pending(
                     "j",
-                    ReasonCode.QUOTA_EXCEEDED,
-                    "queue a uses 0/8 nvidia.com/gpu of flavor default, the job needs 16 more, and the queue has no cohort to borrow from",
+                    ReasonCode.EXCEEDS_QUEUE_LIMIT,
+                    queue="a",
+                    flavor="default",
+                    resource="nvidia.com/gpu",
+                    needed=16000,
+                    limit=8000,
+                    limited_by="Nominal",
+                    nominal=8000,
+                    cohort="",
                 ),
             )
         ),
@@ -136,7 +217,7 @@ CASES = [
         ),
     ),
     Case(
-        "borrowing-limit-caps-borrowing",
+        "borrowing-limit-caps-a-job-for-ever",
         make_snapshot(
             nodes=nodes8(2),
             queues=[
@@ -147,16 +228,53 @@ CASES = [
         ),
         Decisions(
             pending=(
-                PendingReason(
+                pending(
                     "j",
-                    ReasonCode.QUOTA_EXCEEDED,
-                    "queue a uses 0/8 nvidia.com/gpu of flavor default; the job needs 16 more, above its borrowing limit of 4",
+                    ReasonCode.EXCEEDS_QUEUE_LIMIT,
+                    queue="a",
+                    flavor="default",
+                    resource="nvidia.com/gpu",
+                    needed=16000,
+                    limit=12000,
+                    limited_by="BorrowingLimit",
+                    nominal=8000,
+                    cohort="c",
+                    borrowing_limit=4000,
                 ),
             )
         ),
     ),
     Case(
-        "lending-limit-caps-what-the-cohort-lends",
+        "borrowing-limit-caps-borrowing-now",
+        make_snapshot(
+            nodes=nodes8(4),
+            queues=[
+                make_queue("a").cohort("c").quota(gpu=8, gpu_borrowing_limit=4).obj(),
+                make_queue("b").cohort("c").quota(gpu=8).obj(),
+            ],
+            admitted=[make_admitted(make_job("run").queue("a").gpus(8).obj(), [("n0", range(8))])],
+            pending=[make_job("j").queue("a").gpus(8).obj()],
+        ),
+        Decisions(
+            pending=(
+                pending(
+                    "j",
+                    ReasonCode.QUOTA_EXCEEDED,
+                    queue="a",
+                    flavor="default",
+                    resource="nvidia.com/gpu",
+                    used=8000,
+                    nominal=8000,
+                    needed=8000,
+                    cohort="c",
+                    blocked_by="BorrowingLimit",
+                    borrowing_limit=4000,
+                ),
+            )
+        ),
+    ),
+    Case(
+        "lending-limit-caps-what-the-cohort-lends-for-ever",
         make_snapshot(
             nodes=nodes8(2),
             queues=[
@@ -167,10 +285,49 @@ CASES = [
         ),
         Decisions(
             pending=(
-                PendingReason(
+                pending(
+                    "j",
+                    ReasonCode.EXCEEDS_QUEUE_LIMIT,
+                    queue="a",
+                    flavor="default",
+                    resource="nvidia.com/gpu",
+                    needed=16000,
+                    limit=12000,
+                    limited_by="CohortQuota",
+                    nominal=8000,
+                    cohort="c",
+                    guaranteed=0,
+                    cohort_shared=12000,
+                ),
+            )
+        ),
+    ),
+    Case(
+        "the-cohort-has-too-little-left-to-lend-now",
+        make_snapshot(
+            nodes=nodes8(4),
+            queues=[
+                make_queue("a").cohort("c").quota(gpu=8).obj(),
+                make_queue("b").cohort("c").quota(gpu=8, gpu_lending_limit=4).obj(),
+            ],
+            admitted=[make_admitted(make_job("run").queue("a").gpus(8).obj(), [("n0", range(8))])],
+            pending=[make_job("j").queue("a").gpus(8).obj()],
+        ),
+        Decisions(
+            pending=(
+                pending(
                     "j",
                     ReasonCode.QUOTA_EXCEEDED,
-                    "queue a uses 0/8 nvidia.com/gpu of flavor default; the job needs 16 more and cohort c has 12 of 12 shared nvidia.com/gpu free",
+                    queue="a",
+                    flavor="default",
+                    resource="nvidia.com/gpu",
+                    used=8000,
+                    nominal=8000,
+                    needed=8000,
+                    cohort="c",
+                    blocked_by="Cohort",
+                    cohort_free=4000,
+                    cohort_shared=12000,
                 ),
             )
         ),
@@ -231,11 +388,16 @@ CASES = [
         Decisions(
             admissions=(Admission("urgent", "a", "default", (place("n0", ALL8),)),),
             pending=(
-                PendingReason(
+                pending(
                     "first",
                     ReasonCode.UNSCHEDULABLE,
-                    "needs 8 nvidia.com/gpu, 1 cpu on one node; 0/1 nodes of flavor default fit: 1 insufficient nvidia.com/gpu; "
-                    "the largest free GPU block on any node of flavor default is 0 (n0)",
+                    flavor="default",
+                    **need(8),
+                    nodes_total=1,
+                    nodes_fit=0,
+                    rejections={"insufficient nvidia.com/gpu": 1},
+                    largest_free_gpus=0,
+                    largest_free_node="n0",
                 ),
             ),
         ),
@@ -282,16 +444,27 @@ CASES = [
                 Preemption(
                     "new",
                     "hi",
-                    "preempted by hi (priority 5 > 0 in queue a); it needs 8 nvidia.com/gpu on flavor default; loses 7840 GPU-s of work (8 GPUs, no checkpoint yet, admitted 980s ago)",
+                    Reason(
+                        ReasonCode.PREEMPTED,
+                        {
+                            "victim": "new",
+                            "victim_queue": "a",
+                            "victim_priority": 0,
+                            "preemptor": "hi",
+                            "preemptor_queue": "a",
+                            "preemptor_priority": 5,
+                            "cohort": "",
+                            "flavor": "default",
+                            "needed_gpu_milli": 8000,
+                            "lost_gpu_s": 7840.0,
+                            "victim_gpus": 8.0,
+                            "last_checkpoint_age_s": None,
+                            "admitted_age_s": 980.0,
+                        },
+                    ),
                 ),
             ),
-            pending=(
-                PendingReason(
-                    "hi",
-                    ReasonCode.PREEMPTING,
-                    "preempting new on flavor default; admitted once they stop",
-                ),
-            ),
+            pending=(pending("hi", ReasonCode.PREEMPTING, flavor="default", victims=("new",)),),
         ),
     ),
     Case(
@@ -304,11 +477,16 @@ CASES = [
         ),
         Decisions(
             pending=(
-                PendingReason(
+                pending(
                     "same",
                     ReasonCode.UNSCHEDULABLE,
-                    "needs 8 nvidia.com/gpu, 1 cpu on one node; 0/1 nodes of flavor default fit: 1 insufficient nvidia.com/gpu; "
-                    "the largest free GPU block on any node of flavor default is 0 (n0)",
+                    flavor="default",
+                    **need(8),
+                    nodes_total=1,
+                    nodes_fit=0,
+                    rejections={"insufficient nvidia.com/gpu": 1},
+                    largest_free_gpus=0,
+                    largest_free_node="n0",
                 ),
             )
         ),
@@ -339,16 +517,27 @@ CASES = [
                 Preemption(
                     "b1",
                     "a1",
-                    "preempted by a1 (queue a reclaims quota it lent to queue b in cohort c); it needs 8 nvidia.com/gpu on flavor default; loses 7992 GPU-s of work (8 GPUs, no checkpoint yet, admitted 999s ago)",
+                    Reason(
+                        ReasonCode.PREEMPTED,
+                        {
+                            "victim": "b1",
+                            "victim_queue": "b",
+                            "victim_priority": 0,
+                            "preemptor": "a1",
+                            "preemptor_queue": "a",
+                            "preemptor_priority": 0,
+                            "cohort": "c",
+                            "flavor": "default",
+                            "needed_gpu_milli": 8000,
+                            "lost_gpu_s": 7992.0,
+                            "victim_gpus": 8.0,
+                            "last_checkpoint_age_s": None,
+                            "admitted_age_s": 999.0,
+                        },
+                    ),
                 ),
             ),
-            pending=(
-                PendingReason(
-                    "a1",
-                    ReasonCode.PREEMPTING,
-                    "preempting b1 on flavor default; admitted once they stop",
-                ),
-            ),
+            pending=(pending("a1", ReasonCode.PREEMPTING, flavor="default", victims=("b1",)),),
         ),
     ),
     Case(
@@ -365,10 +554,11 @@ CASES = [
         ),
         Decisions(
             pending=(
-                PendingReason(
+                pending(
                     "next",
                     ReasonCode.WAITING_FOR_CAPACITY,
-                    "fits on flavor default once stopping workloads release their capacity: going",
+                    flavor="default",
+                    stopping=("going",),
                 ),
             )
         ),
@@ -417,10 +607,15 @@ CASES = [
         ),
         Decisions(
             pending=(
-                PendingReason(
+                pending(
                     "t",
-                    ReasonCode.UNSCHEDULABLE,
-                    "needs 8 nvidia.com/gpu, 2 cpu in total within one node (topology Required), and no such domain of flavor default has that much free",
+                    ReasonCode.NEVER_FITS,
+                    flavor="default",
+                    check="Topology",
+                    topology_key=NODE_TOPOLOGY,
+                    domains_total=2,
+                    nodes_total=2,
+                    **need(8, cpu=2),
                 ),
             )
         ),
@@ -447,11 +642,16 @@ CASES = [
         ),
         Decisions(
             pending=(
-                PendingReason(
+                pending(
                     "j",
                     ReasonCode.UNSCHEDULABLE,
-                    "needs 1 nvidia.com/gpu, 1 cpu on one node; 0/1 nodes of flavor default fit: 1 untolerated taint dedicated; "
-                    "the largest free GPU block on any node of flavor default is 8 (t)",
+                    flavor="default",
+                    **need(1),
+                    nodes_total=1,
+                    nodes_fit=0,
+                    rejections={"untolerated taint dedicated": 1},
+                    largest_free_gpus=8,
+                    largest_free_node="t",
                 ),
             )
         ),
@@ -461,15 +661,7 @@ CASES = [
         make_snapshot(
             nodes=nodes8(1), queues=[QA], pending=[make_job("j").queue("nope").gpus(1).obj()]
         ),
-        Decisions(
-            pending=(
-                PendingReason(
-                    "j",
-                    ReasonCode.QUEUE_NOT_FOUND,
-                    "queue 'nope' does not exist; create it or submit to one of: a",
-                ),
-            )
-        ),
+        Decisions(pending=(pending("j", ReasonCode.QUEUE_NOT_FOUND, queue="nope", queues=("a",)),)),
     ),
     Case(
         "second-flavor-when-the-first-is-out-of-quota",
@@ -491,10 +683,143 @@ CASES = [
         ),
         Decisions(
             pending=(
-                PendingReason(
+                pending(
                     "big",
+                    ReasonCode.NEVER_FITS,
+                    flavor="default",
+                    check="Node",
+                    pod_set="main",
+                    **need(16),
+                    nodes_total=2,
+                    max_node_gpus=8,
+                    max_node_cpu_milli=32000,
+                    max_node_memory_bytes=GI256,
+                    largest_node="n0",
+                ),
+            )
+        ),
+    ),
+    Case(
+        # The papercut: 1,000 GPUs per pod on 2-GPU nodes is not a quota problem.
+        "a-thousand-gpus-per-pod-never-fits-before-any-quota-reason",
+        make_snapshot(
+            nodes=[make_node(f"n{i}").gpus(2).obj() for i in range(2)],
+            queues=[make_queue("a").quota(gpu=8).obj()],
+            pending=[make_job("huge").queue("a").gpus(1000).obj()],
+        ),
+        Decisions(
+            pending=(
+                pending(
+                    "huge",
+                    ReasonCode.NEVER_FITS,
+                    flavor="default",
+                    check="Node",
+                    pod_set="main",
+                    **need(1000),
+                    nodes_total=2,
+                    max_node_gpus=2,
+                    max_node_cpu_milli=32000,
+                    max_node_memory_bytes=GI256,
+                    largest_node="n0",
+                ),
+            )
+        ),
+    ),
+    Case(
+        "a-larger-node-that-is-not-ready-makes-it-unschedulable-not-never",
+        make_snapshot(
+            nodes=[make_node("big").gpus(16).not_ready().obj(), make_node("small").gpus(8).obj()],
+            queues=[QA],
+            pending=[make_job("j").queue("a").gpus(16).obj()],
+        ),
+        Decisions(
+            pending=(
+                pending(
+                    "j",
                     ReasonCode.UNSCHEDULABLE,
-                    "needs 16 nvidia.com/gpu, 1 cpu on one node, but the largest node of flavor default has 8 GPUs (n0); it can never fit",
+                    flavor="default",
+                    **need(16),
+                    nodes_total=1,
+                    largest_node="small",
+                    largest_node_gpus=8,
+                ),
+            )
+        ),
+    ),
+    Case(
+        "a-flavor-without-nodes-never-fits",
+        make_snapshot(
+            nodes=nodes8(1),
+            flavors=[make_flavor("a100").label("nvidia.com/gpu.product", "A100").obj()],
+            queues=[make_queue("a").quota("a100", gpu=8).obj()],
+            pending=[make_job("j").queue("a").gpus(1).obj()],
+        ),
+        Decisions(
+            pending=(
+                pending(
+                    "j",
+                    ReasonCode.NEVER_FITS,
+                    flavor="a100",
+                    check="NoNodes",
+                    pod_set="main",
+                    **need(1),
+                    nodes_total=0,
+                ),
+            )
+        ),
+    ),
+    Case(
+        "one-reason-per-flavor-coded-by-the-first-that-waiting-may-cure",
+        make_snapshot(
+            nodes=[
+                make_node("h").gpus(8, "H100").obj(),
+                make_node("l").gpus(8, "L4").obj(),
+                make_node("l2").gpus(8, "L4").obj(),
+            ],
+            flavors=[
+                make_flavor("h100").label("nvidia.com/gpu.product", "H100").obj(),
+                make_flavor("l4").label("nvidia.com/gpu.product", "L4").obj(),
+            ],
+            queues=[make_queue("a").quota("h100", gpu=16).quota("l4", gpu=16).obj()],
+            admitted=[
+                make_admitted(
+                    make_job("run").queue("a").gpus(8).obj(), [("l", range(8))], flavor="l4"
+                )
+            ],
+            pending=[make_job("j").queue("a").gpus(4).replicas(3).obj()],
+        ),
+        Decisions(
+            pending=(
+                pending(
+                    "j",
+                    ReasonCode.QUOTA_EXCEEDED,
+                    flavors=(
+                        {
+                            "code": "NeverFits",
+                            "facts": {
+                                "flavor": "h100",
+                                "check": "Gang",
+                                "pod_set": "main",
+                                **need(4),
+                                "nodes_total": 1,
+                                "gang_minimum": 3,
+                                "slots": 2,
+                            },
+                        },
+                        {
+                            "code": "QuotaExceeded",
+                            "facts": {
+                                "queue": "a",
+                                "flavor": "l4",
+                                "resource": "nvidia.com/gpu",
+                                "used": 8000,
+                                "nominal": 16000,
+                                "needed": 12000,
+                                "cohort": "",
+                                "blocked_by": "NoCohort",
+                            },
+                        },
+                    ),
                 ),
             )
         ),
@@ -518,7 +843,7 @@ def test_backoff_holds_a_job_until_its_time() -> None:
         (PendingWorkload(job, 0, not_before=102.5),),
     )
     assert schedule(snap) == Decisions(
-        pending=(PendingReason("j", ReasonCode.BACKOFF, "restarting after backoff in 2.5s"),)
+        pending=(pending("j", ReasonCode.BACKOFF, wait_s=2.5, not_before=102.5),)
     )
     later = Snapshot(103.0, snap.nodes, snap.flavors, snap.queues, snap.pending)
     assert [a.job for a in schedule(later).admissions] == ["j"]

@@ -1,5 +1,5 @@
 """Checkpoint-aware preemption: victims are chosen by the work they would lose (GPU-seconds
-since their last checkpoint), then by priority; the preemption message shows the cost."""
+since their last checkpoint), then by priority; the Preempted reason carries the cost."""
 
 from __future__ import annotations
 
@@ -37,8 +37,11 @@ def test_of_two_victims_differing_only_in_checkpoint_age_the_fresher_goes() -> N
         )
         decisions = schedule(snap)
         assert [p.victim for p in decisions.preemptions] == ["fresh"]
-        assert decisions.preemptions[0].message.endswith(
-            "loses 80 GPU-s of work (8 GPUs, last checkpoint 10s ago)"
+        facts = decisions.preemptions[0].reason.facts
+        assert (facts["lost_gpu_s"], facts["victim_gpus"], facts["last_checkpoint_age_s"]) == (
+            80.0,
+            8.0,
+            10.0,
         )
 
 
@@ -83,9 +86,8 @@ def test_one_expensive_victim_loses_less_than_several_cheap_ones() -> None:
     )
     decisions = schedule(snap)
     assert [p.victim for p in decisions.preemptions] == ["c8"]
-    assert decisions.preemptions[0].message.endswith(
-        "loses 800 GPU-s of work (8 GPUs, last checkpoint 100s ago)"
-    )
+    facts = decisions.preemptions[0].reason.facts
+    assert (facts["lost_gpu_s"], facts["last_checkpoint_age_s"]) == (800.0, 100.0)
 
 
 def test_a_job_that_never_checkpointed_counts_from_admission() -> None:
@@ -102,4 +104,5 @@ def test_a_job_that_never_checkpointed_counts_from_admission() -> None:
     )
     decisions = schedule(snap)
     assert [p.victim for p in decisions.preemptions] == ["late"]
-    assert "no checkpoint yet, admitted 50s ago" in decisions.preemptions[0].message
+    facts = decisions.preemptions[0].reason.facts
+    assert (facts["last_checkpoint_age_s"], facts["admitted_age_s"]) == (None, 50.0)
