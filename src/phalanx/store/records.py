@@ -120,3 +120,17 @@ class Transition:
     events: tuple[EventRecord, ...] = ()
     expect_phase: str | None = None
     expect_version: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A named lease: ``holder`` has it until ``expires_at`` unless it renews. ``term`` grows
+    by one each time the lease changes hands; writes fenced with (holder, term) are refused
+    once another holder has taken it."""
+
+    name: str
+    holder: str
+    term: int
+    acquired_at: float
+    renewed_at: float
+    expires_at: float

@@ -23,11 +23,12 @@ from phalanx.store.records import (
     Change,
     EventRecord,
     JobRecord,
+    Lease,
     ObjectRecord,
     PodRecord,
     Transition,
 )
-from phalanx.store.tables import ChangeRow, ConfigRow, EventRow, JobRow, PodRow
+from phalanx.store.tables import ChangeRow, ConfigRow, EventRow, JobRow, LeaseRow, PodRow
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +172,10 @@ class Store:
             ) from exc
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._is_postgres = self.engine.dialect.name == "postgresql"
+        #: (lease name, holder, term) while this process leads: transitions are then applied
+        #: only while that lease is still held at that term, so a leader that lost its lease
+        #: without noticing (paused, partitioned) cannot write over its successor.
+        self.fence: tuple[str, str, int] | None = None
 
     @property
     def redacted_url(self) -> str:
@@ -445,6 +450,47 @@ class Store:
             result = s.execute(delete(ChangeRow).where(ChangeRow.id <= newest - keep))
             return int(getattr(result, "rowcount", 0) or 0)
 
+    # ---- leases (leader election) ----
+
+    def acquire_lease(self, name: str, holder: str, ttl_s: float, now: float) -> Lease | None:
+        """Take the lease ``name`` for ``holder`` until ``now + ttl_s``, or renew it if
+        ``holder`` has it. Returns the lease, or None while another holder's lease has not
+        expired. Every write transaction is serialised, so two candidates never both win."""
+        with self._txn() as s:
+            row = s.get(LeaseRow, name, with_for_update=True)
+            if row is None:
+                row = LeaseRow(
+                    name=name,
+                    holder=holder,
+                    term=1,
+                    acquired_at=now,
+                    renewed_at=now,
+                    expires_at=now + ttl_s,
+                )
+                s.add(row)
+            elif row.holder == holder and row.expires_at > now:
+                row.renewed_at, row.expires_at = now, now + ttl_s
+            elif row.expires_at <= now:
+                row.holder, row.term = holder, row.term + 1
+                row.acquired_at = row.renewed_at = now
+                row.expires_at = now + ttl_s
+            else:
+                return None
+            s.flush()
+            return _lease(row)
+
+    def release_lease(self, name: str, holder: str) -> None:
+        """Give the lease up at once (on a clean shutdown) if ``holder`` has it."""
+        with self._txn() as s:
+            row = s.get(LeaseRow, name, with_for_update=True)
+            if row is not None and row.holder == holder:
+                row.expires_at = 0.0
+
+    def get_lease(self, name: str) -> Lease | None:
+        with self._sessions() as s:
+            row = s.get(LeaseRow, name)
+            return _lease(row) if row else None
+
     # ---- transitions ----
 
     def transition(self, change: Transition) -> bool:
@@ -457,7 +503,7 @@ class Store:
             if row is None:
                 log.info("transition of job id %d refused: the job is gone", change.job_id)
                 return False
-            refusal = _refusal(row, change)
+            refusal = _refusal(row, change) or self._fence_refusal(s)
             if refusal:
                 log.warning("transition of job %s refused: %s", row.name, refusal)
                 return False
@@ -505,6 +551,15 @@ class Store:
                 )
             return True
 
+    def _fence_refusal(self, s: Session) -> str:
+        if self.fence is None:
+            return ""
+        name, holder, term = self.fence
+        lease = s.get(LeaseRow, name)
+        if lease is None or (lease.holder, lease.term) != (holder, term):
+            return f"lease {name} is no longer held by {holder} at term {term}"
+        return ""
+
     def delete_job(self, job_id: int) -> None:
         """Remove a job with its pods and events."""
         with self._txn() as s:
@@ -515,6 +570,10 @@ class Store:
             s.execute(delete(PodRow).where(PodRow.job_id == job_id))
             s.execute(delete(JobRow).where(JobRow.id == job_id))
             self._revision(s, "Job", row.name, "DELETED", row.finished_at or row.created_at)
+
+
+def _lease(row: LeaseRow) -> Lease:
+    return Lease(row.name, row.holder, row.term, row.acquired_at, row.renewed_at, row.expires_at)
 
 
 def _refusal(row: JobRow, change: Transition) -> str:

@@ -97,3 +97,61 @@ def test_delete_job_removes_pods_and_events(store: Store) -> None:
     )
     store.delete_job(job.id)
     assert store.list_jobs() == [] and store.pods() == [] and store.events(job.id) == []
+
+
+def test_lease_has_one_holder_until_it_expires(store: Store) -> None:
+    first = store.acquire_lease("leader", "a", ttl_s=10, now=100.0)
+    assert first is not None and (first.holder, first.term) == ("a", 1)
+    assert store.acquire_lease("leader", "b", ttl_s=10, now=105.0) is None
+    renewed = store.acquire_lease("leader", "a", ttl_s=10, now=108.0)
+    assert renewed is not None and renewed.expires_at == 118.0 and renewed.term == 1
+    assert store.acquire_lease("leader", "b", ttl_s=10, now=117.9) is None
+    taken = store.acquire_lease("leader", "b", ttl_s=10, now=118.0)
+    assert taken is not None and (taken.holder, taken.term) == ("b", 2)
+    store.release_lease("leader", "b")
+    again = store.acquire_lease("leader", "a", ttl_s=10, now=119.0)
+    assert again is not None and (again.holder, again.term) == ("a", 3)
+
+
+def test_a_fenced_transition_is_refused_once_the_lease_changed_hands(store: Store) -> None:
+    store.apply([], [("j1", "u1", job_manifest("j1"), "a", 0)], now=1.0)
+    job = store.list_jobs()[0]
+    store.acquire_lease("leader", "a", ttl_s=10, now=100.0)
+    store.fence = ("leader", "a", 1)
+    assert store.transition(Transition(job.id, job={"message": "by a"}))
+    store.acquire_lease("leader", "b", ttl_s=10, now=200.0)  # a's lease expired
+    assert not store.transition(Transition(job.id, job={"message": "stale a"}))
+    assert store.list_jobs()[0].message == "by a"
+
+
+def test_transitions_follow_the_lifecycle_table_and_compare_and_set(store: Store) -> None:
+    store.apply([], [("j1", "u1", job_manifest("j1"), "a", 0)], now=1.0)
+    job = store.list_jobs()[0]
+    # Pending → Running skips admission: refused.
+    assert not store.transition(Transition(job.id, job={"phase": "Running"}))
+    # A stale resourceVersion is refused; the current one is applied and bumps it.
+    assert not store.transition(
+        Transition(
+            job.id,
+            job={"phase": "Admitted"},
+            expect_phase="Pending",
+            expect_version=job.resource_version - 1,
+        )
+    )
+    assert store.transition(
+        Transition(
+            job.id,
+            job={"phase": "Admitted"},
+            expect_phase="Pending",
+            expect_version=job.resource_version,
+        )
+    )
+    after = store.list_jobs()[0]
+    assert after.phase == "Admitted" and after.resource_version > job.resource_version
+    assert store.revision() == after.resource_version
+    changes, oldest = store.changes(0)
+    assert [(c.kind, c.name, c.type) for c in changes] == [
+        ("Job", "j1", "ADDED"),
+        ("Job", "j1", "MODIFIED"),
+    ]
+    assert oldest == changes[0].revision
