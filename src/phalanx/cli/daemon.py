@@ -3,13 +3,15 @@
 The daemon is this CLI run again (``python -m phalanx.cli … up``) in a new session with its
 output appended to ``<data_dir>/server.log``; it is up once it has written server.json and
 answers ``/healthz``. ``down`` signals the pid in server.json, after checking that the pid
-really is that phalanx server (pids get reused).
+really is that phalanx server (pids get reused). Messages name ``--data-dir`` whenever the
+data dir is not the one commands use without it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -18,7 +20,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from phalanx.client import Client, ClientError, ServerInfo, read_server_info
+from phalanx.client import (
+    Client,
+    ClientError,
+    RunningServer,
+    ServerInfo,
+    default_data_dir,
+    read_server_info,
+)
 
 LOG_FILE = "server.log"
 SERVER_FILE = "server.json"
@@ -35,6 +44,30 @@ class Started:
     url: str
     pid: int
     log_path: Path
+
+
+def is_default_data_dir(data_dir: Path) -> bool:
+    """Return whether ``data_dir`` is the one commands use without ``--data-dir`` (here:
+    ``$PHALANX_DATA_DIR``, else the standard one)."""
+    return data_dir.expanduser().resolve() == default_data_dir().expanduser().resolve()
+
+
+def phalanx_command(command: str, data_dir: Path) -> str:
+    """Return ``phalanx <command>``, with ``--data-dir`` unless ``data_dir`` is the default."""
+    if is_default_data_dir(data_dir):
+        return f"phalanx {command}"
+    return f"phalanx {command} --data-dir {shlex.quote(str(data_dir))}"
+
+
+def how_to_stop(servers: Sequence[RunningServer]) -> str:
+    """Return which of ``servers`` (at least one) run and the command that stops each."""
+    listed = ", ".join(
+        f"--data-dir {shlex.quote(str(s.data_dir))} (pid {s.pid}, {s.url})" for s in servers
+    )
+    if len(servers) == 1:
+        stop = phalanx_command("down", servers[0].data_dir)
+        return f"a server is running with {listed}: stop it with `{stop}`"
+    return f"servers are running with {listed}: stop one with `phalanx down --data-dir DIR`"
 
 
 def is_alive(pid: int) -> bool:
@@ -100,7 +133,7 @@ def start_daemon(data_dir: Path, up_args: Sequence[str], timeout_s: float = 30) 
     if existing is not None:
         raise DaemonError(
             f"a phalanx server is already running for {data_dir} (pid {existing.pid}, "
-            f"{existing.url}); stop it with `phalanx down`"
+            f"{existing.url}); stop it with `{phalanx_command('down', data_dir)}`"
         )
     log_path = data_dir / LOG_FILE
     command = [sys.executable, "-m", "phalanx.cli", "--data-dir", str(data_dir), "up", *up_args]

@@ -4,12 +4,20 @@ Every command but ``up`` talks to a server through ``phalanx.client``. Errors a 
 (unknown job, bad YAML, rejected spec, server down) print one ``error: …`` line each on stderr
 and exit 1; usage errors exit 2; no traceback. Heavy imports (uvicorn, FastAPI, the control
 plane) happen inside ``up`` only, so the other commands start fast.
+
+The global options (``--server``, ``--data-dir``, ``--token``) are declared once, on the root
+command, and copied onto every command by ``_PhalanxGroup``: ``phalanx get jobs --data-dir D``
+means ``phalanx --data-dir D get jobs``, and each command's ``--help`` lists them.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import functools
 import json
+import os
+import shlex
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -17,12 +25,20 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, NoReturn, ParamSpec
+from typing import Annotated, Any, NoReturn, ParamSpec
 
 import typer
+from typer.core import TyperGroup
 
 from phalanx import __version__
-from phalanx.cli.daemon import DaemonError, start_daemon, stop_daemon
+from phalanx.cli.daemon import (
+    DaemonError,
+    how_to_stop,
+    is_default_data_dir,
+    phalanx_command,
+    start_daemon,
+    stop_daemon,
+)
 from phalanx.cli.describe import describe_job, describe_node
 from phalanx.cli.simulate import simulate as simulate_command
 from phalanx.cli.tables import flavor_rows, job_rows, node_rows, queue_rows, render_table
@@ -32,12 +48,44 @@ from phalanx.client import (
     Client,
     ClientError,
     default_data_dir,
+    register_server,
+    running_servers,
+    standard_data_dir,
+    unregister_server,
 )
 
 P = ParamSpec("P")
 
+#: The global options, by parameter name (the fields of ``Globals``).
+GLOBAL_OPTIONS = ("server", "data_dir", "token")
+GLOBAL_PANEL = "Global options (before or after the command)"
+
+
+class _PhalanxGroup(TyperGroup):
+    """The root command: copies its global options onto every command (and the commands of
+    any group below), so they are accepted after the command name and listed in its --help."""
+
+    def __init__(self, **attrs: Any) -> None:
+        super().__init__(**attrs)
+        shared = [p for p in self.params if p.name in GLOBAL_OPTIONS]
+        for param in shared:
+            if param.name == "data_dir":
+                # Built for every run, not at import: $XDG_DATA_HOME and $HOME decide it, and
+                # --help shows the directory this very environment would use.
+                param.default = standard_data_dir()
+        commands = list(self.commands.values())
+        while commands:
+            command = commands.pop()
+            for param in shared:
+                copied = copy.copy(param)
+                copied.expose_value = False  # _take_global records it; the command never sees it
+                command.params.append(copied)
+            commands += getattr(command, "commands", {}).values()
+
+
 app = typer.Typer(
     name="phalanx",
+    cls=_PhalanxGroup,
     help="Queue, gang-schedule and place AI workloads on GPUs.",
     no_args_is_help=True,
     add_completion=False,
@@ -74,19 +122,30 @@ class OutputFormat(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Globals:
-    """The options given before the command."""
+    """The global options given (on the command line, before or after the command, or in the
+    environment); None where not given."""
 
-    server: str | None
-    token: str | None
-    data_dir: Path | None
+    server: str | None = None
+    token: str | None = None
+    data_dir: Path | None = None
+
+    def given(self, name: str, text: str) -> Globals:
+        """Return these options with the one named ``name`` (a parameter name) set to ``text``."""
+        if name == "server":
+            return dataclasses.replace(self, server=text)
+        if name == "token":
+            return dataclasses.replace(self, token=text)
+        if name == "data_dir":
+            return dataclasses.replace(self, data_dir=Path(text))
+        raise ValueError(f"{name!r} is not a global option")
 
     def client(self) -> Client:
         """Return a client for the server these options (or the environment) name."""
         return Client(server=self.server, token=self.token, data_dir=self.data_dir)
 
-    def resolved_data_dir(self, override: Path | None = None) -> Path:
-        """Return the data directory: ``override``, ``--data-dir``, or the default."""
-        return (override or self.data_dir or default_data_dir()).expanduser().absolute()
+    def resolved_data_dir(self) -> Path:
+        """Return the data directory: ``--data-dir``, ``$PHALANX_DATA_DIR``, or the standard one."""
+        return (self.data_dir or default_data_dir()).expanduser().absolute()
 
 
 def _fail(*lines: str) -> NoReturn:
@@ -134,7 +193,21 @@ def _handles_errors(command: Callable[P, None]) -> Callable[P, None]:
 
 def _globals(ctx: typer.Context) -> Globals:
     obj = ctx.find_root().obj
-    return obj if isinstance(obj, Globals) else Globals(None, None, None)
+    return obj if isinstance(obj, Globals) else Globals()
+
+
+def _take_global(ctx: typer.Context, param: typer.CallbackParam, value: str | None) -> object:
+    """Record a global option in the root's Globals as it is parsed: before the command name
+    from the command line or the environment, then after it from the command line only, so the
+    option nearest the command wins and a default never hides one given earlier."""
+    source = ctx.get_parameter_source(param.name) if param.name else None
+    is_root = ctx.parent is None
+    given = source is not None and source.name in (
+        ("COMMANDLINE", "ENVIRONMENT") if is_root else ("COMMANDLINE",)
+    )
+    if given and param.name and value is not None:
+        ctx.find_root().obj = _globals(ctx).given(param.name, str(value))
+    return value
 
 
 def _version(value: bool) -> None:
@@ -151,6 +224,8 @@ def _root(
         typer.Option(
             "--server",
             envvar="PHALANX_SERVER",
+            callback=_take_global,
+            rich_help_panel=GLOBAL_PANEL,
             help="Server URL (default: what `phalanx up` wrote to <data-dir>/server.json).",
         ),
     ] = None,
@@ -159,12 +234,22 @@ def _root(
         typer.Option(
             "--data-dir",
             envvar="PHALANX_DATA_DIR",
-            help="Data directory (default: $XDG_DATA_HOME/phalanx or ~/.local/share/phalanx).",
+            callback=_take_global,
+            rich_help_panel=GLOBAL_PANEL,
+            show_default=True,  # standard_data_dir(), set by _PhalanxGroup
+            help="Where `phalanx up` keeps the store, pod logs, token and server.json, and where "
+            "the other commands find the server.",
         ),
     ] = None,
     token: Annotated[
         str | None,
-        typer.Option("--token", envvar="PHALANX_TOKEN", help="Bearer token for the server."),
+        typer.Option(
+            "--token",
+            envvar="PHALANX_TOKEN",
+            callback=_take_global,
+            rich_help_panel=GLOBAL_PANEL,
+            help="Bearer token for the server (default: <data-dir>/token).",
+        ),
     ] = None,
     version: Annotated[
         bool,
@@ -172,7 +257,8 @@ def _root(
     ] = False,
 ) -> None:
     """phalanx: queues, gang scheduling and GPU placement in one control plane."""
-    ctx.obj = Globals(server, token, data_dir)
+    # _take_global has recorded the global options in ctx.obj as they were parsed.
+    ctx.ensure_object(Globals)
 
 
 # -- server ---------------------------------------------------------------------------------
@@ -181,9 +267,6 @@ def _root(
 @app.command()
 def up(
     ctx: typer.Context,
-    data_dir: Annotated[
-        Path | None, typer.Option("--data-dir", help="Data directory (store, logs, token).")
-    ] = None,
     nodes: Annotated[
         str | None,
         typer.Option(
@@ -218,7 +301,7 @@ def up(
     log_level: Annotated[str, typer.Option("--log-level", help="Server log level.")] = "info",
 ) -> None:
     """Start the control plane and its API (foreground unless --daemon)."""
-    directory = _globals(ctx).resolved_data_dir(data_dir)
+    directory = _globals(ctx).resolved_data_dir()
     if daemon:
         up_args = ["--host", host, "--port", str(port), "--log-level", log_level]
         up_args += ["--backend", backend, "--namespace", namespace]
@@ -232,7 +315,12 @@ def up(
             started = start_daemon(directory, up_args)
         typer.echo(f"phalanx is up at {started.url} (pid {started.pid})")
         typer.echo(f"  data dir: {directory}\n  log:      {started.log_path}")
-        typer.echo("  stop it with: phalanx down")
+        if not is_default_data_dir(directory):
+            typer.echo(
+                f"  use it with: {phalanx_command('get jobs', directory)} (every command takes "
+                f"--data-dir), or export PHALANX_DATA_DIR={shlex.quote(str(directory))}"
+            )
+        typer.echo(f"  stop it with: {phalanx_command('down', directory)}")
         return
     _serve_foreground(
         directory, nodes, store_url, host, port, log_level, backend, kubeconfig, namespace
@@ -278,23 +366,35 @@ def _serve_foreground(
         _fail(*(f"{e.path}: {e.message} (got {e.value!r})" for e in exc.errors))
     except (ServerError, StoreError, OSError) as exc:
         _fail(str(exc))
-    server.run()
+    # Listed while it serves, so that commands pointed at another data dir can name this one.
+    pid = os.getpid()
+    try:
+        register_server(server.data_dir, server.url, pid)
+    except OSError as exc:
+        logging.getLogger(__name__).warning("cannot list this server for other commands: %s", exc)
+    try:
+        server.run()
+    finally:
+        unregister_server(server.data_dir, pid)
 
 
 @app.command()
 @_handles_errors
 def down(
     ctx: typer.Context,
-    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Data directory.")] = None,
     timeout_s: Annotated[float, typer.Option("--timeout", help="Seconds to wait.")] = 30,
 ) -> None:
     """Stop the server started with `phalanx up --daemon` (its pods keep running)."""
-    directory = _globals(ctx).resolved_data_dir(data_dir)
+    directory = _globals(ctx).resolved_data_dir()
     pid = stop_daemon(directory, timeout_s)
-    if pid is None:
-        typer.echo(f"phalanx is not running (data dir {directory})")
-    else:
+    if pid is not None:
         typer.echo(f"phalanx stopped (pid {pid})")
+        return
+    # Stopping another data dir's server would surprise; say which runs and how to stop it.
+    others = running_servers(excluding=directory)
+    if others:
+        _fail(f"no phalanx server for data dir {directory}; {how_to_stop(others)}")
+    typer.echo(f"phalanx is not running (data dir {directory})")
 
 
 # -- apply ----------------------------------------------------------------------------------
@@ -322,6 +422,12 @@ def _outcome_line(outcome: ApplyOutcome) -> str:
     return f"{outcome['kind'].lower()}.phalanx.dev/{outcome['name']} {outcome['action']}"
 
 
+def _warning_lines(outcome: ApplyOutcome) -> list[str]:
+    """``Warning: …`` for each reason the server gives why an accepted job cannot run."""
+    name = f"{outcome['kind'].lower()}.phalanx.dev/{outcome['name']}"
+    return [f"Warning: {name}: {w['message']} ({w['code']})" for w in outcome.get("warnings") or []]
+
+
 @app.command()
 @_handles_errors
 def apply(
@@ -337,6 +443,8 @@ def apply(
         for source, text in documents:
             for outcome in client.apply_yaml(text, source=source):
                 typer.echo(_outcome_line(outcome))
+                for line in _warning_lines(outcome):
+                    typer.echo(line, err=True)
 
 
 # -- get / describe -------------------------------------------------------------------------

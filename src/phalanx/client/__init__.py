@@ -13,11 +13,16 @@ the SDK works without the server's dependencies.
 from phalanx.client._client import FINISHED_PHASES, Client
 from phalanx.client._discovery import (
     DEFAULT_URL,
+    RunningServer,
     ServerInfo,
     ServerLocation,
     default_data_dir,
     locate_server,
     read_server_info,
+    register_server,
+    running_servers,
+    standard_data_dir,
+    unregister_server,
 )
 from phalanx.client._errors import ApiError, ClientError, JobFinishedError, ServerUnavailableError
 from phalanx.client._types import (
@@ -56,6 +61,7 @@ __all__ = [
     "NodeInfo",
     "PodInfo",
     "QueueInfo",
+    "RunningServer",
     "ServerInfo",
     "ServerLocation",
     "ServerUnavailableError",
@@ -64,4 +70,8 @@ __all__ = [
     "default_data_dir",
     "locate_server",
     "read_server_info",
+    "register_server",
+    "running_servers",
+    "standard_data_dir",
+    "unregister_server",
 ]

@@ -8,6 +8,7 @@ server sent, typed with the TypedDicts of ``_types``. ``transport`` is the seam 
 from __future__ import annotations
 
 import os
+import shlex
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -18,7 +19,7 @@ from urllib.parse import quote
 import httpx
 
 from phalanx import __version__
-from phalanx.client._discovery import locate_server
+from phalanx.client._discovery import ServerLocation, locate_server, running_servers
 from phalanx.client._errors import (
     ApiError,
     JobFinishedError,
@@ -64,6 +65,7 @@ class Client:
         timeout_s: float = 10,
     ) -> None:
         location = locate_server(server, token, data_dir)
+        self._location = location
         self.url = location.url
         self.data_dir = location.data_dir
         self.timeout_s = timeout_s
@@ -111,7 +113,9 @@ class Client:
                 f"the phalanx server at {self.url} did not answer within {self.timeout_s:g}s",
             ) from exc
         except httpx.TransportError as exc:
-            raise ServerUnavailableError(self.url) from exc
+            raise ServerUnavailableError(self.url, _unreachable_message(self._location)) from exc
+        if response.status_code == 401:
+            raise _unauthorized(_api_error(response), self._location)
         if response.status_code >= 400:
             raise _api_error(response)
         return response
@@ -317,6 +321,82 @@ def _api_error(response: httpx.Response) -> ApiError:
         f"HTTP{response.status_code}",
         f"{response.status_code} {response.reason_phrase}" + (f": {text}" if text else ""),
     )
+
+
+def _other_data_dir_fix(location: ServerLocation) -> str | None:
+    """Return how to reach the servers running with another data dir, or None if none runs.
+
+    A server listening at the very URL tried is named alone: it is the one the user meant.
+    """
+    others = running_servers(excluding=location.data_dir)
+    at_url = [s for s in others if s.url.rstrip("/") == location.url]
+    others = at_url or others
+    if not others:
+        return None
+    if len(others) == 1:
+        data_dir = shlex.quote(str(others[0].data_dir))
+        return (
+            f"a server is running with --data-dir {data_dir}: pass --data-dir {data_dir} "
+            f"or set PHALANX_DATA_DIR={data_dir}"
+        )
+    listed = ", ".join(f"--data-dir {shlex.quote(str(s.data_dir))}" for s in others)
+    return (
+        f"servers are running with {listed}: pass one of them with --data-dir "
+        "or set PHALANX_DATA_DIR"
+    )
+
+
+def _unreachable_message(location: ServerLocation) -> str | None:
+    """Return why nothing answers when no server was named (the data dir has no server.json
+    and the default URL is silent), or None for the plain message."""
+    if location.url_source != "default":
+        return None
+    fix = _other_data_dir_fix(location) or (
+        "start one with `phalanx up`, or pass the data dir of a running server with "
+        "--data-dir or PHALANX_DATA_DIR"
+    )
+    return (
+        f"no phalanx server for data dir {location.data_dir} (no server.json there, and "
+        f"nothing answers at {location.url}); {fix}"
+    )
+
+
+def _unauthorized(error: ApiError, location: ServerLocation) -> ApiError:
+    """Return ``error`` (a 401) saying which token was sent, from where, and how to send the
+    right one: the server's data dir, or its token."""
+    refused = {
+        "none": "wants a bearer token and none was found (no --token or PHALANX_TOKEN, and "
+        f"no token file in data dir {location.data_dir})",
+        "token file": f"refused the token of data dir {location.data_dir}",
+        "argument": "refused the token given with --token or PHALANX_TOKEN",
+        "environment": "refused the token given with --token or PHALANX_TOKEN",
+    }[location.token_source]
+    if location.url_source == "default" and location.token_source == "none":
+        cause = (
+            f"no phalanx server for data dir {location.data_dir} (no server.json or token "
+            f"there), and the one at {location.url} wants a token"
+        )
+    elif location.url_source == "default":
+        cause = (
+            f"no phalanx server for data dir {location.data_dir} (no server.json there), and "
+            f"the one at {location.url} {refused}"
+        )
+    else:
+        cause = f"the phalanx server at {location.url} {refused}"
+    fix = _other_data_dir_fix(location)
+    if fix:
+        fix += " (or give its token with --token or PHALANX_TOKEN)"
+    elif location.token_source in ("argument", "environment"):
+        fix = (
+            "give its token (the file `token` in its data dir) with --token or PHALANX_TOKEN, "
+            "or leave both unset and pass its data dir with --data-dir or PHALANX_DATA_DIR"
+        )
+    else:
+        fix = (
+            "pass that server's data dir with --data-dir or PHALANX_DATA_DIR, or its token "
+            "with --token or PHALANX_TOKEN"
+        )
+    return ApiError(error.status, error.code, f"{cause}; {fix}", error.details, error.source)
 
 
 __all__ = ["FINISHED_PHASES", "Client"]

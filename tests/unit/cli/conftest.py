@@ -85,9 +85,19 @@ class RunningServer:
 
 
 @pytest.fixture
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("PHALANX_SERVER", "PHALANX_TOKEN", "PHALANX_DATA_DIR"):
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No PHALANX_* variables, and a home of the test's own: the standard data dir is
+    ``home_data_dir`` and the registry of running servers lies under ``tmp_path/run``."""
+    for name in ("PHALANX_SERVER", "PHALANX_TOKEN", "PHALANX_DATA_DIR", "XDG_DATA_HOME"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+
+
+@pytest.fixture
+def home_data_dir(clean_env: None, tmp_path: Path) -> Path:
+    """The data dir commands use without --data-dir or PHALANX_DATA_DIR (empty)."""
+    return tmp_path / "home" / ".local" / "share" / "phalanx"
 
 
 @pytest.fixture

@@ -293,9 +293,15 @@ def test_server_from_the_environment(
     assert url in one_line_error(result)
 
 
-def test_a_wrong_token_is_one_line(cli: Invoke) -> None:
+def test_a_wrong_token_is_one_line(cli: Invoke, server: object) -> None:
     line = one_line_error(cli("--token", "wrong", "get", "jobs"))
-    assert line.startswith("error: invalid bearer token")
+    url = server.url  # type: ignore[attr-defined]
+    assert line == (
+        f"error: the phalanx server at {url} refused the token given with --token or "
+        "PHALANX_TOKEN; give its token (the file `token` in its data dir) with --token or "
+        "PHALANX_TOKEN, or leave both unset and pass its data dir with --data-dir or "
+        "PHALANX_DATA_DIR"
+    )
 
 
 def test_down_without_a_server(tmp_path: Path, clean_env: None) -> None:

@@ -13,10 +13,18 @@ import pytest
 pytestmark = pytest.mark.integration
 
 
-def phalanx(data_dir: Path, *args: str, timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PHALANX_")}
+def phalanx(
+    data_dir: Path | None, *args: str, home: Path | None = None, timeout_s: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run ``phalanx [--data-dir DATA_DIR] ARGS`` as a user would, with a home of its own
+    (default: next to the data dir), so the standard data dir and the registry of servers are
+    the test's."""
+    home = home or (data_dir.parent / "home" if data_dir else Path.cwd() / "home")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PHALANX_", "XDG_"))}
+    env |= {"HOME": str(home), "XDG_RUNTIME_DIR": str(home / "run")}
+    options = ["--data-dir", str(data_dir)] if data_dir else []
     return subprocess.run(
-        [sys.executable, "-m", "phalanx.cli", "--data-dir", str(data_dir), *args],
+        [sys.executable, "-m", "phalanx.cli", *options, *args],
         capture_output=True,
         text=True,
         timeout=timeout_s,
@@ -58,8 +66,38 @@ def test_up_daemon_then_down(tmp_path: Path) -> None:
 
 
 def test_up_daemon_reports_a_start_failure(tmp_path: Path) -> None:
-    result = phalanx(tmp_path, "up", "--daemon", "--nodes", "9q", "--port", "0")
+    result = phalanx(tmp_path / "data", "up", "--daemon", "--nodes", "9q", "--port", "0")
     assert result.returncode == 1
     assert result.stderr.startswith("error: the server exited with code 1 while starting")
     assert "--nodes: is neither an existing YAML file nor NxG shorthand" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_server_with_its_own_data_dir_is_found_and_named(tmp_path: Path) -> None:
+    # A new user's session: `up --data-dir D --daemon`, then commands without it, then with it
+    # after the command name.
+    data_dir, home = tmp_path / "data", tmp_path / "home"
+    started = phalanx(data_dir, "up", "--daemon", "--nodes", "1x2", "--port", "0")
+    try:
+        assert started.returncode == 0, started.stderr
+        assert f"  stop it with: phalanx down --data-dir {data_dir}" in started.stdout
+        assert "or export PHALANX_DATA_DIR=" in started.stdout
+
+        lost = phalanx(None, "get", "jobs", home=home)
+        assert lost.returncode == 1
+        # Whether something else answers at the default URL or not, the fix is named.
+        assert f"pass --data-dir {data_dir} or set PHALANX_DATA_DIR={data_dir}" in lost.stderr
+
+        down_elsewhere = phalanx(None, "down", home=home)
+        assert down_elsewhere.returncode == 1
+        assert down_elsewhere.stderr.endswith(
+            f"stop it with `phalanx down --data-dir {data_dir}`\n"
+        )
+
+        nodes = phalanx(None, "get", "nodes", "--data-dir", str(data_dir), home=home)
+        assert nodes.returncode == 0, nodes.stderr
+        assert nodes.stdout.splitlines()[1].split()[:3] == ["node-0", "True", "0/2"]
+    finally:
+        stopped = phalanx(None, "down", "--data-dir", str(data_dir), home=home)
+    assert stopped.returncode == 0, stopped.stderr
+    assert not list((home / "run" / "phalanx" / "servers").glob("*.json"))
