@@ -645,6 +645,26 @@ def demo(ctx: typer.Context) -> None:
 app.command("simulate")(simulate_command)
 
 
+@app.command()
+def db(
+    ctx: typer.Context,
+    action: Annotated[str, typer.Argument(metavar="ACTION", help="current or upgrade.")],
+    store_url: Annotated[
+        str | None,
+        typer.Option(
+            "--store-url",
+            envvar="PHALANX_STORE_URL",
+            help="SQLAlchemy URL, e.g. postgresql+psycopg://…; default: SQLite in the data dir.",
+        ),
+    ] = None,
+) -> None:
+    """Show the store's schema revision (current) or upgrade it to this release's (upgrade);
+    `phalanx up` upgrades at start too."""
+    from phalanx.cli.db import run_db
+
+    run_db(action, store_url, _globals(ctx).resolved_data_dir())
+
+
 def main() -> None:
     """Entry point of the ``phalanx`` script."""
     app()

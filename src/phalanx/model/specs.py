@@ -14,6 +14,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
+from phalanx.model.metadata import (
+    LABEL_VALUE,
+    MAX_ANNOTATIONS_BYTES,
+    OwnerReference,
+    is_label_key,
+)
 from phalanx.model.objects import (
     FailurePolicy,
     FlavorQuotas,
@@ -182,9 +188,94 @@ def _header(
         c.add("apiVersion", manifest.get("apiVersion"), f"must be {API_VERSION}")
     c.unknown("", manifest, ("apiVersion", "kind", "metadata", "spec", "status"))
     metadata = c.mapping("metadata", manifest.get("metadata"), required=True)
-    c.unknown("metadata", metadata, ("name", "namespace", "labels", "annotations"))
+    c.unknown("metadata", metadata, METADATA_FIELDS)
     name = c.name("metadata.name", metadata.get("name"))
+    _label_map(c, "metadata.labels", metadata.get("labels"), is_label=True)
+    _label_map(c, "metadata.annotations", metadata.get("annotations"), is_label=False)
+    _owner_references(c, metadata.get("ownerReferences"))
     return name, metadata
+
+
+#: Fields a manifest may set in ``metadata``; uid, resourceVersion, generation and
+#: creationTimestamp are the store's and are ignored when present (as ``kubectl get -o yaml``
+#: output applied back has them).
+METADATA_FIELDS = (
+    "name",
+    "namespace",
+    "labels",
+    "annotations",
+    "ownerReferences",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+)
+
+
+def _label_map(c: _Collector, path: str, value: object, *, is_label: bool) -> None:
+    """Check label or annotation keys and values (Kubernetes' syntax and sizes)."""
+    size = 0
+    for key, item in c.mapping(path, value).items():
+        text = str(item) if isinstance(item, str | int | float) else ""
+        size += len(str(key).encode()) + len(text.encode())
+        if not isinstance(key, str) or not is_label_key(key):
+            c.add(
+                f"{path}.{key}",
+                key,
+                "is not a valid key: [prefix/]name, the name at most 63 characters of letters, "
+                "digits, '-', '_' or '.', starting and ending with a letter or digit",
+            )
+        elif is_label and not LABEL_VALUE.match(text):
+            c.add(
+                f"{path}.{key}",
+                item,
+                "must be a label value: at most 63 characters of letters, digits, '-', '_' "
+                "or '.', starting and ending with a letter or digit (or empty)",
+            )
+    if size > MAX_ANNOTATIONS_BYTES:
+        c.add(path, f"{size} bytes", f"must be at most {MAX_ANNOTATIONS_BYTES} bytes in all")
+
+
+def _owner_references(c: _Collector, value: object) -> tuple[OwnerReference, ...]:
+    out: list[OwnerReference] = []
+    for i, item in enumerate(c.sequence("metadata.ownerReferences", value)):
+        path = f"metadata.ownerReferences[{i}]"
+        ref = c.mapping(path, item, required=True)
+        c.unknown(
+            path, ref, ("apiVersion", "kind", "name", "uid", "controller", "blockOwnerDeletion")
+        )
+        kind, name, uid = ref.get("kind"), ref.get("name"), ref.get("uid", "")
+        if not isinstance(kind, str) or not kind:
+            c.add(f"{path}.kind", kind, "is required: the owner's kind, e.g. Queue")
+        if not isinstance(name, str) or not name:
+            c.add(f"{path}.name", name, "is required: the owner's name")
+        if not isinstance(uid, str):
+            c.add(f"{path}.uid", uid, "must be a string (the owner's metadata.uid)")
+        if isinstance(kind, str) and isinstance(name, str) and isinstance(uid, str):
+            out.append(OwnerReference(kind, name, uid))
+    return tuple(out)
+
+
+def metadata_manifest(manifest: Mapping[str, object]) -> dict[str, object]:
+    """The user-set part of a valid manifest's metadata, normalised: name, namespace (when
+    not default), labels, annotations and ownerReferences, with empty ones left out."""
+    metadata = manifest.get("metadata")
+    assert isinstance(metadata, Mapping)
+    out: dict[str, object] = {"name": metadata["name"]}
+    if metadata.get("namespace", "default") != "default":
+        out["namespace"] = metadata["namespace"]
+    for key in ("labels", "annotations"):
+        value = metadata.get(key)
+        if isinstance(value, Mapping) and value:
+            out[key] = {str(k): str(v) for k, v in value.items()}
+    owners = metadata.get("ownerReferences")
+    if isinstance(owners, Sequence) and owners:
+        out["ownerReferences"] = [
+            OwnerReference(str(o["kind"]), str(o["name"]), str(o.get("uid", ""))).to_dict()
+            for o in owners
+            if isinstance(o, Mapping)
+        ]
+    return out
 
 
 def _labels(c: _Collector, path: str, value: object) -> dict[str, str]:
