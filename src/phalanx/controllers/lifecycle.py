@@ -40,6 +40,7 @@ from phalanx.controllers.state import devices_of, pod_resources
 from phalanx.controllers.wiring import pod_env, rank_order
 from phalanx.model.objects import JobPhase, JobSpec, OnFailure, PodPhase, RestartPolicyKind
 from phalanx.model.reasons import Fact, Reason, ReasonCode
+from phalanx.model.specs import SpecError
 from phalanx.scheduling.snapshot import Admission
 from phalanx.store import EventRecord, JobRecord, PodRecord, Store, Transition
 
@@ -123,8 +124,12 @@ class Lifecycle:
 
     def grace_for(self, job: JobRecord) -> float:
         """SIGTERM → SIGKILL grace of ``job``: its spec's terminationGracePeriod, else the
-        control plane's."""
-        grace = self.spec_of(job).failure_policy.termination_grace_s
+        control plane's (also when the stored spec no longer parses: such a job must still
+        stop when cancelled or deleted)."""
+        try:
+            grace = self.spec_of(job).failure_policy.termination_grace_s
+        except SpecError:
+            grace = None
         return self.grace_period_s if grace is None else grace
 
     # ---- admission ----
@@ -395,6 +400,41 @@ class Lifecycle:
         if reason.code.value != job.reason_code:
             events = (reason_event(self.clock(), reason),)
         self.store.transition(Transition(job.id, job=job_reason(reason), events=events))
+
+    def record_error(
+        self, job: JobRecord, reconciler: str, step: str, error: BaseException
+    ) -> None:
+        """Contain a failure to reconcile ``job``: set its ``ReconcileError`` condition and add
+        an event (once per distinct error), leaving its phase as it is."""
+        now = self.clock()
+        text = f"{error.__class__.__name__}: {error}"[:2000]
+        reason = Reason(
+            ReasonCode.RECONCILE_ERROR, {"reconciler": reconciler, "step": step, "error": text}
+        )
+        condition = {
+            "type": "ReconcileError",
+            "status": "True",
+            "reason": step,
+            "message": reason.message,
+            "lastTransitionTime": now,
+        }
+        others = [c for c in job.conditions if c.get("type") != "ReconcileError"]
+        current = next((c for c in job.conditions if c.get("type") == "ReconcileError"), None)
+        if current is not None and current.get("message") == condition["message"]:
+            return
+        self.store.transition(
+            Transition(
+                job.id,
+                job={"conditions": [*others, condition]},
+                events=(reason_event(now, reason),),
+            )
+        )
+
+    def clear_error(self, job: JobRecord) -> None:
+        """Drop the ``ReconcileError`` condition once ``job`` reconciles again."""
+        if any(c.get("type") == "ReconcileError" for c in job.conditions):
+            kept = [c for c in job.conditions if c.get("type") != "ReconcileError"]
+            self.store.transition(Transition(job.id, job={"conditions": kept}))
 
     def mark_deleting(self, job: JobRecord) -> None:
         """Flag a job for deletion once its pods have stopped."""

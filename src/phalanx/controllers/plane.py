@@ -16,36 +16,26 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from phalanx import kinds
 from phalanx.backends.base import Backend, PodEvent, PodEventKind
 from phalanx.controllers.errors import ConflictError, NotFoundError
-from phalanx.controllers.health import HealthTracker, QuarantinePolicy, apply_quarantine
-from phalanx.controllers.lifecycle import Lifecycle, pod_name
-from phalanx.controllers.progress import JobProgress, hung_jobs, read_progress
-from phalanx.controllers.state import HOLDING, SpecCache, World, devices_of, pod_resources
-from phalanx.controllers.views import (
-    ApplyResult,
-    EventView,
-    FlavorUsage,
-    JobView,
-    NodeFailureView,
-    NodeView,
-    PodView,
-    ProgressView,
-    QuarantineView,
-    QueueView,
+from phalanx.controllers.health import HealthTracker, QuarantinePolicy
+from phalanx.controllers.lifecycle import Lifecycle
+from phalanx.controllers.queries import Queries
+from phalanx.controllers.reconcilers import (
+    GarbageCollector,
+    JobsReconciler,
+    NodeHealthReconciler,
+    Reconciler,
+    ReconcilerStats,
+    timed,
 )
-from phalanx.model.objects import JobPhase, JobSpec, Node, PodPhase, Queue, ResourceFlavor
-from phalanx.model.resources import RESOURCE_NAMES, Resources
-from phalanx.model.specs import FieldError, SpecError, job_to_manifest, parse_manifest
-from phalanx.scheduling import (
-    Decisions,
-    Reason,
-    ReasonCode,
-    SchedulerConfig,
-    admission_warning,
-    schedule,
-)
-from phalanx.store import JobRecord, PodRecord, Store
+from phalanx.controllers.state import SpecCache
+from phalanx.controllers.views import ApplyResult, JobView, NodeView, QueueView
+from phalanx.model.objects import JobPhase, JobSpec, Node, PodPhase
+from phalanx.model.specs import FieldError, SpecError
+from phalanx.scheduling import Decisions, Reason, SchedulerConfig, admission_warning
+from phalanx.store import JobRecord, Store
 
 log = logging.getLogger(__name__)
 
@@ -86,12 +76,28 @@ class ControlPlane:
             config.grace_period_s,
             self.node_health,
         )
+        self.queries = Queries(store, backend, self.specs, self.node_health, config.data_dir)
+        self.stats: dict[str, ReconcilerStats] = {}
+        self.node_reconciler = NodeHealthReconciler(backend, self.node_health)
+        self.jobs_reconciler = JobsReconciler(
+            store,
+            backend,
+            self.lifecycle,
+            self.specs,
+            self.node_reconciler.nodes,
+            config.scheduler,
+            self._stats_of("jobs"),
+        )
+        #: Run in this order on every tick; later layers (services, pipeline runs) add theirs.
+        self.reconcilers: list[Reconciler] = [
+            self.node_reconciler,
+            self.jobs_reconciler,
+            GarbageCollector(store, self.delete, clock),
+        ]
         self._lock = threading.RLock()
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
-        self.last_cycle_s = 0.0
-        self.cycles = 0
 
     # ---- loop ----
 
@@ -114,6 +120,19 @@ class ControlPlane:
         """Run the next tick now rather than at the next interval."""
         self._wake.set()
 
+    def _stats_of(self, name: str) -> ReconcilerStats:
+        return self.stats.setdefault(name, ReconcilerStats())
+
+    @property
+    def cycles(self) -> int:
+        """Scheduling cycles run so far."""
+        return self.jobs_reconciler.cycles
+
+    @property
+    def last_cycle_s(self) -> float:
+        """Seconds the last ``schedule()`` call took."""
+        return self.jobs_reconciler.last_cycle_s
+
     def _run(self) -> None:
         while not self._stopping.is_set():
             try:
@@ -124,104 +143,17 @@ class ControlPlane:
             self._wake.clear()
 
     def tick(self) -> Decisions:
-        """One pass of the loop. Returns the scheduler's decisions (for tests and metrics)."""
+        """One pass of the loop: every reconciler in turn. Returns the scheduler's decisions
+        (for tests and metrics)."""
         with self._lock:
-            # 1. observe
-            for event in self.backend.poll_events():
-                self.lifecycle.on_pod_event(event)
-            world = World.read(self.store, self.specs)
             now = self.clock()
-            progress = self._progress(world)
-            self._enforce_deadlines(world, now)
-            self._detect_hangs(world, progress, now)
-            self._finish_deletes()
-            for node in self.node_health.release_expired(now):
-                log.info("node %s released from quarantine after its cool-down", node)
-            # 2. snapshot (quarantined nodes marked; checkpoints bound each victim's lost work)
-            world = World.read(self.store, self.specs)
-            checkpoints = {
-                job_id: p.checkpoint.at
-                for job_id, p in progress.items()
-                if p.checkpoint is not None
-            }
-            snapshot, held_back = world.snapshot(
-                now,
-                self.nodes(),
-                self.specs.queues(self.store),
-                self.specs.flavors(self.store),
-                self.config.scheduler,
-                checkpoints,
-                self.backend.held_capacity(),
-            )
-            # 3. schedule
-            started = time.perf_counter()
-            decisions = schedule(snapshot)
-            self.last_cycle_s = time.perf_counter() - started
-            self.cycles += 1
-            # 4. apply, 5. requeue with reasons
-            self._apply(world, decisions, held_back)
-            return decisions
-
-    def _apply(self, world: World, decisions: Decisions, held_back: Mapping[str, str]) -> None:
-        by_name = {j.name: j for j in world.jobs.values()}
-        for admission in decisions.admissions:
-            self.lifecycle.admit(by_name[admission.job], admission)
-        for preemption in decisions.preemptions:
-            victim = by_name.get(preemption.victim)
-            if victim is not None:
-                self.lifecycle.preempt(victim, preemption.reason)
-        reasons = [(r.job, r.reason) for r in decisions.pending]
-        for name in held_back:  # the pods of its previous attempt are still stopping
-            held = by_name[name]
-            facts = {
-                "pods_stopping": len(world.live_pods.get(held.id, ())),
-                "attempt": held.attempt,
-            }
-            reasons.append((name, Reason(ReasonCode.WAITING_FOR_CAPACITY, facts)))
-        for name, reason in reasons:
-            job = by_name.get(name)
-            stored = None if job is None else (job.reason_code, job.message, job.reason_facts)
-            if job is not None and stored != (
-                reason.code.value,
-                reason.message,
-                reason.plain_facts(),
-            ):
-                self.lifecycle.set_pending_reason(job, reason)
-
-    def _enforce_deadlines(self, world: World, now: float) -> None:
-        for job_id, job in world.jobs.items():
-            limit = world.specs[job_id].max_runtime_s
-            if (
-                limit is not None
-                and job.phase == JobPhase.RUNNING.value
-                and job.started_at is not None
-                and now - job.started_at > limit
-            ):
-                self.lifecycle.expire(job, limit)
+            for reconciler in self.reconcilers:
+                timed(reconciler, self._stats_of(reconciler.name), now)
+            return self.jobs_reconciler.decisions
 
     def nodes(self) -> list[Node]:
-        """The backend's nodes, with the quarantine the controllers keep applied; a node the
-        backend reports unhealthy (a critical GPU error) is quarantined at once."""
-        observed = self.backend.nodes()
-        health = self.node_health.all()
-        for n in observed:
-            if n.unhealthy_reason and not (n.name in health and health[n.name].is_quarantined):
-                log.warning("node %s quarantined: %s", n.name, n.unhealthy_reason)
-                health[n.name] = self.node_health.quarantine_now(n.name, n.unhealthy_reason)
-        return apply_quarantine(observed, health)
-
-    def _progress(self, world: World) -> dict[int, JobProgress]:
-        """What the workloads of jobs holding capacity reported (status files)."""
-        return {
-            job_id: read_progress(self.config.data_dir, job)
-            for job_id, job in world.jobs.items()
-            if job.phase in HOLDING
-        }
-
-    def _detect_hangs(self, world: World, progress: Mapping[int, JobProgress], now: float) -> None:
-        """Restart running jobs whose pods reported no progress within their hangTimeout."""
-        for hang in hung_jobs(world.jobs, world.specs, world.live_pods, progress, now):
-            self.lifecycle.fail_hung(world.jobs[hang.job_id], hang)
+        """The backend's nodes, with the quarantine the controllers keep applied."""
+        return self.node_reconciler.nodes()
 
     def release_node(self, name: str) -> NodeView:
         """Release a node from quarantine and forget the evidence against it. Raises
@@ -231,11 +163,6 @@ class ControlPlane:
             self.node_health.release(name)
         self.wake()
         return self.get_node(view.node.name)
-
-    def _finish_deletes(self) -> None:
-        for job in self.store.list_jobs(deleting_only=True):
-            if not self.store.pods([job.id], live_only=True):
-                self.store.delete_job(job.id)
 
     def reconcile(self) -> None:
         """Repair what a crash left behind, before the loop starts:
@@ -279,11 +206,11 @@ class ControlPlane:
         Raises SpecError (nothing written) listing every problem, with ``documents[i]`` paths
         when there are several; ConflictError when a job exists with another spec.
         """
-        parsed: list[JobSpec | Queue | ResourceFlavor] = []
+        parsed: list[kinds.Parsed] = []
         errors: list[FieldError] = []
         for i, manifest in enumerate(manifests):
             try:
-                parsed.append(parse_manifest(manifest))
+                parsed.append(kinds.parse(manifest))
             except SpecError as exc:
                 prefix = f"documents[{i}]." if len(manifests) > 1 else ""
                 errors.extend(FieldError(prefix + e.path, e.value, e.message) for e in exc.errors)
@@ -296,28 +223,26 @@ class ControlPlane:
             )
         configs: list[tuple[str, str, dict[str, object]]] = []
         jobs: list[tuple[str, str, dict[str, object], str, int]] = []
-        order: list[tuple[str, str]] = []
-        for obj in parsed:
-            if isinstance(obj, JobSpec):
-                jobs.append(
-                    (obj.name, uuid.uuid4().hex, job_to_manifest(obj), obj.queue, obj.priority)
-                )
-                order.append(("Job", obj.name))
+        job_specs: list[JobSpec] = []
+        for item in parsed:
+            if item.kind.is_job:
+                spec: JobSpec = item.obj
+                jobs.append((item.name, uuid.uuid4().hex, item.manifest, spec.queue, spec.priority))
+                job_specs.append(spec)
             else:
-                kind = "Queue" if isinstance(obj, Queue) else "ResourceFlavor"
-                configs.append((kind, obj.name, _manifest_of(obj)))
-        config_order = [(k, n) for k, n, _ in configs]
+                configs.append((item.kind.name, item.name, item.manifest))
+        order = [(k, n) for k, n, _ in configs] + [("Job", j[0]) for j in jobs]
         with self._lock:
             try:
                 actions = self.store.apply(configs, jobs, self.clock())
             except ValueError as exc:
                 raise ConflictError(str(exc)) from exc
         self.wake()
-        results = dict(zip([*config_order, *order], actions, strict=True))
-        warnings = self._warnings([obj for obj in parsed if isinstance(obj, JobSpec)])
+        results = dict(zip(order, actions, strict=True))
+        warnings = self._warnings(job_specs)
         return [
             ApplyResult(kind, name, results[(kind, name)], warnings.get((kind, name), ()))
-            for kind, name in [*config_order, *order]
+            for kind, name in order
         ]
 
     def _warnings(self, jobs: Sequence[JobSpec]) -> dict[tuple[str, str], tuple[Reason, ...]]:
@@ -382,200 +307,60 @@ class ControlPlane:
             if not self.store.delete_config("ResourceFlavor", name):
                 raise NotFoundError("resourceflavor", name)
 
-    # ---- facade: reads ----
+    def delete(self, kind: str, name: str) -> None:
+        """Delete an object of any applied kind (a kind name, plural or short name); what it
+        owns is deleted after it, in the background. Raises NotFoundError, ConflictError, or
+        UnknownKindError (naming the known kinds)."""
+        resolved = kinds.lookup(kind)
+        if resolved.is_job:
+            self.delete_job(name)
+        elif resolved is kinds.QUEUE:
+            self.delete_queue(name)
+        elif resolved.is_applied:
+            with self._lock:
+                if not self.store.delete_config(resolved.name, name):
+                    raise NotFoundError(resolved.name.lower(), name)
+        else:
+            raise ConflictError(
+                f"{resolved.plural} are observed from the backend and cannot be deleted here"
+            )
+        self.wake()
+
+    # ---- facade: reads (the read side, controllers/queries.py) ----
 
     def get_job(self, name: str) -> JobView:
         """Return a job with pods and events. Raises NotFoundError."""
-        job = self._job(name)
-        return self._view(job, self.store.pods([job.id]), with_events=True)
+        return self.queries.get_job(name)
 
     def list_jobs(self, queue: str | None = None) -> list[JobView]:
         """Return all jobs (optionally of one queue), oldest first, with their latest pods."""
-        jobs = [j for j in self.store.list_jobs() if queue is None or j.queue == queue]
-        pods: dict[int, list[PodRecord]] = {}
-        for pod in self.store.pods([j.id for j in jobs]):
-            pods.setdefault(pod.job_id, []).append(pod)
-        return [self._view(j, pods.get(j.id, []), with_events=False) for j in jobs]
-
-    def _view(self, job: JobRecord, pods: list[PodRecord], *, with_events: bool) -> JobView:
-        current = [p for p in pods if p.attempt == job.attempt] if job.attempt else []
-        shown = pods if with_events else current
-        return JobView(
-            name=job.name,
-            manifest=job.manifest,
-            queue=job.queue,
-            priority=job.priority,
-            phase=JobPhase(job.phase),
-            message=job.message,
-            reason_code=job.reason_code,
-            reason_facts=dict(job.reason_facts),
-            created_at=job.created_at,
-            admitted_at=job.admitted_at,
-            started_at=job.started_at,
-            finished_at=job.finished_at,
-            flavor=job.flavor,
-            attempt=job.attempt,
-            restarts=job.restarts,
-            progress=_progress_view(read_progress(self.config.data_dir, job))
-            if job.attempt
-            else None,
-            pods=tuple(
-                PodView(
-                    p.pod_id,
-                    p.pod_set,
-                    p.index,
-                    p.attempt,
-                    p.node,
-                    devices_of(p),
-                    PodPhase(p.phase),
-                    p.exit_code,
-                    p.reason,
-                    p.started_at,
-                    p.finished_at,
-                )
-                for p in shown
-            ),
-            events=tuple(
-                EventView(e.at, e.type, e.reason, e.message, dict(e.facts))
-                for e in self.store.events(job.id)
-            )
-            if with_events
-            else (),
-        )
-
-    def _usage(
-        self,
-    ) -> tuple[
-        dict[tuple[str, str], Resources],
-        dict[str, Resources],
-        dict[str, dict[int, int]],
-        dict[str, list[str]],
-    ]:
-        """Live usage per (queue, flavor) and per node, with devices and pod names."""
-        world = World.read(self.store, self.specs)
-        per_queue: dict[tuple[str, str], Resources] = {}
-        per_node: dict[str, Resources] = {}
-        devices: dict[str, dict[int, int]] = {}
-        names: dict[str, list[str]] = {}
-        for job_id, pods in world.live_pods.items():
-            job, spec = world.jobs[job_id], world.specs[job_id]
-            for pod in pods:
-                r = pod_resources(spec, pod.pod_set)
-                if job.phase in HOLDING:
-                    key = (job.queue, job.flavor)
-                    per_queue[key] = per_queue.get(key, Resources()) + r
-                per_node[pod.node] = per_node.get(pod.node, Resources()) + r
-                for share in devices_of(pod):
-                    node_devices = devices.setdefault(pod.node, {})
-                    node_devices[share.index] = node_devices.get(share.index, 0) + share.milli
-                names.setdefault(pod.node, []).append(f"{job.name}/{pod_name(pod)}")
-        return per_queue, per_node, devices, names
+        return self.queries.list_jobs(queue)
 
     def list_queues(self) -> list[QueueView]:
         """Return queues with their quota use and job counts."""
-        per_queue, _, _, _ = self._usage()
-        manifests = {name: m for name, m, _ in self.store.list_config("Queue")}
-        jobs = self.store.list_jobs([JobPhase.PENDING.value, *HOLDING])
-        out = []
-        for queue in self.specs.queues(self.store):
-            usage = tuple(
-                FlavorUsage(
-                    fq.flavor,
-                    per_queue.get((queue.name, fq.flavor), Resources()),
-                    Resources(*(fq.quota(r).nominal for r in RESOURCE_NAMES)),
-                )
-                for fq in queue.flavors
-            )
-            pending = sum(
-                1 for j in jobs if j.queue == queue.name and j.phase == JobPhase.PENDING.value
-            )
-            admitted = sum(1 for j in jobs if j.queue == queue.name and j.phase in HOLDING)
-            out.append(
-                QueueView(queue.name, manifests[queue.name], queue.cohort, usage, pending, admitted)
-            )
-        return out
+        return self.queries.list_queues()
 
     def get_queue(self, name: str) -> QueueView:
         """Return one queue. Raises NotFoundError."""
-        for view in self.list_queues():
-            if view.name == name:
-                return view
-        raise NotFoundError("queue", name)
+        return self.queries.get_queue(name)
 
     def list_flavors(self) -> list[Mapping[str, object]]:
         """Return the resource flavors' manifests."""
-        return [m for _, m, _ in self.store.list_config("ResourceFlavor")]
+        return self.queries.list_flavors()
 
     def list_nodes(self) -> list[NodeView]:
         """Return the backend's nodes with what is in use on each."""
-        _, per_node, devices, names = self._usage()
-        health = self.node_health.all()
-        nodes: list[Node] = sorted(
-            apply_quarantine(self.backend.nodes(), health), key=lambda n: n.name
-        )
-        out = []
-        for n in nodes:
-            h = health.get(n.name)
-            out.append(
-                NodeView(
-                    n,
-                    per_node.get(n.name, Resources()),
-                    devices.get(n.name, {}),
-                    tuple(names.get(n.name, ())),
-                    quarantine=None
-                    if h is None or not h.is_quarantined
-                    else QuarantineView(
-                        h.quarantined_at or 0.0,
-                        h.quarantine_until,
-                        h.quarantine_reason,
-                        "" if h.quarantine is None else h.quarantine.code.value,
-                        {} if h.quarantine is None else h.quarantine.plain_facts(),
-                    ),
-                    failures=()
-                    if h is None
-                    else tuple(
-                        NodeFailureView(f.at, f.job, f.attempt, f.pod, f.reason) for f in h.failures
-                    ),
-                )
-            )
-        return out
+        return self.queries.list_nodes()
 
     def get_node(self, name: str) -> NodeView:
         """Return one node. Raises NotFoundError."""
-        for view in self.list_nodes():
-            if view.node.name == name:
-                return view
-        raise NotFoundError("node", name)
+        return self.queries.get_node(name)
 
     def read_logs(
         self, job: str, pod: str | None = None, attempt: int | None = None, offset: int = 0
     ) -> tuple[bytes, int, bool]:
-        """Return (bytes from ``offset``, next offset, whether the pod has finished) of one pod's
-        output: ``pod`` is ``<pod set>-<index>`` (default: the first), ``attempt`` the latest
-        unless given. Raises NotFoundError for an unknown job, pod or attempt."""
-        record = self._job(job)
-        pods = self.store.pods([record.id])
-        if not pods:
-            raise NotFoundError(
-                "pod",
-                job,
-                f'job "{job}" has no pods yet ({record.phase}); see `phalanx describe job {job}`',
-            )
-        wanted_attempt = attempt if attempt is not None else max(p.attempt for p in pods)
-        matches = [
-            p for p in pods if p.attempt == wanted_attempt and (pod is None or pod_name(p) == pod)
-        ]
-        if not matches:
-            names = sorted({pod_name(p) for p in pods})
-            raise NotFoundError(
-                "pod",
-                pod or "",
-                f'job "{job}" has no pod {pod or "(any)"} in attempt {wanted_attempt}; its pods: {", ".join(names)}',
-            )
-        target = matches[0]
-        data = self.backend.read_logs(target.pod_id, offset)
-        finished = PodPhase(target.phase).is_finished
-        return data, offset + len(data), finished and not data
+        """See Queries.read_logs."""
+        return self.queries.read_logs(job, pod, attempt, offset)
 
     def health(self) -> Mapping[str, object]:
         """Liveness facts for /healthz and ``phalanx get``."""
@@ -587,23 +372,15 @@ class ControlPlane:
             "nodes": len(self.backend.nodes()),
             "cycles": self.cycles,
             "last_cycle_s": round(self.last_cycle_s, 6),
+            "reconcilers": {
+                name: {
+                    "runs": st.runs,
+                    "seconds_last": round(st.seconds_last, 6),
+                    "seconds_total": round(st.seconds_total, 3),
+                    "errors": st.errors,
+                    "object_errors": st.object_errors,
+                    "last_error": st.last_error,
+                }
+                for name, st in self.stats.items()
+            },
         }
-
-
-def _progress_view(progress: JobProgress) -> ProgressView | None:
-    if progress.checkpoint is None and progress.step is None:
-        return None
-    c = progress.checkpoint
-    return ProgressView(
-        step=progress.step,
-        reported_at=progress.progress_at,
-        checkpoint_step=None if c is None else c.step,
-        checkpoint_at=None if c is None else c.at,
-        checkpoint_path="" if c is None else c.path,
-    )
-
-
-def _manifest_of(obj: Queue | ResourceFlavor) -> dict[str, object]:
-    from phalanx.model.specs import flavor_to_manifest, queue_to_manifest
-
-    return queue_to_manifest(obj) if isinstance(obj, Queue) else flavor_to_manifest(obj)

@@ -6,8 +6,9 @@ Reads only; writes happen in lifecycle.py and plane.py.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from phalanx.backends.base import HeldCapacity
 from phalanx.model.objects import (
@@ -33,6 +34,7 @@ from phalanx.store import JobRecord, PodRecord, Store
 
 HOLDING = (JobPhase.ADMITTED.value, JobPhase.RUNNING.value, JobPhase.PREEMPTED.value)
 ACTIVE = (JobPhase.PENDING.value, *HOLDING)
+T = TypeVar("T")
 
 
 def devices_of(pod: PodRecord) -> tuple[DeviceShare, ...]:
@@ -56,6 +58,9 @@ class SpecCache:
         self._jobs: dict[tuple[int, str], JobSpec] = {}
         self._queues: dict[str, tuple[Mapping[str, object], Queue]] = {}
         self._flavors: dict[str, tuple[Mapping[str, object], ResourceFlavor]] = {}
+        #: Stored queues and flavors that no longer parse, by (kind, name): the error. They
+        #: are left out of every snapshot (jobs in such a queue wait with QueueNotFound).
+        self.invalid: dict[tuple[str, str], str] = {}
 
     def job(self, record: JobRecord) -> JobSpec:
         key = (record.id, record.uid)
@@ -65,20 +70,28 @@ class SpecCache:
         return spec
 
     def queues(self, store: Store) -> list[Queue]:
-        out = []
-        for name, manifest, _ in store.list_config("Queue"):
-            cached = self._queues.get(name)
-            if cached is None or cached[0] != manifest:
-                cached = self._queues[name] = (manifest, parse_queue(manifest))
-            out.append(cached[1])
-        return out
+        return self._parsed(store, "Queue", self._queues, parse_queue)
 
     def flavors(self, store: Store) -> list[ResourceFlavor]:
+        return self._parsed(store, "ResourceFlavor", self._flavors, parse_flavor)
+
+    def _parsed(
+        self,
+        store: Store,
+        kind: str,
+        cache: dict[str, tuple[Mapping[str, object], T]],
+        parse: Callable[[Mapping[str, object]], T],
+    ) -> list[T]:
         out = []
-        for name, manifest, _ in store.list_config("ResourceFlavor"):
-            cached = self._flavors.get(name)
+        for name, manifest, _ in store.list_config(kind):
+            cached = cache.get(name)
             if cached is None or cached[0] != manifest:
-                cached = self._flavors[name] = (manifest, parse_flavor(manifest))
+                try:
+                    cached = cache[name] = (manifest, parse(manifest))
+                except Exception as exc:  # contained: one bad object must not stop the loop
+                    self.invalid[(kind, name)] = f"{exc.__class__.__name__}: {exc}"
+                    continue
+            self.invalid.pop((kind, name), None)
             out.append(cached[1])
         return out
 
@@ -90,6 +103,9 @@ class World:
     jobs: dict[int, JobRecord]
     specs: dict[int, JobSpec]
     live_pods: dict[int, list[PodRecord]] = field(default_factory=dict)
+    #: Jobs whose stored spec no longer parses, with the error: left out of ``jobs`` (the
+    #: loop goes on without them), their live pods' devices still reserved.
+    broken: dict[int, tuple[JobRecord, Exception]] = field(default_factory=dict)
 
     @classmethod
     def read(cls, store: Store, cache: SpecCache) -> World:
@@ -102,7 +118,16 @@ class World:
                 record = store.get_job_by_id(job_id)
                 if record is not None:
                     jobs[job_id] = record
-        return cls(jobs, {i: cache.job(j) for i, j in jobs.items()}, live)
+        specs: dict[int, JobSpec] = {}
+        broken: dict[int, tuple[JobRecord, Exception]] = {}
+        for job_id, record in jobs.items():
+            try:
+                specs[job_id] = cache.job(record)
+            except Exception as exc:  # contained: one bad object must not stop the loop
+                broken[job_id] = (record, exc)
+        for job_id in broken:
+            del jobs[job_id]
+        return cls(jobs, specs, live, broken)
 
     def snapshot(
         self,
@@ -157,6 +182,11 @@ class World:
                     )
                 else:
                     pending.append(PendingWorkload(spec, job.id, job.not_before))
+        for job_id in self.broken:  # their resources are unknown; their devices are not
+            reservations.extend(
+                Reservation(p.node, Resources(), devices_of(p))
+                for p in self.live_pods.get(job_id, ())
+            )
         reservations.extend(_foreign_reservations(held, nodes, self.live_pods))
         snapshot = Snapshot(
             now=now,

@@ -68,6 +68,9 @@ class ReasonCode(StrEnum):
     # What happened to a node.
     QUARANTINED = "Quarantined"
     RELEASED = "Released"
+    # The control plane itself.
+    RECONCILE_ERROR = "ReconcileError"
+    OWNER_DELETED = "OwnerDeleted"
 
     @property
     def event_type(self) -> str:
@@ -95,6 +98,7 @@ _WARNINGS = frozenset(
         ReasonCode.DEADLINE_EXCEEDED,
         ReasonCode.PREEMPTED,
         ReasonCode.QUARANTINED,
+        ReasonCode.RECONCILE_ERROR,
     }
 )
 _NEEDS_CHANGE = frozenset(
@@ -593,6 +597,23 @@ def _released(f: Facts) -> str:
     return f"node {_str(f, 'node')} released from quarantine {how}"
 
 
+# -- the control plane --
+
+
+def _reconcile_error(f: Facts) -> str:
+    return (
+        f"{_str(f, 'reconciler')} could not {_str(f, 'step')} this object: {_str(f, 'error')}; "
+        "the control plane goes on with every other object and retries this one"
+    )
+
+
+def _owner_deleted(f: Facts) -> str:
+    return (
+        f"{_str(f, 'owner_kind')} {_str(f, 'owner')} was deleted, and with it what it owned: "
+        f"{_str(f, 'kind')} {_str(f, 'name')}"
+    )
+
+
 _RENDERERS: Mapping[ReasonCode, Callable[[Facts], str]] = {
     ReasonCode.BACKOFF: _backoff,
     ReasonCode.QUEUE_NOT_FOUND: _queue_not_found,
@@ -617,4 +638,6 @@ _RENDERERS: Mapping[ReasonCode, Callable[[Facts], str]] = {
     ReasonCode.CANCELLED: _cancelled,
     ReasonCode.QUARANTINED: _quarantined,
     ReasonCode.RELEASED: _released,
+    ReasonCode.RECONCILE_ERROR: _reconcile_error,
+    ReasonCode.OWNER_DELETED: _owner_deleted,
 }

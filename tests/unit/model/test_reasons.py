@@ -50,6 +50,8 @@ def test_code_values_never_change() -> None:
         "CANCELLED": "Cancelled",
         "QUARANTINED": "Quarantined",
         "RELEASED": "Released",
+        "RECONCILE_ERROR": "ReconcileError",
+        "OWNER_DELETED": "OwnerDeleted",
     }
 
 

@@ -1,0 +1,259 @@
+"""The read side: views of jobs, queues, flavors, nodes and logs for the API, apart from the
+loop. Reads the store and the backend; writes nothing and takes no lock of the loop's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from phalanx.backends.base import Backend
+from phalanx.controllers.errors import NotFoundError
+from phalanx.controllers.health import HealthTracker, apply_quarantine
+from phalanx.controllers.lifecycle import pod_name
+from phalanx.controllers.progress import JobProgress, read_progress
+from phalanx.controllers.state import HOLDING, SpecCache, World, devices_of, pod_resources
+from phalanx.controllers.views import (
+    EventView,
+    FlavorUsage,
+    JobView,
+    NodeFailureView,
+    NodeView,
+    PodView,
+    ProgressView,
+    QuarantineView,
+    QueueView,
+)
+from phalanx.model.objects import JobPhase, Node, PodPhase
+from phalanx.model.resources import RESOURCE_NAMES, Resources
+from phalanx.store import JobRecord, PodRecord, Store
+
+
+class Queries:
+    """Views for the API; see the module docstring."""
+
+    def __init__(
+        self,
+        store: Store,
+        backend: Backend,
+        specs: SpecCache,
+        node_health: HealthTracker,
+        data_dir: Path,
+    ) -> None:
+        self.store = store
+        self.backend = backend
+        self.specs = specs
+        self.node_health = node_health
+        self.data_dir = data_dir
+
+    def _job(self, name: str) -> JobRecord:
+        job = self.store.get_job(name)
+        if job is None:
+            raise NotFoundError("job", name)
+        return job
+
+    def get_job(self, name: str) -> JobView:
+        """Return a job with pods and events. Raises NotFoundError."""
+        job = self._job(name)
+        return self._view(job, self.store.pods([job.id]), with_events=True)
+
+    def list_jobs(self, queue: str | None = None) -> list[JobView]:
+        """Return all jobs (optionally of one queue), oldest first, with their latest pods."""
+        jobs = [j for j in self.store.list_jobs() if queue is None or j.queue == queue]
+        pods: dict[int, list[PodRecord]] = {}
+        for pod in self.store.pods([j.id for j in jobs]):
+            pods.setdefault(pod.job_id, []).append(pod)
+        return [self._view(j, pods.get(j.id, []), with_events=False) for j in jobs]
+
+    def _view(self, job: JobRecord, pods: list[PodRecord], *, with_events: bool) -> JobView:
+        current = [p for p in pods if p.attempt == job.attempt] if job.attempt else []
+        shown = pods if with_events else current
+        return JobView(
+            name=job.name,
+            manifest=job.manifest,
+            queue=job.queue,
+            priority=job.priority,
+            phase=JobPhase(job.phase),
+            message=job.message,
+            reason_code=job.reason_code,
+            reason_facts=dict(job.reason_facts),
+            created_at=job.created_at,
+            admitted_at=job.admitted_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+            flavor=job.flavor,
+            attempt=job.attempt,
+            restarts=job.restarts,
+            progress=_progress_view(read_progress(self.data_dir, job)) if job.attempt else None,
+            pods=tuple(
+                PodView(
+                    p.pod_id,
+                    p.pod_set,
+                    p.index,
+                    p.attempt,
+                    p.node,
+                    devices_of(p),
+                    PodPhase(p.phase),
+                    p.exit_code,
+                    p.reason,
+                    p.started_at,
+                    p.finished_at,
+                )
+                for p in shown
+            ),
+            events=tuple(
+                EventView(e.at, e.type, e.reason, e.message, dict(e.facts))
+                for e in self.store.events(job.id)
+            )
+            if with_events
+            else (),
+        )
+
+    def _usage(
+        self,
+    ) -> tuple[
+        dict[tuple[str, str], Resources],
+        dict[str, Resources],
+        dict[str, dict[int, int]],
+        dict[str, list[str]],
+    ]:
+        """Live usage per (queue, flavor) and per node, with devices and pod names."""
+        world = World.read(self.store, self.specs)
+        per_queue: dict[tuple[str, str], Resources] = {}
+        per_node: dict[str, Resources] = {}
+        devices: dict[str, dict[int, int]] = {}
+        names: dict[str, list[str]] = {}
+        for job_id, pods in world.live_pods.items():
+            if job_id not in world.jobs:  # its spec no longer parses (see World.broken)
+                continue
+            job, spec = world.jobs[job_id], world.specs[job_id]
+            for pod in pods:
+                r = pod_resources(spec, pod.pod_set)
+                if job.phase in HOLDING:
+                    key = (job.queue, job.flavor)
+                    per_queue[key] = per_queue.get(key, Resources()) + r
+                per_node[pod.node] = per_node.get(pod.node, Resources()) + r
+                for share in devices_of(pod):
+                    node_devices = devices.setdefault(pod.node, {})
+                    node_devices[share.index] = node_devices.get(share.index, 0) + share.milli
+                names.setdefault(pod.node, []).append(f"{job.name}/{pod_name(pod)}")
+        return per_queue, per_node, devices, names
+
+    def list_queues(self) -> list[QueueView]:
+        """Return queues with their quota use and job counts."""
+        per_queue, _, _, _ = self._usage()
+        manifests = {name: m for name, m, _ in self.store.list_config("Queue")}
+        jobs = self.store.list_jobs([JobPhase.PENDING.value, *HOLDING])
+        out = []
+        for queue in self.specs.queues(self.store):
+            usage = tuple(
+                FlavorUsage(
+                    fq.flavor,
+                    per_queue.get((queue.name, fq.flavor), Resources()),
+                    Resources(*(fq.quota(r).nominal for r in RESOURCE_NAMES)),
+                )
+                for fq in queue.flavors
+            )
+            pending = sum(
+                1 for j in jobs if j.queue == queue.name and j.phase == JobPhase.PENDING.value
+            )
+            admitted = sum(1 for j in jobs if j.queue == queue.name and j.phase in HOLDING)
+            out.append(
+                QueueView(queue.name, manifests[queue.name], queue.cohort, usage, pending, admitted)
+            )
+        return out
+
+    def get_queue(self, name: str) -> QueueView:
+        """Return one queue. Raises NotFoundError."""
+        for view in self.list_queues():
+            if view.name == name:
+                return view
+        raise NotFoundError("queue", name)
+
+    def list_flavors(self) -> list[Mapping[str, object]]:
+        """Return the resource flavors' manifests."""
+        return [m for _, m, _ in self.store.list_config("ResourceFlavor")]
+
+    def list_nodes(self) -> list[NodeView]:
+        """Return the backend's nodes with what is in use on each."""
+        _, per_node, devices, names = self._usage()
+        health = self.node_health.all()
+        nodes: list[Node] = sorted(
+            apply_quarantine(self.backend.nodes(), health), key=lambda n: n.name
+        )
+        out = []
+        for n in nodes:
+            h = health.get(n.name)
+            out.append(
+                NodeView(
+                    n,
+                    per_node.get(n.name, Resources()),
+                    devices.get(n.name, {}),
+                    tuple(names.get(n.name, ())),
+                    quarantine=None
+                    if h is None or not h.is_quarantined
+                    else QuarantineView(
+                        h.quarantined_at or 0.0,
+                        h.quarantine_until,
+                        h.quarantine_reason,
+                        "" if h.quarantine is None else h.quarantine.code.value,
+                        {} if h.quarantine is None else h.quarantine.plain_facts(),
+                    ),
+                    failures=()
+                    if h is None
+                    else tuple(
+                        NodeFailureView(f.at, f.job, f.attempt, f.pod, f.reason) for f in h.failures
+                    ),
+                )
+            )
+        return out
+
+    def get_node(self, name: str) -> NodeView:
+        """Return one node. Raises NotFoundError."""
+        for view in self.list_nodes():
+            if view.node.name == name:
+                return view
+        raise NotFoundError("node", name)
+
+    def read_logs(
+        self, job: str, pod: str | None = None, attempt: int | None = None, offset: int = 0
+    ) -> tuple[bytes, int, bool]:
+        """Return (bytes from ``offset``, next offset, whether the pod has finished) of one pod's
+        output: ``pod`` is ``<pod set>-<index>`` (default: the first), ``attempt`` the latest
+        unless given. Raises NotFoundError for an unknown job, pod or attempt."""
+        record = self._job(job)
+        pods = self.store.pods([record.id])
+        if not pods:
+            raise NotFoundError(
+                "pod",
+                job,
+                f'job "{job}" has no pods yet ({record.phase}); see `phalanx describe job {job}`',
+            )
+        wanted_attempt = attempt if attempt is not None else max(p.attempt for p in pods)
+        matches = [
+            p for p in pods if p.attempt == wanted_attempt and (pod is None or pod_name(p) == pod)
+        ]
+        if not matches:
+            names = sorted({pod_name(p) for p in pods})
+            raise NotFoundError(
+                "pod",
+                pod or "",
+                f'job "{job}" has no pod {pod or "(any)"} in attempt {wanted_attempt}; its pods: {", ".join(names)}',
+            )
+        target = matches[0]
+        data = self.backend.read_logs(target.pod_id, offset)
+        finished = PodPhase(target.phase).is_finished
+        return data, offset + len(data), finished and not data
+
+
+def _progress_view(progress: JobProgress) -> ProgressView | None:
+    if progress.checkpoint is None and progress.step is None:
+        return None
+    c = progress.checkpoint
+    return ProgressView(
+        step=progress.step,
+        reported_at=progress.progress_at,
+        checkpoint_step=None if c is None else c.step,
+        checkpoint_at=None if c is None else c.at,
+        checkpoint_path="" if c is None else c.path,
+    )

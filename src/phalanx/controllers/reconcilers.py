@@ -1,0 +1,356 @@
+"""The reconcilers the control loop runs, each observe → decide → apply on its own kind:
+
+  1. ``NodeHealthReconciler``: quarantine nodes the backend reports broken, release those whose
+     cool-down is over;
+  2. ``JobsReconciler``: pod events, deadlines and hangs, then one scheduling cycle (snapshot →
+     ``schedule`` → admit, preempt, pending reasons);
+  3. ``GarbageCollector``: delete jobs whose pods have stopped after a delete, and objects
+     whose owner (``metadata.ownerReferences``) is gone, in the background, with events.
+
+A failure while reconciling one object is contained to that object: it gets a
+``ReconcileError`` condition and event (jobs) or event (other kinds), the reconciler goes on
+with the others, and the object is retried on the next pass. A reconciler that fails as a
+whole is counted in its stats; the loop still runs the others.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Protocol
+
+from phalanx import kinds
+from phalanx.backends.base import Backend, PodEvent
+from phalanx.controllers.errors import ConflictError, NotFoundError
+from phalanx.controllers.health import HealthTracker, apply_quarantine
+from phalanx.controllers.lifecycle import Lifecycle
+from phalanx.controllers.progress import JobProgress, hung_jobs, read_progress
+from phalanx.controllers.state import HOLDING, SpecCache, World
+from phalanx.model.objects import JobPhase, Node
+from phalanx.model.reasons import Reason, ReasonCode
+from phalanx.scheduling import Decisions, SchedulerConfig, schedule
+from phalanx.store import EventRecord, JobRecord, Store
+
+log = logging.getLogger(__name__)
+
+
+class Reconciler(Protocol):
+    """One reconciler: ``reconcile(now)`` observes, decides and applies for its kind."""
+
+    name: str
+
+    def reconcile(self, now: float) -> None: ...
+
+
+@dataclass(slots=True)
+class ReconcilerStats:
+    """How one reconciler has fared: passes, time spent, failures (whole and per object)."""
+
+    runs: int = 0
+    seconds_total: float = 0.0
+    seconds_last: float = 0.0
+    errors: int = 0
+    object_errors: int = 0
+    last_error: str = ""
+
+
+class _Containment:
+    """Runs per-object steps, turning a failure into a condition/event on that object."""
+
+    def __init__(self, name: str, lifecycle: Lifecycle, stats: ReconcilerStats) -> None:
+        self.name = name
+        self.lifecycle = lifecycle
+        self.stats = stats
+
+    @contextmanager
+    def on(self, job: JobRecord, step: str) -> Iterator[None]:
+        try:
+            yield
+        except Exception as exc:  # contained to this job; the loop goes on
+            self.stats.object_errors += 1
+            log.exception("%s: %s of job %s failed", self.name, step, job.name)
+            try:
+                self.lifecycle.record_error(job, self.name, step, exc)
+            except Exception:  # the store itself failing is logged, not raised
+                log.exception("recording the error on job %s failed", job.name)
+
+
+class NodeHealthReconciler:
+    """Quarantine nodes the backend reports broken; release expired quarantines."""
+
+    name = "node-health"
+
+    def __init__(self, backend: Backend, health: HealthTracker) -> None:
+        self.backend = backend
+        self.health = health
+
+    def reconcile(self, now: float) -> None:
+        self.nodes()
+        for node in self.health.release_expired(now):
+            log.info("node %s released from quarantine after its cool-down", node)
+
+    def nodes(self) -> list[Node]:
+        """The backend's nodes with quarantine applied; a node the backend reports unhealthy
+        (a critical GPU error) is quarantined at once."""
+        observed = self.backend.nodes()
+        health = self.health.all()
+        for n in observed:
+            if n.unhealthy_reason and not (n.name in health and health[n.name].is_quarantined):
+                log.warning("node %s quarantined: %s", n.name, n.unhealthy_reason)
+                health[n.name] = self.health.quarantine_now(n.name, n.unhealthy_reason)
+        return apply_quarantine(observed, health)
+
+
+class JobsReconciler:
+    """Jobs: observe pod events, enforce deadlines and hangs, schedule, apply decisions."""
+
+    name = "jobs"
+
+    def __init__(
+        self,
+        store: Store,
+        backend: Backend,
+        lifecycle: Lifecycle,
+        specs: SpecCache,
+        nodes: Callable[[], list[Node]],
+        scheduler: SchedulerConfig,
+        stats: ReconcilerStats,
+    ) -> None:
+        self.store = store
+        self.backend = backend
+        self.lifecycle = lifecycle
+        self.specs = specs
+        self.nodes = nodes
+        self.scheduler = scheduler
+        self.contain = _Containment(self.name, lifecycle, stats)
+        self.decisions = Decisions()
+        self.last_cycle_s = 0.0
+        self.cycles = 0
+        self._reported: set[tuple[str, str, str]] = set()
+
+    def reconcile(self, now: float) -> None:
+        # 1. observe: pod events, then deadlines and hangs of what runs
+        for event in self.backend.poll_events():
+            self._on_pod_event(event)
+        world = World.read(self.store, self.specs)
+        self._report_broken(world)
+        progress = self._progress(world)
+        self._enforce_deadlines(world, now)
+        self._detect_hangs(world, progress, now)
+        # 2. snapshot (quarantined nodes marked; checkpoints bound each victim's lost work)
+        world = World.read(self.store, self.specs)
+        checkpoints = {
+            job_id: p.checkpoint.at for job_id, p in progress.items() if p.checkpoint is not None
+        }
+        snapshot, held_back = world.snapshot(
+            now,
+            self.nodes(),
+            self.specs.queues(self.store),
+            self.specs.flavors(self.store),
+            self.scheduler,
+            checkpoints,
+            self.backend.held_capacity(),
+        )
+        self._report_invalid_objects(now)
+        # 3. schedule (pure)
+        started = time.perf_counter()
+        self.decisions = schedule(snapshot)
+        self.last_cycle_s = time.perf_counter() - started
+        self.cycles += 1
+        # 4. apply, 5. requeue with reasons
+        self._apply(world, self.decisions, held_back)
+
+    def _on_pod_event(self, event: PodEvent) -> None:
+        try:
+            self.lifecycle.on_pod_event(event)
+        except Exception as exc:
+            pod = self.store.pod(event.pod_id)
+            job = None if pod is None else self.store.get_job_by_id(pod.job_id)
+            if job is None:
+                log.exception("pod event %s failed", event)
+                return
+            with self.contain.on(job, "record pod event"):
+                raise exc
+
+    def _apply(self, world: World, decisions: Decisions, held_back: Mapping[str, str]) -> None:
+        by_name = {j.name: j for j in world.jobs.values()}
+        for admission in decisions.admissions:
+            job = by_name[admission.job]
+            with self.contain.on(job, "admit"):
+                self.lifecycle.admit(job, admission)
+        for preemption in decisions.preemptions:
+            victim = by_name.get(preemption.victim)
+            if victim is not None:
+                with self.contain.on(victim, "preempt"):
+                    self.lifecycle.preempt(victim, preemption.reason)
+        reasons = [(r.job, r.reason) for r in decisions.pending]
+        for name in held_back:  # the pods of its previous attempt are still stopping
+            held = by_name[name]
+            facts = {
+                "pods_stopping": len(world.live_pods.get(held.id, ())),
+                "attempt": held.attempt,
+            }
+            reasons.append((name, Reason(ReasonCode.WAITING_FOR_CAPACITY, facts)))
+        for name, reason in reasons:
+            waiting = by_name.get(name)
+            if waiting is None:
+                continue
+            stored = (waiting.reason_code, waiting.message, waiting.reason_facts)
+            if stored != (reason.code.value, reason.message, reason.plain_facts()):
+                with self.contain.on(waiting, "record pending reason"):
+                    self.lifecycle.set_pending_reason(waiting, reason)
+
+    def _enforce_deadlines(self, world: World, now: float) -> None:
+        for job_id, job in world.jobs.items():
+            limit = world.specs[job_id].max_runtime_s
+            if (
+                limit is not None
+                and job.phase == JobPhase.RUNNING.value
+                and job.started_at is not None
+                and now - job.started_at > limit
+            ):
+                with self.contain.on(job, "enforce maxRuntime"):
+                    self.lifecycle.expire(job, limit)
+
+    def _progress(self, world: World) -> dict[int, JobProgress]:
+        """What the workloads of jobs holding capacity reported (status files)."""
+        out = {}
+        for job_id, job in world.jobs.items():
+            if job.phase in HOLDING:
+                with self.contain.on(job, "read progress"):
+                    out[job_id] = read_progress(self.lifecycle.data_dir, job)
+        return out
+
+    def _detect_hangs(self, world: World, progress: Mapping[int, JobProgress], now: float) -> None:
+        """Restart running jobs whose pods reported no progress within their hangTimeout."""
+        for hang in hung_jobs(world.jobs, world.specs, world.live_pods, progress, now):
+            job = world.jobs[hang.job_id]
+            with self.contain.on(job, "restart a hung job"):
+                self.lifecycle.fail_hung(job, hang)
+
+    def _report_broken(self, world: World) -> None:
+        for record, exc in world.broken.values():
+            with self.contain.on(record, "read spec"):
+                raise exc
+
+    def _report_invalid_objects(self, now: float) -> None:
+        """An event, once per distinct error, on each stored queue or flavor that no longer
+        parses (it is left out of scheduling until fixed)."""
+        for (kind, name), error in self.specs.invalid.items():
+            key = (kind, name, error)
+            if key in self._reported:
+                continue
+            self._reported.add(key)
+            reason = Reason(
+                ReasonCode.RECONCILE_ERROR,
+                {"reconciler": self.name, "step": "read spec", "error": error},
+            )
+            log.error("%s %s left out of scheduling: %s", kind, name, error)
+            self.store.record_event(
+                EventRecord(
+                    now,
+                    reason.code.event_type,
+                    reason.code.value,
+                    reason.message,
+                    facts=reason.plain_facts(),
+                    kind=kind,
+                    name=name,
+                )
+            )
+
+
+class GarbageCollector:
+    """Finishes deletes (a deleted job goes once its pods have stopped) and deletes objects
+    whose owner is gone. Owners are checked in full at the first pass (deletes may have
+    happened while the control plane was down), then whenever the revision log shows a
+    deletion."""
+
+    name = "garbage-collector"
+
+    def __init__(
+        self, store: Store, delete: Callable[[str, str], None], clock: Callable[[], float]
+    ) -> None:
+        self.store = store
+        self.delete = delete
+        self.clock = clock
+        self._revision: int | None = None
+
+    def reconcile(self, now: float) -> None:
+        # 1. finish deletes
+        for job in self.store.list_jobs(deleting_only=True):
+            if not self.store.pods([job.id], live_only=True):
+                self.store.delete_job(job.id)
+        # 2. cascade: only when something was deleted since the last pass
+        if self._revision is not None:
+            changes, oldest = self.store.changes(self._revision, limit=100_000)
+            missed = oldest > self._revision + 1 and self._revision > 0
+            if changes:
+                self._revision = changes[-1].revision
+            if not missed and not any(c.type == "DELETED" for c in changes):
+                return
+        else:
+            self._revision = self.store.revision()
+        for kind, name, owner_kind, owner in self._orphans():
+            try:
+                self.delete(kind, name)
+            except (ConflictError, NotFoundError) as exc:
+                log.info("garbage collection of %s %s waits: %s", kind, name, exc)
+                continue
+            reason = Reason(
+                ReasonCode.OWNER_DELETED,
+                {"owner_kind": owner_kind, "owner": owner, "kind": kind, "name": name},
+            )
+            log.info("%s", reason.message)
+            self.store.record_event(
+                EventRecord(
+                    now,
+                    reason.code.event_type,
+                    reason.code.value,
+                    reason.message,
+                    facts=reason.plain_facts(),
+                    kind=owner_kind,
+                    name=owner,
+                )
+            )
+
+    def _orphans(self) -> list[tuple[str, str, str, str]]:
+        """(kind, name, owner kind, owner name) of every object with a missing owner (or an
+        owner of that name with another uid: the original was deleted and re-created)."""
+        uids: dict[tuple[str, str], str] = {}
+        owned: list[tuple[str, str, list[dict[str, object]]]] = []
+        for job in self.store.list_jobs():
+            uids[("Job", job.name)] = job.uid
+            if job.owner_refs and not job.is_deleting:
+                owned.append(("Job", job.name, job.owner_refs))
+        for kind in (k.name for k in kinds.kinds() if k.is_applied and not k.is_job):
+            for obj in self.store.list_objects(kind):
+                uids[(kind, obj.name)] = obj.uid
+                if obj.owner_refs:
+                    owned.append((kind, obj.name, obj.owner_refs))
+        out = []
+        for kind, name, refs in owned:
+            for ref in refs:
+                key = (str(ref.get("kind", "")), str(ref.get("name", "")))
+                uid = str(ref.get("uid", ""))
+                if key not in uids or (uid and uids[key] != uid):
+                    out.append((kind, name, *key))
+                    break
+        return out
+
+
+def timed(reconciler: Reconciler, stats: ReconcilerStats, now: float) -> None:
+    """Run one pass of ``reconciler``, timing it; a failure is logged and counted, not raised."""
+    started = time.perf_counter()
+    try:
+        reconciler.reconcile(now)
+    except Exception as exc:  # the loop must go on with the other reconcilers
+        stats.errors += 1
+        stats.last_error = f"{exc.__class__.__name__}: {exc}"
+        log.exception("reconciler %s failed", reconciler.name)
+    finally:
+        stats.runs += 1
+        stats.seconds_last = time.perf_counter() - started
+        stats.seconds_total += stats.seconds_last
