@@ -19,11 +19,13 @@ from phalanx.controllers.views import (
     JobView,
     NodeFailureView,
     NodeView,
+    Page,
     PodView,
     ProgressView,
     QuarantineView,
     QueueView,
 )
+from phalanx.model.metadata import LabelSelector
 from phalanx.model.objects import JobPhase, Node, PodPhase
 from phalanx.model.resources import RESOURCE_NAMES, Resources
 from phalanx.store import JobRecord, PodRecord, Store
@@ -64,6 +66,42 @@ class Queries:
         for pod in self.store.pods([j.id for j in jobs]):
             pods.setdefault(pod.job_id, []).append(pod)
         return [self._view(j, pods.get(j.id, []), with_events=False) for j in jobs]
+
+    def page_jobs(
+        self,
+        queue: str | None = None,
+        selector: LabelSelector | None = None,
+        limit: int = 100,
+        continue_token: str = "",
+    ) -> Page[JobView]:
+        """One page of jobs in FIFO order, of one queue and matching ``selector`` if given.
+        ``continue_token`` is the previous page's. Raises ValueError for a token this server
+        did not hand out."""
+        revision = self.store.revision()
+        try:
+            after = int(continue_token) if continue_token else 0
+        except ValueError:
+            raise ValueError(
+                f"continue token {continue_token!r} is not one this server gave; "
+                "start again without it"
+            ) from None
+        picked: list[JobRecord] = []
+        has_more = False
+        while len(picked) <= limit:
+            batch = self.store.list_jobs(queue=queue, after_id=after, limit=limit + 1)
+            if not batch:
+                break
+            after = batch[-1].id
+            picked += [j for j in batch if selector is None or selector.matches(j.labels)]
+            if len(batch) <= limit:
+                break
+        if len(picked) > limit:
+            picked, has_more = picked[:limit], True
+        pods: dict[int, list[PodRecord]] = {}
+        for pod in self.store.pods([j.id for j in picked]):
+            pods.setdefault(pod.job_id, []).append(pod)
+        views = tuple(self._view(j, pods.get(j.id, []), with_events=False) for j in picked)
+        return Page(views, str(picked[-1].id) if has_more else "", revision)
 
     def _view(self, job: JobRecord, pods: list[PodRecord], *, with_events: bool) -> JobView:
         current = [p for p in pods if p.attempt == job.attempt] if job.attempt else []

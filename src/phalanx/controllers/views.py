@@ -7,10 +7,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 from phalanx.model.objects import DeviceShare, JobPhase, Node, PodPhase
 from phalanx.model.reasons import Reason
 from phalanx.model.resources import Resources
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,3 +148,14 @@ class ApplyResult:
     name: str
     action: str
     warnings: tuple[Reason, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    """One page of a list: ``continue_token`` fetches the next ("" on the last page);
+    ``resource_version`` is the store's revision when the page was read (a watch from it
+    misses nothing)."""
+
+    items: tuple[T, ...]
+    continue_token: str
+    resource_version: int
