@@ -444,7 +444,10 @@ class Store:
             return [Change(r.id, r.kind, r.name, r.type, r.at) for r in rows], oldest
 
     def compact(self, keep: int) -> int:
-        """Drop all but the newest ``keep`` rows of the revision log; return how many went."""
+        """Drop all but the newest ``keep`` rows of the revision log; return how many went.
+        The newest row always stays: revisions are row ids, and SQLite would hand out the
+        id of a deleted last row again."""
+        keep = max(1, keep)
         with self._txn() as s:
             newest = int(s.scalar(select(func.max(ChangeRow.id))) or 0)
             result = s.execute(delete(ChangeRow).where(ChangeRow.id <= newest - keep))

@@ -155,3 +155,13 @@ def test_transitions_follow_the_lifecycle_table_and_compare_and_set(store: Store
         ("Job", "j1", "MODIFIED"),
     ]
     assert oldest == changes[0].revision
+
+
+def test_compaction_keeps_the_newest_revisions(store: Store) -> None:
+    store.apply([], [(f"j{i}", f"u{i}", job_manifest(f"j{i}"), "a", 0) for i in range(5)], 1.0)
+    newest = store.revision()
+    assert store.compact(keep=2) == 3
+    changes, oldest = store.changes(0)
+    assert [c.revision for c in changes] == [newest - 1, newest]
+    assert oldest == newest - 1  # a reader at revision 0 knows it missed writes
+    assert store.revision() == newest
