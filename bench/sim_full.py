@@ -1,7 +1,13 @@
 """Benchmark: full mode (arrivals and completions in virtual time, queues, preemption) on the
-whole openb default trace. Prints wall time, cycles and the report's headline figures.
+openb default trace. Prints wall and CPU time, ticks and the report's headline figures.
 
-    .venv/bin/python bench/sim_full.py [--policy fragmentation-aware] [--limit N]
+The default engine runs the production control plane (store, reconcilers, scheduler) on the sim
+backend; ``--engine session`` replays through a SchedulingSession without the controllers
+(fast, an approximation; see docs/simulation.md). The control plane takes about 0.1 s of CPU
+per job of this trace (it rebuilds its snapshot and scheduler state every tick): use
+``--limit`` to time a prefix.
+
+    .venv/bin/python bench/sim_full.py [--engine controllers|session] [--limit N]
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from pathlib import Path
 
 from phalanx.simulation.full import run_full
 from phalanx.simulation.openb import load_openb_nodes, load_openb_pods
+from phalanx.simulation.session_replay import run_session_replay
 from phalanx.simulation.world import build_world
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "openb"
@@ -22,18 +29,21 @@ def main() -> None:
     parser.add_argument("--policy", default="fragmentation-aware")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--engine", choices=("controllers", "session"), default="controllers")
     parser.add_argument("--data", type=Path, default=DATA)
     args = parser.parse_args()
     nodes = load_openb_nodes(args.data / "openb_node_list_gpu_node.csv")
     trace = load_openb_pods(args.data / "openb_pod_list_default.csv")
     jobs = trace.jobs[: args.limit] if args.limit else trace.jobs
     world = build_world(nodes, jobs)
-    started = time.perf_counter()
-    r = run_full(world, jobs, args.policy, args.seed)
-    wall = time.perf_counter() - started
+    run = run_full if args.engine == "controllers" else run_session_replay
+    started, cpu = time.perf_counter(), time.process_time()
+    r = run(world, jobs, args.policy, args.seed)
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
     cycles = sum(c for _, c, _, _ in r.latency)
     print(
-        f"{len(nodes)} nodes, {len(jobs)} jobs, policy {args.policy}: wall {wall:.1f} s, {cycles} cycles"
+        f"{len(nodes)} nodes, {len(jobs)} jobs, policy {args.policy}, engine {args.engine}: "
+        f"wall {wall:.1f} s, CPU {cpu:.1f} s, {cycles} cycles"
     )
     print(f"completed {r.completed}, unfinished {r.unfinished}, preemptions {r.preemptions}")
     print(f"JCT mean {r.jct_s.mean:.0f} s, p50 {r.jct_s.p50:.0f} s, p99 {r.jct_s.p99:.0f} s")

@@ -60,6 +60,14 @@ def simulate(
     mode: Annotated[
         str, typer.Option("--mode", help="arrival (arrival-only) or full.")
     ] = "arrival",
+    engine: Annotated[
+        str,
+        typer.Option(
+            "--engine",
+            help="Full mode: controllers (the production control plane) or session (faster, "
+            "without the controllers' lifecycle).",
+        ),
+    ] = "controllers",
     order: Annotated[
         str, typer.Option("--order", help="Arrival-only job order: creation or shuffled (seeded).")
     ] = "creation",
@@ -88,6 +96,8 @@ def simulate(
 
     if mode not in ("arrival", "full"):
         raise typer.BadParameter(f"--mode {mode!r}: use arrival or full")
+    if engine not in ("controllers", "session"):
+        raise typer.BadParameter(f"--engine {engine!r}: use controllers or session")
     if order not in ("creation", "shuffled"):
         raise typer.BadParameter(f"--order {order!r}: use creation or shuffled")
     request = SimulationRequest(
@@ -96,6 +106,7 @@ def simulate(
         policies=tuple(policy or ["fragmentation-aware"]),
         seeds=_seeds(seeds),
         mode=mode,  # type: ignore[arg-type]
+        engine=engine,  # type: ignore[arg-type]
         queues=str(queues) if queues else None,
         order=order,  # type: ignore[arg-type]
         inflation=inflation,

@@ -764,6 +764,8 @@ def job_to_manifest(job: JobSpec) -> dict[str, object]:
 
 
 def _quota_value(resource: str, amount: int) -> str:
+    if amount >= UNLIMITED:  # "unlimited" is for people; the manifest must parse back
+        return str(amount) if resource == MEMORY else f"{amount}m"
     return format_amount(resource, amount)
 
 

@@ -1,6 +1,7 @@
 """The simulator: trace loaders, the virtual-time drivers (arrival-only and full), metrics and
-reports. Decisions come from the production scheduler through ``SchedulingSession``; pods run
-on the ``sim`` backend. See docs/simulation.md. Must not import controllers, store or api.
+reports. Arrival-only decisions come from the production scheduler through
+``SchedulingSession``; full mode runs the production control plane (controllers and store) over
+the ``sim`` backend. See docs/simulation.md. Must not import api, client or cli.
 """
 
 from phalanx.simulation.api import SimulationReport, SimulationRequest, simulate

@@ -22,10 +22,13 @@ from phalanx.scheduling.plugins import POLICIES
 from phalanx.simulation.arrival import ArrivalResult, run_arrival
 from phalanx.simulation.full import FullResult, run_full
 from phalanx.simulation.openb import load_openb_pods, parse_qos_overrides
+from phalanx.simulation.session_replay import run_session_replay
 from phalanx.simulation.trace import Trace, TraceError, TraceJob, load_nodes, load_trace
 from phalanx.simulation.world import World, build_world
 
 Mode = Literal["arrival", "full"]
+#: Full mode's engines: the production control plane (default), or the fast session replay.
+Engine = Literal["controllers", "session"]
 
 #: Our policy names -> the policy names in the published openb results.
 PUBLISHED_NAMES: Mapping[str, str] = {
@@ -41,13 +44,16 @@ PUBLISHED_NAMES: Mapping[str, str] = {
 class SimulationRequest:
     """What to simulate. ``nodes``: a cluster file (openb node CSV or our YAML); ``queues``: a
     YAML file of Queue and ResourceFlavor manifests (default: one unlimited queue per trace
-    queue); ``order``: arrival-only job order, ``creation`` or ``shuffled`` (seeded)."""
+    queue); ``order``: arrival-only job order, ``creation`` or ``shuffled`` (seeded);
+    ``engine``: full mode through the production control plane (``controllers``, full.py) or
+    the faster approximation without it (``session``, session_replay.py)."""
 
     trace: str
     nodes: str
     policies: tuple[str, ...] = ("fragmentation-aware",)
     seeds: tuple[int, ...] = (42,)
     mode: Mode = "arrival"
+    engine: Engine = "controllers"
     queues: str | None = None
     order: Literal["creation", "shuffled"] = "creation"
     inflation: float = 1.3
@@ -125,6 +131,8 @@ def load_published(path: str) -> dict[tuple[str, int], float]:
 
 def prepare(request: SimulationRequest) -> tuple[World, tuple[TraceJob, ...]]:
     """Load the trace, cluster and queues of ``request``; raises TraceError or ValueError."""
+    if request.engine not in ("controllers", "session"):
+        raise ValueError(f"unknown engine {request.engine!r}; valid: controllers, session")
     for policy in request.policies:
         if policy not in POLICIES:
             raise ValueError(
@@ -154,6 +162,8 @@ def _run_one(request: SimulationRequest, policy: str, seed: int) -> ArrivalResul
             shuffle=request.order == "shuffled",
             score_weights=request.score_weights,
         )
+    if request.engine == "session":
+        return run_session_replay(world, jobs, policy, seed, score_weights=request.score_weights)
     return run_full(world, jobs, policy, seed, score_weights=request.score_weights)
 
 

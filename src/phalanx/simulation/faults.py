@@ -1,12 +1,14 @@
 """Fault injection for full mode: node failures, checkpoints and how killed jobs restart.
 
-A ``Faults`` given to ``run_full`` makes nodes fail at given virtual times (every pod on a
-failed node is killed and the node is out of placement for ``repair_s``), checkpoints each job's
-progress every ``checkpoint_s`` seconds of its own running time, and says how a killed job
-(node failure or preemption) restarts: from zero, or from its last checkpoint. With
-``checkpoint_aware`` the scheduler sees each running job's last checkpoint
-(``AdmittedWorkload.last_checkpoint_at``) and preempts the victims that lose the least work;
-without it victims are chosen blind (most recently admitted first).
+A ``Faults`` given to ``run_full`` makes nodes fail at given virtual times (the sim backend
+reports every pod on a failed node lost, node-side, and the node not ready for ``repair_s``;
+the controllers' failure policies restart the jobs, and their node health quarantines a node
+that keeps failing pods, by ``quarantine``), makes each job's workload checkpoint its progress
+every ``checkpoint_s`` seconds of its own running time, and says how a killed job (node
+failure or preemption) restarts: from zero, or from its last checkpoint. With
+``checkpoint_aware`` the workloads report their checkpoints to the control plane (status
+files, as ``phalanx.train`` does), so the scheduler preempts the victims that lose the least
+work; without it victims are chosen blind (most recently admitted first).
 
 Lost work of a killed job: its GPUs x its progress since the last checkpoint (since the start of
 its attempt when it restarts from zero). ``random_failures`` draws a seeded failure schedule.
@@ -17,8 +19,10 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
+
+from phalanx.controllers.health import QuarantinePolicy
 
 RestartMode = Literal["zero", "checkpoint"]
 
@@ -28,13 +32,15 @@ class Faults:
     """Fault model of a full-mode run. ``failures``: (virtual time, node name), any order;
     ``checkpoint_s``: None or 0 for no checkpoints; ``restart``: ``zero`` (a killed job starts
     over) or ``checkpoint`` (it resumes from its last checkpoint); ``checkpoint_aware``: pass
-    checkpoint times to the scheduler (only meaningful with ``restart="checkpoint"``)."""
+    checkpoints to the control plane (only meaningful with ``restart="checkpoint"``);
+    ``quarantine``: when node-side failures quarantine a node (the control plane's policy)."""
 
     failures: tuple[tuple[float, str], ...] = ()
     repair_s: float = 3600.0
     checkpoint_s: float | None = None
     restart: RestartMode = "zero"
     checkpoint_aware: bool = False
+    quarantine: QuarantinePolicy = field(default_factory=QuarantinePolicy)
 
     def __post_init__(self) -> None:
         if self.restart not in ("zero", "checkpoint"):

@@ -1,15 +1,17 @@
 """The simulated cluster's configuration: nodes, flavors and queues for a trace.
 
 GPU model restrictions become flavors: every distinct set of allowed models gets a flavor
-selecting the nodes of those models (through one label per set on the nodes), and a job with
-that restriction goes to ``<queue>@<models>``, a copy of its queue whose only flavor is that one
-(same quotas, same cohort). Jobs without a restriction use the queue as given. Without a queues
+``models-<key>`` selecting the nodes of those models (through one label per set on the nodes),
+and a job with that restriction goes to ``<queue>-models-<key>``, a copy of its queue whose only
+flavor is that one (same quotas, same cohort). ``<key>`` is the models, lowercased, with
+anything but letters and digits as ``-``, joined by ``-`` (names the control plane accepts). Jobs without a restriction use the queue as given. Without a queues
 file every queue the trace names is created with unlimited quota on the ``default`` flavor
 (all nodes), in one cohort.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -39,7 +41,7 @@ class World:
 
 
 def _models_key(models: frozenset[str]) -> str:
-    return "-".join(sorted(models))
+    return "-".join(sorted(re.sub(r"[^a-z0-9]+", "-", m.lower()).strip("-") for m in models))
 
 
 def unlimited_queue(
@@ -106,7 +108,7 @@ def build_world(
 
 def queue_for(job: TraceJob) -> str:
     """The queue a trace job is submitted to (see the module docstring)."""
-    return f"{job.queue}@{_models_key(job.gpu_models)}" if job.gpu_models else job.queue
+    return f"{job.queue}-models-{_models_key(job.gpu_models)}" if job.gpu_models else job.queue
 
 
 def job_spec(job: TraceJob) -> JobSpec:

@@ -3,6 +3,7 @@
 import pytest
 from simjobs import GI, job
 
+from phalanx.controllers.health import QuarantinePolicy
 from phalanx.simulation.faults import Faults, RestartMode, random_failures
 from phalanx.simulation.full import run_full
 from phalanx.simulation.trace import make_node
@@ -78,3 +79,23 @@ def test_random_failures_are_seeded_and_within_the_horizon() -> None:
 def test_bad_restart_mode_is_rejected() -> None:
     with pytest.raises(ValueError, match="restart"):
         Faults(restart="sometimes")  # type: ignore[arg-type]
+
+
+def test_a_node_failure_over_the_quarantine_bar_quarantines_the_node() -> None:
+    # Two 2-GPU nodes, two 2-GPU jobs of 100 s; n0 fails at 10 and is back at 20. With a bar
+    # of one failure n0 is quarantined (for an hour); with the default bar (three failures
+    # from two jobs) it is not.
+    nodes = (*NODE, make_node("n1", 8000, 64 * GI, 2, "T4"))
+    jobs = [job("a", 2000, runtime_s=100), job("b", 2000, runtime_s=100)]
+    strict = QuarantinePolicy(threshold=1, min_jobs=1)
+    for policy, quarantines in ((strict, 1), (QuarantinePolicy(), 0)):
+        faults = Faults(((10.0, "n0"),), repair_s=10, quarantine=policy)
+        result = run_full(build_world(nodes, jobs), jobs, "fragmentation-aware", 1, faults=faults)
+        assert (result.node_failures, result.failure_kills, result.quarantines) == (
+            1,
+            1,
+            quarantines,
+        )
+        # The killed job restarts on n0 once it is back (20 s) unless quarantined, when it
+        # waits for n1 (free at 100).
+        assert result.makespan_s == (200.0 if quarantines else 120.0)

@@ -61,7 +61,7 @@ def test_gpu_models_become_a_flavor_and_queue(openb: tuple[Path, Path]) -> None:
     world = build_world(load_openb_nodes(nodes_path), trace.jobs)
     p3 = next(j for j in trace.jobs if j.name == "p3")
     spec = job_spec(p3)
-    assert spec.queue == "guaranteed@P100"
+    assert spec.queue == "guaranteed-models-p100"
     queue = next(q for q in world.queues if q.name == spec.queue)
     flavor = next(f for f in world.flavors if f.name == queue.flavors[0].flavor)
     assert [n.name for n in world.nodes if flavor.matches(n.labels)] == ["n1"]
@@ -127,7 +127,16 @@ def test_simulate_command_side_by_side(openb: tuple[Path, Path], tmp_path: Path)
     )
     assert full.exit_code == 0, full.output
     data = json.loads(full.stdout[full.stdout.index("{") :])
-    assert data["full"][0]["completed"] == 4
+    assert (data["full"][0]["completed"], data["full"][0]["engine"]) == (4, "controllers")
+    args = ["simulate", str(pods_path), "--nodes", str(nodes_path), "--mode", "full"]
+    session = CliRunner().invoke(app, [*args, "--engine", "session", "-o", "json"])
+    assert session.exit_code == 0, session.output
+    data = json.loads(session.stdout[session.stdout.index("{") :])
+    assert (data["full"][0]["completed"], data["full"][0]["engine"]) == (4, "session")
+    wrong = CliRunner().invoke(
+        app, ["simulate", str(pods_path), "--nodes", str(nodes_path), "--engine", "fast"]
+    )
+    assert wrong.exit_code == 2 and "use controllers or session" in wrong.output
     bad = CliRunner().invoke(
         app, ["simulate", str(pods_path), "--nodes", str(nodes_path), "-p", "nope"]
     )
