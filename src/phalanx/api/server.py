@@ -5,6 +5,12 @@
 loop (pods keep running; the next start adopts them). While it runs, ``<data_dir>/server.json``
 says where it is (``{url, pid, token_file}``) so that the client and the CLI find it without
 flags; the bearer token lives in ``<data_dir>/token`` (mode 0600), created once and reused.
+
+With ``ha`` (high availability: several servers on one PostgreSQL store, see
+docs/high-availability.md) several servers may share one data dir, as the local backend needs
+(pods, logs and checkpoints live there): each writes its own ``server-<pid>.json``, and
+``server.json`` names the leader, rewritten by each new leader, so that the CLI follows it.
+The token file is shared. A server without ``ha`` still refuses a data dir another one uses.
 Must not import client or cli.
 """
 
@@ -31,6 +37,7 @@ from phalanx.api.app import create_app
 from phalanx.backends.base import Backend
 from phalanx.backends.local.backend import LocalBackend
 from phalanx.backends.local.nodes import discover_nodes, parse_nodes_option
+from phalanx.controllers.leader import LeaseConfig, Role
 from phalanx.controllers.plane import ControlPlane, ControlPlaneConfig
 from phalanx.store import open_store
 
@@ -40,6 +47,8 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8470
 SERVER_FILE = "server.json"
 TOKEN_FILE = "token"
+#: With ``ha``, each server's own ``server-<pid>.json`` (server.json names the leader).
+HA_SERVER_PREFIX = "server-"
 
 
 class ServerError(RuntimeError):
@@ -74,6 +83,10 @@ class ServerSettings:
     port: int = DEFAULT_PORT
     log_level: str = "info"
     tick_s: float = 0.2
+    #: High availability: one of several control planes on a shared PostgreSQL ``store_url``;
+    #: a lease of ``lease_ttl_s`` seconds elects the one that runs the loop.
+    ha: bool = False
+    lease_ttl_s: float = 10.0
 
 
 def _make_backend(settings: ServerSettings, data_dir: Path) -> Backend:
@@ -96,7 +109,9 @@ def _make_backend(settings: ServerSettings, data_dir: Path) -> Backend:
 
 
 def load_or_create_token(data_dir: Path) -> str:
-    """Return the token in ``<data_dir>/token``, creating it (mode 0600) on first use."""
+    """Return the token in ``<data_dir>/token``, creating it (mode 0600) on first use. Servers
+    starting together on one data dir (``ha``) end up with the same token: it is written to
+    a private file that is then linked into place only if no token is there yet."""
     path = data_dir / TOKEN_FILE
     with contextlib.suppress(FileNotFoundError):
         existing = path.read_text(encoding="utf-8").strip()
@@ -104,9 +119,23 @@ def load_or_create_token(data_dir: Path) -> str:
             return existing
     token = secrets.token_urlsafe(32)
     data_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    tmp = path.with_name(f".{TOKEN_FILE}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as out:
         out.write(token + "\n")
+    try:
+        os.link(tmp, path)  # fails if another server wrote one meanwhile
+    except FileExistsError:
+        with contextlib.suppress(FileNotFoundError):
+            existing = path.read_text(encoding="utf-8").strip()
+            if existing:
+                return existing
+        tmp.replace(path)  # an empty file was there: ours wins
+        return token
+    except OSError:  # no hard links on this file system: the last writer wins
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
     path.chmod(0o600)
     return token
 
@@ -136,21 +165,48 @@ def _is_phalanx_process(pid: int) -> bool:
     return b"phalanx" in cmdline
 
 
-def _check_not_running(info_path: Path) -> None:
-    """Raise ServerError if server.json names a live process; remove it if it is stale."""
-    try:
-        info = json.loads(info_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return
-    except ValueError:
-        info = {}
-    pid = info.get("pid") if isinstance(info, dict) else None
-    if isinstance(pid, int) and (pid == os.getpid() or _is_phalanx_process(pid)):
+def _check_not_running(info_path: Path, is_ha: bool = False) -> None:
+    """Raise ServerError if server.json (or, for high availability, a ``server-<pid>.json``)
+    names a live process, unless both it and this server run with ``ha``; remove the files
+    of servers that are gone."""
+    paths = [info_path, *sorted(info_path.parent.glob(f"{HA_SERVER_PREFIX}*.json"))]
+    for path in paths:
+        try:
+            info = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            continue
+        except ValueError:
+            info = {}
+        pid = info.get("pid") if isinstance(info, dict) else None
+        if not (isinstance(pid, int) and (pid == os.getpid() or _is_phalanx_process(pid))):
+            path.unlink(missing_ok=True)
+            continue
+        is_other_ha = isinstance(info, dict) and info.get("ha") is True
+        if is_ha and is_other_ha:
+            continue
+        where = f"{info_path.parent} (pid {pid}, {info.get('url', '?')})"
+        if is_ha:
+            raise ServerError(
+                f"a phalanx server without --ha is running for {where}; stop it with "
+                "`phalanx down`, then start every control plane with --ha and the same "
+                "PostgreSQL --store-url"
+            )
+        message = f"a phalanx server is already running for {where}; stop it with `phalanx down`"
+        if is_other_ha:
+            message += "; or start this one with --ha and the same --store-url to run beside it"
+        raise ServerError(message)
+
+
+def check_ha_store(store_url: str | None) -> None:
+    """Raise ServerError unless ``store_url`` is a PostgreSQL URL: high availability needs a
+    store every control plane reaches; SQLite belongs to one process's data dir."""
+    if store_url is None or not store_url.startswith("postgresql"):
+        given = "the default SQLite store" if store_url is None else repr(store_url.split("@")[-1])
         raise ServerError(
-            f"a phalanx server is already running for {info_path.parent} "
-            f"(pid {pid}, {info.get('url', '?')}); stop it with `phalanx down`"
+            f"--ha needs a PostgreSQL store shared by every control plane, not {given}; pass "
+            "--store-url postgresql+psycopg://USER:PASSWORD@HOST/DB (or set PHALANX_STORE_URL)"
+            ", the same for each"
         )
-    info_path.unlink(missing_ok=True)
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -187,11 +243,17 @@ class ApiServer:
 
     def __init__(self, settings: ServerSettings) -> None:
         self.settings = settings
+        if settings.ha:
+            check_ha_store(settings.store_url)
         data_dir = settings.data_dir.expanduser().resolve()
         data_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir = data_dir
         self.info_path = data_dir / SERVER_FILE
-        _check_not_running(self.info_path)
+        #: This server's own info file: server.json, or server-<pid>.json with ``ha``.
+        self.own_info_path = (
+            data_dir / f"{HA_SERVER_PREFIX}{os.getpid()}.json" if settings.ha else self.info_path
+        )
+        _check_not_running(self.info_path, settings.ha)
         self.token = load_or_create_token(data_dir)
         backend = _make_backend(settings, data_dir)
         self._socket = _listen(settings.host, settings.port)
@@ -200,16 +262,20 @@ class ApiServer:
         try:
             self.store = open_store(settings.store_url, data_dir)
             self.backend = backend
+            lease = LeaseConfig(ttl_s=settings.lease_ttl_s) if settings.ha else None
             self.plane = ControlPlane(
                 self.store,
                 self.backend,
-                ControlPlaneConfig(data_dir=data_dir, tick_s=settings.tick_s),
+                ControlPlaneConfig(data_dir=data_dir, tick_s=settings.tick_s, lease=lease),
             )
+            self.plane.role_listeners.append(self._on_role)
             self.plane.start()
         except BaseException:
             self._socket.close()
             raise
-        app = create_app(self.plane, self.token)
+        # Open watch streams end within one poll once uvicorn is asked to exit (by a signal
+        # or request_stop), rather than holding the graceful shutdown to its timeout.
+        app = create_app(self.plane, self.token, is_stopping=lambda: self._server.should_exit)
         config = uvicorn.Config(
             app,
             log_level=settings.log_level,
@@ -233,17 +299,7 @@ class ApiServer:
             for signum in (signal.SIGINT, signal.SIGTERM):
                 previous[signum] = signal.signal(signum, self._on_signal)
         try:
-            _write_json_atomically(
-                self.info_path,
-                {
-                    "url": self.url,
-                    "pid": os.getpid(),
-                    "token_file": str(self.data_dir / TOKEN_FILE),
-                    "data_dir": str(self.data_dir),
-                    "version": __version__,
-                    "started_at": time.time(),
-                },
-            )
+            _write_json_atomically(self.own_info_path, self._info())
             log.info(
                 "phalanx %s serving %s (pid %d, data dir %s, token in %s)",
                 __version__,
@@ -261,6 +317,23 @@ class ApiServer:
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self.request_stop()
 
+    def _info(self) -> dict[str, object]:
+        return {
+            "url": self.url,
+            "pid": os.getpid(),
+            "token_file": str(self.data_dir / TOKEN_FILE),
+            "data_dir": str(self.data_dir),
+            "version": __version__,
+            "started_at": time.time(),
+            "ha": self.settings.ha,
+        }
+
+    def _on_role(self, role: Role) -> None:
+        """A new leader names itself in server.json, so that the CLI follows it."""
+        if role is Role.LEADER:
+            _write_json_atomically(self.info_path, self._info())
+            log.info("leading; %s names this server (%s)", self.info_path, self.url)
+
     def _shutdown(self) -> None:
         try:
             self.plane.stop()
@@ -274,12 +347,13 @@ class ApiServer:
             log.info("phalanx stopped; pods keep running and are adopted by the next start")
 
     def _remove_info(self) -> None:
-        try:
-            info = json.loads(self.info_path.read_text(encoding="utf-8"))
-        except (FileNotFoundError, ValueError):
-            return
-        if isinstance(info, dict) and info.get("pid") == os.getpid():
-            self.info_path.unlink(missing_ok=True)
+        for path in {self.info_path, self.own_info_path}:
+            try:
+                info = json.loads(path.read_text(encoding="utf-8"))
+            except (FileNotFoundError, ValueError):
+                continue
+            if isinstance(info, dict) and info.get("pid") == os.getpid():
+                path.unlink(missing_ok=True)
 
 
 def serve(settings: ServerSettings) -> None:

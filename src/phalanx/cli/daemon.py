@@ -10,6 +10,7 @@ data dir is not the one commands use without it.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shlex
 import signal
@@ -122,15 +123,20 @@ def _tail(path: Path, lines: int = 15) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def start_daemon(data_dir: Path, up_args: Sequence[str], timeout_s: float = 30) -> Started:
+def start_daemon(
+    data_dir: Path, up_args: Sequence[str], timeout_s: float = 30, *, is_ha: bool = False
+) -> Started:
     """Start ``phalanx up`` detached for ``data_dir`` and return once it answers.
 
     ``up_args``: the options for ``up`` (without ``--daemon``). Raises DaemonError when a
     server already runs there, or the new one exits or stays silent for ``timeout_s``.
+    ``is_ha``: ``up_args`` has ``--ha``; other servers with ``--ha`` may run on ``data_dir``
+    (the new one refuses to start beside one without), and the new one names itself in its
+    own ``server-<pid>.json`` (server.json names the leader).
     """
     data_dir.mkdir(parents=True, exist_ok=True)
     existing = running_server(data_dir)
-    if existing is not None:
+    if existing is not None and not is_ha:
         raise DaemonError(
             f"a phalanx server is already running for {data_dir} (pid {existing.pid}, "
             f"{existing.url}); stop it with `{phalanx_command('down', data_dir)}`"
@@ -155,7 +161,7 @@ def start_daemon(data_dir: Path, up_args: Sequence[str], timeout_s: float = 30) 
                 f"the server exited with code {code} while starting; see {log_path}"
                 + (f":\n{tail}" if tail else "")
             )
-        info = read_server_info(data_dir)
+        info = _own_info(data_dir, process.pid) if is_ha else read_server_info(data_dir)
         if info is not None and info.pid == process.pid and _answers(info, data_dir):
             # Forget the child without waiting for it: it outlives this command on purpose.
             process.returncode = 0
@@ -167,6 +173,20 @@ def start_daemon(data_dir: Path, up_args: Sequence[str], timeout_s: float = 30) 
     raise DaemonError(
         f"the server did not answer within {timeout_s:g}s and was stopped; see {log_path}"
     )
+
+
+def _own_info(data_dir: Path, pid: int) -> ServerInfo | None:
+    """What the high-availability server ``pid`` wrote about itself, if it has yet."""
+    try:
+        data = json.loads((data_dir / f"server-{pid}.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("pid") != pid:
+        return None
+    url, token_file = data.get("url"), data.get("token_file")
+    if not isinstance(url, str):
+        return None
+    return ServerInfo(url, pid, token_file if isinstance(token_file, str) else "")
 
 
 def stop_daemon(data_dir: Path, timeout_s: float = 30) -> int | None:
@@ -193,5 +213,7 @@ def stop_daemon(data_dir: Path, timeout_s: float = 30) -> int | None:
                 f"stop it with `kill -9 {info.pid}`"
             )
         time.sleep(0.1)
-    (data_dir / SERVER_FILE).unlink(missing_ok=True)
+    after = read_server_info(data_dir)
+    if after is not None and after.pid == info.pid:  # a new leader (--ha) may have written it
+        (data_dir / SERVER_FILE).unlink(missing_ok=True)
     return info.pid

@@ -1,29 +1,51 @@
-"""Job and pod state transitions, each written as one store transaction, then the backend call.
+"""Job and pod state transitions: each one store transaction, guarded, then the backend call.
 
-Transitions (job phases):
-  Pending   → Admitted   admission: pods created with placements, then launched
-  Admitted  → Running    every pod of the attempt reported running
-  Running   → Succeeded  every pod of the attempt succeeded
-  Admitted/Running → Pending    a pod failed and the failure policy for its cause restarts the
-                                whole gang (other pods are stopped): application errors, hangs
-                                (and OOM with onOOM: Restart) count (restarts+1, not_before =
-                                now + exponential backoff); node-side failures do not (the node
-                                gets the evidence, see health.py; not_before = now + backoff)
-  Admitted/Running → Failed     a pod failed and the policy says fail (OOM by default, or no
-                                restart left), or maxRuntime passed
-  Admitted/Running → Preempted  chosen as a victim; pods are stopped
-  Preempted → Pending    the last pod stopped (requeued)
-  any non-terminal → Cancelled  by the user; pods are stopped
-The store transaction always comes first and the backend call second, so a crash in between
-leaves a state that reconcile (plane.ControlPlane.start) repairs. Every transition writes a
-Reason (phalanx.model.reasons): the job's ``reason_code``/``message``/``reason_facts`` and
-its event carry the same code and facts.
+The job lifecycle is the table in ``phalanx.model.transitions.JOB_TRANSITIONS`` (from → to,
+with what causes each edge); this module decides which edge to take and writes it:
+
+  admit        Pending → Admitted (the attempt's pods with their placements), then launch
+  on_pod_event Admitted → Running / Succeeded, or a failure (below); Preempted → Pending once
+               the last pod stopped; otherwise only the pod's own row changes
+  failures     Admitted/Running → Pending (restart the gang after a backoff: application errors
+               and hangs count, node-side failures do not; the node gets the evidence, see
+               health.py) or → Failed (by policy, or no restart left); the other pods stop
+  expire       Running → Failed (maxRuntime passed); pods stop
+  preempt      Admitted/Running → Preempted (→ Pending at once when no pod is live); pods stop
+  cancel       any non-terminal phase → Cancelled (by the user, or first step of a delete)
+  set_pending_reason, record_error, clear_error, mark_deleting: no phase change
+
+**Guards.** Every write is a ``Transition`` with ``expect_phase``/``expect_version`` of the
+JobRecord the decision was made on: the store applies it only if the job is still in that
+phase at that resourceVersion (compare-and-set in the same transaction), and a phase change
+only along an edge of the table; otherwise it writes nothing and logs why. Pod rows have no
+version of their own: every pod write is part of a transition of its job, which bumps the
+job's resourceVersion, so the job's version guards its pods too (pods are read after the job
+they are decided with, so a pod written in between makes the guard fail).
+
+**On refusal** nothing that was decided on the refused write happens: no launch of pods that
+were not written, no stop for a cancel, preemption, failure or deadline that did not land, no
+node evidence for a failure that was not recorded. Writes of the loop (admit, preempt,
+expire, fail_hung, set_pending_reason, clear_error) are then left to the next tick, which
+reads again and decides again. Writes that must not be lost are decided again at once on a
+fresh read, up to ``MAX_WRITE_ATTEMPTS`` times, while the refusal came from another writer
+moving the job first: a backend's pod event (the backend reports it once), a user's cancel
+(which then reports that the job had already finished, if it had) and delete, and a
+reconcile error. If the store refuses a write although nobody moved the job (this control
+plane lost its lease: ``Store.fence``) or the job kept moving, ConflictError says so.
+
+The store transaction always comes first and the backend call second, so a crash (or a
+second writer) in between leaves a state that reconcile (plane.ControlPlane.start) repairs;
+a pod that reports Running although its job no longer runs that attempt is asked to stop
+again (a launch that reached the backend after the stop that should have ended it). Every
+transition writes a Reason (phalanx.model.reasons): the job's ``reason_code``/``message``/
+``reason_facts`` and its event carry the same code and facts.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from phalanx.backends.base import (
@@ -34,6 +56,7 @@ from phalanx.backends.base import (
     PodEventKind,
     PodLaunch,
 )
+from phalanx.controllers.errors import ConflictError
 from phalanx.controllers.health import HealthTracker, NodeFailure
 from phalanx.controllers.progress import HungJob, checkpoint_dir
 from phalanx.controllers.state import devices_of, pod_resources
@@ -41,6 +64,7 @@ from phalanx.controllers.wiring import pod_env, rank_order
 from phalanx.model.objects import JobPhase, JobSpec, OnFailure, PodPhase, RestartPolicyKind
 from phalanx.model.reasons import Fact, Reason, ReasonCode
 from phalanx.model.specs import SpecError
+from phalanx.model.transitions import is_allowed
 from phalanx.scheduling.snapshot import Admission
 from phalanx.store import EventRecord, JobRecord, PodRecord, Store, Transition
 
@@ -56,6 +80,9 @@ _EVENT_TO_POD_PHASE = {
 _LIVE = (PodPhase.PENDING.value, PodPhase.RUNNING.value)
 #: Backend reasons that blame the node rather than the workload (LOST pods always do).
 NODE_SIDE_REASONS = frozenset({NODE_FAULT, "NodeLost", "NodeNotReady"})
+#: How many times a write that must not be lost is decided again on a fresh read after
+#: another writer moved the job first (see the module docstring).
+MAX_WRITE_ATTEMPTS = 5
 
 
 class Cause:
@@ -101,6 +128,42 @@ def reason_event(at: float, reason: Reason) -> EventRecord:
     )
 
 
+def guarded(
+    job: JobRecord,
+    change: Mapping[str, object],
+    events: tuple[EventRecord, ...] = (),
+    *,
+    pods: Mapping[str, Mapping[str, object]] | None = None,
+    new_pods: tuple[PodRecord, ...] = (),
+) -> Transition:
+    """A Transition of ``job`` that the store applies only while the job is still in the
+    phase and at the resourceVersion of this record."""
+    return Transition(
+        job.id,
+        job=change,
+        pods=pods or {},
+        new_pods=new_pods,
+        events=events,
+        expect_phase=job.phase,
+        expect_version=job.resource_version,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _PodOutcome:
+    """What one pod event does: the guarded write, then the effects that follow it."""
+
+    job: JobRecord
+    pod: PodRecord
+    write: Transition
+    #: The pod failed and the attempt ends: the gang's other pods are stopped.
+    stops_others: bool = False
+    #: The failure blames the pod's node: the node gets the evidence (health.py).
+    blames_node: bool = False
+    #: The pod runs although its job no longer runs its attempt: it is asked to stop.
+    is_stray: bool = False
+
+
 class Lifecycle:
     """Applies transitions for one control plane."""
 
@@ -121,6 +184,10 @@ class Lifecycle:
         self.data_dir = data_dir
         self.grace_period_s = grace_period_s
         self.health = health or HealthTracker(store, clock)
+        #: Whether this control plane may call the backend's stop. False on a follower under
+        #: leader election: only the leader drives the backend; its jobs reconciler stops the
+        #: pods of jobs a follower cancelled (JobsReconciler.stop_strays).
+        self.drives_backend = True
 
     def grace_for(self, job: JobRecord) -> float:
         """SIGTERM → SIGKILL grace of ``job``: its spec's terminationGracePeriod, else the
@@ -132,10 +199,70 @@ class Lifecycle:
             grace = None
         return self.grace_period_s if grace is None else grace
 
+    # ---- guarded writes ----
+
+    def _write(
+        self,
+        job: JobRecord,
+        change: Mapping[str, object],
+        events: tuple[EventRecord, ...] = (),
+        *,
+        pods: Mapping[str, Mapping[str, object]] | None = None,
+        new_pods: tuple[PodRecord, ...] = (),
+    ) -> bool:
+        """Write ``change`` to ``job`` guarded by this record (see ``guarded``). Returns
+        whether the store applied it. A phase change that is not an edge of the lifecycle's
+        table from the record's phase is a caller's mistake: logged and not sent."""
+        target = change.get("phase")
+        if isinstance(target, str) and not is_allowed(job.phase, target):
+            log.warning("job %s: %s → %s is not an allowed transition", job.name, job.phase, target)
+            return False
+        return self.store.transition(guarded(job, change, events, pods=pods, new_pods=new_pods))
+
+    def _retrying(
+        self, job: JobRecord, what: str, write: Callable[[JobRecord], bool | None]
+    ) -> JobRecord | None:
+        """Run ``write`` on ``job`` (it returns True when written, False when refused, None
+        when there is nothing to write on that record); when the store refused because
+        another writer moved the job first, read it again and decide again, up to
+        ``MAX_WRITE_ATTEMPTS`` times. Returns the record the write was applied to, or None
+        when there was nothing to write or the job is gone (a job with another uid under
+        its id is another job: SQLite may reuse a deleted job's id).
+
+        Raises ConflictError when the store refused although the job had not moved (this
+        control plane no longer holds its lease, see Store.fence), or the job kept moving.
+        """
+        current = job
+        for _ in range(MAX_WRITE_ATTEMPTS):
+            written = write(current)
+            if written:
+                return current
+            if written is None:
+                return None
+            fresh = self.store.get_job_by_id(current.id)
+            if fresh is None or fresh.uid != job.uid:  # gone (its id may name a new job)
+                return None
+            if fresh.resource_version == current.resource_version:
+                raise ConflictError(
+                    f"the store refused to {what} job {job.name} although no other writer "
+                    "changed it (its log says why; this control plane may have lost its "
+                    "lease to another one); retry against the current leader"
+                )
+            current = fresh
+        raise ConflictError(
+            f"could not {what} job {job.name}: it changed {MAX_WRITE_ATTEMPTS} times while "
+            "this was being written; retry"
+        )
+
     # ---- admission ----
 
-    def admit(self, job: JobRecord, admission: Admission) -> None:
-        """Pending → Admitted: create the attempt's pods with their placements, then launch."""
+    def admit(self, job: JobRecord, admission: Admission) -> bool:
+        """Pending → Admitted: create the attempt's pods with their placements, then launch
+        them. Returns whether the admission was written; when the store refused it (the job
+        moved since ``job`` was read) nothing is launched and the next cycle decides again."""
+        if job.phase != JobPhase.PENDING.value or job.is_deleting:
+            log.warning("job %s: not admitted from phase %s", job.name, job.phase)
+            return False
         now = self.clock()
         spec = self.spec_of(job)
         attempt = job.attempt + 1
@@ -174,22 +301,18 @@ class Lifecycle:
                 ),
             },
         )
-        self.store.transition(
-            Transition(
-                job.id,
-                job={
-                    "phase": JobPhase.ADMITTED.value,
-                    "flavor": admission.flavor,
-                    "attempt": attempt,
-                    "admitted_at": now,
-                    **job_reason(admitted),
-                },
-                new_pods=pods,
-                events=(reason_event(now, admitted),),
-            )
-        )
+        change = {
+            "phase": JobPhase.ADMITTED.value,
+            "flavor": admission.flavor,
+            "attempt": attempt,
+            "admitted_at": now,
+            **job_reason(admitted),
+        }
+        if not self._write(job, change, (reason_event(now, admitted),), new_pods=pods):
+            return False
         for pod in pods:
             self.launch(job, pod)
+        return True
 
     def launch(self, job: JobRecord, pod: PodRecord) -> None:
         """Start one stored pod on the backend (idempotent); a launch error fails the pod."""
@@ -230,17 +353,53 @@ class Lifecycle:
 
     # ---- pod events ----
 
-    def on_pod_event(self, event: PodEvent) -> None:
-        """Record what happened to a pod and move its job along. Repeated events are no-ops."""
-        pod = self.store.pod(event.pod_id)
-        if pod is None or pod.phase not in _LIVE:
-            return
-        job = self.store.get_job_by_id(pod.job_id)
+    def on_pod_event(self, event: PodEvent) -> bool:
+        """Record what happened to a pod and move its job along. Returns whether anything was
+        written: repeated and out-of-date events (a pod that already ended) are no-ops.
+
+        The write is guarded by the job, which guards its pods too (module docstring). The
+        backend reports an event once, so when another writer moved the job first the event
+        is decided again on a fresh read: the pod's own change still lands when its job has
+        moved on meanwhile (cancelled, say), and the job's change is decided from where the
+        job is now. Raises ConflictError as ``_retrying`` does."""
+        seen = self.store.pod(event.pod_id)
+        if seen is None or seen.phase not in _LIVE:
+            return False
+        job = self.store.get_job_by_id(seen.job_id)
         if job is None:
-            return
+            return False
+        decided: list[_PodOutcome] = []
+
+        def write(current: JobRecord) -> bool | None:
+            # Pods are read after their job: one written since has moved the job's version.
+            outcome = self._pod_outcome(current, self.store.pods([current.id]), event)
+            if outcome is None:
+                return None
+            decided.append(outcome)
+            return self.store.transition(outcome.write)
+
+        what = f"record {event.kind.value} of pod {event.pod_id} of"
+        if self._retrying(job, what, write) is None:
+            return False
+        outcome = decided[-1]
+        if outcome.blames_node:
+            self.record_node_failure(outcome.job, outcome.pod, event)
+        if outcome.stops_others:
+            self.stop_pods(job.id, exclude=event.pod_id)
+        if outcome.is_stray and self.drives_backend:
+            self.backend.stop(event.pod_id, self.grace_for(outcome.job))
+        return True
+
+    def _pod_outcome(
+        self, job: JobRecord, pods: list[PodRecord], event: PodEvent
+    ) -> _PodOutcome | None:
+        """What ``event`` does to ``job`` and its ``pods`` (None: nothing, it is out of date)."""
+        pod = next((p for p in pods if p.pod_id == event.pod_id), None)
+        if pod is None or pod.phase not in _LIVE:
+            return None
         phase = _EVENT_TO_POD_PHASE[event.kind]
         if phase is PodPhase.RUNNING and pod.phase == PodPhase.RUNNING.value:
-            return
+            return None
         pod_change: dict[str, object] = {"phase": phase.value}
         if phase is PodPhase.RUNNING:
             pod_change["started_at"] = event.at
@@ -251,14 +410,16 @@ class Lifecycle:
                 reason=event.reason,
                 message=event.message,
             )
-        pods = self.store.pods([job.id])
         current = [p for p in pods if p.attempt == job.attempt]
         after = {p.pod_id: (phase.value if p.pod_id == pod.pod_id else p.phase) for p in current}
         job_change: dict[str, object] = {}
         events: list[EventRecord] = []
-        stop_others = False
-        is_current = pod.attempt == job.attempt
-        if is_current and job.phase in (JobPhase.ADMITTED.value, JobPhase.RUNNING.value):
+        stops_others = blames_node = False
+        runs_it = pod.attempt == job.attempt and job.phase in (
+            JobPhase.ADMITTED.value,
+            JobPhase.RUNNING.value,
+        )
+        if runs_it:
             if phase is PodPhase.RUNNING and all(
                 v == PodPhase.RUNNING.value for v in after.values()
             ):
@@ -284,10 +445,9 @@ class Lifecycle:
                 )
                 events.append(reason_event(event.at, succeeded))
             elif phase in (PodPhase.FAILED, PodPhase.LOST):
-                stop_others = True
+                stops_others = True
                 cause = self._cause(pod, event)
-                if cause == Cause.NODE:
-                    self.record_node_failure(job, pod, event)
+                blames_node = cause == Cause.NODE
                 job_change, event_record = self._failure(
                     job, _failure_facts(pod, event), event.at, cause
                 )
@@ -300,11 +460,9 @@ class Lifecycle:
             requeued = Reason(ReasonCode.REQUEUED, {"had_pods": True})
             job_change.update(phase=JobPhase.PENDING.value, flavor="", **job_reason(requeued))
             events.append(reason_event(event.at, requeued))
-        self.store.transition(
-            Transition(job.id, job=job_change, pods={pod.pod_id: pod_change}, events=tuple(events))
-        )
-        if stop_others:
-            self.stop_pods(job.id, exclude=pod.pod_id)
+        write = guarded(job, job_change, tuple(events), pods={pod.pod_id: pod_change})
+        is_stray = phase is PodPhase.RUNNING and not runs_it
+        return _PodOutcome(job, pod, write, stops_others, blames_node, is_stray)
 
     def _cause(self, pod: PodRecord, event: PodEvent) -> str:
         if event.reason == OOM_KILLED:
@@ -325,8 +483,9 @@ class Lifecycle:
         if health.quarantined_at == event.at:
             log.warning("node %s quarantined: %s", pod.node, health.quarantine_reason)
 
-    def fail_hung(self, job: JobRecord, hang: HungJob) -> None:
-        """Admitted/Running → Pending or Failed: no progress within hangTimeout."""
+    def fail_hung(self, job: JobRecord, hang: HungJob) -> bool:
+        """Admitted/Running → Pending or Failed: no progress within hangTimeout; pods stop.
+        Returns whether it was written (nothing is stopped when the store refused)."""
         now = self.clock()
         facts: dict[str, Fact] = {
             "silent_s": round(hang.silent_s, 3),
@@ -334,8 +493,10 @@ class Lifecycle:
             "has_reported": hang.has_reported,
         }
         change, record = self._failure(job, facts, now, Cause.HANG)
-        self.store.transition(Transition(job.id, job=change, events=(record,)))
+        if not self._write(job, change, (record,)):
+            return False
         self.stop_pods(job.id)
+        return True
 
     def _failure(
         self, job: JobRecord, what: dict[str, Fact], now: float, cause: str = Cause.APPLICATION
@@ -394,18 +555,24 @@ class Lifecycle:
         # The event is always ``Failed``; the job's code may say more (OOMKilled, Hang).
         return change, reason_event(now, Reason(ReasonCode.FAILED, reason.facts))
 
-    def set_pending_reason(self, job: JobRecord, reason: Reason) -> None:
-        """Record why a job still waits; an event only when the kind of reason changes."""
+    def set_pending_reason(self, job: JobRecord, reason: Reason) -> bool:
+        """Record why a job still waits; an event only when the kind of reason changes.
+        Returns whether it was written (when refused, the next cycle says it again)."""
         events: tuple[EventRecord, ...] = ()
         if reason.code.value != job.reason_code:
             events = (reason_event(self.clock(), reason),)
-        self.store.transition(Transition(job.id, job=job_reason(reason), events=events))
+        return self._write(job, job_reason(reason), events)
 
     def record_error(
         self, job: JobRecord, reconciler: str, step: str, error: BaseException
     ) -> None:
         """Contain a failure to reconcile ``job``: set its ``ReconcileError`` condition and add
-        an event (once per distinct error), leaving its phase as it is."""
+        an event (once per distinct error), leaving its phase as it is. The job is read again
+        first (the failed step may have written it before failing) and the write is retried
+        while other writers move it. Raises ConflictError as ``_retrying`` does."""
+        fresh = self.store.get_job_by_id(job.id)
+        if fresh is None or fresh.uid != job.uid:
+            return
         now = self.clock()
         text = f"{error.__class__.__name__}: {error}"[:2000]
         reason = Reason(
@@ -418,84 +585,101 @@ class Lifecycle:
             "message": reason.message,
             "lastTransitionTime": now,
         }
-        others = [c for c in job.conditions if c.get("type") != "ReconcileError"]
-        current = next((c for c in job.conditions if c.get("type") == "ReconcileError"), None)
-        if current is not None and current.get("message") == condition["message"]:
-            return
-        self.store.transition(
-            Transition(
-                job.id,
-                job={"conditions": [*others, condition]},
-                events=(reason_event(now, reason),),
-            )
-        )
 
-    def clear_error(self, job: JobRecord) -> None:
-        """Drop the ``ReconcileError`` condition once ``job`` reconciles again."""
-        if any(c.get("type") == "ReconcileError" for c in job.conditions):
-            kept = [c for c in job.conditions if c.get("type") != "ReconcileError"]
-            self.store.transition(Transition(job.id, job={"conditions": kept}))
+        def write(current: JobRecord) -> bool | None:
+            others = [c for c in current.conditions if c.get("type") != "ReconcileError"]
+            found = next((c for c in current.conditions if c.get("type") == "ReconcileError"), None)
+            if found is not None and found.get("message") == condition["message"]:
+                return None
+            change = {"conditions": [*others, condition]}
+            return self._write(current, change, (reason_event(now, reason),))
+
+        self._retrying(fresh, "record an error on", write)
+
+    def clear_error(self, job: JobRecord) -> bool:
+        """Drop the ``ReconcileError`` condition once ``job`` reconciles again. Returns
+        whether it was written (when refused, the next pass clears it)."""
+        if not any(c.get("type") == "ReconcileError" for c in job.conditions):
+            return False
+        kept = [c for c in job.conditions if c.get("type") != "ReconcileError"]
+        return self._write(job, {"conditions": kept})
 
     def mark_deleting(self, job: JobRecord) -> None:
-        """Flag a job for deletion once its pods have stopped."""
-        self.store.transition(Transition(job.id, job={"is_deleting": True}))
+        """Flag a job for deletion once its pods have stopped (retried while other writers
+        move the job: a user's delete must not be lost). Raises ConflictError as
+        ``_retrying`` does."""
+
+        def write(current: JobRecord) -> bool | None:
+            return None if current.is_deleting else self._write(current, {"is_deleting": True})
+
+        self._retrying(job, "mark for deletion", write)
 
     # ---- stopping ----
 
     def stop_pods(self, job_id: int, exclude: str = "") -> None:
         """Ask the backend to stop every live pod of a job (idempotent), with the job's grace
-        period (SIGTERM, then SIGKILL once it is over)."""
+        period (SIGTERM, then SIGKILL once it is over). A no-op unless ``drives_backend``."""
+        if not self.drives_backend:
+            return
         job = self.store.get_job_by_id(job_id)
         grace = self.grace_period_s if job is None else self.grace_for(job)
         for pod in self.store.pods([job_id], live_only=True):
             if pod.pod_id != exclude:
                 self.backend.stop(pod.pod_id, grace)
 
-    def preempt(self, job: JobRecord, reason: Reason) -> None:
+    def preempt(self, job: JobRecord, reason: Reason) -> bool:
         """Admitted/Running → Preempted (→ Pending once the pods are gone); ``reason`` is the
-        scheduler's ``Preempted`` reason."""
+        scheduler's ``Preempted`` reason. Returns whether it was written; when the store
+        refused it nothing is stopped and the next cycle decides again."""
         now = self.clock()
+        # Read after ``job``: a pod written since has moved the job's version (refused).
         live = self.store.pods([job.id], live_only=True)
         change: dict[str, object] = {"phase": JobPhase.PREEMPTED.value, **job_reason(reason)}
         events = [reason_event(now, reason)]
         if not live:
             change.update(phase=JobPhase.PENDING.value, flavor="")
             events.append(reason_event(now, Reason(ReasonCode.REQUEUED, {"had_pods": False})))
-        self.store.transition(Transition(job.id, job=change, events=tuple(events)))
+        if not self._write(job, change, tuple(events)):
+            return False
         self.stop_pods(job.id)
+        return True
 
-    def cancel(self, job: JobRecord, *, is_delete: bool = False) -> None:
+    def cancel(self, job: JobRecord, *, is_delete: bool = False) -> bool:
         """Any non-terminal phase → Cancelled (by the user, or as the first step of deleting
-        the job); live pods are stopped."""
-        if JobPhase(job.phase).is_terminal:
-            return
-        now = self.clock()
-        cancelled = Reason(ReasonCode.CANCELLED, {"by": "user", "is_delete": is_delete})
-        self.store.transition(
-            Transition(
-                job.id,
-                job={
-                    "phase": JobPhase.CANCELLED.value,
-                    "finished_at": now,
-                    **job_reason(cancelled),
-                },
-                events=(reason_event(now, cancelled),),
-            )
-        )
-        self.stop_pods(job.id)
+        the job); live pods are stopped. ``job`` may be stale (the loop may write it
+        meanwhile, or another control plane): a cancel refused because the job moved is
+        decided again on a fresh read, so a user's cancel is not lost. Returns True when
+        cancelled, False when the job had already finished (or is gone). Raises
+        ConflictError as ``_retrying`` does."""
 
-    def expire(self, job: JobRecord, max_runtime_s: float) -> None:
-        """Running past maxRuntime → Failed (DeadlineExceeded); pods are stopped."""
+        def write(current: JobRecord) -> bool | None:
+            if JobPhase(current.phase).is_terminal:
+                return None
+            now = self.clock()
+            cancelled = Reason(ReasonCode.CANCELLED, {"by": "user", "is_delete": is_delete})
+            change = {
+                "phase": JobPhase.CANCELLED.value,
+                "finished_at": now,
+                **job_reason(cancelled),
+            }
+            return self._write(current, change, (reason_event(now, cancelled),))
+
+        if self._retrying(job, "cancel", write) is None:
+            log.info("job %s was not cancelled: it had already finished", job.name)
+            return False
+        self.stop_pods(job.id)
+        return True
+
+    def expire(self, job: JobRecord, max_runtime_s: float) -> bool:
+        """Running past maxRuntime → Failed (DeadlineExceeded); pods are stopped. Returns
+        whether it was written (nothing is stopped when the store refused)."""
         now = self.clock()
         facts: dict[str, Fact] = {"max_runtime_s": max_runtime_s}
         if job.started_at is not None:
             facts["ran_s"] = round(now - job.started_at, 3)
         expired = Reason(ReasonCode.DEADLINE_EXCEEDED, facts)
-        self.store.transition(
-            Transition(
-                job.id,
-                job={"phase": JobPhase.FAILED.value, "finished_at": now, **job_reason(expired)},
-                events=(reason_event(now, expired),),
-            )
-        )
+        change = {"phase": JobPhase.FAILED.value, "finished_at": now, **job_reason(expired)}
+        if not self._write(job, change, (reason_event(now, expired),)):
+            return False
         self.stop_pods(job.id)
+        return True
