@@ -1,9 +1,17 @@
 """The ControlPlane: the control loop (observe → snapshot → schedule → apply → requeue) and the
 facade the API calls (apply, get, cancel, delete, logs).
 
-The loop runs in one thread; API calls that write take the same lock, so every transition is
-serialised. On start, ``reconcile`` repairs whatever a crash left between a store transaction
-and the backend call that should have followed it.
+The loop runs in one thread; API calls that move jobs (cancel, delete) take the same lock, so
+every transition is serialised; ``apply`` only adds jobs and writes queues and flavors, in one
+store transaction, and does not wait for the loop. On start, ``reconcile`` repairs whatever a
+crash left between a store transaction and the backend call that should have followed it.
+
+With leader election (``ControlPlaneConfig.lease``, several control planes on one PostgreSQL
+store), ``start`` hands the loop to a ``LeaderElector`` (controllers/leader.py): the leader
+reconciles and runs the loop; a follower runs no loop and never calls the backend's launch or
+stop. It serves reads and writes through the store: ``apply`` stores, ``cancel_job`` and
+``delete`` write their transition, and the leader's jobs reconciler stops the pods of jobs that
+should not run at its next tick (``JobsReconciler.stop_strays``).
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from phalanx import kinds
 from phalanx.backends.base import Backend, PodEvent, PodEventKind
 from phalanx.controllers.errors import ConflictError, NotFoundError
 from phalanx.controllers.health import HealthTracker, QuarantinePolicy
+from phalanx.controllers.leader import LeaderElector, LeaseConfig, Role
 from phalanx.controllers.lifecycle import Lifecycle
 from phalanx.controllers.queries import Queries
 from phalanx.controllers.reconcilers import (
@@ -30,7 +39,7 @@ from phalanx.controllers.reconcilers import (
     ReconcilerStats,
     timed,
 )
-from phalanx.controllers.state import SpecCache
+from phalanx.controllers.state import SpecCache, WorldCache
 from phalanx.controllers.views import ApplyResult, JobView, NodeView, QueueView
 from phalanx.model.objects import JobPhase, JobSpec, Node, PodPhase
 from phalanx.model.specs import FieldError, SpecError
@@ -49,6 +58,12 @@ class ControlPlaneConfig:
     grace_period_s: float = 10.0
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     quarantine: QuarantinePolicy = field(default_factory=QuarantinePolicy)
+    #: Leader election among control planes sharing the store; None: this one always leads.
+    lease: LeaseConfig | None = None
+    #: The most of the process's time the loop takes when ticks are long and submissions keep
+    #: coming (the rest is the API's): after such a tick of t seconds the next starts no
+    #: sooner than t × (1 − share) / share later, wake() or not.
+    loop_share: float = 0.25
 
 
 class ControlPlane:
@@ -76,7 +91,12 @@ class ControlPlane:
             config.grace_period_s,
             self.node_health,
         )
-        self.queries = Queries(store, backend, self.specs, self.node_health, config.data_dir)
+        #: Active jobs and live pods, kept current from the revision log; the loop and the
+        #: read side share it.
+        self.world = WorldCache(store, self.specs)
+        self.queries = Queries(
+            store, backend, self.specs, self.node_health, config.data_dir, world=self.world
+        )
         self.stats: dict[str, ReconcilerStats] = {}
         self.node_reconciler = NodeHealthReconciler(backend, self.node_health)
         self.jobs_reconciler = JobsReconciler(
@@ -87,6 +107,7 @@ class ControlPlane:
             self.node_reconciler.nodes,
             config.scheduler,
             self._stats_of("jobs"),
+            world=self.world,
         )
         #: Run in this order on every tick; later layers (services, pipeline runs) add theirs.
         self.reconcilers: list[Reconciler] = [
@@ -98,26 +119,84 @@ class ControlPlane:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        self._applies = 0
+        #: When (clock) the loop started, and when its first tick after that ended.
+        self.loop_started_at: float | None = None
+        self.first_tick_at: float | None = None
+        #: Called with the new role whenever leader election changes it (in its thread).
+        self.role_listeners: list[Callable[[Role], None]] = []
+        self.elector: LeaderElector | None = None
+        if config.lease is not None:
+            self.elector = LeaderElector(store, config.lease, self._lead, self._follow, clock)
+            self.lifecycle.drives_backend = False  # until it leads
 
     # ---- loop ----
 
     def start(self) -> None:
-        """Reconcile with the backend, then run the loop in a background thread."""
+        """Reconcile with the backend, then run the loop in a background thread; with leader
+        election, start the elector instead, which does both once this plane leads."""
+        if self.elector is not None:
+            self.elector.start()
+            return
         self.reconcile()
+        self._start_loop()
+
+    def stop(self) -> None:
+        """Stop the loop (and leader election, giving the lease up); pods keep running and
+        are adopted by the next start or the next leader."""
+        if self.elector is not None:
+            self.elector.stop()
+        self._stop_loop()
+
+    def _start_loop(self) -> None:
         self._stopping.clear()
+        self._wake.clear()
+        self.loop_started_at, self.first_tick_at = self.clock(), None
         self._thread = threading.Thread(target=self._run, name="phalanx-loop", daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
-        """Stop the loop; pods keep running and are adopted by the next start."""
+    def _stop_loop(self) -> bool:
+        """Stop the loop thread; return False if a tick was still running after 10 s."""
         self._stopping.set()
         self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(timeout=10)
+            return not thread.is_alive()
+        return True
+
+    def _lead(self, term: int) -> None:
+        """Leader election made this plane the leader at ``term``: repair, run the loop."""
+        self.lifecycle.drives_backend = True
+        self.reconcile()
+        self._start_loop()
+        self._tell(Role.LEADER)
+
+    def _follow(self) -> None:
+        """This plane no longer leads: stop the loop at once; the backend is the leader's.
+        Raises RuntimeError if a tick is still running (the elector then keeps the store
+        fenced, so that tick cannot write over the new leader)."""
+        is_stopped = self._stop_loop()
+        self.lifecycle.drives_backend = False
+        self._tell(Role.FOLLOWER)
+        if not is_stopped:
+            raise RuntimeError("a tick of the control loop was still running 10 s after stop")
+
+    def _tell(self, role: Role) -> None:
+        for listener in self.role_listeners:
+            try:
+                listener(role)
+            except Exception:  # a listener (server.json) must not change the role
+                log.exception("role listener failed")
+
+    @property
+    def role(self) -> Role:
+        """Leader, or follower under leader election."""
+        return Role.LEADER if self.elector is None else self.elector.role
 
     def wake(self) -> None:
-        """Run the next tick now rather than at the next interval."""
+        """Run the next tick now rather than at the next interval (on a follower there is no
+        loop: the leader sees the write at its next tick, within ``tick_s``)."""
         self._wake.set()
 
     def _stats_of(self, name: str) -> ReconcilerStats:
@@ -135,11 +214,24 @@ class ControlPlane:
 
     def _run(self) -> None:
         while not self._stopping.is_set():
+            started, applies = time.perf_counter(), self._applies
             try:
                 self.tick()
             except Exception:  # the loop must survive any one bad tick; the error is logged
                 log.exception("control loop tick failed")
-            self._wake.wait(self.config.tick_s)
+            if self.first_tick_at is None:
+                self.first_tick_at = self.clock()
+            # The loop and the API share one interpreter (one core's worth of Python): after a
+            # long tick during which submissions kept coming, rest in proportion, even when
+            # woken, so that the loop takes at most ``loop_share`` of the time and the API the
+            # rest. With no submissions meanwhile there is no one to give way to.
+            share = self.config.loop_share
+            rest_s = (time.perf_counter() - started) * (1 - share) / share
+            if rest_s > 0.001 and self._applies != applies:
+                self._stopping.wait(rest_s)
+            else:
+                rest_s = 0.0
+            self._wake.wait(max(0.0, self.config.tick_s - rest_s))
             self._wake.clear()
 
     def tick(self) -> Decisions:
@@ -232,11 +324,17 @@ class ControlPlane:
             else:
                 configs.append((item.kind.name, item.name, item.manifest))
         order = [(k, n) for k, n, _ in configs] + [("Job", j[0]) for j in jobs]
-        with self._lock:
-            try:
-                actions = self.store.apply(configs, jobs, self.clock())
-            except ValueError as exc:
-                raise ConflictError(str(exc)) from exc
+        # Not under the loop's lock: this only adds jobs and writes queues and flavors, in one
+        # store transaction (the store serialises writers), and the loop sees them through
+        # the revision log at its next tick; waiting for a tick here would cap submissions at
+        # one per tick.
+        self._applies += 1  # the loop gives way while submissions come (see _run)
+        try:
+            actions = self.store.apply(configs, jobs, self.clock())
+        except ValueError as exc:
+            raise ConflictError(str(exc)) from exc
+        if configs:
+            self.specs.forget_recent()
         self.wake()
         results = dict(zip(order, actions, strict=True))
         warnings = self._warnings(job_specs)
@@ -251,8 +349,7 @@ class ControlPlane:
         whose queue does not exist yet, are left out."""
         if not jobs:
             return {}
-        queues = self.specs.queues(self.store)
-        flavors = self.specs.flavors(self.store)
+        queues, flavors = self.specs.recent(self.store)
         nodes = self.backend.nodes()
         out: dict[tuple[str, str], tuple[Reason, ...]] = {}
         for job in jobs:
@@ -280,7 +377,8 @@ class ControlPlane:
             job = self._job(name)
             self.lifecycle.cancel(job, is_delete=True)
             if self.store.pods([job.id], live_only=True):
-                self.lifecycle.mark_deleting(job)
+                # Read again: the cancel moved the job past ``job``'s resourceVersion.
+                self.lifecycle.mark_deleting(self.store.get_job_by_id(job.id) or job)
             else:
                 self.store.delete_job(job.id)
         self.wake()
@@ -300,12 +398,14 @@ class ControlPlane:
                     f"queue {name} still has {len(users)} unfinished jobs ({', '.join(users[:5])}); cancel or delete them first"
                 )
             self.store.delete_config("Queue", name)
+            self.specs.forget_recent()
 
     def delete_flavor(self, name: str) -> None:
         """Delete a resource flavor. Raises NotFoundError."""
         with self._lock:
             if not self.store.delete_config("ResourceFlavor", name):
                 raise NotFoundError("resourceflavor", name)
+            self.specs.forget_recent()
 
     def delete(self, kind: str, name: str) -> None:
         """Delete an object of any applied kind (a kind name, plural or short name); what it
@@ -320,6 +420,7 @@ class ControlPlane:
             with self._lock:
                 if not self.store.delete_config(resolved.name, name):
                     raise NotFoundError(resolved.name.lower(), name)
+                self.specs.forget_recent()
         else:
             raise ConflictError(
                 f"{resolved.plural} are observed from the backend and cannot be deleted here"
@@ -363,10 +464,18 @@ class ControlPlane:
         return self.queries.read_logs(job, pod, attempt, offset)
 
     def health(self) -> Mapping[str, object]:
-        """Liveness facts for /healthz and ``phalanx get``."""
-        alive = self._thread is not None and self._thread.is_alive()
+        """Liveness facts for /healthz and ``phalanx get``: ``status`` is ok while the loop
+        (or, under leader election, the elector: followers serve too) runs; ``role``, and with
+        leader election ``lease`` (our holder id, the lease's holder and term, when we began
+        leading and our first tick since)."""
+        if self.elector is None:
+            alive = self._thread is not None and self._thread.is_alive()
+        else:
+            alive = self.elector.is_alive
         return {
             "status": "ok" if alive else "stopped",
+            "role": self.role.value,
+            **({} if self.elector is None else {"lease": self._lease_health(self.elector)}),
             "backend": self.backend.name,
             "store": self.store.redacted_url,
             "nodes": len(self.backend.nodes()),
@@ -383,4 +492,22 @@ class ControlPlane:
                 }
                 for name, st in self.stats.items()
             },
+        }
+
+    def _lease_health(self, elector: LeaderElector) -> dict[str, object]:
+        try:
+            lease = self.store.get_lease(elector.config.name)
+        except Exception as exc:  # /healthz must answer while the store is away
+            log.warning("reading lease %s failed: %s", elector.config.name, exc)
+            lease = None
+        is_leader = elector.term is not None
+        is_held = lease is not None and lease.expires_at > self.clock()
+        return {
+            "name": elector.config.name,
+            "holder": elector.holder,
+            "leader": lease.holder if lease is not None and is_held else None,
+            "term": elector.term if is_leader else (lease.term if lease is not None else None),
+            "ttl_s": elector.config.ttl_s,
+            "leading_since": elector.leading_since,
+            "first_tick_at": self.first_tick_at if is_leader else None,
         }

@@ -4,6 +4,8 @@ loop. Reads the store and the backend; writes nothing and takes no lock of the l
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -12,11 +14,20 @@ from phalanx.controllers.errors import NotFoundError
 from phalanx.controllers.health import HealthTracker, apply_quarantine
 from phalanx.controllers.lifecycle import pod_name
 from phalanx.controllers.progress import JobProgress, read_progress
-from phalanx.controllers.state import HOLDING, SpecCache, World, devices_of, pod_resources
+from phalanx.controllers.state import (
+    HOLDING,
+    SpecCache,
+    World,
+    WorldCache,
+    devices_of,
+    pod_resources,
+)
 from phalanx.controllers.views import (
     EventView,
     FlavorUsage,
+    FlavorView,
     JobView,
+    MetadataView,
     NodeFailureView,
     NodeView,
     Page,
@@ -28,7 +39,8 @@ from phalanx.controllers.views import (
 from phalanx.model.metadata import LabelSelector
 from phalanx.model.objects import JobPhase, Node, PodPhase
 from phalanx.model.resources import RESOURCE_NAMES, Resources
-from phalanx.store import JobRecord, PodRecord, Store
+from phalanx.model.specs import SpecError, parse_job
+from phalanx.store import Change, JobRecord, ObjectRecord, PodRecord, Store
 
 
 class Queries:
@@ -41,12 +53,18 @@ class Queries:
         specs: SpecCache,
         node_health: HealthTracker,
         data_dir: Path,
+        *,
+        world: WorldCache | None = None,
     ) -> None:
         self.store = store
         self.backend = backend
         self.specs = specs
         self.node_health = node_health
         self.data_dir = data_dir
+        #: Active jobs and live pods (shared with the loop when it passes its own).
+        self.world = world if world is not None else WorldCache(store, specs)
+        self._views: OrderedDict[tuple[int, int], JobView] = OrderedDict()
+        self._views_lock = threading.Lock()
 
     def _job(self, name: str) -> JobRecord:
         job = self.store.get_job(name)
@@ -54,18 +72,17 @@ class Queries:
             raise NotFoundError("job", name)
         return job
 
-    def get_job(self, name: str) -> JobView:
-        """Return a job with pods and events. Raises NotFoundError."""
+    def get_job(self, name: str, *, with_events: bool = True) -> JobView:
+        """Return a job with the pods of every attempt and its events; with ``with_events``
+        False, as lists show it (the current attempt's pods, no events). Raises
+        NotFoundError."""
         job = self._job(name)
-        return self._view(job, self.store.pods([job.id]), with_events=True)
+        return self._view(job, self.store.pods([job.id]), with_events=with_events)
 
     def list_jobs(self, queue: str | None = None) -> list[JobView]:
         """Return all jobs (optionally of one queue), oldest first, with their latest pods."""
-        jobs = [j for j in self.store.list_jobs() if queue is None or j.queue == queue]
-        pods: dict[int, list[PodRecord]] = {}
-        for pod in self.store.pods([j.id for j in jobs]):
-            pods.setdefault(pod.job_id, []).append(pod)
-        return [self._view(j, pods.get(j.id, []), with_events=False) for j in jobs]
+        versions = self.store.list_job_versions(queue=queue)
+        return list(self._list_views([(job_id, version) for job_id, version, _ in versions]))
 
     def page_jobs(
         self,
@@ -85,27 +102,62 @@ class Queries:
                 f"continue token {continue_token!r} is not one this server gave; "
                 "start again without it"
             ) from None
-        picked: list[JobRecord] = []
+        picked: list[tuple[int, int]] = []  # (job id, resourceVersion)
         has_more = False
         while len(picked) <= limit:
-            batch = self.store.list_jobs(queue=queue, after_id=after, limit=limit + 1)
+            batch = self.store.list_job_versions(queue=queue, after_id=after, limit=limit + 1)
             if not batch:
                 break
-            after = batch[-1].id
-            picked += [j for j in batch if selector is None or selector.matches(j.labels)]
+            after = batch[-1][0]
+            picked += [
+                (job_id, version)
+                for job_id, version, labels in batch
+                if selector is None or selector.matches(labels)
+            ]
             if len(batch) <= limit:
                 break
         if len(picked) > limit:
             picked, has_more = picked[:limit], True
-        pods: dict[int, list[PodRecord]] = {}
-        for pod in self.store.pods([j.id for j in picked]):
-            pods.setdefault(pod.job_id, []).append(pod)
-        views = tuple(self._view(j, pods.get(j.id, []), with_events=False) for j in picked)
-        return Page(views, str(picked[-1].id) if has_more else "", revision)
+        views = self._list_views(picked)
+        return Page(views, str(picked[-1][0]) if has_more else "", revision)
+
+    #: List views kept, least recently used first out: the first pages, which clients poll
+    #: (about 5 KiB each, most of it the manifest).
+    VIEW_CACHE_SIZE = 1024
+
+    def _list_views(self, keys: list[tuple[int, int]]) -> tuple[JobView, ...]:
+        """The list views (current attempt's pods, no events) of the jobs ``keys`` name by
+        (id, resourceVersion), in that order. A view is built once per resourceVersion: every
+        write of a job or its pods moves it on, so a cached view is current. Views of jobs
+        holding capacity are built afresh each time (their progress comes from files their
+        pods write, which move no version). A job deleted meanwhile is left out."""
+        views: dict[int, JobView] = {}
+        with self._views_lock:
+            for key in keys:
+                view = self._views.get(key)
+                if view is not None:
+                    self._views.move_to_end(key)
+                    views[key[0]] = view
+        missing = [job_id for job_id, _ in keys if job_id not in views]
+        for chunk in (missing[i : i + 500] for i in range(0, len(missing), 500)):
+            records = self.store.list_jobs(ids=chunk)
+            pods: dict[int, list[PodRecord]] = {}
+            for pod in self.store.pods(chunk):
+                pods.setdefault(pod.job_id, []).append(pod)
+            for record in records:
+                view = self._view(record, pods.get(record.id, []), with_events=False)
+                views[record.id] = view
+                if record.phase not in HOLDING:
+                    with self._views_lock:
+                        self._views[(record.id, record.resource_version)] = view
+                        if len(self._views) > self.VIEW_CACHE_SIZE:
+                            self._views.popitem(last=False)
+        return tuple(views[job_id] for job_id, _ in keys if job_id in views)
 
     def _view(self, job: JobRecord, pods: list[PodRecord], *, with_events: bool) -> JobView:
         current = [p for p in pods if p.attempt == job.attempt] if job.attempt else []
         shown = pods if with_events else current
+        pod_count, request = job_size(job.manifest)
         return JobView(
             name=job.name,
             manifest=job.manifest,
@@ -122,6 +174,9 @@ class Queries:
             flavor=job.flavor,
             attempt=job.attempt,
             restarts=job.restarts,
+            metadata=metadata_view(job),
+            pod_count=pod_count,
+            request=request,
             progress=_progress_view(read_progress(self.data_dir, job)) if job.attempt else None,
             pods=tuple(
                 PodView(
@@ -148,7 +203,7 @@ class Queries:
         )
 
     def _usage(
-        self,
+        self, world: World
     ) -> tuple[
         dict[tuple[str, str], Resources],
         dict[str, Resources],
@@ -156,7 +211,6 @@ class Queries:
         dict[str, list[str]],
     ]:
         """Live usage per (queue, flavor) and per node, with devices and pod names."""
-        world = World.read(self.store, self.specs)
         per_queue: dict[tuple[str, str], Resources] = {}
         per_node: dict[str, Resources] = {}
         devices: dict[str, dict[int, int]] = {}
@@ -177,13 +231,24 @@ class Queries:
                 names.setdefault(pod.node, []).append(f"{job.name}/{pod_name(pod)}")
         return per_queue, per_node, devices, names
 
-    def list_queues(self) -> list[QueueView]:
-        """Return queues with their quota use and job counts."""
-        per_queue, _, _, _ = self._usage()
-        manifests = {name: m for name, m, _ in self.store.list_config("Queue")}
-        jobs = self.store.list_jobs([JobPhase.PENDING.value, *HOLDING])
+    def list_queues(self, selector: LabelSelector | None = None) -> list[QueueView]:
+        """Return queues (those whose labels match ``selector`` if given) with their quota
+        use and job counts."""
+        world = self.world.read()
+        per_queue, _, _, _ = self._usage(world)
+        records = {o.name: o for o in self.store.list_objects("Queue")}
+        # Pending and holding jobs are the World's (kept current from the revision log), not
+        # a read of every waiting job's row on each request.
+        jobs = [
+            j
+            for j in (*world.jobs.values(), *(record for record, _ in world.broken.values()))
+            if j.phase == JobPhase.PENDING.value or j.phase in HOLDING
+        ]
         out = []
         for queue in self.specs.queues(self.store):
+            record = records.get(queue.name)
+            if record is None or (selector is not None and not selector.matches(record.labels)):
+                continue
             usage = tuple(
                 FlavorUsage(
                     fq.flavor,
@@ -197,7 +262,15 @@ class Queries:
             )
             admitted = sum(1 for j in jobs if j.queue == queue.name and j.phase in HOLDING)
             out.append(
-                QueueView(queue.name, manifests[queue.name], queue.cohort, usage, pending, admitted)
+                QueueView(
+                    queue.name,
+                    record.manifest,
+                    queue.cohort,
+                    usage,
+                    pending,
+                    admitted,
+                    metadata_view(record),
+                )
             )
         return out
 
@@ -212,9 +285,37 @@ class Queries:
         """Return the resource flavors' manifests."""
         return [m for _, m, _ in self.store.list_config("ResourceFlavor")]
 
+    def flavors(self, selector: LabelSelector | None = None) -> list[FlavorView]:
+        """Return the resource flavors (those whose labels match ``selector`` if given), by
+        name, with their metadata."""
+        return [
+            FlavorView(o.manifest, metadata_view(o))
+            for o in self.store.list_objects("ResourceFlavor")
+            if selector is None or selector.matches(o.labels)
+        ]
+
+    def get_flavor(self, name: str) -> FlavorView:
+        """Return one resource flavor. Raises NotFoundError."""
+        record = self.store.get_object("ResourceFlavor", name)
+        if record is None:
+            raise NotFoundError("resourceflavor", name)
+        return FlavorView(record.manifest, metadata_view(record))
+
+    # ---- the revision log, for watches ----
+
+    def revision(self) -> int:
+        """The store's newest revision: a list read after it, watched from it, misses
+        nothing."""
+        return self.store.revision()
+
+    def changes(self, after: int, limit: int = 1000) -> tuple[list[Change], int]:
+        """Writes after revision ``after`` in order (at most ``limit``) and the oldest
+        revision the log still holds; see Store.changes."""
+        return self.store.changes(after, limit)
+
     def list_nodes(self) -> list[NodeView]:
         """Return the backend's nodes with what is in use on each."""
-        _, per_node, devices, names = self._usage()
+        _, per_node, devices, names = self._usage(self.world.read())
         health = self.node_health.all()
         nodes: list[Node] = sorted(
             apply_quarantine(self.backend.nodes(), health), key=lambda n: n.name
@@ -282,6 +383,30 @@ class Queries:
         data = self.backend.read_logs(target.pod_id, offset)
         finished = PodPhase(target.phase).is_finished
         return data, offset + len(data), finished and not data
+
+
+def job_size(manifest: Mapping[str, object]) -> tuple[int, Resources]:
+    """(pod count, request of all pods together) of a job's stored manifest; (0, nothing)
+    when it no longer parses."""
+    try:
+        spec = parse_job(manifest)
+    except SpecError:
+        return 0, Resources()
+    return spec.pod_count, spec.total_request
+
+
+def metadata_view(record: JobRecord | ObjectRecord) -> MetadataView:
+    """Return the metadata of a stored job or object."""
+    return MetadataView(
+        name=record.name,
+        uid=record.uid,
+        labels=dict(record.labels),
+        annotations=dict(record.annotations),
+        owner_references=tuple(dict(o) for o in record.owner_refs),
+        resource_version=record.resource_version,
+        generation=record.generation,
+        created_at=record.created_at,
+    )
 
 
 def _progress_view(progress: JobProgress) -> ProgressView | None:

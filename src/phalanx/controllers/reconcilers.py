@@ -2,8 +2,9 @@
 
   1. ``NodeHealthReconciler``: quarantine nodes the backend reports broken, release those whose
      cool-down is over;
-  2. ``JobsReconciler``: pod events, deadlines and hangs, then one scheduling cycle (snapshot →
-     ``schedule`` → admit, preempt, pending reasons);
+  2. ``JobsReconciler``: pod events, stops for pods their job should not run (``stop_strays``),
+     deadlines and hangs, then one scheduling cycle (snapshot → ``schedule`` → admit, preempt,
+     pending reasons);
   3. ``GarbageCollector``: delete jobs whose pods have stopped after a delete, and objects
      whose owner (``metadata.ownerReferences``) is gone, in the background, with events.
 
@@ -16,23 +17,31 @@ whole is counted in its stats; the loop still runs the others.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from phalanx import kinds
 from phalanx.backends.base import Backend, PodEvent
 from phalanx.controllers.errors import ConflictError, NotFoundError
 from phalanx.controllers.health import HealthTracker, apply_quarantine
-from phalanx.controllers.lifecycle import Lifecycle
+from phalanx.controllers.lifecycle import Lifecycle, guarded, job_reason, reason_event
 from phalanx.controllers.progress import JobProgress, hung_jobs, read_progress
-from phalanx.controllers.state import HOLDING, SpecCache, World
+from phalanx.controllers.state import (
+    HOLDING,
+    CycleInputs,
+    SpecCache,
+    World,
+    WorldCache,
+    next_backoff_end,
+)
 from phalanx.model.objects import JobPhase, Node
 from phalanx.model.reasons import Reason, ReasonCode
 from phalanx.scheduling import Decisions, SchedulerConfig, schedule
-from phalanx.store import EventRecord, JobRecord, Store
+from phalanx.store import EventRecord, JobRecord, PodRecord, Store
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +127,8 @@ class JobsReconciler:
         nodes: Callable[[], list[Node]],
         scheduler: SchedulerConfig,
         stats: ReconcilerStats,
+        world: WorldCache | None = None,
+        resync_s: float = 10.0,
     ) -> None:
         self.store = store
         self.backend = backend
@@ -126,42 +137,122 @@ class JobsReconciler:
         self.nodes = nodes
         self.scheduler = scheduler
         self.contain = _Containment(self.name, lifecycle, stats)
+        self.world = world if world is not None else WorldCache(store, specs)
+        #: Every ``resync_s`` (of the clock ``now`` comes from) a cycle runs whether or not
+        #: anything changed (see _is_unchanged).
+        self.resync_s = resync_s
         self.decisions = Decisions()
         self.last_cycle_s = 0.0
         self.cycles = 0
+        #: Ticks that ran no scheduling cycle because nothing it depends on had changed.
+        self.skipped_cycles = 0
+        self._inputs: CycleInputs | None = None
+        self._wake_at = math.inf
+        self._synced_at = -math.inf
         self._reported: set[tuple[str, str, str]] = set()
+        self._stops_sent: dict[str, float] = {}
 
     def reconcile(self, now: float) -> None:
         # 1. observe: pod events, then deadlines and hangs of what runs
         for event in self.backend.poll_events():
             self._on_pod_event(event)
-        world = World.read(self.store, self.specs)
+        is_resync = now - self._synced_at >= self.resync_s
+        if is_resync:
+            self._synced_at = now
+        world = self.world.read()
         self._report_broken(world)
+        self.stop_strays(world, now)
         progress = self._progress(world)
         self._enforce_deadlines(world, now)
         self._detect_hangs(world, progress, now)
         # 2. snapshot (quarantined nodes marked; checkpoints bound each victim's lost work)
-        world = World.read(self.store, self.specs)
+        world = self.world.read()
         checkpoints = {
             job_id: p.checkpoint.at for job_id, p in progress.items() if p.checkpoint is not None
         }
-        snapshot, held_back = world.snapshot(
-            now,
-            self.nodes(),
-            self.specs.queues(self.store),
-            self.specs.flavors(self.store),
-            self.scheduler,
-            checkpoints,
-            self.backend.held_capacity(),
+        inputs = CycleInputs(
+            world.revision,
+            tuple(self.nodes()),
+            tuple(self.specs.queues(self.store)),
+            tuple(self.specs.flavors(self.store)),
+            tuple(self.backend.held_capacity()),
+            tuple(sorted(checkpoints.items())),
         )
         self._report_invalid_objects(now)
+        if not is_resync and self._is_unchanged(inputs, now):
+            self.skipped_cycles += 1
+            return
+        snapshot, held_back = world.snapshot(
+            now,
+            list(inputs.nodes),
+            list(inputs.queues),
+            list(inputs.flavors),
+            self.scheduler,
+            checkpoints,
+            inputs.held,
+        )
         # 3. schedule (pure)
         started = time.perf_counter()
         self.decisions = schedule(snapshot)
         self.last_cycle_s = time.perf_counter() - started
         self.cycles += 1
         # 4. apply, 5. requeue with reasons
-        self._apply(world, self.decisions, held_back)
+        written = self._apply(world, self.decisions, held_back)
+        self._inputs = replace(inputs, revision=self._settled_revision(world.revision, written))
+        self._wake_at = next_backoff_end(snapshot)
+
+    def _is_unchanged(self, inputs: CycleInputs, now: float) -> bool:
+        """Whether a cycle now would decide what the last one did: nothing it reads has
+        changed since (the store's revision, net of that cycle's own pending-reason writes;
+        nodes; capacity held by others; queues; flavors; checkpoints) and no pending job's
+        backoff has ended. Only the clock moved, and apart from backoffs it changes no
+        decision but the order of preemption victims, which the resync covers."""
+        return inputs == self._inputs and now < self._wake_at
+
+    def _settled_revision(self, before: int, written: list[str] | None) -> int:
+        """The store's revision after the last cycle's own writes when those (the pending
+        reasons ``written``) are all the log holds after ``before``, the revision the cycle
+        read: the next tick then has nothing new to schedule. Otherwise ``before``, so that
+        the next tick sees a newer revision and runs a cycle."""
+        if not written:
+            return before
+        changes, oldest = self.store.changes(before, limit=len(written))
+        is_ours = (
+            oldest <= before + 1
+            and len(changes) == len(written)
+            and all(c.kind == "Job" and c.type == "MODIFIED" for c in changes)
+            and sorted(c.name for c in changes) == sorted(written)
+        )
+        return changes[-1].revision if is_ours else before
+
+    #: A stop the backend has not acted on (the pod still lives) is sent again after this long.
+    RESEND_STOP_S = 30.0
+
+    def stop_strays(self, world: World, now: float) -> None:
+        """Ask the backend to stop every live pod its job should not run: the job left
+        Admitted/Running, or the pod belongs to an earlier attempt. Such pods come from writes
+        made without a backend call: a follower's cancel or delete (under leader election only
+        the leader drives the backend), or a control plane that died between its write and its
+        stop. A stop is sent once per pod, and again every ``RESEND_STOP_S`` while it lives."""
+        records = {job_id: record for job_id, (record, _) in world.broken.items()}
+        records.update(world.jobs)
+        strays: dict[str, tuple[JobRecord, PodRecord]] = {}
+        for job_id, pods in world.live_pods.items():
+            job = records.get(job_id)
+            if job is None:
+                continue
+            should_run = job.phase in (JobPhase.ADMITTED.value, JobPhase.RUNNING.value)
+            for pod in pods:
+                if not should_run or pod.attempt != job.attempt:
+                    strays[pod.pod_id] = (job, pod)
+        self._stops_sent = {p: t for p, t in self._stops_sent.items() if p in strays}
+        for pod_id, (job, _) in strays.items():
+            sent = self._stops_sent.get(pod_id)
+            if sent is not None and now - sent < self.RESEND_STOP_S:
+                continue
+            with self.contain.on(job, "stop pods"):
+                self.backend.stop(pod_id, self.lifecycle.grace_for(job))
+                self._stops_sent[pod_id] = now
 
     def _on_pod_event(self, event: PodEvent) -> None:
         try:
@@ -175,8 +266,15 @@ class JobsReconciler:
             with self.contain.on(job, "record pod event"):
                 raise exc
 
-    def _apply(self, world: World, decisions: Decisions, held_back: Mapping[str, str]) -> None:
+    def _apply(
+        self, world: World, decisions: Decisions, held_back: Mapping[str, str]
+    ) -> list[str] | None:
+        """Admit, preempt and record pending reasons. Returns the jobs whose pending reason
+        was written, or None when it wrote anything else or a write was refused or failed."""
         by_name = {j.name: j for j in world.jobs.values()}
+        written: list[str] | None = (
+            [] if not (decisions.admissions or decisions.preemptions) else None
+        )
         for admission in decisions.admissions:
             job = by_name[admission.job]
             with self.contain.on(job, "admit"):
@@ -194,14 +292,70 @@ class JobsReconciler:
                 "attempt": held.attempt,
             }
             reasons.append((name, Reason(ReasonCode.WAITING_FOR_CAPACITY, facts)))
+        changed: list[tuple[JobRecord, Reason]] = []
         for name, reason in reasons:
             waiting = by_name.get(name)
             if waiting is None:
                 continue
-            stored = (waiting.reason_code, waiting.message, waiting.reason_facts)
-            if stored != (reason.code.value, reason.message, reason.plain_facts()):
-                with self.contain.on(waiting, "record pending reason"):
-                    self.lifecycle.set_pending_reason(waiting, reason)
+            # The message is rendered from code and facts: comparing those is enough, and
+            # rendering thousands of messages per cycle only to compare them is not free.
+            stored = (waiting.reason_code, waiting.reason_facts)
+            if stored != (reason.code.value, reason.plain_facts()):
+                changed.append((waiting, reason))
+        for i in range(0, len(changed), self.REASONS_PER_TRANSACTION):
+            results = self._set_pending_reasons(changed[i : i + self.REASONS_PER_TRANSACTION])
+            if written is not None and all(results):
+                written += [job.name for job, _ in changed[i : i + self.REASONS_PER_TRANSACTION]]
+            else:
+                written = None
+        return written
+
+    #: Pending reasons written per store transaction: thousands of new jobs get theirs in a
+    #: few transactions, and the API's writes get the store between them.
+    REASONS_PER_TRANSACTION = 500
+
+    def _set_pending_reasons(self, batch: list[tuple[JobRecord, Reason]]) -> list[bool]:
+        """Record why each job of ``batch`` still waits, as Lifecycle.set_pending_reason does
+        (an event only when the kind of reason changes), in one transaction; if that fails,
+        one at a time, each failure contained to its job. Returns whether each was written."""
+        now = self.lifecycle.clock()
+        try:
+            versions = self.store.transitions(
+                [
+                    guarded(
+                        job,
+                        job_reason(reason),
+                        (reason_event(now, reason),)
+                        if reason.code.value != job.reason_code
+                        else (),
+                    )
+                    for job, reason in batch
+                ]
+            )
+            # The World takes these writes in as they are, rather than reading them back.
+            self.world.note(
+                [
+                    replace(
+                        job,
+                        reason_code=reason.code.value,
+                        message=reason.message,
+                        reason_facts=reason.plain_facts(),
+                        resource_version=version,
+                    )
+                    for (job, reason), version in zip(batch, versions, strict=True)
+                    if version
+                ]
+            )
+            return [version > 0 for version in versions]
+        except Exception:  # the store failed the batch: try each job alone, contained
+            log.exception("recording %d pending reasons failed; retrying one by one", len(batch))
+        results = []
+        for job, reason in batch:
+            is_written = False
+            with self.contain.on(job, "record pending reason"):
+                is_written = self.lifecycle.set_pending_reason(job, reason)
+            results.append(is_written)
+        return results
 
     def _enforce_deadlines(self, world: World, now: float) -> None:
         for job_id, job in world.jobs.items():
@@ -225,7 +379,9 @@ class JobsReconciler:
         return out
 
     def _detect_hangs(self, world: World, progress: Mapping[int, JobProgress], now: float) -> None:
-        """Restart running jobs whose pods reported no progress within their hangTimeout."""
+        """Restart running jobs whose pods reported no progress within their hangTimeout.
+        (A job expired above in the same pass has a stale record here: the store refuses
+        its restart, and nothing is stopped twice.)"""
         for hang in hung_jobs(world.jobs, world.specs, world.live_pods, progress, now):
             job = world.jobs[hang.job_id]
             with self.contain.on(job, "restart a hung job"):
@@ -270,6 +426,9 @@ class GarbageCollector:
 
     name = "garbage-collector"
 
+    #: Revisions the log keeps: a watch may resume from any of them.
+    KEEP_REVISIONS = 100_000
+
     def __init__(
         self, store: Store, delete: Callable[[str, str], None], clock: Callable[[], float]
     ) -> None:
@@ -277,13 +436,18 @@ class GarbageCollector:
         self.delete = delete
         self.clock = clock
         self._revision: int | None = None
+        self._compacted = 0
 
     def reconcile(self, now: float) -> None:
         # 1. finish deletes
         for job in self.store.list_jobs(deleting_only=True):
             if not self.store.pods([job.id], live_only=True):
                 self.store.delete_job(job.id)
-        # 2. cascade: only when something was deleted since the last pass
+        # 2. compact the revision log (a watch from before what is kept must list again)
+        if self._revision is not None and self._revision - self._compacted >= 10_000:
+            self.store.compact(self.KEEP_REVISIONS)
+            self._compacted = self._revision
+        # 3. cascade: only when something was deleted since the last pass
         if self._revision is not None:
             changes, oldest = self.store.changes(self._revision, limit=100_000)
             missed = oldest > self._revision + 1 and self._revision > 0

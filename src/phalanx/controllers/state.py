@@ -6,6 +6,9 @@ Reads only; writes happen in lifecycle.py and plane.py.
 
 from __future__ import annotations
 
+import math
+import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -61,6 +64,7 @@ class SpecCache:
         #: Stored queues and flavors that no longer parse, by (kind, name): the error. They
         #: are left out of every snapshot (jobs in such a queue wait with QueueNotFound).
         self.invalid: dict[tuple[str, str], str] = {}
+        self._recent: tuple[float, list[Queue], list[ResourceFlavor]] | None = None
 
     def job(self, record: JobRecord) -> JobSpec:
         key = (record.id, record.uid)
@@ -68,6 +72,23 @@ class SpecCache:
         if spec is None:
             spec = self._jobs[key] = parse_job(record.manifest)
         return spec
+
+    #: How far behind another process's writes of queues and flavors ``recent`` may be.
+    RECENT_S = 1.0
+
+    def recent(self, store: Store) -> tuple[list[Queue], list[ResourceFlavor]]:
+        """Queues and flavors as read at most ``RECENT_S`` ago, or now: for advice that may
+        lag a moment behind another process's writes (apply's warnings), not for decisions.
+        The writer in this process calls ``forget_recent``, so its own writes show at once.
+        Saves two queries on every submission."""
+        recent, now = self._recent, time.monotonic()
+        if recent is None or now - recent[0] > self.RECENT_S:
+            recent = self._recent = (now, self.queues(store), self.flavors(store))
+        return recent[1], recent[2]
+
+    def forget_recent(self) -> None:
+        """This process wrote queues or flavors: ``recent`` reads them again."""
+        self._recent = None
 
     def queues(self, store: Store) -> list[Queue]:
         return self._parsed(store, "Queue", self._queues, parse_queue)
@@ -98,7 +119,8 @@ class SpecCache:
 
 @dataclass(slots=True)
 class World:
-    """One consistent read of jobs and live pods for a tick."""
+    """One consistent read of jobs and live pods for a tick: the active jobs (pending or
+    holding capacity) and every job that still has live pods."""
 
     jobs: dict[int, JobRecord]
     specs: dict[int, JobSpec]
@@ -106,18 +128,22 @@ class World:
     #: Jobs whose stored spec no longer parses, with the error: left out of ``jobs`` (the
     #: loop goes on without them), their live pods' devices still reserved.
     broken: dict[int, tuple[JobRecord, Exception]] = field(default_factory=dict)
+    #: The store's revision this read includes every write up to (it may include later ones).
+    revision: int = 0
 
     @classmethod
     def read(cls, store: Store, cache: SpecCache) -> World:
+        """Read everything afresh (WorldCache.read reads only what changed)."""
+        revision = store.revision()
         jobs = {j.id: j for j in store.list_jobs(ACTIVE)}
         live: dict[int, list[PodRecord]] = {}
         for pod in store.pods(live_only=True):
             live.setdefault(pod.job_id, []).append(pod)
-        for job_id in live:
-            if job_id not in jobs:
-                record = store.get_job_by_id(job_id)
-                if record is not None:
-                    jobs[job_id] = record
+        missing = [job_id for job_id in live if job_id not in jobs]
+        for chunk in _chunks(missing):
+            jobs.update((j.id, j) for j in store.list_jobs(ids=chunk))
+        if missing:
+            jobs = dict(sorted(jobs.items()))  # FIFO (id) order throughout
         specs: dict[int, JobSpec] = {}
         broken: dict[int, tuple[JobRecord, Exception]] = {}
         for job_id, record in jobs.items():
@@ -127,7 +153,7 @@ class World:
                 broken[job_id] = (record, exc)
         for job_id in broken:
             del jobs[job_id]
-        return cls(jobs, specs, live, broken)
+        return cls(jobs, specs, live, broken, revision)
 
     def snapshot(
         self,
@@ -199,6 +225,147 @@ class World:
             config=config,
         )
         return snapshot, held_back
+
+
+#: Rows asked for by one SQL ``IN`` (SQLite allows a few thousand bound parameters at most).
+_CHUNK = 500
+#: More changes than this since the last read: read everything again instead.
+_MAX_CHANGES = 20_000
+
+
+def _chunks(items: Sequence[T]) -> list[Sequence[T]]:
+    return [items[i : i + _CHUNK] for i in range(0, len(items), _CHUNK)]
+
+
+class WorldCache:
+    """``World.read`` kept current from the store's revision log: the first read (and one
+    after the log was compacted past the last read, or after very many writes) reads every
+    active job; later reads fetch only the jobs the log names since, with their live pods.
+    A tick with 10,000 jobs waiting then costs what changed, not what is stored.
+
+    This relies on the store writing a job's pods only together with the job (a transition,
+    a delete), so that every change to the World's pods is in the log under the job's name.
+    Thread-safe: the loop and the read side share one cache.
+    """
+
+    def __init__(self, store: Store, specs: SpecCache) -> None:
+        self.store = store
+        self.specs = specs
+        self._lock = threading.Lock()
+        self._revision: int | None = None
+        self._jobs: dict[int, JobRecord] = {}
+        self._specs: dict[int, JobSpec] = {}
+        self._live: dict[int, list[PodRecord]] = {}
+        self._broken: dict[int, tuple[JobRecord, Exception]] = {}
+        self._ids: dict[str, int] = {}
+        #: Full reads so far (the first, and each fallback), for tests and stats.
+        self.full_reads = 0
+
+    def read(self) -> World:
+        """Return the World as of now."""
+        with self._lock:
+            after = self._revision
+            if after is None:
+                return self._read_all()
+            changes, oldest = self.store.changes(after, limit=_MAX_CHANGES)
+            if (after > 0 and oldest > after + 1) or len(changes) >= _MAX_CHANGES:
+                return self._read_all()  # compacted past our last read, or a flood
+            if changes:
+                self._revision = changes[-1].revision
+                latest = {c.name: c.revision for c in changes if c.kind == "Job"}
+                names = sorted(n for n, revision in latest.items() if not self._has(n, revision))
+                if names:
+                    self._refresh(names)
+                    self._jobs = dict(sorted(self._jobs.items()))  # FIFO, as World.read
+            return self._world()
+
+    def note(self, records: Sequence[JobRecord]) -> None:
+        """Take in what the caller has just written itself (records as the store now holds
+        them), so that the next read need not fetch them again."""
+        with self._lock:
+            for record in records:
+                cached = self._jobs.get(record.id)
+                if cached is not None and cached.resource_version < record.resource_version:
+                    self._jobs[record.id] = record
+
+    def _has(self, name: str, revision: int) -> bool:
+        """Whether the cache holds job ``name`` as of ``revision`` or later (it noted that
+        write itself)."""
+        job_id = self._ids.get(name)
+        record = self._jobs.get(job_id) if job_id is not None else None
+        return record is not None and record.resource_version >= revision
+
+    def _read_all(self) -> World:
+        world = World.read(self.store, self.specs)
+        self.full_reads += 1
+        self._revision = world.revision
+        self._jobs, self._specs, self._live = world.jobs, world.specs, world.live_pods
+        self._broken = world.broken
+        self._ids = {r.name: i for i, r in (*self._jobs.items(), *self._broken_records())}
+        return self._world()
+
+    def _broken_records(self) -> list[tuple[int, JobRecord]]:
+        return [(job_id, record) for job_id, (record, _) in self._broken.items()]
+
+    def _refresh(self, names: Sequence[str]) -> None:
+        """Read the jobs named ``names`` again (a job may be gone, new or re-created)."""
+        for name in names:
+            job_id = self._ids.pop(name, None)
+            if job_id is not None:
+                for table in (self._jobs, self._specs, self._live, self._broken):
+                    table.pop(job_id, None)
+        for chunk in _chunks(names):
+            records = self.store.list_jobs(names=chunk)
+            live: dict[int, list[PodRecord]] = {}
+            for pod in self.store.pods([r.id for r in records], live_only=True):
+                live.setdefault(pod.job_id, []).append(pod)
+            for record in records:
+                pods = live.get(record.id)
+                if record.phase not in ACTIVE and not pods:
+                    continue
+                self._ids[record.name] = record.id
+                if pods:
+                    self._live[record.id] = pods
+                try:
+                    self._specs[record.id] = self.specs.job(record)
+                except Exception as exc:  # contained, as in World.read
+                    self._broken[record.id] = (record, exc)
+                    continue
+                self._jobs[record.id] = record
+
+    def _world(self) -> World:
+        # Copies: the caller may keep its World while later reads change the cache.
+        return World(
+            dict(self._jobs),
+            dict(self._specs),
+            dict(self._live),
+            dict(self._broken),
+            self._revision or 0,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CycleInputs:
+    """What a scheduling cycle reads besides the clock and the scheduler's settings: two
+    cycles with equal inputs decide the same, but for pending jobs whose backoff ended in
+    between (``next_backoff_end``) and the order of preemption victims (by work lost so far).
+    ``revision``: the store's, which every write of a job, queue or flavor moves on."""
+
+    revision: int
+    nodes: tuple[Node, ...]
+    queues: tuple[Queue, ...]
+    flavors: tuple[ResourceFlavor, ...]
+    held: tuple[HeldCapacity, ...]
+    #: (job id, when it last checkpointed) of jobs holding capacity.
+    checkpoints: tuple[tuple[int, float], ...]
+
+
+def next_backoff_end(snapshot: Snapshot) -> float:
+    """When the first pending job of ``snapshot`` still in backoff may be admitted
+    (infinity when none is)."""
+    return min(
+        (w.not_before for w in snapshot.pending if w.not_before > snapshot.now), default=math.inf
+    )
 
 
 def _foreign_reservations(

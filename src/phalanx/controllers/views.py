@@ -17,6 +17,22 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
+class MetadataView:
+    """What every stored object carries, Kubernetes style: ``resource_version`` is the
+    store's revision of its last write, ``generation`` counts spec changes, ``uid`` is fixed
+    for the object's life; ``owner_references`` are ``{kind, name, uid}`` mappings."""
+
+    name: str
+    uid: str
+    labels: Mapping[str, str]
+    annotations: Mapping[str, str]
+    owner_references: tuple[Mapping[str, object], ...]
+    resource_version: int
+    generation: int
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
 class EventView:
     """Something that happened to a job, kubectl-events style: ``reason`` is a code of the
     reasons catalogue (docs/reasons.md), ``facts`` its numbers, ``message`` them in words."""
@@ -60,7 +76,9 @@ class ProgressView:
 @dataclass(frozen=True, slots=True)
 class JobView:
     """A job with its status: phase, why it is there (``reason_code``, ``message`` and
-    ``reason_facts``: a Reason as stored), where its pods are, what happened."""
+    ``reason_facts``: a Reason as stored), where its pods are, what happened. ``pod_count``
+    and ``request`` (all its pods together) come from its spec: 0 and nothing when the stored
+    manifest no longer parses."""
 
     name: str
     manifest: Mapping[str, object]
@@ -76,10 +94,13 @@ class JobView:
     flavor: str
     attempt: int
     restarts: int
+    metadata: MetadataView
     pods: tuple[PodView, ...] = ()
     events: tuple[EventView, ...] = ()
     progress: ProgressView | None = None
     reason_facts: Mapping[str, object] = field(default_factory=dict)
+    pod_count: int = 0
+    request: Resources = field(default_factory=Resources)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +122,15 @@ class QueueView:
     usage: tuple[FlavorUsage, ...]
     pending: int
     admitted: int
+    metadata: MetadataView
+
+
+@dataclass(frozen=True, slots=True)
+class FlavorView:
+    """A resource flavor: its stored manifest and metadata."""
+
+    manifest: Mapping[str, object]
+    metadata: MetadataView
 
 
 @dataclass(frozen=True, slots=True)

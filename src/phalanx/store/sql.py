@@ -6,15 +6,29 @@ Must not import controllers, backends, api, client or cli.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import create_engine, delete, event, func, select, text
-from sqlalchemy.engine import Engine
+from sqlalchemy import (
+    Table,
+    bindparam,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from phalanx.model.transitions import is_allowed
@@ -37,6 +51,27 @@ FINISHED_POD_PHASES = ("Succeeded", "Failed", "Stopped", "Lost")
 #: revisions (ids of the changes log) commit in the order they were allocated and a watch
 #: reading the log never skips a write that commits late.
 _WRITE_LOCK_KEY = 0x70686C7872697465
+
+
+_JOBS = cast(Table, JobRow.__table__)
+_PODS = cast(Table, PodRow.__table__)
+_EVENTS = cast(Table, EventRow.__table__)
+_CHANGES = cast(Table, ChangeRow.__table__)
+_CONFIGS = cast(Table, ConfigRow.__table__)
+
+
+#: Statements built once (building one costs more than running it on SQLite).
+_MANIFESTS_NAMED = select(_JOBS.c.name, _JOBS.c.manifest).where(
+    _JOBS.c.name.in_(bindparam("names", expanding=True))
+)
+_ADD_CHANGES = insert(_CHANGES).returning(_CHANGES.c.id, sort_by_parameter_order=True)
+_ADD_JOBS = insert(_JOBS).returning(_JOBS.c.id, sort_by_parameter_order=True)
+_ADD_EVENTS = insert(_EVENTS)
+_GUARDS = select(
+    _JOBS.c.id, _JOBS.c.name, _JOBS.c.phase, _JOBS.c.resource_version, _JOBS.c.created_at
+).where(_JOBS.c.id.in_(bindparam("ids", expanding=True)))
+#: SET takes the columns each row of parameters names (besides ``job_id_``).
+_UPDATE_JOB = update(_JOBS).where(_JOBS.c.id == bindparam("job_id_"))
 
 
 class StoreError(RuntimeError):
@@ -68,7 +103,13 @@ def metadata_of(manifest: Mapping[str, Any]) -> tuple[dict[str, str], dict[str, 
     )
 
 
-def _object(row: ConfigRow) -> ObjectRecord:
+#: A row read with a Core select of a table (``select(_JOBS)``): its columns by the same
+#: names as the mapped class's attributes, without building ORM objects (several times
+#: cheaper when reading thousands of rows).
+_Row = Any
+
+
+def _object(row: _Row) -> ObjectRecord:
     return ObjectRecord(
         row.kind,
         row.name,
@@ -84,7 +125,7 @@ def _object(row: ConfigRow) -> ObjectRecord:
     )
 
 
-def _job(row: JobRow) -> JobRecord:
+def _job(row: _Row) -> JobRecord:
     return JobRecord(
         row.id,
         row.name,
@@ -114,7 +155,7 @@ def _job(row: JobRow) -> JobRecord:
     )
 
 
-def _event(row: EventRow) -> EventRecord:
+def _event(row: _Row) -> EventRecord:
     return EventRecord(
         row.at,
         row.type,
@@ -127,7 +168,7 @@ def _event(row: EventRow) -> EventRecord:
     )
 
 
-def _pod(row: PodRow) -> PodRecord:
+def _pod(row: _Row) -> PodRecord:
     return PodRecord(
         row.pod_id,
         row.job_id,
@@ -158,8 +199,13 @@ class Store:
         self.url = url
         try:
             if url.startswith("sqlite"):
+                # A file database: keep a connection for each of the API's concurrent
+                # requests and the loop (past the pool's size every checkout opens one, sets
+                # its pragmas and closes it again). An in-memory one has a pool of its own.
+                is_file = make_url(url).database not in (None, "", ":memory:")
+                pool = {"pool_size": 16, "max_overflow": 32} if is_file else {}
                 self.engine: Engine = create_engine(
-                    url, connect_args={"timeout": 30, "check_same_thread": False}
+                    url, connect_args={"timeout": 30, "check_same_thread": False}, **pool
                 )
                 event.listen(self.engine, "connect", _sqlite_pragmas)
             else:
@@ -172,6 +218,10 @@ class Store:
             ) from exc
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._is_postgres = self.engine.dialect.name == "postgresql"
+        self._write_lock = None if self._is_postgres else threading.Lock()
+        self._apply_gate = threading.Lock()
+        self._apply_queue_lock = threading.Lock()
+        self._apply_queue: list[_Apply] = []
         #: (lease name, holder, term) while this process leads: transitions are then applied
         #: only while that lease is still held at that term, so a leader that lost its lease
         #: without noticing (paused, partitioned) cannot write over its successor.
@@ -188,11 +238,23 @@ class Store:
 
     @contextmanager
     def _txn(self) -> Iterator[Session]:
-        with self._sessions() as session, session.begin():
+        # SQLite has one writer at a time; threads of this process queue on a lock rather
+        # than on SQLite's busy handler, which polls with sleeps of up to 100 ms and, with
+        # the API's threads and the loop all writing, spent most of their time asleep.
+        with (
+            self._write_lock or contextlib.nullcontext(),
+            self._sessions() as session,
+            session.begin(),
+        ):
             if self._is_postgres:
                 session.execute(
                     text("SELECT pg_advisory_xact_lock(:key)"), {"key": _WRITE_LOCK_KEY}
                 )
+            else:
+                # pysqlite opens a transaction only at the first write, so the reads a write
+                # is checked against (a transition's guard) would run outside it and two
+                # writers could both pass: take SQLite's write lock before reading.
+                session.connection().exec_driver_sql("BEGIN IMMEDIATE")
             yield session
 
     def close(self) -> None:
@@ -214,8 +276,8 @@ class Store:
 
     def list_objects(self, kind: str) -> list[ObjectRecord]:
         with self._sessions() as s:
-            rows = s.scalars(
-                select(ConfigRow).where(ConfigRow.kind == kind).order_by(ConfigRow.name)
+            rows = s.execute(
+                select(_CONFIGS).where(ConfigRow.kind == kind).order_by(ConfigRow.name)
             )
             return [_object(r) for r in rows]
 
@@ -245,103 +307,94 @@ class Store:
         (name, uid, manifest, queue, priority), all in one transaction. Labels, annotations
         and ownerReferences come from each manifest's metadata. Returns an action per object
         in order: created, configured or unchanged (a job that exists with the same manifest
-        is unchanged). Raises ValueError for a job that exists with another manifest."""
-        actions: list[str] = []
-        with self._txn() as s:
-            for kind, name, manifest in configs:
-                labels, annotations, owners = metadata_of(manifest)
-                row = s.get(ConfigRow, (kind, name))
-                if row is None:
-                    s.add(
-                        ConfigRow(
-                            kind=kind,
-                            name=name,
-                            manifest=manifest,
-                            created_at=now,
-                            updated_at=now,
-                            uid=uuid.uuid4().hex,
-                            labels=labels,
-                            annotations=annotations,
-                            owner_refs=owners,
-                            resource_version=self._revision(s, kind, name, "ADDED", now),
-                            generation=1,
-                        )
-                    )
-                    actions.append("created")
-                elif row.manifest == manifest:
-                    actions.append("unchanged")
-                else:
-                    if row.manifest.get("spec") != manifest.get("spec"):
-                        row.generation += 1
-                    row.manifest = manifest
-                    row.labels, row.annotations, row.owner_refs = labels, annotations, owners
-                    row.updated_at = now
-                    row.resource_version = self._revision(s, kind, name, "MODIFIED", now)
-                    actions.append("configured")
-            existing = {
-                r.name: r
-                for r in s.scalars(select(JobRow).where(JobRow.name.in_([j[0] for j in jobs])))
-            }
-            new_rows: list[JobRow] = []
-            for name, uid, manifest, queue, priority in jobs:
-                found = existing.get(name)
-                if found is not None:
-                    if found.manifest == manifest:
-                        actions.append("unchanged")
+        is unchanged). Raises ValueError for a job that exists with another manifest.
+
+        Calls made at the same time from several threads are written together in one
+        transaction (group commit: a transaction costs about the same for one job as for
+        fifty), each still all or nothing: one that is refused writes nothing and does not
+        stop the others."""
+        request = _Apply(configs, jobs, now)
+        with self._apply_queue_lock:
+            self._apply_queue.append(request)
+        with self._apply_gate:  # whoever holds it writes every request queued so far
+            if not request.is_done:
+                with self._apply_queue_lock:
+                    batch, self._apply_queue = self._apply_queue, []
+                self._apply_all(batch)
+        if request.error is not None:
+            raise request.error
+        return request.actions
+
+    def _apply_all(self, batch: list[_Apply]) -> None:
+        try:
+            with self._txn() as s:
+                conn = s.connection()
+                names = [job[0] for request in batch for job in request.jobs]
+                existing: dict[str, dict[str, Any]] = {}
+                for i in range(0, len(names), 500):
+                    found = conn.execute(_MANIFESTS_NAMED, {"names": names[i : i + 500]})
+                    existing.update((name, manifest) for name, manifest in found)
+                new_rows: list[dict[str, Any]] = []
+                for request in batch:
+                    try:
+                        job_actions, rows = _new_jobs(request, existing)
+                    except ValueError as exc:
+                        request.error = exc
                         continue
-                    raise ValueError(
-                        f'job "{name}" already exists with a different spec; jobs cannot be changed '
-                        f"once submitted: delete it (phalanx delete job {name}) or use a new name"
+                    request.actions = self._apply_configs(s, request.configs, request.now)
+                    request.actions += job_actions
+                    existing.update((row["name"], row["manifest"]) for row in rows)
+                    new_rows += rows
+                _insert_jobs(conn, new_rows)
+        except Exception as exc:  # the transaction failed: every request in it failed
+            for request in batch:
+                request.error = request.error or exc
+        finally:
+            for request in batch:
+                request.is_done = True
+
+    def _apply_configs(
+        self, s: Session, configs: Sequence[tuple[str, str, dict[str, Any]]], now: float
+    ) -> list[str]:
+        actions: list[str] = []
+        for kind, name, manifest in configs:
+            labels, annotations, owners = metadata_of(manifest)
+            row = s.get(ConfigRow, (kind, name))
+            if row is None:
+                s.add(
+                    ConfigRow(
+                        kind=kind,
+                        name=name,
+                        manifest=manifest,
+                        created_at=now,
+                        updated_at=now,
+                        uid=uuid.uuid4().hex,
+                        labels=labels,
+                        annotations=annotations,
+                        owner_refs=owners,
+                        resource_version=self._revision(s, kind, name, "ADDED", now),
+                        generation=1,
                     )
-                labels, annotations, owners = metadata_of(manifest)
-                job_row = JobRow(
-                    name=name,
-                    uid=uid,
-                    manifest=manifest,
-                    queue=queue,
-                    priority=priority,
-                    phase="Pending",
-                    reason_code="",
-                    message="",
-                    flavor="",
-                    attempt=0,
-                    restarts=0,
-                    not_before=0.0,
-                    is_deleting=False,
-                    created_at=now,
-                    reason_facts={},
-                    labels=labels,
-                    annotations=annotations,
-                    owner_refs=owners,
-                    resource_version=self._revision(s, "Job", name, "ADDED", now),
-                    generation=1,
-                    conditions=[],
                 )
-                existing[name] = job_row
-                new_rows.append(job_row)
                 actions.append("created")
-            s.add_all(new_rows)
-            s.flush()
-            s.add_all(
-                EventRow(
-                    job_id=row.id,
-                    at=now,
-                    type="Normal",
-                    reason="Created",
-                    message=f"submitted to queue {row.queue}",
-                    kind="Job",
-                    name=row.name,
-                    facts={"queue": row.queue},
-                )
-                for row in new_rows
-            )
+            elif row.manifest == manifest:
+                actions.append("unchanged")
+            else:
+                if row.manifest.get("spec") != manifest.get("spec"):
+                    row.generation += 1
+                row.manifest = manifest
+                row.labels, row.annotations, row.owner_refs = labels, annotations, owners
+                row.updated_at = now
+                row.resource_version = self._revision(s, kind, name, "MODIFIED", now)
+                actions.append("configured")
+        s.flush()  # a later request of the same transaction may apply the same object
         return actions
 
     # ---- reads ----
 
     def get_job(self, name: str) -> JobRecord | None:
         with self._sessions() as s:
-            row = s.scalars(select(JobRow).where(JobRow.name == name)).first()
+            row = s.execute(select(_JOBS).where(JobRow.name == name)).first()
             return _job(row) if row else None
 
     def get_job_by_id(self, job_id: int) -> JobRecord | None:
@@ -357,12 +410,20 @@ class Store:
         queue: str | None = None,
         after_id: int = 0,
         limit: int | None = None,
+        names: Iterable[str] | None = None,
+        ids: Iterable[int] | None = None,
     ) -> list[JobRecord]:
-        """Jobs in FIFO (id) order; ``after_id`` and ``limit`` page through them."""
+        """Jobs in FIFO (id) order; ``after_id`` and ``limit`` page through them; ``names``
+        and ``ids`` pick those of these names or ids (each a list of at most a few hundred:
+        it becomes one SQL ``IN``)."""
         with self._sessions() as s:
-            query = select(JobRow).order_by(JobRow.id)
+            query = select(_JOBS).order_by(JobRow.id)
             if phases is not None:
                 query = query.where(JobRow.phase.in_(list(phases)))
+            if names is not None:
+                query = query.where(JobRow.name.in_(list(names)))
+            if ids is not None:
+                query = query.where(JobRow.id.in_(list(ids)))
             if deleting_only:
                 query = query.where(JobRow.is_deleting.is_(True))
             if queue is not None:
@@ -371,20 +432,36 @@ class Store:
                 query = query.where(JobRow.id > after_id)
             if limit is not None:
                 query = query.limit(limit)
-            return [_job(r) for r in s.scalars(query)]
+            return [_job(r) for r in s.execute(query)]
+
+    def list_job_versions(
+        self, *, queue: str | None = None, after_id: int = 0, limit: int | None = None
+    ) -> list[tuple[int, int, dict[str, str]]]:
+        """(id, resource_version, labels) of jobs in FIFO (id) order, paged as ``list_jobs``:
+        enough to pick a page and tell which cached views of it are still current, without
+        reading (and decoding) whole rows."""
+        with self._sessions() as s:
+            query = select(JobRow.id, JobRow.resource_version, JobRow.labels).order_by(JobRow.id)
+            if queue is not None:
+                query = query.where(JobRow.queue == queue)
+            if after_id:
+                query = query.where(JobRow.id > after_id)
+            if limit is not None:
+                query = query.limit(limit)
+            return [(i, rv, labels) for i, rv, labels in s.execute(query)]
 
     def pods(
         self, job_ids: Iterable[int] | None = None, *, live_only: bool = False
     ) -> list[PodRecord]:
         with self._sessions() as s:
-            query = select(PodRow).order_by(
+            query = select(_PODS).order_by(
                 PodRow.job_id, PodRow.attempt, PodRow.pod_set, PodRow.index
             )
             if job_ids is not None:
                 query = query.where(PodRow.job_id.in_(list(job_ids)))
             if live_only:
                 query = query.where(PodRow.phase.not_in(FINISHED_POD_PHASES))
-            return [_pod(r) for r in s.scalars(query)]
+            return [_pod(r) for r in s.execute(query)]
 
     def pod(self, pod_id: str) -> PodRecord | None:
         with self._sessions() as s:
@@ -394,16 +471,14 @@ class Store:
     def events(self, job_id: int) -> list[EventRecord]:
         """A job's events, oldest first."""
         with self._sessions() as s:
-            rows = s.scalars(
-                select(EventRow).where(EventRow.job_id == job_id).order_by(EventRow.id)
-            )
+            rows = s.execute(select(_EVENTS).where(EventRow.job_id == job_id).order_by(EventRow.id))
             return [_event(r) for r in rows]
 
     def object_events(self, kind: str, name: str) -> list[EventRecord]:
         """Events of an object of another kind than Job, oldest first."""
         with self._sessions() as s:
-            rows = s.scalars(
-                select(EventRow)
+            rows = s.execute(
+                select(_EVENTS)
                 .where(EventRow.kind == kind, EventRow.name == name, EventRow.job_id.is_(None))
                 .order_by(EventRow.id)
             )
@@ -501,58 +576,107 @@ class Store:
         nothing, when the guard fails: the job is gone, is no longer in
         ``change.expect_phase`` or at ``change.expect_version``, or the phase change is not
         in the job lifecycle's table of allowed transitions."""
+        return self.transitions([change])[0] > 0
+
+    def transitions(self, changes: Sequence[Transition]) -> list[int]:
+        """Write several transitions, of different jobs, in one transaction: each is guarded
+        as ``transition`` says, and a refused one writes nothing. Far cheaper per job than a
+        transaction each (the loop records thousands of pending reasons at once): the guards
+        read only the columns they compare and the writes are bulk statements. Returns, for
+        each, the job's new resourceVersion, or 0 when refused. Raises ValueError when two
+        name the same job."""
+        ids = [c.job_id for c in changes]
+        if len(set(ids)) != len(ids):
+            raise ValueError("Store.transitions takes at most one transition per job")
+        if not changes:
+            return []
         with self._txn() as s:
-            row = s.get(JobRow, change.job_id)
-            if row is None:
-                log.info("transition of job id %d refused: the job is gone", change.job_id)
-                return False
-            refusal = _refusal(row, change) or self._fence_refusal(s)
-            if refusal:
-                log.warning("transition of job %s refused: %s", row.name, refusal)
-                return False
-            now = max((e.at for e in change.events), default=row.created_at)
-            for key, value in change.job.items():
-                setattr(row, key, value)
-            row.resource_version = self._revision(s, "Job", row.name, "MODIFIED", now)
-            for pod_id, fields in change.pods.items():
-                pod = s.get(PodRow, pod_id)
-                if pod is not None:
-                    for key, value in fields.items():
-                        setattr(pod, key, value)
-            for rec in change.new_pods:
-                s.add(
-                    PodRow(
-                        pod_id=rec.pod_id,
-                        job_id=rec.job_id,
-                        pod_set=rec.pod_set,
-                        index=rec.index,
-                        attempt=rec.attempt,
-                        node=rec.node,
-                        devices=rec.devices,
-                        env=rec.env,
-                        phase=rec.phase,
-                        exit_code=rec.exit_code,
-                        reason=rec.reason,
-                        message=rec.message,
-                        created_at=rec.created_at,
-                        started_at=rec.started_at,
-                        finished_at=rec.finished_at,
-                    )
+            conn = s.connection()
+            guards = {r.id: r for r in conn.execute(_GUARDS, {"ids": ids})}
+            fence = self._fence_refusal(s) if guards else ""
+            accepted: list[tuple[str, float, Transition]] = []
+            for change in changes:
+                guard = guards.get(change.job_id)
+                if guard is None:
+                    log.info("transition of job id %d refused: the job is gone", change.job_id)
+                    continue
+                refusal = _refusal(guard.phase, guard.resource_version, change) or fence
+                if refusal:
+                    log.warning("transition of job %s refused: %s", guard.name, refusal)
+                    continue
+                accepted.append((guard.name, guard.created_at, change))
+            if not accepted:
+                return [0] * len(changes)
+            revisions = conn.execute(
+                _ADD_CHANGES,
+                [
+                    {
+                        "kind": "Job",
+                        "name": name,
+                        "type": "MODIFIED",
+                        "at": max((e.at for e in change.events), default=created_at),
+                    }
+                    for name, created_at, change in accepted
+                ],
+            ).scalars()
+            applied = {c.job_id: r for (_, _, c), r in zip(accepted, revisions, strict=True)}
+            # One UPDATE per set of columns written (an executemany each).
+            updates: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+            for _, _, change in accepted:
+                values = {**change.job, "resource_version": applied[change.job_id]}
+                updates.setdefault(tuple(sorted(values)), []).append(
+                    {**values, "job_id_": change.job_id}
                 )
-            for ev in change.events:
-                s.add(
-                    EventRow(
-                        job_id=change.job_id,
-                        at=ev.at,
-                        type=ev.type,
-                        reason=ev.reason,
-                        message=ev.message,
-                        kind="Job",
-                        name=row.name,
-                        facts=dict(ev.facts),
-                    )
+            for params in updates.values():
+                conn.execute(_UPDATE_JOB, params)
+            for _, _, change in accepted:
+                self._write_pods(s, change)
+            events = [
+                {
+                    "job_id": change.job_id,
+                    "at": ev.at,
+                    "type": ev.type,
+                    "reason": ev.reason,
+                    "message": ev.message,
+                    "kind": "Job",
+                    "name": name,
+                    "facts": dict(ev.facts),
+                }
+                for name, _, change in accepted
+                for ev in change.events
+            ]
+            if events:
+                conn.execute(_ADD_EVENTS, events)
+            return [applied.get(job_id, 0) for job_id in ids]
+
+    @staticmethod
+    def _write_pods(s: Session, change: Transition) -> None:
+        """The pod writes of an accepted transition: changed fields, new pods."""
+        for pod_id, fields in change.pods.items():
+            pod = s.get(PodRow, pod_id)
+            if pod is not None:
+                for key, value in fields.items():
+                    setattr(pod, key, value)
+        for rec in change.new_pods:
+            s.add(
+                PodRow(
+                    pod_id=rec.pod_id,
+                    job_id=rec.job_id,
+                    pod_set=rec.pod_set,
+                    index=rec.index,
+                    attempt=rec.attempt,
+                    node=rec.node,
+                    devices=rec.devices,
+                    env=rec.env,
+                    phase=rec.phase,
+                    exit_code=rec.exit_code,
+                    reason=rec.reason,
+                    message=rec.message,
+                    created_at=rec.created_at,
+                    started_at=rec.started_at,
+                    finished_at=rec.finished_at,
                 )
-            return True
+            )
 
     def _fence_refusal(self, s: Session) -> str:
         if self.fence is None:
@@ -575,19 +699,114 @@ class Store:
             self._revision(s, "Job", row.name, "DELETED", row.finished_at or row.created_at)
 
 
+@dataclass(slots=True)
+class _Apply:
+    """One caller's Store.apply, waiting to be written with those of other threads."""
+
+    configs: Sequence[tuple[str, str, dict[str, Any]]]
+    jobs: Sequence[tuple[str, str, dict[str, Any], str, int]]
+    now: float
+    actions: list[str] = field(default_factory=list)
+    error: Exception | None = None
+    is_done: bool = False
+
+
+def _new_jobs(
+    request: _Apply, existing: Mapping[str, dict[str, Any]]
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """The action for each job of ``request`` and the rows of those to create, given the
+    manifests of the jobs that exist (``existing``, by name). Raises ValueError for a job
+    that exists with another manifest."""
+    actions: list[str] = []
+    rows: list[dict[str, Any]] = []
+    staged: dict[str, dict[str, Any]] = {}
+    for name, uid, manifest, queue, priority in request.jobs:
+        found = staged.get(name, existing.get(name))
+        if found is not None:
+            if found == manifest:
+                actions.append("unchanged")
+                continue
+            raise ValueError(
+                f'job "{name}" already exists with a different spec; jobs cannot be changed '
+                f"once submitted: delete it (phalanx delete job {name}) or use a new name"
+            )
+        labels, annotations, owners = metadata_of(manifest)
+        rows.append(
+            {
+                "name": name,
+                "uid": uid,
+                "manifest": manifest,
+                "queue": queue,
+                "priority": priority,
+                "phase": "Pending",
+                "reason_code": "",
+                "message": "",
+                "flavor": "",
+                "attempt": 0,
+                "restarts": 0,
+                "not_before": 0.0,
+                "is_deleting": False,
+                "created_at": request.now,
+                "reason_facts": {},
+                "labels": labels,
+                "annotations": annotations,
+                "owner_refs": owners,
+                "generation": 1,
+                "conditions": [],
+            }
+        )
+        staged[name] = manifest
+        actions.append("created")
+    return actions, rows
+
+
+def _insert_jobs(conn: Connection, new_rows: list[dict[str, Any]]) -> None:
+    """Insert new jobs (rows of ``_new_jobs``) with their revisions and Created events, in
+    bulk: one statement per table, not one flush per row."""
+    if not new_rows:
+        return
+    revisions = conn.execute(
+        _ADD_CHANGES,
+        [
+            {"kind": "Job", "name": n["name"], "type": "ADDED", "at": n["created_at"]}
+            for n in new_rows
+        ],
+    ).scalars()
+    for new, revision in zip(new_rows, revisions, strict=True):
+        new["resource_version"] = revision
+    ids = conn.execute(_ADD_JOBS, new_rows).scalars()
+    conn.execute(
+        _ADD_EVENTS,
+        [
+            {
+                "job_id": job_id,
+                "at": new["created_at"],
+                "type": "Normal",
+                "reason": "Created",
+                "message": f"submitted to queue {new['queue']}",
+                "kind": "Job",
+                "name": new["name"],
+                "facts": {"queue": new["queue"]},
+            }
+            for new, job_id in zip(new_rows, ids, strict=True)
+        ],
+    )
+
+
 def _lease(row: LeaseRow) -> Lease:
     return Lease(row.name, row.holder, row.term, row.acquired_at, row.renewed_at, row.expires_at)
 
 
-def _refusal(row: JobRow, change: Transition) -> str:
-    """Why ``change`` may not be applied to ``row`` ("" when it may)."""
-    if change.expect_phase is not None and row.phase != change.expect_phase:
-        return f"expected phase {change.expect_phase}, found {row.phase}"
-    if change.expect_version is not None and row.resource_version != change.expect_version:
-        return f"expected resourceVersion {change.expect_version}, found {row.resource_version}"
+def _refusal(phase: str, version: int, change: Transition) -> str:
+    """Why ``change`` may not be applied to a job in ``phase`` at resourceVersion
+    ``version`` ("" when it may)."""
+    if change.expect_phase is not None and phase != change.expect_phase:
+        return f"expected phase {change.expect_phase}, found {phase}"
+    if change.expect_version is not None and version != change.expect_version:
+        return f"expected resourceVersion {change.expect_version}, found {version}"
     target = change.job.get("phase")
-    if isinstance(target, str) and target != row.phase and not is_allowed(row.phase, target):
-        return f"{row.phase} → {target} is not an allowed transition"
+    if isinstance(target, str) and target != phase and not is_allowed(phase, target):
+        return f"{phase} → {target} is not an allowed transition"
     return ""
 
 

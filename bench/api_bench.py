@@ -1,0 +1,419 @@
+"""Benchmark: API throughput and read latency of a local server on SQLite (ARCHITECTURE §12:
+≥ 500 job submissions/s one per request, ≥ 5,000/s batched, a 100-job page p99 < 50 ms with
+10,000 jobs stored), and the server's memory.
+
+Starts real `phalanx up` servers (virtual nodes, a temporary data dir, SQLite) as
+subprocesses and drives them with 8 concurrent clients (threads, each with its own
+``phalanx.client.Client``):
+
+  a. one job per POST /api/v1/apply, on a fresh server;
+  b. batches of 500 jobs per POST /api/v1/apply, on a second fresh server;
+  c. GET /api/v1/jobs?limit=100 on the second server once the loop has caught up with the
+     jobs of (b), sequentially and from 8 clients at once (in-process through
+     ``Queries.page_jobs`` on the same database when the route has no ``limit`` yet);
+  d. the servers' RSS (VmRSS and its peak, VmHWM).
+
+No pod is started: the jobs ask for a GPU of a queue whose GPU quota is 0, so they all stay
+Pending with a quota reason (the point is the API, and the loop's cost of 10,000 pending
+jobs, not running 10,000 processes).
+
+    python bench/api_bench.py [--jobs 10000] [--clients 8] [--batch 500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from phalanx.client import Client
+from phalanx.testing import queue_manifests
+
+TARGET_SINGLE_PER_S = 500.0
+TARGET_BATCH_PER_S = 5_000.0
+TARGET_PAGE_P99_MS = 50.0
+TARGET_RSS_MIB = 150.0
+#: A queue with CPU and memory but no GPU quota: every job below waits, none runs.
+QUEUE = queue_manifests(gpu=0, cpu=64, memory="64Gi")
+
+
+def job_manifest(name: str) -> dict[str, object]:
+    """A one-pod job asking for one GPU of queue ``q`` (which has none: it stays Pending)."""
+    return {
+        "apiVersion": "phalanx.dev/v1alpha1",
+        "kind": "Job",
+        "metadata": {"name": name, "labels": {"bench": "api"}},
+        "spec": {
+            "queue": "q",
+            "podSets": [
+                {
+                    "name": "main",
+                    "replicas": 1,
+                    "command": ["true"],
+                    "resources": {"cpu": "100m", "memory": "64Mi", "nvidia.com/gpu": 1},
+                }
+            ],
+        },
+    }
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) ``pid`` has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mib(pid: int) -> tuple[float, float]:
+    """(VmRSS, VmHWM) of ``pid`` in MiB."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            fields[key] = int(value.split()[0]) / 1024
+    return fields.get("VmRSS", float("nan")), fields.get("VmHWM", float("nan"))
+
+
+class Server:
+    """A `phalanx up` subprocess on a temporary data dir; a context manager."""
+
+    def __init__(self, nodes: str, log_level: str) -> None:
+        self.data_dir = Path(tempfile.mkdtemp(prefix="phalanx-api-bench-"))
+        port = _port()
+        self.url = f"http://127.0.0.1:{port}"
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "phalanx.cli",
+                "--data-dir",
+                str(self.data_dir),
+                "up",
+                "--nodes",
+                nodes,
+                "--port",
+                str(port),
+                "--log-level",
+                log_level,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=(self.data_dir / "bench-server.log").open("wb"),
+            start_new_session=True,
+        )
+        self.pid = self.process.pid
+
+    def __enter__(self) -> Server:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"the server exited ({self.process.returncode}); see "
+                    f"{self.data_dir / 'bench-server.log'}"
+                )
+            try:
+                with self.client() as client:
+                    health = client.health()
+                self.pid = int(str(health.get("pid", self.pid)))
+                return self
+            except Exception:
+                time.sleep(0.05)
+        raise RuntimeError(f"the server did not answer within 60 s; see {self.data_dir}")
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(10)
+        if exc_type is None:  # after a failure the data dir (and its server log) stays
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def client(self, timeout_s: float = 120) -> Client:
+        return Client(server=self.url, data_dir=self.data_dir, timeout_s=timeout_s)
+
+
+def in_parallel(clients: int, work: Callable[[int], object]) -> float:
+    """Run ``work(i)`` for i in range(clients) on as many threads; return the wall seconds.
+    The first error of any thread is raised."""
+    errors: list[BaseException] = []
+    start = threading.Barrier(clients + 1)
+
+    def run(i: int) -> None:
+        start.wait()
+        try:
+            work(i)
+        except BaseException as exc:  # reported to the caller below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    start.wait()
+    began = time.perf_counter()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - began
+    if errors:
+        raise errors[0]
+    return elapsed
+
+
+@dataclass(slots=True)
+class Submission:
+    jobs: int
+    seconds: float
+    requests: int
+    #: CPU seconds the server and this process (the clients) used meanwhile.
+    server_cpu_s: float = 0.0
+    client_cpu_s: float = 0.0
+    #: The job whose request was answered last.
+    newest: str = ""
+
+    @property
+    def per_s(self) -> float:
+        return self.jobs / self.seconds if self.seconds else 0.0
+
+
+def submit(
+    server: Server, prefix: str, jobs: int, clients: int, batch: int, max_s: float
+) -> Submission:
+    """Submit ``jobs`` jobs in batches of ``batch`` from ``clients`` threads (each takes every
+    ``clients``-th batch), stopping early after ``max_s`` seconds. Every reply must say
+    ``created``."""
+    batches = [list(range(i, min(i + batch, jobs))) for i in range(0, jobs, batch)]
+    done = [0] * clients
+    requests = [0] * clients
+    finished: list[tuple[float, str]] = []  # (when, the last job of a request)
+    deadline = time.perf_counter() + max_s
+
+    def work(c: int) -> None:
+        with server.client() as client:
+            for numbers in batches[c::clients]:
+                if time.perf_counter() > deadline:
+                    return
+                results = client.apply([job_manifest(f"{prefix}-{n}") for n in numbers])
+                actions = {r["action"] for r in results}
+                if actions != {"created"} or len(results) != len(numbers):
+                    raise RuntimeError(f"unexpected apply results: {actions}")
+                done[c] += len(numbers)
+                requests[c] += 1
+                finished.append((time.perf_counter(), f"{prefix}-{numbers[-1]}"))
+
+    server_cpu, client_cpu = cpu_s(server.pid), time.process_time()
+    seconds = in_parallel(clients, work)
+    return Submission(
+        sum(done),
+        seconds,
+        sum(requests),
+        cpu_s(server.pid) - server_cpu,
+        time.process_time() - client_cpu,
+        max(finished)[1] if finished else "",
+    )
+
+
+def wait_caught_up(server: Server, last_job: str, timeout_s: float) -> float:
+    """Wait until the loop has given ``last_job`` (the newest) its pending reason; return the
+    seconds that took (nan on timeout)."""
+    began = time.perf_counter()
+    with server.client() as client:
+        while time.perf_counter() - began < timeout_s:
+            if client.job(last_job).get("reason_code"):
+                return time.perf_counter() - began
+            time.sleep(0.1)
+    return float("nan")
+
+
+def has_paged_route(server: Server) -> bool:
+    """Whether GET /api/v1/jobs takes ``limit`` (another change adds it)."""
+    with server.client() as client:
+        spec = client._http.get("/openapi.json").json()
+    params = spec["paths"]["/api/v1/jobs"]["get"].get("parameters", [])
+    return any(p.get("name") == "limit" for p in params)
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def page_latencies_http(server: Server, requests: int, clients: int, limit: int) -> list[float]:
+    """Seconds of ``requests`` GET /api/v1/jobs?limit= calls spread over ``clients`` threads."""
+    out: list[list[float]] = [[] for _ in range(clients)]
+
+    def work(c: int) -> None:
+        with server.client() as client:
+            for _ in range(c, requests, clients):
+                began = time.perf_counter()
+                page = client._get("/jobs", {"limit": limit})
+                out[c].append(time.perf_counter() - began)
+                items = page.get("items", page) if isinstance(page, dict) else page
+                if not isinstance(items, list) or len(items) != limit:
+                    raise RuntimeError(f"a page of {limit} jobs was expected, got {type(page)}")
+
+    in_parallel(clients, work)
+    return [s for per_client in out for s in per_client]
+
+
+def page_latencies_in_process(
+    server: Server, requests: int, clients: int, limit: int
+) -> list[float]:
+    """As page_latencies_http, through Queries.page_jobs on the server's database (no HTTP,
+    no JSON): for servers whose route has no ``limit`` yet."""
+    from phalanx.controllers.health import HealthTracker, QuarantinePolicy
+    from phalanx.controllers.queries import Queries
+    from phalanx.controllers.state import SpecCache
+    from phalanx.store import open_store
+
+    store = open_store(None, server.data_dir, migrate=False)
+    health = HealthTracker(store, time.time, QuarantinePolicy())
+    # page_jobs reads only the store and the data dir: no backend is needed.
+    queries = Queries(store, None, SpecCache(), health, server.data_dir)  # type: ignore[arg-type]
+    out: list[list[float]] = [[] for _ in range(clients)]
+
+    def work(c: int) -> None:
+        for _ in range(c, requests, clients):
+            began = time.perf_counter()
+            page = queries.page_jobs(limit=limit)
+            out[c].append(time.perf_counter() - began)
+            if len(page.items) != limit:
+                raise RuntimeError(f"a page of {limit} jobs was expected")
+
+    try:
+        in_parallel(clients, work)
+    finally:
+        store.close()
+    return [s for per_client in out for s in per_client]
+
+
+def _print_cpu(run: Submission) -> None:
+    """CPU per job: on a shared machine this says more than the rate (which is bounded by
+    what the server and the clients get of its cores)."""
+    jobs = max(run.jobs, 1)
+    print(
+        f"   CPU per job: server {run.server_cpu_s / jobs * 1e6:,.0f} µs, clients "
+        f"{run.client_cpu_s / jobs * 1e6:,.0f} µs; the server used "
+        f"{run.server_cpu_s / run.seconds:.2f} cores; load average "
+        f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=10_000, help="jobs per submission phase")
+    parser.add_argument("--clients", type=int, default=8, help="concurrent clients")
+    parser.add_argument("--batch", type=int, default=500, help="jobs per request in (b)")
+    parser.add_argument("--page-requests", type=int, default=200)
+    parser.add_argument("--page-limit", type=int, default=100)
+    parser.add_argument(
+        "--page-via",
+        choices=("auto", "http", "in-process"),
+        default="auto",
+        help="auto: HTTP when GET /api/v1/jobs takes limit, else Queries.page_jobs in-process",
+    )
+    parser.add_argument(
+        "--max-phase-s",
+        type=float,
+        default=60,
+        help="stop a submission phase after this long (the rate is of what was accepted)",
+    )
+    parser.add_argument(
+        "--catch-up-s",
+        type=float,
+        default=300,
+        help="how long to wait for the loop to give the newest job of (b) its pending reason",
+    )
+    parser.add_argument("--nodes", default="2x8", help="the servers' --nodes")
+    parser.add_argument(
+        "--log-level", default="warning", help="the servers' --log-level (info logs each request)"
+    )
+    args = parser.parse_args()
+    rows: list[tuple[str, str, str, str]] = []
+
+    def row(metric: str, value: float, unit: str, target: float | None, higher: bool) -> None:
+        if target is None:
+            rows.append((metric, f"{value:,.1f} {unit}", "", ""))
+            return
+        ratio = value / target if higher else target / value if value else float("inf")
+        bound = "≥" if higher else "<"
+        rows.append((metric, f"{value:,.1f} {unit}", f"{bound} {target:,.0f}", f"{ratio:.2f}"))
+
+    print(f"server: phalanx up --nodes {args.nodes} --log-level {args.log_level}, SQLite")
+    # a. one job per request
+    with Server(args.nodes, args.log_level) as server:
+        with server.client() as client:
+            client.apply(QUEUE)
+        single = submit(server, "one", args.jobs, args.clients, 1, args.max_phase_s)
+        rss_single = rss_mib(server.pid)
+    print(f"a. one per request: {single.jobs} jobs in {single.seconds:.1f} s")
+    _print_cpu(single)
+    row("a. submit, one job per request", single.per_s, "jobs/s", TARGET_SINGLE_PER_S, True)
+    # b. batches
+    with Server(args.nodes, args.log_level) as server:
+        with server.client() as client:
+            client.apply(QUEUE)
+        batched = submit(server, "batch", args.jobs, args.clients, args.batch, args.max_phase_s)
+        print(
+            f"b. batches of {args.batch}: {batched.jobs} jobs in {batched.requests} requests, "
+            f"{batched.seconds:.1f} s"
+        )
+        _print_cpu(batched)
+        row(
+            f"b. submit, {args.batch} per request",
+            batched.per_s,
+            "jobs/s",
+            TARGET_BATCH_PER_S,
+            True,
+        )
+        # c. pages, once the loop has seen every job
+        caught_up_s = wait_caught_up(server, batched.newest, args.catch_up_s)
+        print(f"c. the loop gave the newest job its pending reason {caught_up_s:.1f} s later")
+        row("   loop caught up with (b)", caught_up_s, "s", None, False)
+        is_http = args.page_via == "http" or (args.page_via == "auto" and has_paged_route(server))
+        if is_http:
+            how, measure = "HTTP GET /api/v1/jobs?limit=", page_latencies_http
+        else:
+            how, measure = (
+                "in-process Queries.page_jobs on the server's database, no HTTP",
+                page_latencies_in_process,
+            )
+        print(f"c. pages of {args.page_limit} with {batched.jobs} jobs stored, via {how}")
+        for clients in (1, args.clients):
+            server_cpu = cpu_s(server.pid)
+            seconds = measure(server, args.page_requests, clients, args.page_limit)
+            p50, p99 = _percentile(seconds, 0.5) * 1000, _percentile(seconds, 0.99) * 1000
+            row(f"c. page p50, {clients} client(s)", p50, "ms", None, False)
+            row(f"c. page p99, {clients} client(s)", p99, "ms", TARGET_PAGE_P99_MS, False)
+            if is_http:
+                per_page_ms = (cpu_s(server.pid) - server_cpu) / len(seconds) * 1000
+                print(f"   server CPU per page ({clients} client(s)): {per_page_ms:.1f} ms")
+        rss, hwm = rss_mib(server.pid)
+    # d. memory
+    row("d. RSS after (a)", rss_single[0], "MiB", TARGET_RSS_MIB, False)
+    row("d. RSS after (b)+(c)", rss, "MiB", TARGET_RSS_MIB, False)
+    row("d. peak RSS (VmHWM) in (b)+(c)", hwm, "MiB", None, False)
+    width = max(len(r[0]) for r in rows)
+    print()
+    print(f"{'metric':<{width}}  {'value':>16}  {'target':>9}  {'ratio':>5}")
+    for metric, value, target, ratio in rows:
+        print(f"{metric:<{width}}  {value:>16}  {target:>9}  {ratio:>5}")
+    print("\nratio: value over target (≥ 1 meets it)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,215 @@
+"""The jobs reconciler runs a scheduling cycle only when something it reads has changed: a tick
+with nothing new runs none, and it still schedules when a job is applied, a node appears, a
+backoff ends, another writer wrote during the last cycle, or the resync is due.
+
+A real control plane on a real SQLite store, over a backend that starts nothing (its nodes
+are whatever the test says) and a clock the test moves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import pytest
+
+from phalanx.backends.base import HeldCapacity, PodEvent, PodLaunch, RendezvousInfo
+from phalanx.controllers.plane import ControlPlane, ControlPlaneConfig
+from phalanx.model.objects import Node
+from phalanx.store import Transition, open_store
+from phalanx.testing import make_node, queue_manifests
+
+pytestmark = pytest.mark.integration
+
+
+class NodesOnly:
+    """A backend with the nodes a test sets; it records launches and starts nothing."""
+
+    name = "nodes-only"
+
+    def __init__(self, nodes: list[Node]) -> None:
+        self.node_list = nodes
+        self.launched: list[str] = []
+
+    def nodes(self) -> list[Node]:
+        return list(self.node_list)
+
+    def held_capacity(self) -> list[HeldCapacity]:
+        return []
+
+    def rendezvous(self, job: str, attempt: int, first_node: str) -> RendezvousInfo:
+        return RendezvousInfo("127.0.0.1", 29500)
+
+    def launch(self, pod: PodLaunch) -> None:
+        self.launched.append(pod.pod_id)
+
+    def stop(self, pod_id: str, grace_period_s: float) -> None:
+        pass
+
+    def poll_events(self) -> list[PodEvent]:
+        return []
+
+    def adopt(self, pod_ids: Iterable[str]) -> list[PodEvent]:
+        return []
+
+    def read_logs(self, pod_id: str, offset: int = 0, limit: int = 1 << 20) -> bytes:
+        return b""
+
+    def close(self) -> None:
+        pass
+
+
+def job(name: str, gpus: int = 1) -> dict[str, object]:
+    return {
+        "apiVersion": "phalanx.dev/v1alpha1",
+        "kind": "Job",
+        "metadata": {"name": name},
+        "spec": {
+            "queue": "q",
+            "podSets": [
+                {
+                    "name": "main",
+                    "replicas": 1,
+                    "command": ["true"],
+                    "resources": {"cpu": "100m", "memory": "64Mi", "nvidia.com/gpu": gpus},
+                }
+            ],
+        },
+    }
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def backend() -> NodesOnly:
+    return NodesOnly([make_node("cpu-0").obj()])  # no GPU: GPU jobs wait
+
+
+@pytest.fixture
+def plane(tmp_path: Path, backend: NodesOnly, clock: Clock) -> Iterator[ControlPlane]:
+    store = open_store(None, tmp_path)
+    plane = ControlPlane(store, backend, ControlPlaneConfig(tmp_path), clock=clock)
+    plane.apply(queue_manifests(gpu=8))
+    yield plane
+    store.close()
+
+
+def settled(plane: ControlPlane) -> tuple[int, int]:
+    """Tick until a tick runs no cycle; return (cycles, skipped cycles)."""
+    for _ in range(5):
+        skipped = plane.jobs_reconciler.skipped_cycles
+        plane.tick()
+        if plane.jobs_reconciler.skipped_cycles > skipped:
+            return plane.cycles, plane.jobs_reconciler.skipped_cycles
+    raise AssertionError("every tick ran a cycle")
+
+
+def reason(plane: ControlPlane, name: str) -> str:
+    return plane.get_job(name).reason_code
+
+
+def test_a_tick_with_nothing_new_runs_no_cycle_and_writes_nothing(plane: ControlPlane) -> None:
+    plane.apply([job("a")])
+    plane.tick()
+    assert plane.cycles == 1 and reason(plane, "a") == "NeverFits"
+    version = plane.store.revision()
+    for _ in range(3):
+        plane.tick()
+    assert plane.cycles == 1  # its own pending-reason write is not news to it
+    assert plane.jobs_reconciler.skipped_cycles == 3
+    assert plane.store.revision() == version
+
+
+def test_an_applied_job_is_scheduled_at_the_next_tick(plane: ControlPlane) -> None:
+    plane.apply([job("a")])
+    cycles, _ = settled(plane)
+    plane.apply([job("b")])
+    plane.tick()
+    assert plane.cycles == cycles + 1
+    assert reason(plane, "b") == "NeverFits"
+
+
+def test_a_node_that_appears_is_used_at_the_next_tick(
+    plane: ControlPlane, backend: NodesOnly
+) -> None:
+    plane.apply([job("a")])
+    cycles, _ = settled(plane)
+    backend.node_list = [*backend.node_list, make_node("gpu-0").gpus(8).obj()]
+    plane.tick()
+    assert plane.cycles == cycles + 1
+    assert plane.get_job("a").phase.value == "Admitted"
+    assert len(backend.launched) == 1
+
+
+def test_a_job_whose_backoff_ends_is_admitted_with_no_write_in_between(
+    plane: ControlPlane, backend: NodesOnly, clock: Clock
+) -> None:
+    plane.jobs_reconciler.resync_s = 3600  # only the backoff may start a cycle here
+    backend.node_list = [make_node("gpu-0").gpus(8).obj()]
+    plane.apply([job("big", gpus=16)])  # never fits: waits, holding nothing
+    settled(plane)
+    plane.apply([job("a")])
+    record = plane.store.get_job("a")
+    assert record is not None
+    assert plane.store.transition(
+        Transition(record.id, job={"not_before": clock.now + 30}, expect_phase="Pending")
+    )
+    plane.tick()
+    assert reason(plane, "a") == "Backoff"
+    cycles, _ = settled(plane)
+    version = plane.store.revision()
+    clock.now += 20
+    plane.tick()
+    assert plane.cycles == cycles  # still backing off: nothing to do
+    clock.now += 11
+    assert plane.store.revision() == version  # nothing was written meanwhile
+    plane.tick()
+    assert plane.cycles == cycles + 1
+    assert plane.get_job("a").phase.value == "Admitted"
+
+
+def test_a_write_by_another_writer_during_a_cycle_is_not_taken_for_its_own(
+    plane: ControlPlane, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plane.apply([job("a")])
+    settled(plane)
+    plane.apply([job("b")])
+    store = plane.store
+    real = store.transitions
+
+    def with_a_submission_first(changes: list[Transition]) -> list[int]:
+        monkeypatch.setattr(store, "transitions", real)
+        plane.apply([job("c")])  # lands between the cycle's read and its own writes
+        return real(changes)
+
+    monkeypatch.setattr(store, "transitions", with_a_submission_first)
+    plane.tick()  # schedules b; c arrives meanwhile
+    assert reason(plane, "b") == "NeverFits" and reason(plane, "c") == ""
+    cycles = plane.cycles
+    plane.tick()
+    assert plane.cycles == cycles + 1
+    assert reason(plane, "c") == "NeverFits"
+
+
+def test_a_cycle_runs_at_each_resync_even_with_nothing_new(
+    plane: ControlPlane, clock: Clock
+) -> None:
+    plane.apply([job("a")])
+    cycles, _ = settled(plane)
+    clock.now += plane.jobs_reconciler.resync_s / 2
+    plane.tick()
+    assert plane.cycles == cycles
+    clock.now += plane.jobs_reconciler.resync_s
+    plane.tick()
+    assert plane.cycles == cycles + 1
