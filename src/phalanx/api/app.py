@@ -1,8 +1,15 @@
 """The FastAPI application: REST under ``/api/v1``, OpenAPI at ``/docs``, ``/healthz``.
 
-Routes are thin: they call one ControlPlane method and convert the view it returns with
-``schemas``. The control plane is blocking (database, backend), so routes are plain ``def``
-functions that FastAPI runs in its thread pool. Must not import client or cli.
+Routes are thin: writes call one ControlPlane method, reads one method of its read side
+(``plane.queries``), and ``conversion`` turns the view into the JSON of ``schemas`` (the
+TypedDicts the client shares). The control plane is blocking (database, backend), so routes
+are plain ``def`` functions that FastAPI runs in its thread pool; the watch stream is async
+and reads the store in worker threads (``watch``).
+
+Lists stay JSON arrays; ``GET /jobs`` is paginated (``limit``, ``continue``) and every list
+says in headers where the next page starts (``X-Continue``, absent on the last page) and at
+which store revision it was read (``X-Resource-Version``, where a watch should start). Must
+not import client or cli.
 """
 
 from __future__ import annotations
@@ -10,15 +17,25 @@ from __future__ import annotations
 import hmac
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Annotated
 
 import yaml
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import TypeAdapter
 from starlette.concurrency import run_in_threadpool
+from starlette.responses import StreamingResponse
 
-from phalanx import API_VERSION, __version__
+from phalanx import API_VERSION, __version__, kinds
+from phalanx.api.conversion import (
+    apply_out,
+    flavor_out,
+    job_out,
+    kind_out,
+    node_out,
+    queue_out,
+)
 from phalanx.api.errors import (
     BAD_REQUEST,
     UNAUTHORIZED,
@@ -27,36 +44,71 @@ from phalanx.api.errors import (
     plain,
 )
 from phalanx.api.schemas import (
-    ApplyOut,
+    CONTINUE_HEADER,
+    RESOURCE_VERSION_HEADER,
+    ApplyOutcome,
     ApplyRequest,
-    ErrorOut,
-    FlavorOut,
-    JobOut,
-    LogsOut,
-    NodeOut,
-    QueueOut,
-    VersionOut,
-    apply_out,
-    flavor_out,
-    job_out,
-    node_out,
-    queue_out,
+    ErrorInfo,
+    FlavorInfo,
+    JobInfo,
+    KindInfo,
+    LogChunk,
+    NodeInfo,
+    QueueInfo,
+    VersionInfo,
+    WatchEvent,
 )
+from phalanx.api.watch import WATCHED_KINDS, OpenWatches, Watch, WatchSettings
 from phalanx.controllers.plane import ControlPlane
+from phalanx.model.metadata import LabelSelector, parse_selector
 from phalanx.model.specs import FieldError, SpecError
 
 API_PREFIX = "/api/v1"
 YAML_MEDIA_TYPES = frozenset({"application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"})
+#: Page size of GET /jobs when the request gives none, and the largest it accepts.
+DEFAULT_PAGE_LIMIT = 500
+MAX_PAGE_LIMIT = 5000
 
 _ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
-    status: {"model": ErrorOut, "description": description}
+    status: {"model": ErrorInfo, "description": description}
     for status, description in (
         (400, "Invalid request or manifest (codes BadRequest, SpecInvalid)"),
         (401, "Missing or wrong bearer token (code Unauthorized)"),
-        (404, "No such object (code NotFound)"),
+        (404, "No such object or kind (code NotFound)"),
         (409, "The request contradicts the object's state (code Conflict)"),
     )
 }
+_APPLY_REQUEST: TypeAdapter[ApplyRequest] = TypeAdapter(ApplyRequest)
+_RESOURCE_VERSION_DOC = {
+    "description": "The store's revision when the list was read: watch from it to miss nothing",
+    "schema": {"type": "integer"},
+}
+_LIST_HEADERS: dict[int | str, dict[str, object]] = {
+    200: {"headers": {RESOURCE_VERSION_HEADER: _RESOURCE_VERSION_DOC}}
+}
+_PAGE_HEADERS: dict[int | str, dict[str, object]] = {
+    200: {
+        "headers": {
+            CONTINUE_HEADER: {
+                "description": "Pass as `continue` to get the next page; absent on the last",
+                "schema": {"type": "string"},
+            },
+            RESOURCE_VERSION_HEADER: _RESOURCE_VERSION_DOC,
+        }
+    }
+}
+# The types a watch event refers to are components already (response models of the lists).
+_WATCH_EVENT_SCHEMA = {
+    key: value
+    for key, value in TypeAdapter(WatchEvent)
+    .json_schema(ref_template="#/components/schemas/{model}")
+    .items()
+    if key != "$defs"
+}
+_SELECTOR_DOC = (
+    "Only objects whose labels match: key=value, key!=value, key or !key, comma-separated "
+    "(all must hold), e.g. team=a,tier!=batch"
+)
 
 
 _bearer = HTTPBearer(auto_error=False, description="The token in <data_dir>/token")
@@ -146,20 +198,68 @@ async def _apply_body(request: Request) -> tuple[list[Mapping[str, object]], str
         data = json.loads(body or b"null")
     except ValueError as exc:
         raise ApiRequestError(400, BAD_REQUEST, f"the request body is not JSON: {exc}") from exc
-    parsed = ApplyRequest.model_validate(data)
-    return list(parsed.manifests), parsed.source
+    parsed = _APPLY_REQUEST.validate_python(data)
+    if not parsed["manifests"]:
+        raise ApiRequestError(
+            400,
+            BAD_REQUEST,
+            "invalid apply request: manifests: must hold at least one manifest",
+        )
+    return list(parsed["manifests"]), parsed.get("source", "")
 
 
-def _api_router(plane: ControlPlane, token: str | None) -> APIRouter:
+def label_selector(text: str | None) -> LabelSelector | None:
+    """Return the selector of a ``labelSelector`` parameter (None when not given). Raises
+    ApiRequestError (400) naming the bad term and the syntax."""
+    if not text:
+        return None
+    try:
+        return parse_selector(text)
+    except ValueError as exc:
+        raise ApiRequestError(400, BAD_REQUEST, f"labelSelector: {exc}") from exc
+
+
+def watched_kinds(text: str | None) -> list[str]:
+    """Return the kind names a ``kinds`` parameter names (any name of a kind, comma-separated;
+    all stored kinds when not given). Raises ApiRequestError (400) for an unknown kind (the
+    message lists the known ones) or one that is not stored."""
+    if not text:
+        return list(WATCHED_KINDS)
+    out: list[str] = []
+    for part in (p for p in text.split(",") if p.strip()):
+        try:
+            kind = kinds.lookup(part)
+        except kinds.UnknownKindError as exc:
+            raise ApiRequestError(400, BAD_REQUEST, f"kinds: {exc}") from exc
+        if kind.name not in WATCHED_KINDS:
+            raise ApiRequestError(
+                400,
+                BAD_REQUEST,
+                f"kinds: {kind.plural} are observed from the backend, not stored, so they have "
+                f"no revisions to watch; watch {','.join(WATCHED_KINDS)} and poll "
+                f"{API_PREFIX}/{kind.plural}",
+            )
+        out.append(kind.name)
+    return out
+
+
+def _api_router(
+    plane: ControlPlane,
+    token: str | None,
+    is_stopping: Callable[[], bool],
+    watch_settings: WatchSettings,
+    open_watches: OpenWatches,
+) -> APIRouter:
     router = APIRouter(
         prefix=API_PREFIX,
         dependencies=[Depends(_TokenCheck(token))],
         responses=_ERROR_RESPONSES,
     )
+    queries = plane.queries
     apply_body_schema = {
         "required": True,
         "content": {
-            "application/json": {"schema": ApplyRequest.model_json_schema()},
+            "application/json": {"schema": _APPLY_REQUEST.json_schema()},
             "application/yaml": {
                 "schema": {"type": "string", "description": "Multi-document YAML"}
             },
@@ -182,7 +282,7 @@ def _api_router(plane: ControlPlane, token: str | None) -> APIRouter:
             ],
         },
     )
-    async def apply(request: Request) -> list[ApplyOut]:
+    async def apply(request: Request) -> list[ApplyOutcome]:
         try:
             manifests, source = await _apply_body(request)
         except ValueError as exc:
@@ -197,16 +297,44 @@ def _api_router(plane: ControlPlane, token: str | None) -> APIRouter:
         results = await run_in_threadpool(plane.apply, manifests, source)
         return [apply_out(r) for r in results]
 
-    @router.get("/jobs", summary="List jobs, optionally of one queue")
-    def list_jobs(queue: str | None = None) -> list[JobOut]:
-        return [job_out(j) for j in plane.list_jobs(queue)]
+    @router.get("/kinds", summary="The kinds of object, with every name each answers to")
+    def list_kinds() -> list[KindInfo]:
+        return [kind_out(k) for k in kinds.kinds()]
 
-    @router.get("/jobs/{name}", summary="One job with its pods and events")
-    def get_job(name: str) -> JobOut:
-        return job_out(plane.get_job(name))
+    @router.get(
+        "/jobs",
+        summary="One page of jobs, oldest first; of one queue, matching a label selector",
+        responses=_PAGE_HEADERS,
+    )
+    def list_jobs(
+        response: Response,
+        queue: str | None = None,
+        selector: Annotated[
+            str | None, Query(alias="labelSelector", description=_SELECTOR_DOC)
+        ] = None,
+        limit: Annotated[
+            int, Query(ge=1, le=MAX_PAGE_LIMIT, description="Jobs per page")
+        ] = DEFAULT_PAGE_LIMIT,
+        continue_token: Annotated[
+            str,
+            Query(
+                alias="continue",
+                description=f"The previous page's {CONTINUE_HEADER} header: the next page",
+            ),
+        ] = "",
+    ) -> list[JobInfo]:
+        page = queries.page_jobs(queue, label_selector(selector), limit, continue_token)
+        if page.continue_token:
+            response.headers[CONTINUE_HEADER] = page.continue_token
+        response.headers[RESOURCE_VERSION_HEADER] = str(page.resource_version)
+        return [job_out(j) for j in page.items]
+
+    @router.get("/jobs/{name}", summary="One job with its pods of every attempt and its events")
+    def get_job(name: str) -> JobInfo:
+        return job_out(queries.get_job(name))
 
     @router.post("/jobs/{name}/cancel", summary="Stop a job's pods; the job stays, Cancelled")
-    def cancel_job(name: str) -> JobOut:
+    def cancel_job(name: str) -> JobInfo:
         return job_out(plane.cancel_job(name))
 
     @router.delete("/jobs/{name}", status_code=204, summary="Cancel and forget a job")
@@ -219,52 +347,157 @@ def _api_router(plane: ControlPlane, token: str | None) -> APIRouter:
         pod: Annotated[str | None, Query(description="<podset>-<index>, e.g. worker-1")] = None,
         attempt: Annotated[int | None, Query(ge=0, description="Default: the latest")] = None,
         offset: Annotated[int, Query(ge=0)] = 0,
-    ) -> LogsOut:
-        data, next_offset, finished = plane.read_logs(name, pod, attempt, offset)
+    ) -> LogChunk:
+        data, next_offset, finished = queries.read_logs(name, pod, attempt, offset)
         keep = complete_utf8_prefix(data)
         if len(data) > keep and (keep > 0 or not finished):
             # Hold back a character cut in half by the chunk boundary; the next read has it.
             next_offset -= len(data) - keep
             data, finished = data[:keep], False
-        return LogsOut(
-            data=data.decode("utf-8", errors="replace"), next_offset=next_offset, finished=finished
-        )
+        return {
+            "data": data.decode("utf-8", errors="replace"),
+            "next_offset": next_offset,
+            "finished": finished,
+        }
 
-    @router.get("/queues", summary="List queues with their quota use")
-    def list_queues() -> list[QueueOut]:
-        return [queue_out(q) for q in plane.list_queues()]
+    @router.get(
+        "/queues",
+        summary="List queues with their quota use, matching a label selector",
+        responses=_LIST_HEADERS,
+    )
+    def list_queues(
+        response: Response,
+        selector: Annotated[
+            str | None, Query(alias="labelSelector", description=_SELECTOR_DOC)
+        ] = None,
+    ) -> list[QueueInfo]:
+        wanted = label_selector(selector)
+        response.headers[RESOURCE_VERSION_HEADER] = str(queries.revision())
+        return [queue_out(q) for q in queries.list_queues(wanted)]
 
     @router.get("/queues/{name}", summary="One queue with its quota use")
-    def get_queue(name: str) -> QueueOut:
-        return queue_out(plane.get_queue(name))
+    def get_queue(name: str) -> QueueInfo:
+        return queue_out(queries.get_queue(name))
 
     @router.delete("/queues/{name}", status_code=204, summary="Delete a queue no job uses")
     def delete_queue(name: str) -> None:
         plane.delete_queue(name)
 
-    @router.get("/flavors", summary="List resource flavors")
-    def list_flavors() -> list[FlavorOut]:
-        return [flavor_out(f) for f in plane.list_flavors()]
+    @router.get(
+        "/flavors",
+        summary="List resource flavors, matching a label selector",
+        responses=_LIST_HEADERS,
+    )
+    def list_flavors(
+        response: Response,
+        selector: Annotated[
+            str | None, Query(alias="labelSelector", description=_SELECTOR_DOC)
+        ] = None,
+    ) -> list[FlavorInfo]:
+        wanted = label_selector(selector)
+        response.headers[RESOURCE_VERSION_HEADER] = str(queries.revision())
+        return [flavor_out(f) for f in queries.flavors(wanted)]
+
+    @router.get("/flavors/{name}", summary="One resource flavor")
+    def get_flavor(name: str) -> FlavorInfo:
+        return flavor_out(queries.get_flavor(name))
 
     @router.delete("/flavors/{name}", status_code=204, summary="Delete a resource flavor")
     def delete_flavor(name: str) -> None:
         plane.delete_flavor(name)
 
     @router.get("/nodes", summary="List nodes with what is in use on them")
-    def list_nodes() -> list[NodeOut]:
-        return [node_out(n) for n in plane.list_nodes()]
+    def list_nodes() -> list[NodeInfo]:
+        return [node_out(n) for n in queries.list_nodes()]
 
     @router.get("/nodes/{name}", summary="One node with its devices and pods")
-    def get_node(name: str) -> NodeOut:
-        return node_out(plane.get_node(name))
+    def get_node(name: str) -> NodeInfo:
+        return node_out(queries.get_node(name))
 
     @router.post("/nodes/{name}/release", summary="Release a node from quarantine")
-    def release_node(name: str) -> NodeOut:
+    def release_node(name: str) -> NodeInfo:
         return node_out(plane.release_node(name))
 
     @router.get("/version", summary="Server version and accepted manifest apiVersion")
-    def version() -> VersionOut:
-        return VersionOut(version=__version__, api_version=API_VERSION)
+    def version() -> VersionInfo:
+        return {"version": __version__, "api_version": API_VERSION}
+
+    @router.get(
+        "/watch",
+        summary="Changes to jobs, queues and flavors after a revision, as server-sent events",
+        description=(
+            "Each write after `resourceVersion` is one event whose `data` is a WatchEvent "
+            "(`id` is its revision): ADDED, MODIFIED (with the object as lists show it) or "
+            "DELETED. Start from the `X-Resource-Version` header of a list to miss nothing; "
+            "without `resourceVersion` (or `Last-Event-ID`) the watch starts now. Comment "
+            "lines are heartbeats. The stream ends after `timeoutSeconds` (resume from the "
+            "last revision seen), on server shutdown, or with one ERROR event (code Expired) "
+            "when the revision is no longer in the log: list again."
+        ),
+        response_class=StreamingResponse,
+        responses={
+            200: {
+                "description": "text/event-stream of WatchEvent",
+                "content": {
+                    "text/event-stream": {
+                        "schema": {"type": "string"},
+                        "itemSchema": _WATCH_EVENT_SCHEMA,
+                    }
+                },
+            }
+        },
+    )
+    async def watch(
+        resource_version: Annotated[
+            int | None,
+            Query(alias="resourceVersion", ge=0, description="Report writes after this one"),
+        ] = None,
+        kinds_text: Annotated[
+            str | None,
+            Query(
+                alias="kinds",
+                description="Comma-separated kinds (any of their names), default "
+                + ",".join(WATCHED_KINDS),
+            ),
+        ] = None,
+        timeout_seconds: Annotated[
+            float | None,
+            Query(alias="timeoutSeconds", gt=0, description="End the stream after this long"),
+        ] = None,
+        last_event_id: Annotated[
+            str | None,
+            Header(alias="Last-Event-ID", description="What a reconnecting EventSource sends"),
+        ] = None,
+    ) -> StreamingResponse:
+        watched = watched_kinds(kinds_text)
+        after = resource_version
+        if after is None and last_event_id and last_event_id.strip().isdigit():
+            after = int(last_event_id)
+        if after is None:
+            after = await run_in_threadpool(queries.revision)
+        settings = watch_settings
+        if timeout_seconds is not None:
+            settings = WatchSettings(
+                settings.poll_s,
+                settings.heartbeat_s,
+                min(timeout_seconds, settings.timeout_s),
+                settings.batch,
+            )
+        stream = Watch(queries, watched, after, settings, is_stopping, open_watches).stream()
+        return StreamingResponse(
+            stream,
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    @router.delete(
+        "/{kind}/{name}",
+        status_code=204,
+        summary="Delete an object of any applied kind (what it owns goes after it)",
+        description="`kind` is any name of a kind (see /kinds): jobs, queue, rf, …",
+    )
+    def delete_object(kind: str, name: str) -> None:
+        plane.delete(kind, name)
 
     return router
 
@@ -282,11 +515,18 @@ def complete_utf8_prefix(data: bytes) -> int:
     return len(data)
 
 
-def create_app(plane: ControlPlane, token: str | None) -> FastAPI:
+def create_app(
+    plane: ControlPlane,
+    token: str | None,
+    *,
+    is_stopping: Callable[[], bool] = lambda: False,
+    watch: WatchSettings | None = None,
+) -> FastAPI:
     """Return the API application serving ``plane``.
 
     When ``token`` is set every ``/api/v1`` route requires ``Authorization: Bearer <token>``;
-    ``/healthz``, ``/docs`` and ``/openapi.json`` stay open.
+    ``/healthz``, ``/docs`` and ``/openapi.json`` stay open. ``is_stopping`` tells open watch
+    streams that the server is shutting down (they end within one poll); ``watch`` tunes them.
     """
     app = FastAPI(
         title="phalanx",
@@ -297,7 +537,10 @@ def create_app(plane: ControlPlane, token: str | None) -> FastAPI:
         openapi_url="/openapi.json",
     )
     install_error_handlers(app)
-    app.include_router(_api_router(plane, token))
+    open_watches = OpenWatches()
+    app.include_router(
+        _api_router(plane, token, is_stopping, watch or WatchSettings(), open_watches)
+    )
 
     @app.get("/healthz", summary="Liveness; no token needed")
     def healthz() -> dict[str, object]:
@@ -305,6 +548,7 @@ def create_app(plane: ControlPlane, token: str | None) -> FastAPI:
         reported = plain(plane.health())
         if isinstance(reported, dict):
             health.update(reported)
+        health["watches"] = open_watches.count
         return health
 
     return app

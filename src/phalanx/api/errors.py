@@ -1,8 +1,8 @@
 """Error responses: every failure is JSON ``{"error": {code, message, details}}``.
 
 Maps the control plane's exceptions to HTTP statuses (SpecError 400 ``SpecInvalid``,
-NotFoundError 404, ConflictError 409) and FastAPI's own (validation 400 ``BadRequest``, unknown
-route 404). Must not import client or cli.
+NotFoundError and UnknownKindError 404, ConflictError 409) and FastAPI's own (validation 400
+``BadRequest``, unknown route 404). Must not import client or cli.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from phalanx.api.schemas import ErrorBody, ErrorDetail, ErrorOut
+from phalanx.api.schemas import ErrorDetailInfo, ErrorInfo
 from phalanx.controllers.errors import ConflictError, NotFoundError
+from phalanx.kinds import UnknownKindError
 from phalanx.model.specs import SpecError
 
 log = logging.getLogger(__name__)
@@ -70,25 +71,21 @@ def error_response(
     status: int,
     code: str,
     message: str,
-    details: Sequence[ErrorDetail] = (),
+    details: Sequence[ErrorDetailInfo] = (),
     source: str = "",
     headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
     """Return the JSON error response every failure uses."""
-    body = ErrorOut(
-        error=ErrorBody(code=code, message=message, details=list(details), source=source)
-    )
-    return JSONResponse(
-        body.model_dump(mode="json", exclude_defaults=False),
-        status_code=status,
-        headers=dict(headers or {}),
-    )
+    body: ErrorInfo = {
+        "error": {"code": code, "message": message, "details": list(details), "source": source}
+    }
+    return JSONResponse(body, status_code=status, headers=dict(headers or {}))
 
 
 def _spec_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, SpecError)
     details = [
-        ErrorDetail(path=e.path, value=plain(e.value), message=e.message) for e in exc.errors
+        ErrorDetailInfo(path=e.path, value=plain(e.value), message=e.message) for e in exc.errors
     ]
     count = len(details)
     message = f"{count} problem{'s' if count != 1 else ''} in the manifests: {exc}"
@@ -115,14 +112,14 @@ def _problem(_: Request, exc: Exception) -> JSONResponse:
 def _validation(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     details = [
-        ErrorDetail(
+        ErrorDetailInfo(
             path=".".join(str(part) for part in err.get("loc", ())),
             value=plain(err.get("input")),
             message=str(err.get("msg", "")),
         )
         for err in exc.errors()
     ]
-    summary = "; ".join(f"{d.path}: {d.message}" for d in details)
+    summary = "; ".join(f"{d['path']}: {d['message']}" for d in details)
     return error_response(400, BAD_REQUEST, f"invalid request: {summary}", details)
 
 
@@ -143,6 +140,7 @@ def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers that turn exceptions into ``{"error": ...}`` responses."""
     app.add_exception_handler(SpecError, _spec_error)
     app.add_exception_handler(NotFoundError, _not_found)
+    app.add_exception_handler(UnknownKindError, _not_found)
     app.add_exception_handler(ConflictError, _conflict)
     # Other ValueErrors from the control plane reject the caller's input (e.g. a pod name
     # that is not <podset>-<index>); they are not server faults.

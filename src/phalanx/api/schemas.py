@@ -1,49 +1,67 @@
-"""Pydantic response and request schemas of the REST API, and their conversion from views.
+"""The JSON the REST API speaks, as TypedDicts: the one definition of every request and
+response shape.
 
-The control plane's read models (``controllers.views``) are plain dataclasses; this module is
-the one place they become JSON: resource amounts in Kubernetes notation (``500m``, ``16Gi``),
-GPU devices as ``[{index, milli}]``, times both as epoch seconds and as ISO 8601 strings.
-Field names are snake_case and mirror the TypedDicts of ``phalanx.client`` one to one (a test
-checks that). Must not import client or cli.
+The server uses these classes as FastAPI response models (pydantic validates TypedDicts, and
+the OpenAPI at ``/docs`` is generated from them, docstrings included); ``phalanx.client``
+re-exports them as what its methods return. So there is no second copy to keep in step.
+
+Field names are snake_case, except inside ``metadata`` and watch events, which follow
+Kubernetes (``resourceVersion``, ``ownerReferences``, ``creationTimestamp``). Resource amounts
+are Kubernetes quantities (``500m``, ``16Gi``); times are epoch seconds with an ``_iso`` twin.
+
+Imports only the standard library and ``typing_extensions`` (pydantic needs its TypedDict
+before Python 3.12): the client imports this module without FastAPI or pydantic installed,
+and a test checks that it stays so. Conversion from the control plane's views lives in
+``phalanx.api.conversion``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
+from typing import NotRequired
 
-from pydantic import BaseModel, Field
+from typing_extensions import TypedDict
 
-from phalanx.controllers.views import (
-    ApplyResult,
-    EventView,
-    FlavorUsage,
-    JobView,
-    NodeView,
-    PodView,
-    QueueView,
-)
-from phalanx.model.objects import DeviceShare, JobPhase, PodPhase
-from phalanx.model.reasons import Reason
-from phalanx.model.resources import Resources
-from phalanx.model.specs import SpecError, parse_job
+#: Response headers of list endpoints: the token that fetches the next page (absent on the
+#: last page) and the store's revision the list was read at (watch from it to miss nothing).
+CONTINUE_HEADER = "X-Continue"
+RESOURCE_VERSION_HEADER = "X-Resource-Version"
+
+#: ``type`` of watch events.
+ADDED, MODIFIED, DELETED, ERROR = "ADDED", "MODIFIED", "DELETED", "ERROR"
 
 
-def iso_time(at: float | None) -> str | None:
-    """Return ``at`` (epoch seconds) as an ISO 8601 UTC string, or None."""
-    if at is None:
-        return None
-    return datetime.fromtimestamp(at, tz=UTC).isoformat().replace("+00:00", "Z")
+class OwnerReferenceInfo(TypedDict):
+    """The object that owns this one: deleting the owner deletes what it owns. ``uid`` is
+    empty when the manifest did not pin the owner's uid."""
+
+    kind: str
+    name: str
+    uid: str
 
 
-class DeviceOut(BaseModel):
-    """A GPU device a pod holds, in thousandths (1000 = the whole device)."""
+class MetadataInfo(TypedDict):
+    """What every stored object carries, Kubernetes style. ``resourceVersion`` is the store's
+    revision of the object's last write (it only grows); ``generation`` counts spec changes;
+    ``uid`` never changes for the life of the object."""
+
+    name: str
+    uid: str
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    ownerReferences: list[OwnerReferenceInfo]
+    resourceVersion: int
+    generation: int
+    creationTimestamp: str
+
+
+class DeviceInfo(TypedDict):
+    """A GPU device a pod holds, in thousandths (``milli`` 1000 is the whole device)."""
 
     index: int
     milli: int
 
 
-class ReasonOut(BaseModel):
+class ReasonInfo(TypedDict):
     """Why: a stable ``code`` from the reasons catalogue (docs/reasons.md), the ``facts`` with
     the numbers, and the ``message`` rendered from them."""
 
@@ -52,18 +70,19 @@ class ReasonOut(BaseModel):
     facts: dict[str, object]
 
 
-class EventOut(BaseModel):
-    """Something that happened to a job: ``reason`` is the code, ``facts`` its numbers."""
+class EventInfo(TypedDict):
+    """Something that happened to a job (kubectl-events style): ``reason`` is the code and
+    ``facts`` its numbers."""
 
     at: float
     at_iso: str
     type: str
     reason: str
     message: str
-    facts: dict[str, object] = {}
+    facts: dict[str, object]
 
 
-class PodOut(BaseModel):
+class PodInfo(TypedDict):
     """One attempt of one pod; ``name`` is ``<podset>-<index>`` (what ``logs --pod`` takes)."""
 
     pod_id: str
@@ -72,7 +91,7 @@ class PodOut(BaseModel):
     index: int
     attempt: int
     node: str
-    devices: list[DeviceOut]
+    devices: list[DeviceInfo]
     phase: str
     exit_code: int | None
     reason: str
@@ -82,7 +101,7 @@ class PodOut(BaseModel):
     finished_at_iso: str | None
 
 
-class ProgressOut(BaseModel):
+class ProgressInfo(TypedDict):
     """What the workload reported through phalanx.train: step (current attempt) and last
     completed checkpoint (any attempt)."""
 
@@ -94,17 +113,19 @@ class ProgressOut(BaseModel):
     checkpoint_path: str
 
 
-class JobOut(BaseModel):
-    """A job: its spec (``manifest``), status, pods of every attempt and events. ``reason``
-    is why it is where it is (None before the first); ``reason_code`` and ``message`` repeat
-    its code and message."""
+class JobInfo(TypedDict):
+    """A job: its metadata, spec (``manifest``), status, pods and events. ``reason`` is why
+    it is where it is (None before the first); ``reason_code`` and ``message`` repeat its code
+    and message. Lists carry the pods of the current attempt and no events; one job (``GET
+    /jobs/{name}``) carries the pods of every attempt and its events."""
 
+    metadata: MetadataInfo
     name: str
     queue: str
     priority: int
     phase: str
     is_finished: bool
-    reason: ReasonOut | None
+    reason: ReasonInfo | None
     reason_code: str
     message: str
     flavor: str
@@ -122,12 +143,12 @@ class JobOut(BaseModel):
     finished_at: float | None
     finished_at_iso: str | None
     manifest: dict[str, object]
-    pods: list[PodOut]
-    events: list[EventOut]
-    progress: ProgressOut | None = None
+    pods: list[PodInfo]
+    events: list[EventInfo]
+    progress: ProgressInfo | None
 
 
-class FlavorUsageOut(BaseModel):
+class FlavorUsageInfo(TypedDict):
     """A queue's use of one flavor against its nominal quota."""
 
     flavor: str
@@ -135,20 +156,21 @@ class FlavorUsageOut(BaseModel):
     nominal: dict[str, str]
 
 
-class QueueOut(BaseModel):
-    """A queue with quota use per flavor and summed over its flavors."""
+class QueueInfo(TypedDict):
+    """A queue with its metadata, quota use per flavor and summed over its flavors."""
 
+    metadata: MetadataInfo
     name: str
     cohort: str
     pending: int
     admitted: int
-    usage: list[FlavorUsageOut]
+    usage: list[FlavorUsageInfo]
     used: dict[str, str]
     nominal: dict[str, str]
     manifest: dict[str, object]
 
 
-class GpuOut(BaseModel):
+class GpuInfo(TypedDict):
     """One GPU device of a node and how much of it is held (thousandths)."""
 
     index: int
@@ -158,7 +180,7 @@ class GpuOut(BaseModel):
     used_milli: int
 
 
-class TaintOut(BaseModel):
+class TaintInfo(TypedDict):
     """A node taint."""
 
     key: str
@@ -166,7 +188,7 @@ class TaintOut(BaseModel):
     effect: str
 
 
-class NodeFailureOut(BaseModel):
+class NodeFailureInfo(TypedDict):
     """A node-side pod failure: evidence against the node."""
 
     at: float
@@ -176,20 +198,21 @@ class NodeFailureOut(BaseModel):
     reason: str
 
 
-class QuarantineOut(BaseModel):
+class QuarantineInfo(TypedDict):
     """Why and until when a node is kept out of placement: ``reason`` is the message of the
     reason ``code`` with its ``facts``."""
 
     since: float
     until: float | None
     reason: str
-    code: str = ""
-    facts: dict[str, object] = {}
+    code: str
+    facts: dict[str, object]
 
 
-class NodeOut(BaseModel):
-    """A node: what it can hold, what is in use, its devices, labels and pods; quarantine
-    and the node-side failures that count against it."""
+class NodeInfo(TypedDict):
+    """A node (observed from the backend, so without stored metadata): what it can hold,
+    what is in use, its devices, labels and pods; quarantine and the node-side failures that
+    count against it."""
 
     name: str
     is_ready: bool
@@ -197,33 +220,54 @@ class NodeOut(BaseModel):
     gpu_model: str
     allocatable: dict[str, str]
     used: dict[str, str]
-    gpus: list[GpuOut]
+    gpus: list[GpuInfo]
     labels: dict[str, str]
-    taints: list[TaintOut]
+    taints: list[TaintInfo]
     pods: list[str]
-    quarantine: QuarantineOut | None = None
-    failures: list[NodeFailureOut] = []
+    quarantine: QuarantineInfo | None
+    failures: list[NodeFailureInfo]
 
 
-class FlavorOut(BaseModel):
-    """A resource flavor: the node labels that select its nodes."""
+class FlavorInfo(TypedDict):
+    """A resource flavor: its metadata and the node labels that select its nodes."""
 
+    metadata: MetadataInfo
     name: str
     node_labels: dict[str, str]
     manifest: dict[str, object]
 
 
-class ApplyOut(BaseModel):
+class KindInfo(TypedDict):
+    """A kind of object the server knows: every name the API and CLI accept for it
+    (``name``, ``plural``, ``short_names``, any case), and whether it is applied (jobs, queues,
+    flavors) or observed from the backend (nodes)."""
+
+    name: str
+    plural: str
+    short_names: list[str]
+    description: str
+    is_applied: bool
+
+
+class ApplyRequest(TypedDict):
+    """Manifests to apply all or nothing (at least one); ``source`` names where they came
+    from (a file), for messages."""
+
+    manifests: list[dict[str, object]]
+    source: NotRequired[str]
+
+
+class ApplyOutcome(TypedDict):
     """What applying one manifest did: ``created``, ``configured`` or ``unchanged``;
     ``warnings``: why a job, although accepted, can never be admitted as things stand."""
 
     kind: str
     name: str
     action: str
-    warnings: list[ReasonOut] = []
+    warnings: list[ReasonInfo]
 
 
-class LogsOut(BaseModel):
+class LogChunk(TypedDict):
     """A chunk of a pod's output; ask again from ``next_offset`` until ``finished``."""
 
     data: str
@@ -231,222 +275,84 @@ class LogsOut(BaseModel):
     finished: bool
 
 
-class VersionOut(BaseModel):
+class VersionInfo(TypedDict):
     """The server's version and the manifest apiVersion it accepts."""
 
     version: str
     api_version: str
 
 
-class ApplyRequest(BaseModel):
-    """Manifests to apply all or nothing; ``source`` names where they came from (a file)."""
-
-    manifests: list[dict[str, object]] = Field(min_length=1)
-    source: str = ""
-
-
-class ErrorDetail(BaseModel):
-    """One field error of a rejected manifest."""
+class ErrorDetailInfo(TypedDict):
+    """One field error of a rejected manifest: ``documents[i].`` leads the path when a
+    request held several manifests."""
 
     path: str
     value: object
     message: str
 
 
-class ErrorBody(BaseModel):
+class ErrorBodyInfo(TypedDict):
     """What went wrong: a stable ``code``, a message for people, field errors if any."""
 
     code: str
     message: str
-    details: list[ErrorDetail] = []
-    source: str = ""
+    details: list[ErrorDetailInfo]
+    source: str
 
 
-class ErrorOut(BaseModel):
+class ErrorInfo(TypedDict):
     """The body of every error response."""
 
-    error: ErrorBody
+    error: ErrorBodyInfo
 
 
-def _devices(devices: Iterable[DeviceShare]) -> list[DeviceOut]:
-    return [DeviceOut(index=d.index, milli=d.milli) for d in devices]
+class WatchEvent(TypedDict):
+    """One event of ``GET /watch`` (the ``data`` of a server-sent event): ``kind``/``name``
+    was ``ADDED``, ``MODIFIED`` or ``DELETED`` at revision ``resourceVersion``. ``object``
+    is the object as it is when the event is sent (a ``JobInfo``, ``QueueInfo`` or
+    ``FlavorInfo``; absent for ``DELETED``). ``type`` ``ERROR`` ends the stream with
+    ``error``: code ``Expired`` (Kubernetes' 410 Gone) when the revision asked for is older
+    than the log still holds or newer than the store's: list again and watch from the
+    list's resourceVersion."""
+
+    type: str
+    kind: str
+    name: str
+    resourceVersion: int
+    object: NotRequired[JobInfo | QueueInfo | FlavorInfo]
+    error: NotRequired[ErrorBodyInfo]
 
 
-def event_out(event: EventView) -> EventOut:
-    """Return the schema of one event."""
-    return EventOut(
-        at=event.at,
-        at_iso=iso_time(event.at) or "",
-        type=event.type,
-        reason=event.reason,
-        message=event.message,
-        facts=dict(event.facts),
-    )
-
-
-def pod_out(pod: PodView) -> PodOut:
-    """Return the schema of one pod attempt."""
-    return PodOut(
-        pod_id=pod.pod_id,
-        name=f"{pod.pod_set}-{pod.index}",
-        pod_set=pod.pod_set,
-        index=pod.index,
-        attempt=pod.attempt,
-        node=pod.node,
-        devices=_devices(pod.devices),
-        phase=str(pod.phase),
-        exit_code=pod.exit_code,
-        reason=pod.reason,
-        started_at=pod.started_at,
-        started_at_iso=iso_time(pod.started_at),
-        finished_at=pod.finished_at,
-        finished_at_iso=iso_time(pod.finished_at),
-    )
-
-
-def _job_request(manifest: Mapping[str, object]) -> tuple[int, Resources]:
-    """Return (pod count, total request) from a stored manifest; (0, nothing) if unreadable."""
-    try:
-        spec = parse_job(manifest)
-    except SpecError:
-        return 0, Resources()
-    return spec.pod_count, spec.total_request
-
-
-def job_out(job: JobView) -> JobOut:
-    """Return the schema of a job with its pods and events."""
-    pod_count, request = _job_request(job.manifest)
-    running = sum(1 for p in job.pods if p.attempt == job.attempt and p.phase == PodPhase.RUNNING)
-    return JobOut(
-        name=job.name,
-        queue=job.queue,
-        priority=job.priority,
-        phase=str(job.phase),
-        is_finished=JobPhase(job.phase).is_terminal,
-        reason=ReasonOut(code=job.reason_code, message=job.message, facts=dict(job.reason_facts))
-        if job.reason_code
-        else None,
-        reason_code=job.reason_code,
-        message=job.message,
-        flavor=job.flavor,
-        attempt=job.attempt,
-        restarts=job.restarts,
-        pod_count=pod_count,
-        running_pods=running,
-        request=request.to_quantities(),
-        created_at=job.created_at,
-        created_at_iso=iso_time(job.created_at) or "",
-        admitted_at=job.admitted_at,
-        admitted_at_iso=iso_time(job.admitted_at),
-        started_at=job.started_at,
-        started_at_iso=iso_time(job.started_at),
-        finished_at=job.finished_at,
-        finished_at_iso=iso_time(job.finished_at),
-        manifest=dict(job.manifest),
-        pods=[pod_out(p) for p in job.pods],
-        events=[event_out(e) for e in job.events],
-        progress=None
-        if job.progress is None
-        else ProgressOut(
-            step=job.progress.step,
-            reported_at=job.progress.reported_at,
-            checkpoint_step=job.progress.checkpoint_step,
-            checkpoint_at=job.progress.checkpoint_at,
-            checkpoint_at_iso=iso_time(job.progress.checkpoint_at),
-            checkpoint_path=job.progress.checkpoint_path,
-        ),
-    )
-
-
-def _usage_out(usage: FlavorUsage) -> FlavorUsageOut:
-    return FlavorUsageOut(
-        flavor=usage.flavor,
-        used=usage.used.to_quantities(),
-        nominal=usage.nominal.to_quantities(),
-    )
-
-
-def queue_out(queue: QueueView) -> QueueOut:
-    """Return the schema of a queue, with usage per flavor and summed."""
-    used, nominal = Resources(), Resources()
-    for usage in queue.usage:
-        used, nominal = used + usage.used, nominal + usage.nominal
-    return QueueOut(
-        name=queue.name,
-        cohort=queue.cohort,
-        pending=queue.pending,
-        admitted=queue.admitted,
-        usage=[_usage_out(u) for u in queue.usage],
-        used=used.to_quantities(),
-        nominal=nominal.to_quantities(),
-        manifest=dict(queue.manifest),
-    )
-
-
-def node_out(view: NodeView) -> NodeOut:
-    """Return the schema of a node with its devices and what holds them."""
-    node = view.node
-    return NodeOut(
-        name=node.name,
-        is_ready=node.is_ready,
-        is_quarantined=node.is_quarantined,
-        gpu_model=node.gpu_model,
-        allocatable=node.allocatable.to_quantities(),
-        used=view.used.to_quantities(),
-        gpus=[
-            GpuOut(
-                index=gpu.index,
-                uuid=gpu.uuid,
-                model=gpu.model,
-                memory=Resources(memory_bytes=gpu.memory_bytes).to_quantities().get("memory", "0"),
-                used_milli=view.device_used_milli.get(gpu.index, 0),
-            )
-            for gpu in node.gpus
-        ],
-        labels=dict(node.labels),
-        taints=[TaintOut(key=t.key, value=t.value, effect=t.effect) for t in node.taints],
-        pods=list(view.pods),
-        quarantine=None
-        if view.quarantine is None
-        else QuarantineOut(
-            since=view.quarantine.since,
-            until=view.quarantine.until,
-            reason=view.quarantine.reason,
-            code=view.quarantine.code,
-            facts=dict(view.quarantine.facts),
-        ),
-        failures=[
-            NodeFailureOut(at=f.at, job=f.job, attempt=f.attempt, pod=f.pod, reason=f.reason)
-            for f in view.failures
-        ],
-    )
-
-
-def flavor_out(manifest: Mapping[str, object]) -> FlavorOut:
-    """Return the schema of a flavor from its stored manifest."""
-    metadata = manifest.get("metadata")
-    spec = manifest.get("spec")
-    name = metadata.get("name", "") if isinstance(metadata, Mapping) else ""
-    labels = spec.get("nodeLabels", {}) if isinstance(spec, Mapping) else {}
-    return FlavorOut(
-        name=str(name),
-        node_labels={str(k): str(v) for k, v in labels.items()}
-        if isinstance(labels, Mapping)
-        else {},
-        manifest=dict(manifest),
-    )
-
-
-def reason_out(reason: Reason) -> ReasonOut:
-    """Return the schema of a Reason."""
-    return ReasonOut(code=reason.code.value, message=reason.message, facts=reason.plain_facts())
-
-
-def apply_out(result: ApplyResult) -> ApplyOut:
-    """Return the schema of one apply outcome, with its warnings."""
-    return ApplyOut(
-        kind=result.kind,
-        name=result.name,
-        action=result.action,
-        warnings=[reason_out(w) for w in result.warnings],
-    )
+__all__ = [
+    "ADDED",
+    "CONTINUE_HEADER",
+    "DELETED",
+    "ERROR",
+    "MODIFIED",
+    "RESOURCE_VERSION_HEADER",
+    "ApplyOutcome",
+    "ApplyRequest",
+    "DeviceInfo",
+    "ErrorBodyInfo",
+    "ErrorDetailInfo",
+    "ErrorInfo",
+    "EventInfo",
+    "FlavorInfo",
+    "FlavorUsageInfo",
+    "GpuInfo",
+    "JobInfo",
+    "KindInfo",
+    "LogChunk",
+    "MetadataInfo",
+    "NodeFailureInfo",
+    "NodeInfo",
+    "OwnerReferenceInfo",
+    "PodInfo",
+    "ProgressInfo",
+    "QuarantineInfo",
+    "QueueInfo",
+    "ReasonInfo",
+    "TaintInfo",
+    "VersionInfo",
+    "WatchEvent",
+]

@@ -1,4 +1,5 @@
-"""``phalanx describe``: a job or a node in full, laid out like ``kubectl describe``.
+"""``phalanx describe``: a job, queue, flavor or node in full, laid out like
+``kubectl describe``.
 
 Pure functions of the client's JSON and ``now`` (epoch seconds); no I/O.
 """
@@ -16,7 +17,7 @@ from phalanx.cli.tables import (
     humanize_memory,
     render_table,
 )
-from phalanx.client import DeviceInfo, JobInfo, NodeInfo
+from phalanx.client import DeviceInfo, FlavorInfo, JobInfo, MetadataInfo, NodeInfo, QueueInfo
 from phalanx.model.resources import GPU_MILLI_PER_DEVICE, MEMORY, RESOURCE_NAMES
 
 _LABEL_WIDTH = 14
@@ -58,6 +59,41 @@ def _mapping(value: object) -> Mapping[str, object]:
 
 def _sequence(value: object) -> Sequence[object]:
     return value if isinstance(value, list | tuple) else ()
+
+
+def _listed(label: str, items: Sequence[str]) -> list[str]:
+    """Return ``Label: first`` and the other items aligned under it (kubectl's lists)."""
+    items = list(items) or [NONE]
+    return [_field(label, items[0]), *(" " * _LABEL_WIDTH + item for item in items[1:])]
+
+
+def _metadata_lines(metadata: MetadataInfo) -> list[str]:
+    """Return the labels, annotations and owners of an object, kubectl style."""
+    lines = _listed("Labels", [f"{k}={v}" for k, v in sorted(metadata["labels"].items())])
+    lines += _listed(
+        "Annotations", [f"{k}: {v}" for k, v in sorted(metadata["annotations"].items())]
+    )
+    owners = [f"{o['kind']}/{o['name']}" for o in metadata["ownerReferences"]]
+    if owners:
+        lines += _listed("Controlled By", owners)
+    return lines
+
+
+def _object_lines(metadata: MetadataInfo, now: float, *, with_created: bool = True) -> list[str]:
+    """Return the identity lines below the metadata: UID, revision and generation, and
+    when it was created."""
+    lines = [
+        _field("UID", metadata["uid"] or NONE),
+        _field("Revision", f"{metadata['resourceVersion']} (generation {metadata['generation']})"),
+    ]
+    if with_created:
+        try:
+            created = datetime.fromisoformat(metadata["creationTimestamp"]).timestamp()
+        except ValueError:
+            lines.append(_field("Created", metadata["creationTimestamp"] or NONE))
+        else:
+            lines.append(_field("Created", _moment(created, now)))
+    return lines
 
 
 def _spec_lines(manifest: Mapping[str, object]) -> list[str]:
@@ -109,6 +145,8 @@ def describe_job(job: JobInfo, now: float) -> str:
     total = ", ".join(f"{k}={v}" for k, v in request.items()) or NONE
     lines = [
         _field("Name", job["name"]),
+        *_metadata_lines(job["metadata"]),
+        *_object_lines(job["metadata"], now, with_created=False),
         _field("Queue", job["queue"]),
         _field("Priority", job["priority"]),
         _field("Pods", f"{job['pod_count']} (total request: {total})"),
@@ -184,6 +222,64 @@ def describe_job(job: JobInfo, now: float) -> str:
     return "\n".join(lines)
 
 
+def describe_queue(queue: QueueInfo, now: float) -> str:
+    """Return ``describe queue``: metadata, cohort, weight and preemption policy, job counts,
+    and quota per flavor and resource (nominal, borrowing and lending limits, in use)."""
+    spec = _mapping(queue["manifest"].get("spec"))
+    preemption = _mapping(spec.get("preemption"))
+    lines = [
+        _field("Name", queue["name"]),
+        *_metadata_lines(queue["metadata"]),
+        *_object_lines(queue["metadata"], now),
+        _field("Cohort", queue["cohort"] or NONE),
+        _field("Weight", spec.get("weight", 1)),
+        _field(
+            "Preemption",
+            f"within queue {preemption.get('withinQueue', NONE)}, "
+            f"reclaim within cohort {preemption.get('reclaimWithinCohort', NONE)}",
+        ),
+        _field("Jobs", f"{queue['pending']} pending, {queue['admitted']} admitted"),
+        "Quota:",
+    ]
+    used = {u["flavor"]: u["used"] for u in queue["usage"]}
+    rows = []
+    for item in _sequence(spec.get("flavors")):
+        flavor = _mapping(item)
+        name = str(flavor.get("name", ""))
+        for resource, quota in _mapping(flavor.get("resources")).items():
+            limits = _mapping(quota)
+            amount_used = used.get(name, {}).get(resource, "0")
+            if resource == MEMORY:
+                amount_used = humanize_memory(amount_used)
+            rows.append(
+                [
+                    name,
+                    resource,
+                    amount_used,
+                    str(limits.get("nominal", "0")),
+                    str(limits.get("borrowingLimit", NONE)),
+                    str(limits.get("lendingLimit", NONE)),
+                ]
+            )
+    if rows:
+        headers = ["FLAVOR", "RESOURCE", "USED", "NOMINAL", "BORROWING-LIMIT", "LENDING-LIMIT"]
+        lines.append(_indented(render_table(headers, rows)))
+    else:
+        lines.append(f"  {NONE}")
+    return "\n".join(lines)
+
+
+def describe_flavor(flavor: FlavorInfo, now: float) -> str:
+    """Return ``describe flavor``: metadata and the node labels that select its nodes."""
+    lines = [
+        _field("Name", flavor["name"]),
+        *_metadata_lines(flavor["metadata"]),
+        *_object_lines(flavor["metadata"], now),
+        *_listed("Node Labels", [f"{k}={v}" for k, v in sorted(flavor["node_labels"].items())]),
+    ]
+    return "\n".join(lines)
+
+
 def describe_node(node: NodeInfo, now: float | None = None) -> str:
     """Return ``describe node``: state (with the quarantine's evidence), labels, taints,
     capacity against use, GPUs, pods."""
@@ -209,12 +305,8 @@ def describe_node(node: NodeInfo, now: float | None = None) -> str:
         ]
         lines.append(_indented(render_table(["AT", "JOB", "ATTEMPT", "POD", "REASON"], rows)))
     lines.append(_field("GPU Model", node["gpu_model"] or NONE))
-    labels = [f"{k}={v}" for k, v in sorted(node["labels"].items())] or [NONE]
-    lines.append(_field("Labels", labels[0]))
-    lines += [" " * _LABEL_WIDTH + label for label in labels[1:]]
-    taints = [f"{t['key']}={t['value']}:{t['effect']}" for t in node["taints"]] or [NONE]
-    lines.append(_field("Taints", taints[0]))
-    lines += [" " * _LABEL_WIDTH + taint for taint in taints[1:]]
+    lines += _listed("Labels", [f"{k}={v}" for k, v in sorted(node["labels"].items())])
+    lines += _listed("Taints", [f"{t['key']}={t['value']}:{t['effect']}" for t in node["taints"]])
     rows = []
     for resource in RESOURCE_NAMES:
         total = node["allocatable"].get(resource, "0")

@@ -30,7 +30,7 @@ from typing import Annotated, Any, NoReturn, ParamSpec
 import typer
 from typer.core import TyperGroup
 
-from phalanx import __version__
+from phalanx import __version__, kinds
 from phalanx.cli.daemon import (
     DaemonError,
     how_to_stop,
@@ -39,9 +39,9 @@ from phalanx.cli.daemon import (
     start_daemon,
     stop_daemon,
 )
-from phalanx.cli.describe import describe_job, describe_node
+from phalanx.cli.describe import describe_flavor, describe_job, describe_node, describe_queue
+from phalanx.cli.get import Query, WatchPrinter, empty_message, fetch, watch_changes
 from phalanx.cli.simulate import simulate as simulate_command
-from phalanx.cli.tables import flavor_rows, job_rows, node_rows, queue_rows, render_table
 from phalanx.client import (
     ApiError,
     ApplyOutcome,
@@ -53,6 +53,7 @@ from phalanx.client import (
     standard_data_dir,
     unregister_server,
 )
+from phalanx.model.metadata import LabelSelector, parse_selector
 
 P = ParamSpec("P")
 
@@ -93,23 +94,8 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-KINDS = {
-    "job": "jobs",
-    "jobs": "jobs",
-    "j": "jobs",
-    "queue": "queues",
-    "queues": "queues",
-    "q": "queues",
-    "node": "nodes",
-    "nodes": "nodes",
-    "no": "nodes",
-    "flavor": "flavors",
-    "flavors": "flavors",
-    "resourceflavor": "flavors",
-    "resourceflavors": "flavors",
-    "rf": "flavors",
-}
-_RESOURCE_NAMES = {"jobs": "job", "queues": "queue", "flavors": "resourceflavor"}
+#: The most jobs the server sends per request (``--chunk-size``).
+MAX_CHUNK_SIZE = 5000
 
 
 class OutputFormat(StrEnum):
@@ -299,9 +285,35 @@ def up(
         typer.Option("--daemon", "-d", help="Run in the background; log to <data-dir>/server.log."),
     ] = False,
     log_level: Annotated[str, typer.Option("--log-level", help="Server log level.")] = "info",
+    ha: Annotated[
+        bool,
+        typer.Option(
+            "--ha",
+            envvar="PHALANX_HA",
+            help="High availability: one of several control planes on the same PostgreSQL "
+            "--store-url; a lease elects the leader, the others serve and take over when it "
+            "dies. See docs/high-availability.md.",
+        ),
+    ] = False,
+    lease_ttl: Annotated[
+        float,
+        typer.Option(
+            "--lease-ttl",
+            min=1.0,
+            help="With --ha: seconds the leader's lease lasts unless renewed (every third of "
+            "it); a dead leader is replaced within about this long.",
+        ),
+    ] = 10.0,
 ) -> None:
     """Start the control plane and its API (foreground unless --daemon)."""
     directory = _globals(ctx).resolved_data_dir()
+    if ha:
+        from phalanx.api.server import ServerError, check_ha_store
+
+        try:
+            check_ha_store(store_url)
+        except ServerError as exc:
+            _fail(str(exc))
     if daemon:
         up_args = ["--host", host, "--port", str(port), "--log-level", log_level]
         up_args += ["--backend", backend, "--namespace", namespace]
@@ -311,8 +323,10 @@ def up(
             up_args += ["--nodes", nodes]
         if store_url:
             up_args += ["--store-url", store_url]
+        if ha:
+            up_args += ["--ha", "--lease-ttl", str(lease_ttl)]
         with _reported_errors():
-            started = start_daemon(directory, up_args)
+            started = start_daemon(directory, up_args, is_ha=ha)
         typer.echo(f"phalanx is up at {started.url} (pid {started.pid})")
         typer.echo(f"  data dir: {directory}\n  log:      {started.log_path}")
         if not is_default_data_dir(directory):
@@ -320,10 +334,26 @@ def up(
                 f"  use it with: {phalanx_command('get jobs', directory)} (every command takes "
                 f"--data-dir), or export PHALANX_DATA_DIR={shlex.quote(str(directory))}"
             )
-        typer.echo(f"  stop it with: {phalanx_command('down', directory)}")
+        if ha:
+            typer.echo(
+                f"  stop it with: kill {started.pid} (`{phalanx_command('down', directory)}` "
+                "stops the leader named in server.json)"
+            )
+        else:
+            typer.echo(f"  stop it with: {phalanx_command('down', directory)}")
         return
     _serve_foreground(
-        directory, nodes, store_url, host, port, log_level, backend, kubeconfig, namespace
+        directory,
+        nodes,
+        store_url,
+        host,
+        port,
+        log_level,
+        backend,
+        kubeconfig,
+        namespace,
+        ha,
+        lease_ttl,
     )
 
 
@@ -337,6 +367,8 @@ def _serve_foreground(
     backend: str = "local",
     kubeconfig: str | None = None,
     namespace: str = "default",
+    ha: bool = False,
+    lease_ttl_s: float = 10.0,
 ) -> None:
     import logging
 
@@ -359,6 +391,8 @@ def _serve_foreground(
         host=host,
         port=port,
         log_level=log_level.lower(),
+        ha=ha,
+        lease_ttl_s=lease_ttl_s,
     )
     try:
         server = ApiServer(settings)
@@ -450,13 +484,22 @@ def apply(
 # -- get / describe -------------------------------------------------------------------------
 
 
-def _kind(value: str, allowed: Sequence[str]) -> str:
-    kind = KINDS.get(value.lower())
-    if kind is None or kind not in allowed:
-        raise typer.BadParameter(
-            f"unknown kind {value!r}; use one of: {', '.join(allowed)}", param_hint="KIND"
-        )
-    return kind
+def _kind(value: str) -> kinds.Kind:
+    """Return the kind named ``value`` (any of its names); an unknown one is a one-line
+    error listing the known kinds."""
+    try:
+        return kinds.lookup(value)
+    except kinds.UnknownKindError as exc:
+        _fail(str(exc))
+
+
+def _selector(text: str | None) -> LabelSelector | None:
+    if not text:
+        return None
+    try:
+        return parse_selector(text)
+    except ValueError as exc:
+        _fail(f"--selector: {exc}")
 
 
 def _emit(data: object, output: OutputFormat) -> None:
@@ -472,7 +515,9 @@ def _emit(data: object, output: OutputFormat) -> None:
 @_handles_errors
 def get(
     ctx: typer.Context,
-    kind: Annotated[str, typer.Argument(metavar="KIND", help="jobs, queues, nodes or flavors.")],
+    kind: Annotated[
+        str, typer.Argument(metavar="KIND", help="jobs, queues, nodes or flavors (any name).")
+    ],
     name: Annotated[str | None, typer.Argument(metavar="NAME", help="Show only this one.")] = None,
     output: Annotated[
         OutputFormat | None, typer.Option("--output", "-o", help="wide, json or yaml.")
@@ -480,59 +525,96 @@ def get(
     queue: Annotated[
         str | None, typer.Option("--queue", "-q", help="Jobs of this queue only.")
     ] = None,
+    selector: Annotated[
+        str | None,
+        typer.Option(
+            "--selector",
+            "-l",
+            help="Only objects whose labels match: key=value, key!=value, key or !key, "
+            "comma-separated (e.g. team=a,tier!=batch).",
+        ),
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, help="Show at most this many.")
+    ] = None,
+    chunk_size: Annotated[
+        int,
+        typer.Option(
+            "--chunk-size",
+            min=1,
+            max=MAX_CHUNK_SIZE,
+            help="Read long lists of jobs this many per request.",
+        ),
+    ] = 500,
+    watch: Annotated[
+        bool,
+        typer.Option("--watch", "-w", help="After the list, print a row per change until Ctrl-C."),
+    ] = False,
+    output_watch_events: Annotated[
+        bool,
+        typer.Option("--output-watch-events", help="With --watch, say which event each row is."),
+    ] = False,
 ) -> None:
     """List jobs, queues, nodes or flavors, kubectl style."""
-    resolved = _kind(kind, ("jobs", "queues", "nodes", "flavors"))
+    resolved = _kind(kind)
+    if watch and not resolved.is_applied:
+        _fail(
+            f"{resolved.plural} are observed from the backend, not stored, so they cannot be "
+            f"watched; run `phalanx get {resolved.plural}` again instead"
+        )
+    query = Query(name, queue, _selector(selector), limit, chunk_size)
     wide = output is OutputFormat.WIDE
+    printer = WatchPrinter(
+        resolved,
+        typer.echo,
+        wide=wide,
+        output=output.value if output in (OutputFormat.JSON, OutputFormat.YAML) else "table",
+        with_events=output_watch_events,
+    )
     with _globals(ctx).client() as client:
-        if resolved == "jobs":
-            jobs = [client.job(name)] if name else client.jobs(queue)
-            data: object = jobs
-            headers, rows = job_rows(jobs, time.time(), wide=wide)
-            empty = f"No jobs{f' in queue {queue}' if queue else ''}."
-        elif resolved == "queues":
-            queues = [client.queue(name)] if name else client.queues()
-            data = queues
-            headers, rows = queue_rows(queues, wide=wide)
-            empty = "No queues."
-        elif resolved == "nodes":
-            nodes = [client.node(name)] if name else client.nodes()
-            data = nodes
-            headers, rows = node_rows(nodes, wide=wide)
-            empty = "No nodes."
+        listed = fetch(client, resolved, query)
+        if watch and printer.output != "table":
+            for item in listed.items:
+                printer.event("ADDED", item, time.time())
+        elif output in (OutputFormat.JSON, OutputFormat.YAML):
+            assert output is not None
+            data: object = listed.items[0] if name is not None else listed.items
+            _emit(data, output)
+        elif listed.items:
+            typer.echo(printer.table(listed.items, time.time()))
         else:
-            flavors = client.flavors()
-            if name:
-                flavors = [f for f in flavors if f["name"] == name]
-                if not flavors:
-                    _fail(f'resourceflavor "{name}" not found')
-            data = flavors
-            headers, rows = flavor_rows(flavors)
-            empty = "No flavors."
-    if output in (OutputFormat.JSON, OutputFormat.YAML):
-        assert output is not None
-        single = name is not None and isinstance(data, list) and len(data) == 1
-        _emit(data[0] if single and isinstance(data, list) else data, output)
-    elif rows:
-        typer.echo(render_table(headers, rows))
-    else:
-        typer.echo(empty, err=True)
+            typer.echo(empty_message(resolved, query), err=True)
+        if watch:
+            try:
+                watch_changes(client, resolved, query, listed, printer)
+            except KeyboardInterrupt:
+                raise typer.Exit(130) from None
 
 
 @app.command()
 @_handles_errors
 def describe(
     ctx: typer.Context,
-    kind: Annotated[str, typer.Argument(metavar="KIND", help="job or node.")],
+    kind: Annotated[
+        str, typer.Argument(metavar="KIND", help="job, queue, flavor or node (any name).")
+    ],
     name: Annotated[str, typer.Argument(metavar="NAME", help="Its name.")],
 ) -> None:
-    """Show a job (spec, status, why it waits, pods, timings, events) or a node in full."""
-    resolved = _kind(kind, ("jobs", "nodes"))
+    """Show a job (spec, status, why it waits, pods, timings, events), a queue (quota and
+    its use), a flavor or a node in full, with labels and annotations."""
+    resolved = _kind(kind)
+    now = time.time()
     with _globals(ctx).client() as client:
-        if resolved == "jobs":
-            typer.echo(describe_job(client.job(name), time.time()))
+        if resolved is kinds.JOB:
+            typer.echo(describe_job(client.job(name), now))
+        elif resolved is kinds.QUEUE:
+            typer.echo(describe_queue(client.queue(name), now))
+        elif resolved is kinds.FLAVOR:
+            typer.echo(describe_flavor(client.flavor(name), now))
+        elif resolved is kinds.NODE:
+            typer.echo(describe_node(client.node(name), now))
         else:
-            typer.echo(describe_node(client.node(name), time.time()))
+            _fail(f"phalanx describe cannot show {resolved.plural} yet")
 
 
 # -- jobs -----------------------------------------------------------------------------------
@@ -595,19 +677,19 @@ def cancel(
 @_handles_errors
 def delete(
     ctx: typer.Context,
-    kind: Annotated[str, typer.Argument(metavar="KIND", help="job, queue or flavor.")],
+    kind: Annotated[
+        str, typer.Argument(metavar="KIND", help="job, queue or flavor (any name of a kind).")
+    ],
     name: Annotated[str, typer.Argument(metavar="NAME", help="Its name.")],
 ) -> None:
-    """Delete a job (cancelling it first), a queue no job uses, or a flavor."""
-    resolved = _kind(kind, ("jobs", "queues", "flavors"))
+    """Delete a job (cancelling it first), a queue no job uses, or a flavor; what the object
+    owns (metadata.ownerReferences) is deleted after it."""
+    resolved = _kind(kind)
+    if not resolved.is_applied:
+        _fail(f"{resolved.plural} are observed from the backend and cannot be deleted")
     with _globals(ctx).client() as client:
-        if resolved == "jobs":
-            client.delete_job(name)
-        elif resolved == "queues":
-            client.delete_queue(name)
-        else:
-            client.delete_flavor(name)
-    typer.echo(f"{_RESOURCE_NAMES[resolved]}.phalanx.dev/{name} deleted")
+        client.delete(resolved.plural, name)
+    typer.echo(f"{resolved.name.lower()}.phalanx.dev/{name} deleted")
 
 
 @app.command()

@@ -16,18 +16,27 @@ REASON_WIDTH = 60
 _GAP = "   "
 
 
-def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """Return rows under headers, columns left-aligned and three spaces apart (kubectl's
-    look); the last column is not padded."""
+def column_widths(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[int]:
+    """Return the width of each column: its widest cell or header."""
     widths = [len(h) for h in headers]
     for row in rows:
         for i, cell in enumerate(row):
             widths[i] = max(widths[i], len(cell))
-    lines = []
-    for row in [list(headers), *rows]:
-        cells = [cell.ljust(widths[i]) for i, cell in enumerate(row[:-1])]
-        lines.append(_GAP.join([*cells, row[-1]]).rstrip())
-    return "\n".join(lines)
+    return widths
+
+
+def render_row(row: Sequence[str], widths: Sequence[int]) -> str:
+    """Return one row with its cells padded to ``widths`` (wider cells push the columns
+    after them right), three spaces apart; the last column is not padded."""
+    cells = [cell.ljust(widths[i]) for i, cell in enumerate(row[:-1])]
+    return _GAP.join([*cells, row[-1]]).rstrip()
+
+
+def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Return rows under headers, columns left-aligned and three spaces apart (kubectl's
+    look); the last column is not padded."""
+    widths = column_widths(headers, rows)
+    return "\n".join(render_row(row, widths) for row in [list(headers), *rows])
 
 
 def format_age(seconds: float) -> str:

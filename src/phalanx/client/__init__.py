@@ -6,11 +6,13 @@
         phalanx.wait_for("train", "Succeeded", timeout_s=600)
         print(phalanx.logs("train")["data"])
 
-Layering: imports only ``phalanx.model``-level code and httpx; never api or controllers, so
-the SDK works without the server's dependencies.
+Layering: imports httpx, ``phalanx.model``-level code and ``phalanx.api.schemas`` (the
+API's TypedDicts, standard library only); never the rest of api or controllers, so the SDK
+works without the server's dependencies (a test checks that importing it loads no FastAPI,
+pydantic or SQLAlchemy).
 """
 
-from phalanx.client._client import FINISHED_PHASES, Client
+from phalanx.client._client import FINISHED_PHASES, Client, Page
 from phalanx.client._discovery import (
     DEFAULT_URL,
     RunningServer,
@@ -27,19 +29,30 @@ from phalanx.client._discovery import (
 from phalanx.client._errors import ApiError, ClientError, JobFinishedError, ServerUnavailableError
 from phalanx.client._types import (
     ApplyOutcome,
+    ApplyRequest,
     DeviceInfo,
+    ErrorBodyInfo,
     ErrorDetailInfo,
+    ErrorInfo,
     EventInfo,
     FlavorInfo,
     FlavorUsageInfo,
     GpuInfo,
     JobInfo,
+    KindInfo,
     LogChunk,
+    MetadataInfo,
+    NodeFailureInfo,
     NodeInfo,
+    OwnerReferenceInfo,
     PodInfo,
+    ProgressInfo,
+    QuarantineInfo,
     QueueInfo,
+    ReasonInfo,
     TaintInfo,
     VersionInfo,
+    WatchEvent,
 )
 
 __all__ = [
@@ -47,26 +60,38 @@ __all__ = [
     "FINISHED_PHASES",
     "ApiError",
     "ApplyOutcome",
+    "ApplyRequest",
     "Client",
     "ClientError",
     "DeviceInfo",
+    "ErrorBodyInfo",
     "ErrorDetailInfo",
+    "ErrorInfo",
     "EventInfo",
     "FlavorInfo",
     "FlavorUsageInfo",
     "GpuInfo",
     "JobFinishedError",
     "JobInfo",
+    "KindInfo",
     "LogChunk",
+    "MetadataInfo",
+    "NodeFailureInfo",
     "NodeInfo",
+    "OwnerReferenceInfo",
+    "Page",
     "PodInfo",
+    "ProgressInfo",
+    "QuarantineInfo",
     "QueueInfo",
+    "ReasonInfo",
     "RunningServer",
     "ServerInfo",
     "ServerLocation",
     "ServerUnavailableError",
     "TaintInfo",
     "VersionInfo",
+    "WatchEvent",
     "default_data_dir",
     "locate_server",
     "read_server_info",

@@ -1,24 +1,28 @@
 """``Client``: the Python SDK over the REST API (``/api/v1``), built on httpx.
 
-Every method is one request (``follow_logs`` and ``wait_for`` poll) and returns the JSON the
-server sent, typed with the TypedDicts of ``_types``. ``transport`` is the seam tests replace
-(``httpx.MockTransport``, or an adapter running the app in-process).
+Every method is one request (``jobs`` reads every page, ``follow_logs`` and ``wait_for``
+poll, ``watch`` streams) and returns the JSON the server sent, typed with the TypedDicts of
+``_types``. ``transport`` is the seam tests replace (``httpx.MockTransport``, or an adapter
+running the app in-process).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import cast
+from typing import Generic, TypeVar, cast
 from urllib.parse import quote
 
 import httpx
 
 from phalanx import __version__
+from phalanx.api.schemas import CONTINUE_HEADER, RESOURCE_VERSION_HEADER
 from phalanx.client._discovery import ServerLocation, locate_server, running_servers
 from phalanx.client._errors import (
     ApiError,
@@ -27,24 +31,71 @@ from phalanx.client._errors import (
 )
 from phalanx.client._types import (
     ApplyOutcome,
+    ApplyRequest,
     ErrorDetailInfo,
     FlavorInfo,
     JobInfo,
+    KindInfo,
     LogChunk,
     NodeInfo,
     QueueInfo,
     VersionInfo,
+    WatchEvent,
 )
 
 API_PREFIX = "/api/v1"
 #: Phases after which a job never runs again.
 FINISHED_PHASES = ("Succeeded", "Failed", "Cancelled")
+#: Jobs per request when ``jobs()`` reads every page (the server accepts up to 5000).
+DEFAULT_CHUNK_SIZE = 500
+#: Seconds a watch may go without a byte (the server sends a heartbeat every few seconds).
+WATCH_READ_TIMEOUT_S = 60.0
 
 Manifests = Sequence[Mapping[str, object]]
+T = TypeVar("T")
 
 
 def _name(value: str) -> str:
     return quote(value, safe="")
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    """One page of a list: ``continue_token`` asks for the next ("" on the last page);
+    ``resource_version`` is the store's revision when it was read: ``watch`` from it to miss
+    no change."""
+
+    items: list[T]
+    continue_token: str
+    resource_version: int
+
+
+def _page(response: httpx.Response, items: list[T]) -> Page[T]:
+    version = response.headers.get(RESOURCE_VERSION_HEADER, "0")
+    return Page(
+        items,
+        response.headers.get(CONTINUE_HEADER, ""),
+        int(version) if version.isdigit() else 0,
+    )
+
+
+def _sse_data(lines: Iterable[str]) -> Iterator[str]:
+    """Yield the ``data`` of each server-sent event in ``lines`` (comments and other
+    fields skipped; several ``data`` lines of one event joined with newlines)."""
+    data: list[str] = []
+    for line in lines:
+        if not line:
+            if data:
+                yield "\n".join(data)
+                data = []
+            continue
+        if line.startswith(":"):
+            continue
+        field, _, value = line.partition(":")
+        if field == "data":
+            data.append(value.removeprefix(" "))
+    if data:
+        yield "\n".join(data)
 
 
 class Client:
@@ -136,7 +187,7 @@ class Client:
         """
         if isinstance(manifests, str | os.PathLike):
             return self.apply_file(manifests)
-        body = {"manifests": [dict(m) for m in manifests], "source": source}
+        body: ApplyRequest = {"manifests": [dict(m) for m in manifests], "source": source}
         return cast(
             "list[ApplyOutcome]", self._request("POST", API_PREFIX + "/apply", json=body).json()
         )
@@ -163,10 +214,60 @@ class Client:
 
     # -- jobs -----------------------------------------------------------------------------
 
-    def jobs(self, queue: str | None = None) -> list[JobInfo]:
-        """Return every job (of ``queue`` if given), oldest first."""
-        params = {"queue": queue} if queue else None
-        return cast("list[JobInfo]", self._get("/jobs", params))
+    def job_page(
+        self,
+        queue: str | None = None,
+        *,
+        selector: str | None = None,
+        limit: int = DEFAULT_CHUNK_SIZE,
+        continue_token: str = "",
+    ) -> Page[JobInfo]:
+        """Return one page of at most ``limit`` jobs, oldest first, of ``queue`` and matching
+        the label ``selector`` (``team=a,tier!=batch``) if given; ``continue_token`` is the
+        previous page's. Raises ApiError ``BadRequest`` for a bad selector or token."""
+        params: dict[str, str | int] = {"limit": limit}
+        if queue:
+            params["queue"] = queue
+        if selector:
+            params["labelSelector"] = selector
+        if continue_token:
+            params["continue"] = continue_token
+        response = self._request("GET", API_PREFIX + "/jobs", params=params)
+        return _page(response, cast("list[JobInfo]", response.json()))
+
+    def job_pages(
+        self,
+        queue: str | None = None,
+        *,
+        selector: str | None = None,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+    ) -> Iterator[Page[JobInfo]]:
+        """Yield every page of jobs (see ``job_page``), ``chunk_size`` jobs per request."""
+        token = ""
+        while True:
+            page = self.job_page(queue, selector=selector, limit=chunk_size, continue_token=token)
+            yield page
+            if not page.continue_token:
+                return
+            token = page.continue_token
+
+    def jobs(
+        self,
+        queue: str | None = None,
+        *,
+        selector: str | None = None,
+        limit: int | None = None,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+    ) -> list[JobInfo]:
+        """Return every job (at most ``limit``), oldest first, of ``queue`` and matching the
+        label ``selector`` if given, reading ``chunk_size`` per request."""
+        out: list[JobInfo] = []
+        size = chunk_size if limit is None else min(chunk_size, max(limit, 1))
+        for page in self.job_pages(queue, selector=selector, chunk_size=size):
+            out += page.items
+            if limit is not None and len(out) >= limit:
+                return out[:limit]
+        return out
 
     def job(self, name: str) -> JobInfo:
         """Return one job with its pods and events; ApiError ``NotFound`` if unknown."""
@@ -254,9 +355,16 @@ class Client:
 
     # -- queues, flavors, nodes -----------------------------------------------------------
 
-    def queues(self) -> list[QueueInfo]:
-        """Return every queue with its quota use."""
-        return cast("list[QueueInfo]", self._get("/queues"))
+    def queue_page(self, selector: str | None = None) -> Page[QueueInfo]:
+        """Return every queue (matching the label ``selector`` if given) with the store's
+        revision it was read at."""
+        params = {"labelSelector": selector} if selector else None
+        response = self._request("GET", API_PREFIX + "/queues", params=params)
+        return _page(response, cast("list[QueueInfo]", response.json()))
+
+    def queues(self, selector: str | None = None) -> list[QueueInfo]:
+        """Return every queue (matching the label ``selector`` if given) with its quota use."""
+        return self.queue_page(selector).items
 
     def queue(self, name: str) -> QueueInfo:
         """Return one queue; ApiError ``NotFound`` if unknown."""
@@ -266,9 +374,20 @@ class Client:
         """Delete a queue; ApiError ``Conflict`` while unfinished jobs use it."""
         self._request("DELETE", f"{API_PREFIX}/queues/{_name(name)}")
 
-    def flavors(self) -> list[FlavorInfo]:
-        """Return every resource flavor."""
-        return cast("list[FlavorInfo]", self._get("/flavors"))
+    def flavor_page(self, selector: str | None = None) -> Page[FlavorInfo]:
+        """Return every resource flavor (matching the label ``selector`` if given) with the
+        store's revision it was read at."""
+        params = {"labelSelector": selector} if selector else None
+        response = self._request("GET", API_PREFIX + "/flavors", params=params)
+        return _page(response, cast("list[FlavorInfo]", response.json()))
+
+    def flavors(self, selector: str | None = None) -> list[FlavorInfo]:
+        """Return every resource flavor (matching the label ``selector`` if given)."""
+        return self.flavor_page(selector).items
+
+    def flavor(self, name: str) -> FlavorInfo:
+        """Return one resource flavor; ApiError ``NotFound`` if unknown."""
+        return cast("FlavorInfo", self._get(f"/flavors/{_name(name)}"))
 
     def delete_flavor(self, name: str) -> None:
         """Delete a resource flavor."""
@@ -286,6 +405,73 @@ class Client:
         """Release a node from quarantine (its evidence is forgotten); return the node."""
         response = self._request("POST", f"{API_PREFIX}/nodes/{_name(name)}/release")
         return cast("NodeInfo", response.json())
+
+    # -- any kind -------------------------------------------------------------------------
+
+    def kinds(self) -> list[KindInfo]:
+        """Return the kinds the server knows, with every name each answers to."""
+        return cast("list[KindInfo]", self._get("/kinds"))
+
+    def delete(self, kind: str, name: str) -> None:
+        """Delete an object of any applied kind (``kind``: any of its names, e.g. ``job``,
+        ``queues``, ``rf``); what it owns is deleted after it. Raises ApiError ``NotFound``
+        (an unknown kind's message lists the known ones) or ``Conflict``."""
+        self._request("DELETE", f"{API_PREFIX}/{_name(kind)}/{_name(name)}")
+
+    def watch(
+        self,
+        resource_version: int | None = None,
+        kinds: Sequence[str] = (),
+        timeout_s: float | None = None,
+    ) -> Iterator[WatchEvent]:
+        """Yield the changes to ``kinds`` (default: jobs, queues and flavors) after
+        ``resource_version`` (default: from now) as they happen: ADDED, MODIFIED (with
+        ``object``, the object as lists show it) and DELETED events, in revision order.
+
+        Ends when the server ends the stream (after ``timeout_s`` if given, else its own
+        limit, or when it shuts down): watch again from the last event's
+        ``resourceVersion`` to go on. Raises ApiError 410 ``Expired`` when the revision is
+        no longer in the server's log (list again, and watch from the list's
+        ``resource_version``), ServerUnavailableError when the connection fails.
+        """
+        params: dict[str, str | int | float] = {}
+        if resource_version is not None:
+            params["resourceVersion"] = resource_version
+        if kinds:
+            params["kinds"] = ",".join(kinds)
+        if timeout_s is not None:
+            params["timeoutSeconds"] = timeout_s
+        timeout = httpx.Timeout(self.timeout_s, read=WATCH_READ_TIMEOUT_S)
+        try:
+            with self._http.stream(
+                "GET", API_PREFIX + "/watch", params=params, timeout=timeout
+            ) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    error = _api_error(response)
+                    raise (
+                        _unauthorized(error, self._location)
+                        if response.status_code == 401
+                        else error
+                    )
+                for data in _sse_data(response.iter_lines()):
+                    event = cast("WatchEvent", json.loads(data))
+                    if event["type"] == "ERROR":
+                        body = event.get("error")
+                        raise ApiError(
+                            410,
+                            str(body["code"]) if body else "Expired",
+                            str(body["message"]) if body else "the watch expired; list again",
+                        )
+                    yield event
+        except httpx.TimeoutException as exc:
+            raise ServerUnavailableError(
+                self.url,
+                f"the phalanx server at {self.url} sent nothing on a watch for "
+                f"{WATCH_READ_TIMEOUT_S:g}s",
+            ) from exc
+        except httpx.TransportError as exc:
+            raise ServerUnavailableError(self.url, _unreachable_message(self._location)) from exc
 
     # -- server ---------------------------------------------------------------------------
 
@@ -399,4 +585,4 @@ def _unauthorized(error: ApiError, location: ServerLocation) -> ApiError:
     return ApiError(error.status, error.code, f"{cause}; {fix}", error.details, error.source)
 
 
-__all__ = ["FINISHED_PHASES", "Client"]
+__all__ = ["FINISHED_PHASES", "Client", "Page"]

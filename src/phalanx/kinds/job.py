@@ -20,7 +20,7 @@ JOB = register(
     Kind(
         name="Job",
         plural="jobs",
-        short_names=("job",),
+        short_names=("job", "j"),
         description="pod sets admitted all or nothing, with restart and failure policies",
         is_job=True,
         parse=parse_job,

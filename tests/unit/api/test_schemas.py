@@ -1,233 +1,114 @@
-"""Views → JSON: quantities in Kubernetes notation, devices, times; and the client's TypedDicts
-stay in step with the API's schemas."""
+"""One schema source: the API's response models and the client's types are the same
+TypedDicts (``phalanx.api.schemas``), the OpenAPI is generated from them, and the client
+imports them without FastAPI or pydantic."""
 
 from __future__ import annotations
 
+import ast
+import subprocess
+import sys
+from pathlib import Path
 from typing import get_type_hints
 
-import pytest
-from pydantic import BaseModel
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
 
+from phalanx import client
 from phalanx.api import schemas
 from phalanx.client import _types as client_types
-from phalanx.controllers.views import (
-    ApplyResult,
-    EventView,
-    FlavorUsage,
-    JobView,
-    NodeView,
-    PodView,
-    QueueView,
-)
-from phalanx.model.objects import DeviceShare, JobPhase, PodPhase
-from phalanx.model.reasons import Reason, ReasonCode
-from phalanx.model.resources import Resources, cpu_milli, memory_bytes
-from phalanx.testing import make_node
 
-T0 = 1_700_000_000.0
-
-JOB_MANIFEST: dict[str, object] = {
-    "apiVersion": "phalanx.dev/v1alpha1",
-    "kind": "Job",
-    "metadata": {"name": "train"},
-    "spec": {
-        "queue": "team-a",
-        "podSets": [
-            {
-                "name": "worker",
-                "replicas": 2,
-                "resources": {"cpu": "500m", "memory": "8Gi", "nvidia.com/gpu": "0.5"},
-                "command": ["python", "train.py"],
-            }
-        ],
-    },
+SCHEMAS_FILE = Path(schemas.__file__)
+TYPED_DICTS = {
+    name: value
+    for name, value in vars(schemas).items()
+    if isinstance(value, type) and value.__module__ == schemas.__name__
 }
+#: Components FastAPI adds on its own for request validation errors (we answer those with
+#: ErrorInfo, see api/errors.py).
+FASTAPI_OWN = {"HTTPValidationError", "ValidationError"}
 
 
-def make_view(**overrides: object) -> JobView:
-    pods = (
-        PodView(
-            "p0",
-            "worker",
-            0,
-            1,
-            "node-0",
-            (DeviceShare(3, 500),),
-            PodPhase.RUNNING,
-            started_at=T0 + 2,
-        ),
-        PodView("p1", "worker", 1, 1, "node-0", (DeviceShare(3, 500),), PodPhase.PENDING),
-    )
-    fields: dict[str, object] = {
-        "name": "train",
-        "manifest": JOB_MANIFEST,
-        "queue": "team-a",
-        "priority": 5,
-        "phase": JobPhase.RUNNING,
-        "message": "1 of 2 pods running",
-        "reason_code": "",
-        "created_at": T0,
-        "admitted_at": T0 + 1,
-        "started_at": None,
-        "finished_at": None,
-        "flavor": "h100",
-        "attempt": 1,
-        "restarts": 0,
-        "pods": pods,
-        "events": (EventView(T0, "Normal", "Created", "submitted to queue team-a"),),
+def test_the_client_types_are_the_api_schemas_themselves() -> None:
+    exported = list(client_types.__all__)
+    assert exported, "the client exports no types"
+    for name in exported:
+        assert getattr(client_types, name) is TYPED_DICTS[name], name
+        assert getattr(client, name) is TYPED_DICTS[name], name
+
+
+def test_schemas_import_only_the_standard_library() -> None:
+    tree = ast.parse(SCHEMAS_FILE.read_text())
+    imported = {
+        alias.name.split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import)
+        for alias in node.names
+    } | {
+        (node.module or "").split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom)
     }
-    fields.update(overrides)
-    return JobView(**fields)  # type: ignore[arg-type]
+    assert imported <= {"__future__", "typing", "typing_extensions"}, imported
 
 
-def test_job_out_renders_quantities_devices_and_times() -> None:
-    out = schemas.job_out(make_view()).model_dump(mode="json")
-    assert out["request"] == {"cpu": "1", "memory": "16Gi", "nvidia.com/gpu": "1"}
-    assert out["pod_count"] == 2
-    assert out["running_pods"] == 1
-    assert out["is_finished"] is False
-    assert out["created_at"] == T0
-    assert out["created_at_iso"] == "2023-11-14T22:13:20Z"
-    assert out["admitted_at_iso"] == "2023-11-14T22:13:21Z"
-    assert out["started_at"] is None and out["started_at_iso"] is None
-    pod = out["pods"][0]
-    assert pod["name"] == "worker-0"
-    assert pod["devices"] == [{"index": 3, "milli": 500}]
-    assert pod["phase"] == "Running"
-    assert pod["started_at_iso"] == "2023-11-14T22:13:22Z"
-    assert out["events"] == [
-        {
-            "at": T0,
-            "at_iso": "2023-11-14T22:13:20Z",
-            "type": "Normal",
-            "reason": "Created",
-            "message": "submitted to queue team-a",
-            "facts": {},
-        }
-    ]
-    assert out["reason"] is None  # no reason yet: the job never went through a cycle
-
-
-def test_job_out_gives_the_reason_structured() -> None:
-    facts = {"queue": "team-a", "flavor": "h100", "resource": "nvidia.com/gpu", "used": 16000}
-    view = make_view(
-        phase=JobPhase.PENDING,
-        reason_code="QuotaExceeded",
-        message="queue team-a uses 16/16 nvidia.com/gpu of flavor h100, ...",
-        reason_facts=facts,
+def test_importing_the_client_loads_no_server_dependency() -> None:
+    code = (
+        "import sys, phalanx.client, phalanx.cli.main\n"
+        "heavy = {'fastapi', 'pydantic', 'starlette', 'sqlalchemy', 'uvicorn', 'alembic'}\n"
+        "print(sorted(heavy & {m.split('.')[0] for m in sys.modules}))\n"
+        "print(sorted(m for m in sys.modules if m.startswith('phalanx.api.')))\n"
     )
-    out = schemas.job_out(view).model_dump(mode="json")
-    assert out["reason"] == {
-        "code": "QuotaExceeded",
-        "message": "queue team-a uses 16/16 nvidia.com/gpu of flavor h100, ...",
-        "facts": facts,
-    }
-    assert (out["reason_code"], out["message"]) == ("QuotaExceeded", out["reason"]["message"])
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    assert out == ["[]", "['phalanx.api.schemas']"]
 
 
-def test_apply_out_carries_warnings_as_reasons() -> None:
-    warning = Reason(
-        ReasonCode.NEVER_FITS,
-        {"flavor": "default", "check": "Node", "needed_gpu_milli": 1_000_000, "max_node_gpus": 2},
+def test_every_response_model_is_one_of_the_schemas(app: FastAPI) -> None:
+    for route in app.routes:
+        if not isinstance(route, APIRoute) or not route.path.startswith("/api/v1/"):
+            continue
+        if route.response_model is None:  # 204s and the watch stream
+            continue
+        model = route.response_model
+        item = getattr(model, "__args__", (model,))[0]  # list[JobInfo] -> JobInfo
+        assert item in TYPED_DICTS.values(), (route.path, model)
+
+
+def test_the_openapi_components_are_the_schemas_field_for_field(app: FastAPI) -> None:
+    components = app.openapi()["components"]["schemas"]
+    ours = set(components) - FASTAPI_OWN
+    assert ours <= set(TYPED_DICTS), ours - set(TYPED_DICTS)
+    assert {"JobInfo", "QueueInfo", "FlavorInfo", "MetadataInfo", "ErrorInfo"} <= ours
+    for name in ours:
+        typed_dict = TYPED_DICTS[name]
+        assert list(components[name]["properties"]) == list(get_type_hints(typed_dict)), name
+        # The docstring is the description /docs shows.
+        assert components[name]["description"].split() == (typed_dict.__doc__ or "").split()
+
+
+def test_every_reference_in_the_openapi_resolves(app: FastAPI) -> None:
+    document = app.openapi()
+    refs: list[str] = []
+
+    def collect(node: object) -> None:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str):
+                refs.append(ref)
+            for value in node.values():
+                collect(value)
+        elif isinstance(node, list):
+            for value in node:
+                collect(value)
+
+    collect(document)
+    assert "#/components/schemas/JobInfo" in refs
+    prefix = "#/components/schemas/"
+    assert all(r.startswith(prefix) for r in refs), refs
+    missing = {r for r in refs if r.removeprefix(prefix) not in document["components"]["schemas"]}
+    assert not missing
+    watch = document["paths"]["/api/v1/watch"]["get"]["responses"]["200"]["content"]
+    assert set(watch["text/event-stream"]["itemSchema"]["properties"]) == set(
+        get_type_hints(schemas.WatchEvent)
     )
-    out = schemas.apply_out(ApplyResult("Job", "huge", "created", (warning,)))
-    assert out.model_dump(mode="json")["warnings"] == [
-        {"code": "NeverFits", "message": warning.message, "facts": dict(warning.facts)}
-    ]
-
-
-def test_running_pods_count_only_the_current_attempt() -> None:
-    old = PodView("old", "worker", 0, 1, "node-1", (), PodPhase.RUNNING)
-    new = PodView("new", "worker", 0, 2, "node-0", (), PodPhase.RUNNING)
-    out = schemas.job_out(make_view(attempt=2, pods=(old, new)))
-    assert out.running_pods == 1
-
-
-@pytest.mark.parametrize("phase", [JobPhase.SUCCEEDED, JobPhase.FAILED, JobPhase.CANCELLED])
-def test_terminal_phases_are_finished(phase: JobPhase) -> None:
-    assert schemas.job_out(make_view(phase=phase)).is_finished is True
-
-
-def test_an_unreadable_stored_manifest_still_renders() -> None:
-    out = schemas.job_out(make_view(manifest={"kind": "Job"}))
-    assert (out.pod_count, out.request) == (0, {})
-
-
-def test_queue_out_sums_flavors() -> None:
-    view = QueueView(
-        name="team-a",
-        manifest={"kind": "Queue"},
-        cohort="research",
-        usage=(
-            FlavorUsage(
-                "h100",
-                Resources(cpu_milli(4), memory_bytes("8Gi"), 2000),
-                Resources(cpu_milli(32), memory_bytes("256Gi"), 8000),
-            ),
-            FlavorUsage(
-                "a100", Resources(0, 0, 500), Resources(cpu_milli(16), memory_bytes("64Gi"), 4000)
-            ),
-        ),
-        pending=3,
-        admitted=1,
-    )
-    out = schemas.queue_out(view)
-    assert out.used == {"cpu": "4", "memory": "8Gi", "nvidia.com/gpu": "2.5"}
-    assert out.nominal == {"cpu": "48", "memory": "320Gi", "nvidia.com/gpu": "12"}
-    assert [u.flavor for u in out.usage] == ["h100", "a100"]
-    assert out.usage[1].used == {"nvidia.com/gpu": "0.5"}
-
-
-def test_node_out_lists_devices_with_their_use() -> None:
-    node = make_node("n1").gpus(2, "H100").cpu(8).memory("64Gi").obj()
-    view = NodeView(
-        node,
-        Resources(cpu_milli(1), memory_bytes("1Gi"), 1500),
-        {0: 1000, 1: 500},
-        ("train/worker-0",),
-    )
-    out = schemas.node_out(view)
-    assert out.allocatable == {"cpu": "8", "memory": "64Gi", "nvidia.com/gpu": "2"}
-    assert out.used == {"cpu": "1", "memory": "1Gi", "nvidia.com/gpu": "1.5"}
-    assert [(g.index, g.used_milli, g.model) for g in out.gpus] == [
-        (0, 1000, "H100"),
-        (1, 500, "H100"),
-    ]
-    assert out.gpu_model == "H100"
-    assert out.pods == ["train/worker-0"]
-
-
-def test_flavor_out_reads_the_manifest() -> None:
-    manifest = {
-        "metadata": {"name": "h100"},
-        "spec": {"nodeLabels": {"nvidia.com/gpu.product": "H100"}},
-    }
-    out = schemas.flavor_out(manifest)
-    assert (out.name, out.node_labels) == ("h100", {"nvidia.com/gpu.product": "H100"})
-
-
-PAIRS: list[tuple[type[BaseModel], type]] = [
-    (schemas.DeviceOut, client_types.DeviceInfo),
-    (schemas.ReasonOut, client_types.ReasonInfo),
-    (schemas.EventOut, client_types.EventInfo),
-    (schemas.PodOut, client_types.PodInfo),
-    (schemas.JobOut, client_types.JobInfo),
-    (schemas.FlavorUsageOut, client_types.FlavorUsageInfo),
-    (schemas.QueueOut, client_types.QueueInfo),
-    (schemas.GpuOut, client_types.GpuInfo),
-    (schemas.TaintOut, client_types.TaintInfo),
-    (schemas.QuarantineOut, client_types.QuarantineInfo),
-    (schemas.NodeOut, client_types.NodeInfo),
-    (schemas.FlavorOut, client_types.FlavorInfo),
-    (schemas.ApplyOut, client_types.ApplyOutcome),
-    (schemas.LogsOut, client_types.LogChunk),
-    (schemas.VersionOut, client_types.VersionInfo),
-    (schemas.ErrorDetail, client_types.ErrorDetailInfo),
-]
-
-
-@pytest.mark.parametrize(("model", "typed_dict"), PAIRS, ids=lambda t: t.__name__)
-def test_client_typed_dicts_mirror_the_api_schemas(
-    model: type[BaseModel], typed_dict: type
-) -> None:
-    assert list(model.model_fields) == list(get_type_hints(typed_dict))

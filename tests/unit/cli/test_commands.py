@@ -162,11 +162,9 @@ def test_get_unknown_objects(cli: Invoke) -> None:
 @pytest.mark.parametrize(
     "args",
     [
-        pytest.param(["get", "widgets"], id="unknown-kind"),
         pytest.param(["get", "jobs", "-o", "xml"], id="unknown-output"),
-        pytest.param(["describe", "queue", "x"], id="describe-kind"),
-        pytest.param(["delete", "node", "x"], id="delete-kind"),
         pytest.param(["get"], id="missing-kind"),
+        pytest.param(["get", "jobs", "--chunk-size", "0"], id="chunk-size"),
     ],
 )
 def test_usage_errors_exit_2(args: list[str], tmp_path: Path) -> None:

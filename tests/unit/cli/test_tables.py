@@ -89,6 +89,16 @@ def test_format_devices(devices: list[DeviceInfo], expected: str) -> None:
 
 def make_job_info(**overrides: object) -> JobInfo:
     job: dict[str, object] = {
+        "metadata": {
+            "name": "train",
+            "uid": "5e" * 16,
+            "labels": {"team": "a", "tier": "batch"},
+            "annotations": {},
+            "ownerReferences": [],
+            "resourceVersion": 12,
+            "generation": 1,
+            "creationTimestamp": "",
+        },
         "name": "train",
         "queue": "team-a",
         "priority": 10,
