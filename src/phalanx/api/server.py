@@ -55,17 +55,6 @@ class ServerError(RuntimeError):
     """The server cannot start: another one runs on the data directory, or the port is taken."""
 
 
-def default_data_dir() -> Path:
-    """Return ``$PHALANX_DATA_DIR``, else ``$XDG_DATA_HOME/phalanx``, else
-    ``~/.local/share/phalanx``."""
-    explicit = os.environ.get("PHALANX_DATA_DIR")
-    if explicit:
-        return Path(explicit).expanduser()
-    xdg = os.environ.get("XDG_DATA_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".local" / "share"
-    return base / "phalanx"
-
-
 @dataclass(frozen=True, slots=True)
 class ServerSettings:
     """What ``phalanx up`` was asked for. ``nodes``: ``"4x8"`` or a YAML file, None to discover

@@ -9,7 +9,6 @@ calls the backend."""
 from __future__ import annotations
 
 import itertools
-import os
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -28,7 +27,6 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 from lifecycle_fakes import RUNS, Calls, FakeBackend, RecordingStore, make_lifecycle
-from sqlalchemy import create_engine, text
 
 from phalanx.backends.base import OOM_KILLED, PodEvent, PodEventKind
 from phalanx.controllers.errors import ConflictError
@@ -39,7 +37,7 @@ from phalanx.model.reasons import Reason, ReasonCode
 from phalanx.model.specs import job_to_manifest
 from phalanx.model.transitions import JOB_TRANSITIONS
 from phalanx.scheduling.snapshot import Admission
-from phalanx.store import JobRecord, Store, Transition, default_url
+from phalanx.store import JobRecord, Store, Transition
 from phalanx.testing import make_job
 
 T0 = 1000.0
@@ -57,24 +55,6 @@ LOOP_WRITES: dict[str, Callable[[JobRecord], bool]] = {
     "expire": lambda j: j.phase == "Running",
     "hang": lambda j: j.phase == "Running",
 }
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh database: SQLite under ``tmp_path``, or one on the test PostgreSQL server."""
-    if request.param == "sqlite":
-        yield default_url(tmp_path)
-        return
-    url = request.getfixturevalue("postgres_url")
-    engine = create_engine(url, isolation_level="AUTOCOMMIT")
-    name = f"t_{os.getpid()}_{abs(hash(request.node.nodeid)) % 10**8}"
-    with engine.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    yield url.rsplit("/", 1)[0] + f"/{name}"
-    with engine.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    engine.dispose()
 
 
 def submit(store: Store, name: str, replicas: int = 1, max_restarts: int = 1) -> JobRecord:
