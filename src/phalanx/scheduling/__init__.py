@@ -6,7 +6,8 @@ Nothing here reads a clock, does I/O, uses randomness or keeps global state: tim
 
 from phalanx.model.reasons import Reason, ReasonCode
 from phalanx.scheduling.cycle import schedule
-from phalanx.scheduling.feasibility import admission_warning
+from phalanx.scheduling.feasibility import Feasibility, admission_warning
+from phalanx.scheduling.incremental import IncrementalScheduler
 from phalanx.scheduling.snapshot import (
     Admission,
     AdmittedWorkload,
@@ -23,6 +24,8 @@ __all__ = [
     "Admission",
     "AdmittedWorkload",
     "Decisions",
+    "Feasibility",
+    "IncrementalScheduler",
     "PendingReason",
     "PendingWorkload",
     "Preemption",

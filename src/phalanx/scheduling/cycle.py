@@ -3,8 +3,9 @@
 The cycle follows a numbered pipeline:
   1. Build the scratch cluster and quota usage from the snapshot.
   2. Take the heads of the queues: eligible pending workloads, per queue by priority then FIFO.
-  3. Repeatedly pick the best head across queues: priority, then lowest dominant-resource share
-     (fair share), then FIFO.
+  3. Repeatedly pick the best head across queues: priority, then heads within their queue's
+     nominal quota before those that would borrow, then lowest dominant-resource share (fair
+     share), then FIFO.
   4. For each flavor the queue lists, in order: check that the job could ever fit the flavor
      (feasibility.py), check quota (with borrowing), then try to place the whole gang on the
      scratch cluster (commit or revert).
@@ -118,6 +119,7 @@ class _Cycle:
                 queues,
                 key=lambda name: (
                     -queues[name][0].spec.priority,
+                    self.borrows(queues[name][0].spec, self.queues[name]),
                     self.quota.dominant_share(name),
                     queues[name][0].seq,
                     name,
@@ -129,6 +131,18 @@ class _Cycle:
                 del queues[best_name]
             self.try_admit(workload.spec, self.queues[best_name])
         return Decisions(tuple(self.admissions), tuple(self.preemptions), tuple(self.pending))
+
+    def borrows(self, job: JobSpec, queue: Queue) -> bool:
+        """Whether ``job`` would exceed its queue's nominal quota on every flavor it may use.
+        Of heads of equal priority, those within their queue's own quota go first: else a
+        borrower that arrived earlier is admitted again after each reclaim, ahead of the
+        owner whose quota it borrows, and is reclaimed again (a livelock)."""
+        total = job.total_request
+        return not any(
+            self.quota.has_flavor(queue.name, fq.flavor)
+            and self.quota.within_nominal(queue.name, fq.flavor, total)
+            for fq in queue.flavors
+        )
 
     # 4.–6.
     def try_admit(self, job: JobSpec, queue: Queue) -> None:

@@ -204,15 +204,19 @@ def admission_warning(
     queues: Sequence[Queue],
     flavors: Sequence[ResourceFlavor],
     nodes: Sequence[Node],
+    feasibility: Feasibility | None = None,
+    quota: QuotaState | None = None,
 ) -> Reason | None:
     """Return why ``job`` can never be admitted as things stand — every flavor of its queue
     is missing, never fits (``NeverFits``) or is beyond the queue's reach
-    (``ExceedsQueueLimit``) — or None if it could be, or its queue does not exist (yet)."""
+    (``ExceedsQueueLimit``) — or None if it could be, or its queue does not exist (yet).
+    ``feasibility`` and ``quota``, if given, must be built from these ``nodes``, ``flavors``
+    and ``queues`` (a caller checking many jobs builds them once)."""
     queue = next((q for q in queues if q.name == job.queue), None)
     if queue is None:
         return None
-    feasibility = Feasibility(nodes, flavors)
-    quota = QuotaState(tuple(queues), Journal())
+    feasibility = feasibility or Feasibility(nodes, flavors)
+    quota = quota or QuotaState(tuple(queues), Journal())
     known = {f.name for f in flavors}
     reasons: list[Reason] = []
     for fq in queue.flavors:

@@ -857,3 +857,23 @@ def test_unknown_policy_is_a_clear_error() -> None:
         match="unknown placement policy 'nope'; valid: best-fit, dot-product, fgd, fragmentation-aware, gpu-packing, random",
     ):
         schedule(make_snapshot(nodes=nodes8(1), queues=[QA], config=SchedulerConfig(policy="nope")))
+
+
+def test_a_head_within_its_nominal_quota_goes_before_an_earlier_borrower() -> None:
+    """Queue b (no quota of its own) borrows all of a's: when both wait at equal priority and
+    equal (zero) share, a's job goes first although b's came first. In the other order b's
+    job would be admitted on borrowed quota after every reclaim, and reclaimed again."""
+    snapshot = make_snapshot(
+        nodes=nodes8(1),
+        queues=[
+            make_queue("a").cohort("c").quota(gpu=8).obj(),
+            make_queue("b").cohort("c").quota(gpu=0).obj(),
+        ],
+        pending=[
+            make_job("borrower").queue("b").gpus(8).obj(),
+            make_job("owner").queue("a").gpus(8).obj(),
+        ],
+    )
+    decisions = schedule(snapshot)
+    assert [a.job for a in decisions.admissions] == ["owner"]
+    assert decisions.reason_for("borrower") is not None
