@@ -120,18 +120,29 @@ class HealthTracker:
     store: Store
     clock: Callable[[], float]
     policy: QuarantinePolicy = field(default_factory=QuarantinePolicy)
+    #: The last read, and the configuration revision (see ``all``) it was made at.
+    _read: tuple[int, dict[str, NodeHealth]] | None = field(default=None, init=False, repr=False)
 
-    def all(self) -> dict[str, NodeHealth]:
-        """Return the health of every node with evidence, by node name."""
-        return {
+    def all(self, at: int | None = None) -> dict[str, NodeHealth]:
+        """Return the health of every node with evidence, by node name. ``at``: the revision
+        of the newest configuration write the caller has seen in the revision log
+        (``WorldCache.config_revision``); the last read is reused while it has not moved and
+        this tracker wrote nothing since. Without it, the store is read."""
+        last = self._read
+        if at is not None and last is not None and last[0] == at:
+            return dict(last[1])
+        health = {
             name: NodeHealth.from_manifest(name, manifest)
             for name, manifest, _ in self.store.list_config(KIND)
         }
+        self._read = None if at is None else (at, dict(health))
+        return health
 
     def get(self, node: str) -> NodeHealth:
         return self.all().get(node, NodeHealth(node))
 
     def _save(self, health: NodeHealth) -> None:
+        self._read = None
         if not health.failures and not health.is_quarantined:
             self.store.delete_config(KIND, health.node)
         else:
@@ -206,17 +217,20 @@ class HealthTracker:
         health = self.get(node)
         if not health.is_quarantined and not health.failures:
             return False
+        self._read = None
         self.store.delete_config(KIND, node)
         if health.is_quarantined:
             released = Reason(ReasonCode.RELEASED, {"node": node, "by": "user"})
             self._event(self.clock(), node, released)
         return True
 
-    def release_expired(self, now: float) -> list[str]:
-        """Release every node whose cool-down has passed; return their names."""
+    def release_expired(self, now: float, at: int | None = None) -> list[str]:
+        """Release every node whose cool-down has passed; return their names. ``at`` as for
+        ``all``."""
         out = []
-        for name, health in self.all().items():
+        for name, health in self.all(at).items():
             if health.quarantine_until is not None and now >= health.quarantine_until:
+                self._read = None
                 self.store.delete_config(KIND, name)
                 self._event(
                     now, name, Reason(ReasonCode.RELEASED, {"node": name, "by": "cooldown"})
@@ -227,6 +241,8 @@ class HealthTracker:
 
 def apply_quarantine(nodes: list[Node], health: Mapping[str, NodeHealth]) -> list[Node]:
     """Return ``nodes`` with ``is_quarantined`` set for those the health state quarantines."""
+    if not any(h.is_quarantined for h in health.values()):
+        return list(nodes)
     return [
         replace(n, is_quarantined=True)
         if n.name in health and health[n.name].is_quarantined and not n.is_quarantined

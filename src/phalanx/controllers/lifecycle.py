@@ -44,9 +44,10 @@ transition writes a Reason (phalanx.model.reasons): the job's ``reason_code``/``
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from phalanx.backends.base import (
     NODE_FAULT,
@@ -68,6 +69,7 @@ from phalanx.model.transitions import is_allowed
 from phalanx.scheduling.snapshot import Admission
 from phalanx.store import EventRecord, JobRecord, PodRecord, Store, Transition
 
+T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 _EVENT_TO_POD_PHASE = {
@@ -260,9 +262,63 @@ class Lifecycle:
         """Pending → Admitted: create the attempt's pods with their placements, then launch
         them. Returns whether the admission was written; when the store refused it (the job
         moved since ``job`` was read) nothing is launched and the next cycle decides again."""
+        staged = self._admission(job, admission)
+        if staged is None:
+            return False
+        change, events, pods = staged
+        if not self._write(job, change, events, new_pods=pods):
+            return False
+        for pod in pods:
+            self.launch(job, pod)
+        return True
+
+    def admit_all(
+        self,
+        admissions: Sequence[tuple[JobRecord, Admission]],
+        on_error: Callable[[JobRecord, Exception], None],
+    ) -> None:
+        """``admit`` every (job, admission), written in one transaction rather than one
+        each; a job whose admission cannot be prepared or written that way is admitted
+        alone, and what that raises goes to ``on_error``."""
+        staged: list[tuple[JobRecord, tuple[PodRecord, ...], Transition]] = []
+        alone: list[tuple[JobRecord, Admission]] = []
+        for job, admission in admissions:
+            try:
+                prepared = self._admission(job, admission)
+            except Exception:  # admitted alone, where the error is contained
+                alone.append((job, admission))
+                continue
+            if prepared is not None:
+                change, events, pods = prepared
+                staged.append((job, pods, guarded(job, change, events, new_pods=pods)))
+        try:
+            versions = self.store.transitions([t for _, _, t in staged])
+        except Exception:
+            log.exception("writing %d admissions failed; one at a time", len(staged))
+            versions = [0] * len(staged)
+            alone += [(job, a) for job, a in admissions if any(job is j for j, _, _ in staged)]
+        else:
+            for (job, pods, _), version in zip(staged, versions, strict=True):
+                if version:
+                    for pod in pods:
+                        try:
+                            self.launch(job, pod)
+                        except Exception as exc:
+                            on_error(job, exc)
+        for job, admission in alone:
+            try:
+                self.admit(job, admission)
+            except Exception as exc:
+                on_error(job, exc)
+
+    def _admission(
+        self, job: JobRecord, admission: Admission
+    ) -> tuple[dict[str, object], tuple[EventRecord, ...], tuple[PodRecord, ...]] | None:
+        """The write that admits ``job`` (its change, event and new pods), or None when the
+        job is not pending."""
         if job.phase != JobPhase.PENDING.value or job.is_deleting:
             log.warning("job %s: not admitted from phase %s", job.name, job.phase)
-            return False
+            return None
         now = self.clock()
         spec = self.spec_of(job)
         attempt = job.attempt + 1
@@ -301,18 +357,14 @@ class Lifecycle:
                 ),
             },
         )
-        change = {
+        change: dict[str, object] = {
             "phase": JobPhase.ADMITTED.value,
             "flavor": admission.flavor,
             "attempt": attempt,
             "admitted_at": now,
             **job_reason(admitted),
         }
-        if not self._write(job, change, (reason_event(now, admitted),), new_pods=pods):
-            return False
-        for pod in pods:
-            self.launch(job, pod)
-        return True
+        return change, (reason_event(now, admitted),), pods
 
     def launch(self, job: JobRecord, pod: PodRecord) -> None:
         """Start one stored pod on the backend (idempotent); a launch error fails the pod."""
@@ -343,7 +395,7 @@ class Lifecycle:
                     memory_limit_bytes=resources.memory_bytes if enforce else None,
                 )
             )
-        except OSError as exc:
+        except Exception as exc:  # any launch error is the pod's: it fails, its devices free
             log.warning("launching %s failed: %s", pod.pod_id, exc)
             self.on_pod_event(
                 PodEvent(
@@ -381,14 +433,90 @@ class Lifecycle:
         what = f"record {event.kind.value} of pod {event.pod_id} of"
         if self._retrying(job, what, write) is None:
             return False
-        outcome = decided[-1]
+        self._after_pod_event(decided[-1], event)
+        return True
+
+    def on_pod_events(
+        self, events: Sequence[PodEvent], on_error: Callable[[PodEvent, Exception], None]
+    ) -> int:
+        """Record many pod events as ``on_pod_event`` records each, with a few reads and one
+        transaction per round rather than four queries and a transaction per event: round
+        k takes the k-th event of every job (events of one job are applied in order, each on
+        the state the one before left). An event whose write is refused (another writer
+        moved its job) or that raises goes through ``on_pod_event`` alone, where it is
+        decided again on a fresh read; what that raises goes to ``on_error``. Returns how
+        many events wrote something."""
+        seen = {
+            p.pod_id: p
+            for chunk in _chunks(list(dict.fromkeys(e.pod_id for e in events)))
+            for p in self.store.pods(pod_ids=chunk)
+        }
+        per_job: dict[int, list[PodEvent]] = {}
+        for event in events:
+            pod = seen.get(event.pod_id)
+            if pod is not None and pod.phase in _LIVE:
+                per_job.setdefault(pod.job_id, []).append(event)
+        written = 0
+        alone: list[PodEvent] = []
+        derailed: set[int] = set()  # jobs with an event gone alone: so go their later ones
+        for k in range(max((len(v) for v in per_job.values()), default=0)):
+            round_: dict[int, PodEvent] = {}
+            for job_id, evs in per_job.items():
+                if len(evs) > k:
+                    if job_id in derailed:
+                        alone.append(evs[k])
+                    else:
+                        round_[job_id] = evs[k]
+            outcomes: list[tuple[PodEvent, _PodOutcome]] = []
+            for chunk in _chunks(list(round_)):
+                jobs = {j.id: j for j in self.store.list_jobs(ids=chunk)}
+                pods: dict[int, list[PodRecord]] = {}
+                for pod in self.store.pods(chunk):
+                    pods.setdefault(pod.job_id, []).append(pod)
+                for job_id in chunk:
+                    job, event = jobs.get(job_id), round_[job_id]
+                    if job is None:
+                        continue
+                    try:
+                        outcome = self._pod_outcome(job, pods.get(job_id, []), event)
+                    except Exception:  # decided again alone, where the error is contained
+                        alone.append(event)
+                        derailed.add(job_id)
+                        continue
+                    if outcome is not None:
+                        outcomes.append((event, outcome))
+            try:
+                versions = self.store.transitions([o.write for _, o in outcomes])
+            except Exception:
+                log.exception("recording %d pod events failed; one at a time", len(outcomes))
+                versions = [0] * len(outcomes)
+            for (event, outcome), version in zip(outcomes, versions, strict=True):
+                if not version:
+                    alone.append(event)
+                    derailed.add(outcome.job.id)
+                    continue
+                written += 1
+                try:
+                    self._after_pod_event(outcome, event)
+                except Exception as exc:
+                    on_error(event, exc)
+        for event in alone:
+            try:
+                written += self.on_pod_event(event)
+            except Exception as exc:
+                on_error(event, exc)
+        return written
+
+    def _after_pod_event(self, outcome: _PodOutcome, event: PodEvent) -> None:
+        """What follows a pod event once its write landed: evidence against the node,
+        stopping the gang's other pods, stopping a stray."""
+        job = outcome.job
         if outcome.blames_node:
             self.record_node_failure(outcome.job, outcome.pod, event)
         if outcome.stops_others:
             self.stop_pods(job.id, exclude=event.pod_id)
         if outcome.is_stray and self.drives_backend:
             self.backend.stop(event.pod_id, self.grace_for(outcome.job))
-        return True
 
     def _pod_outcome(
         self, job: JobRecord, pods: list[PodRecord], event: PodEvent
@@ -683,3 +811,8 @@ class Lifecycle:
             return False
         self.stop_pods(job.id)
         return True
+
+
+def _chunks(items: list[T]) -> list[list[T]]:
+    """``items`` in lists of at most 500 (one SQL ``IN`` each)."""
+    return [items[i : i + 500] for i in range(0, len(items), 500)]

@@ -41,9 +41,17 @@ from phalanx.controllers.reconcilers import (
 )
 from phalanx.controllers.state import SpecCache, WorldCache
 from phalanx.controllers.views import ApplyResult, JobView, NodeView, QueueView
-from phalanx.model.objects import JobPhase, JobSpec, Node, PodPhase
+from phalanx.model.objects import JobPhase, JobSpec, Node, PodPhase, Queue
 from phalanx.model.specs import FieldError, SpecError
-from phalanx.scheduling import Decisions, Reason, SchedulerConfig, admission_warning
+from phalanx.scheduling import (
+    Decisions,
+    Feasibility,
+    Reason,
+    SchedulerConfig,
+    admission_warning,
+)
+from phalanx.scheduling.cluster import Journal
+from phalanx.scheduling.quota import QuotaState
 from phalanx.store import JobRecord, Store
 
 log = logging.getLogger(__name__)
@@ -98,7 +106,9 @@ class ControlPlane:
             store, backend, self.specs, self.node_health, config.data_dir, world=self.world
         )
         self.stats: dict[str, ReconcilerStats] = {}
-        self.node_reconciler = NodeHealthReconciler(backend, self.node_health)
+        self.node_reconciler = NodeHealthReconciler(
+            backend, self.node_health, lambda: self.world.config_revision
+        )
         self.jobs_reconciler = JobsReconciler(
             store,
             backend,
@@ -120,6 +130,15 @@ class ControlPlane:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._applies = 0
+        #: (nodes, flavors, queues) and the never-fits checks built from them, for apply.
+        self._warning_checks: (
+            tuple[
+                tuple[tuple[Node, ...], tuple[object, ...], tuple[Queue, ...]],
+                Feasibility,
+                QuotaState,
+            ]
+            | None
+        ) = None
         #: When (clock) the loop started, and when its first tick after that ended.
         self.loop_started_at: float | None = None
         self.first_tick_at: float | None = None
@@ -337,6 +356,9 @@ class ControlPlane:
             self.specs.forget_recent()
         self.wake()
         results = dict(zip(order, actions, strict=True))
+        for (name, uid, *_), spec in zip(jobs, job_specs, strict=True):
+            if results[("Job", name)] == "created":
+                self.specs.submitted(uid, spec)
         warnings = self._warnings(job_specs)
         return [
             ApplyResult(kind, name, results[(kind, name)], warnings.get((kind, name), ()))
@@ -351,9 +373,19 @@ class ControlPlane:
             return {}
         queues, flavors = self.specs.recent(self.store)
         nodes = self.backend.nodes()
+        basis = (tuple(nodes), tuple(flavors), tuple(queues))
+        checks = self._warning_checks
+        if checks is None or checks[0] != basis:
+            # Built once per set of nodes, flavors and queues, not per submission.
+            checks = self._warning_checks = (
+                basis,
+                Feasibility(nodes, flavors),
+                QuotaState(basis[2], Journal()),
+            )
+        _, feasibility, quota = checks
         out: dict[tuple[str, str], tuple[Reason, ...]] = {}
         for job in jobs:
-            warning = admission_warning(job, queues, flavors, nodes)
+            warning = admission_warning(job, queues, flavors, nodes, feasibility, quota)
             if warning is not None:
                 out[("Job", job.name)] = (warning,)
         return out
@@ -386,7 +418,7 @@ class ControlPlane:
     def delete_queue(self, name: str) -> None:
         """Delete a queue. Raises NotFoundError, or ConflictError while unfinished jobs use it."""
         with self._lock:
-            if not any(q.name == name for q in self.specs.queues(self.store)):
+            if self.store.get_object("Queue", name) is None:  # stored, even if unloadable
                 raise NotFoundError("queue", name)
             users = [
                 j.name
@@ -465,15 +497,29 @@ class ControlPlane:
 
     def health(self) -> Mapping[str, object]:
         """Liveness facts for /healthz and ``phalanx get``: ``status`` is ok while the loop
-        (or, under leader election, the elector: followers serve too) runs; ``role``, and with
-        leader election ``lease`` (our holder id, the lease's holder and term, when we began
-        leading and our first tick since)."""
+        (or, under leader election, the elector: followers serve too) runs, ``degraded`` while
+        it runs with stored objects it cannot load (``failing``: kind, name and error of each;
+        left out of scheduling, and deletable) or a reconciler whose last pass failed
+        (``failed_ticks``: passes that failed as a whole, in all); ``role``, and with leader
+        election ``lease`` (our holder id, the lease's holder and term, when we began leading
+        and our first tick since)."""
         if self.elector is None:
             alive = self._thread is not None and self._thread.is_alive()
         else:
             alive = self.elector.is_alive
+        failing = [
+            {"kind": kind, "name": name, "error": error[:500]}
+            for (kind, name), error in sorted(dict(self.specs.invalid).items())
+        ] + [
+            {"kind": "Job", "name": name, "error": error[:500]}
+            for name, error in sorted(dict(self.jobs_reconciler.broken_jobs).items())
+        ]
+        is_degraded = bool(failing) or any(st.failing_runs for st in self.stats.values())
+        status = "stopped" if not alive else "degraded" if is_degraded else "ok"
         return {
-            "status": "ok" if alive else "stopped",
+            "status": status,
+            "failing": failing[:100],
+            "failed_ticks": sum(st.errors for st in self.stats.values()),
             "role": self.role.value,
             **({} if self.elector is None else {"lease": self._lease_health(self.elector)}),
             "backend": self.backend.name,

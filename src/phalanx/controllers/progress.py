@@ -4,13 +4,13 @@ hang rule built on it."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from phalanx.model.objects import JobPhase, JobSpec
 from phalanx.store import JobRecord, PodRecord
-from phalanx.train.status import Checkpoint, read_statuses
+from phalanx.train.status import STATUS_DIR, Checkpoint, read_statuses
 
 
 def checkpoint_dir(data_dir: Path, job: JobRecord) -> Path:
@@ -42,6 +42,46 @@ def read_progress(data_dir: Path, job: JobRecord) -> JobProgress:
     )
 
 
+class ProgressCache:
+    """``read_progress`` for the loop, which asks about every job holding capacity on every
+    tick: a job's status files are read again only when its status directory changed (the
+    workload writes them by rename, which moves the directory's mtime). Filesystems stamp
+    times coarsely (a few ms), so two writes in a row can leave the same mtime: a directory
+    changed less than ``SETTLE_S`` before a read is read again next time whatever its mtime.
+    """
+
+    #: How long after its last change a directory's mtime is trusted to name its contents.
+    SETTLE_S = 2.0
+
+    def __init__(self, data_dir: Path, wall_clock: Callable[[], float]) -> None:
+        self.data_dir = data_dir
+        self.wall_clock = wall_clock
+        #: job id -> (uid, attempt, the directory's mtime in ns, what was read)
+        self._read: dict[int, tuple[str, int, int, JobProgress]] = {}
+
+    def get(self, job: JobRecord) -> JobProgress:
+        folder = checkpoint_dir(self.data_dir, job) / STATUS_DIR
+        try:
+            mtime_ns = folder.stat().st_mtime_ns
+        except OSError:
+            self._read.pop(job.id, None)
+            return JobProgress()  # nothing reported yet
+        cached = self._read.get(job.id)
+        if cached is not None and cached[:3] == (job.uid, job.attempt, mtime_ns):
+            return cached[3]
+        progress = read_progress(self.data_dir, job)
+        if self.wall_clock() - mtime_ns / 1e9 >= self.SETTLE_S:
+            self._read[job.id] = (job.uid, job.attempt, mtime_ns, progress)
+        else:
+            self._read.pop(job.id, None)
+        return progress
+
+    def keep_only(self, job_ids: set[int]) -> None:
+        """Forget jobs that no longer hold capacity."""
+        for job_id in [j for j in self._read if j not in job_ids]:
+            del self._read[job_id]
+
+
 @dataclass(frozen=True, slots=True)
 class HungJob:
     """A running job whose pods reported no progress for ``silent_s`` seconds, longer than
@@ -64,9 +104,12 @@ def hung_jobs(
     longer than that: counted from the attempt's start (its pods' start) until the first
     report, from the latest report after. Pure."""
     out = []
+    running = JobPhase.RUNNING.value
     for job_id, job in jobs.items():
+        if job.phase != running:
+            continue
         timeout = specs[job_id].failure_policy.hang_timeout_s
-        if timeout is None or job.phase != JobPhase.RUNNING.value:
+        if timeout is None:
             continue
         started = [p.started_at for p in live_pods.get(job_id, ()) if p.started_at]
         reported = progress.get(job_id, JobProgress()).progress_at

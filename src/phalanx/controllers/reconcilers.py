@@ -29,7 +29,7 @@ from phalanx.backends.base import Backend, PodEvent
 from phalanx.controllers.errors import ConflictError, NotFoundError
 from phalanx.controllers.health import HealthTracker, apply_quarantine
 from phalanx.controllers.lifecycle import Lifecycle, guarded, job_reason, reason_event
-from phalanx.controllers.progress import JobProgress, hung_jobs, read_progress
+from phalanx.controllers.progress import JobProgress, ProgressCache, hung_jobs
 from phalanx.controllers.state import (
     HOLDING,
     CycleInputs,
@@ -40,8 +40,13 @@ from phalanx.controllers.state import (
 )
 from phalanx.model.objects import JobPhase, Node
 from phalanx.model.reasons import Reason, ReasonCode
-from phalanx.scheduling import Decisions, SchedulerConfig, schedule
-from phalanx.store import EventRecord, JobRecord, PodRecord, Store
+from phalanx.scheduling import (
+    AdmittedWorkload,
+    Decisions,
+    IncrementalScheduler,
+    SchedulerConfig,
+)
+from phalanx.store import Change, EventRecord, JobRecord, PodRecord, Store
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +69,8 @@ class ReconcilerStats:
     errors: int = 0
     object_errors: int = 0
     last_error: str = ""
+    #: Passes in a row that failed as a whole (0 once one succeeds): /healthz says degraded.
+    failing_runs: int = 0
 
 
 class _Containment:
@@ -92,20 +99,29 @@ class NodeHealthReconciler:
 
     name = "node-health"
 
-    def __init__(self, backend: Backend, health: HealthTracker) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        health: HealthTracker,
+        config_revision: Callable[[], int | None] = lambda: None,
+    ) -> None:
+        """``config_revision``: the revision of the newest configuration write the loop has
+        seen (``WorldCache.config_revision``), so that node health is read again only when
+        it may have changed; by default it is read every time."""
         self.backend = backend
         self.health = health
+        self.config_revision = config_revision
 
     def reconcile(self, now: float) -> None:
         self.nodes()
-        for node in self.health.release_expired(now):
+        for node in self.health.release_expired(now, self.config_revision()):
             log.info("node %s released from quarantine after its cool-down", node)
 
     def nodes(self) -> list[Node]:
         """The backend's nodes with quarantine applied; a node the backend reports unhealthy
         (a critical GPU error) is quarantined at once."""
         observed = self.backend.nodes()
-        health = self.health.all()
+        health = self.health.all(self.config_revision())
         for n in observed:
             if n.unhealthy_reason and not (n.name in health and health[n.name].is_quarantined):
                 log.warning("node %s quarantined: %s", n.name, n.unhealthy_reason)
@@ -141,7 +157,14 @@ class JobsReconciler:
         #: Every ``resync_s`` (of the clock ``now`` comes from) a cycle runs whether or not
         #: anything changed (see _is_unchanged).
         self.resync_s = resync_s
+        #: Every ``full_resync_s`` that cycle also tries the parked jobs again (see
+        #: scheduling.IncrementalScheduler), refreshing the numbers in their reasons; with
+        #: ten thousand jobs waiting it costs about a second of CPU.
+        self.full_resync_s = max(resync_s, 60.0)
+        self._fully_synced_at = -math.inf
         self.decisions = Decisions()
+        #: The scheduler, its scratch state kept from one cycle to the next.
+        self.incremental = IncrementalScheduler()
         self.last_cycle_s = 0.0
         self.cycles = 0
         #: Ticks that ran no scheduling cycle because nothing it depends on had changed.
@@ -151,11 +174,20 @@ class JobsReconciler:
         self._synced_at = -math.inf
         self._reported: set[tuple[str, str, str]] = set()
         self._stops_sent: dict[str, float] = {}
+        #: Status files of jobs holding capacity, read again only when they change.
+        self._progress_files = ProgressCache(lifecycle.data_dir, time.time)
+        #: Admitted workloads of the last snapshot (see World.snapshot).
+        self._admitted_memo: dict[tuple[int, int, float | None], AdmittedWorkload] = {}
+        #: Pending reasons found stored, by job: (the job's resourceVersion then, the Reason).
+        self._confirmed: dict[str, tuple[int, Reason]] = {}
+        #: Stored jobs whose spec does not parse, by name: the error (see _report_broken).
+        self.broken_jobs: dict[str, str] = {}
 
     def reconcile(self, now: float) -> None:
         # 1. observe: pod events, then deadlines and hangs of what runs
-        for event in self.backend.poll_events():
-            self._on_pod_event(event)
+        events = self.backend.poll_events()
+        if events:
+            self.lifecycle.on_pod_events(events, self._pod_event_failed)
         is_resync = now - self._synced_at >= self.resync_s
         if is_resync:
             self._synced_at = now
@@ -173,8 +205,8 @@ class JobsReconciler:
         inputs = CycleInputs(
             world.revision,
             tuple(self.nodes()),
-            tuple(self.specs.queues(self.store)),
-            tuple(self.specs.flavors(self.store)),
+            tuple(self.specs.queues(self.store, self.world.config_revision)),
+            tuple(self.specs.flavors(self.store, self.world.config_revision)),
             tuple(self.backend.held_capacity()),
             tuple(sorted(checkpoints.items())),
         )
@@ -190,10 +222,14 @@ class JobsReconciler:
             self.scheduler,
             checkpoints,
             inputs.held,
+            self._admitted_memo,
         )
         # 3. schedule (pure)
         started = time.perf_counter()
-        self.decisions = schedule(snapshot)
+        is_full = is_resync and now - self._fully_synced_at >= self.full_resync_s
+        if is_full:
+            self._fully_synced_at = now
+        self.decisions = self.incremental.schedule(snapshot, full=is_full)
         self.last_cycle_s = time.perf_counter() - started
         self.cycles += 1
         # 4. apply, 5. requeue with reasons
@@ -254,17 +290,21 @@ class JobsReconciler:
                 self.backend.stop(pod_id, self.lifecycle.grace_for(job))
                 self._stops_sent[pod_id] = now
 
-    def _on_pod_event(self, event: PodEvent) -> None:
-        try:
-            self.lifecycle.on_pod_event(event)
-        except Exception as exc:
-            pod = self.store.pod(event.pod_id)
-            job = None if pod is None else self.store.get_job_by_id(pod.job_id)
-            if job is None:
-                log.exception("pod event %s failed", event)
-                return
-            with self.contain.on(job, "record pod event"):
-                raise exc
+    def _admit_failed(self, job: JobRecord, exc: Exception) -> None:
+        """Contain a failure to admit or launch ``job`` to that job."""
+        with self.contain.on(job, "admit"):
+            raise exc
+
+    def _pod_event_failed(self, event: PodEvent, exc: Exception) -> None:
+        """Contain the failure to record ``event`` to the pod's job (a condition and an
+        event on it); the other events and jobs go on."""
+        pod = self.store.pod(event.pod_id)
+        job = None if pod is None else self.store.get_job_by_id(pod.job_id)
+        if job is None:
+            log.error("pod event %s failed", event, exc_info=exc)
+            return
+        with self.contain.on(job, "record pod event"):
+            raise exc
 
     def _apply(
         self, world: World, decisions: Decisions, held_back: Mapping[str, str]
@@ -275,10 +315,10 @@ class JobsReconciler:
         written: list[str] | None = (
             [] if not (decisions.admissions or decisions.preemptions) else None
         )
-        for admission in decisions.admissions:
-            job = by_name[admission.job]
-            with self.contain.on(job, "admit"):
-                self.lifecycle.admit(job, admission)
+        if decisions.admissions:
+            self.lifecycle.admit_all(
+                [(by_name[a.job], a) for a in decisions.admissions], self._admit_failed
+            )
         for preemption in decisions.preemptions:
             victim = by_name.get(preemption.victim)
             if victim is not None:
@@ -293,15 +333,24 @@ class JobsReconciler:
             }
             reasons.append((name, Reason(ReasonCode.WAITING_FOR_CAPACITY, facts)))
         changed: list[tuple[JobRecord, Reason]] = []
+        confirmed, self._confirmed = self._confirmed, {}
         for name, reason in reasons:
             waiting = by_name.get(name)
             if waiting is None:
+                continue
+            known = confirmed.get(name)
+            if known is not None and known[0] == waiting.resource_version and known[1] is reason:
+                # The scheduler kept this very reason (a parked job) and the job has not
+                # been written since it was found stored.
+                self._confirmed[name] = known
                 continue
             # The message is rendered from code and facts: comparing those is enough, and
             # rendering thousands of messages per cycle only to compare them is not free.
             stored = (waiting.reason_code, waiting.reason_facts)
             if stored != (reason.code.value, reason.plain_facts()):
                 changed.append((waiting, reason))
+            else:
+                self._confirmed[name] = (waiting.resource_version, reason)
         for i in range(0, len(changed), self.REASONS_PER_TRANSACTION):
             results = self._set_pending_reasons(changed[i : i + self.REASONS_PER_TRANSACTION])
             if written is not None and all(results):
@@ -358,14 +407,12 @@ class JobsReconciler:
         return results
 
     def _enforce_deadlines(self, world: World, now: float) -> None:
+        running = JobPhase.RUNNING.value
         for job_id, job in world.jobs.items():
+            if job.phase != running or job.started_at is None:
+                continue
             limit = world.specs[job_id].max_runtime_s
-            if (
-                limit is not None
-                and job.phase == JobPhase.RUNNING.value
-                and job.started_at is not None
-                and now - job.started_at > limit
-            ):
+            if limit is not None and now - job.started_at > limit:
                 with self.contain.on(job, "enforce maxRuntime"):
                     self.lifecycle.expire(job, limit)
 
@@ -375,7 +422,8 @@ class JobsReconciler:
         for job_id, job in world.jobs.items():
             if job.phase in HOLDING:
                 with self.contain.on(job, "read progress"):
-                    out[job_id] = read_progress(self.lifecycle.data_dir, job)
+                    out[job_id] = self._progress_files.get(job)
+        self._progress_files.keep_only(set(out))
         return out
 
     def _detect_hangs(self, world: World, progress: Mapping[int, JobProgress], now: float) -> None:
@@ -388,6 +436,12 @@ class JobsReconciler:
                 self.lifecycle.fail_hung(job, hang)
 
     def _report_broken(self, world: World) -> None:
+        """A condition and an event (once per distinct error: Lifecycle.record_error) on each
+        stored job whose spec no longer parses (it is left out of scheduling; it can still be
+        cancelled and deleted); ``broken_jobs`` keeps them for /healthz."""
+        self.broken_jobs = {
+            record.name: f"{exc.__class__.__name__}: {exc}" for record, exc in world.broken.values()
+        }
         for record, exc in world.broken.values():
             with self.contain.on(record, "read spec"):
                 raise exc
@@ -439,24 +493,29 @@ class GarbageCollector:
         self._compacted = 0
 
     def reconcile(self, now: float) -> None:
-        # 1. finish deletes
-        for job in self.store.list_jobs(deleting_only=True):
-            if not self.store.pods([job.id], live_only=True):
-                self.store.delete_job(job.id)
-        # 2. compact the revision log (a watch from before what is kept must list again)
-        if self._revision is not None and self._revision - self._compacted >= 10_000:
-            self.store.compact(self.KEEP_REVISIONS)
-            self._compacted = self._revision
-        # 3. cascade: only when something was deleted since the last pass
+        # What was written since the last pass (everything, on the first).
+        changes: list[Change] = []
+        missed = self._revision is None
         if self._revision is not None:
             changes, oldest = self.store.changes(self._revision, limit=100_000)
             missed = oldest > self._revision + 1 and self._revision > 0
             if changes:
                 self._revision = changes[-1].revision
-            if not missed and not any(c.type == "DELETED" for c in changes):
-                return
         else:
             self._revision = self.store.revision()
+        # 1. finish deletes: a job marked deleting, or the end of its last pod, is a write
+        # of that job, so there is nothing to finish while no job was written
+        if missed or any(c.kind == "Job" for c in changes):
+            for job in self.store.list_jobs(deleting_only=True):
+                if not self.store.pods([job.id], live_only=True):
+                    self.store.delete_job(job.id)
+        # 2. compact the revision log (a watch from before what is kept must list again)
+        if self._revision - self._compacted >= 10_000:
+            self.store.compact(self.KEEP_REVISIONS)
+            self._compacted = self._revision
+        # 3. cascade: only when something was deleted since the last pass
+        if not missed and not any(c.type == "DELETED" for c in changes):
+            return
         for kind, name, owner_kind, owner in self._orphans():
             try:
                 self.delete(kind, name)
@@ -512,8 +571,11 @@ def timed(reconciler: Reconciler, stats: ReconcilerStats, now: float) -> None:
         reconciler.reconcile(now)
     except Exception as exc:  # the loop must go on with the other reconcilers
         stats.errors += 1
+        stats.failing_runs += 1
         stats.last_error = f"{exc.__class__.__name__}: {exc}"
         log.exception("reconciler %s failed", reconciler.name)
+    else:
+        stats.failing_runs = 0
     finally:
         stats.runs += 1
         stats.seconds_last = time.perf_counter() - started

@@ -10,7 +10,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 from phalanx.backends.base import HeldCapacity
@@ -58,20 +58,33 @@ class SpecCache:
     for a job id; queues and flavors are re-parsed when their manifest changes)."""
 
     def __init__(self) -> None:
-        self._jobs: dict[tuple[int, str], JobSpec] = {}
+        #: By uid: a job's manifest never changes, and a re-created job has a new uid.
+        self._jobs: dict[str, JobSpec] = {}
         self._queues: dict[str, tuple[Mapping[str, object], Queue]] = {}
         self._flavors: dict[str, tuple[Mapping[str, object], ResourceFlavor]] = {}
         #: Stored queues and flavors that no longer parse, by (kind, name): the error. They
         #: are left out of every snapshot (jobs in such a queue wait with QueueNotFound).
         self.invalid: dict[tuple[str, str], str] = {}
         self._recent: tuple[float, list[Queue], list[ResourceFlavor]] | None = None
+        #: The last list of each kind, with the configuration revision it was read at.
+        self._lists: dict[str, tuple[int, list[object]]] = {}
 
     def job(self, record: JobRecord) -> JobSpec:
-        key = (record.id, record.uid)
+        key = record.uid or f"id:{record.id}"
         spec = self._jobs.get(key)
         if spec is None:
             spec = self._jobs[key] = parse_job(record.manifest)
         return spec
+
+    def has(self, record: JobRecord) -> bool:
+        """Whether the spec of ``record`` is parsed already (its manifest is not needed)."""
+        return (record.uid or f"id:{record.id}") in self._jobs
+
+    def submitted(self, uid: str, spec: JobSpec) -> None:
+        """Keep the spec ``apply`` parsed for the job it created with ``uid``: the loop then
+        does not parse the stored manifest again (it would give this very spec, since every
+        manifest validation accepts round-trips)."""
+        self._jobs[uid] = spec
 
     #: How far behind another process's writes of queues and flavors ``recent`` may be.
     RECENT_S = 1.0
@@ -87,14 +100,20 @@ class SpecCache:
         return recent[1], recent[2]
 
     def forget_recent(self) -> None:
-        """This process wrote queues or flavors: ``recent`` reads them again."""
+        """This process wrote queues or flavors: ``recent`` and the lists read them again."""
         self._recent = None
+        self._lists = {}
 
-    def queues(self, store: Store) -> list[Queue]:
-        return self._parsed(store, "Queue", self._queues, parse_queue)
+    def queues(self, store: Store, at: int | None = None) -> list[Queue]:
+        """The stored queues that parse. ``at``: the revision of the newest configuration
+        write the caller has seen in the revision log (``WorldCache.config_revision``); the
+        last list is reused while it has not moved and this process wrote none since.
+        Without it, the store is read."""
+        return self._parsed(store, "Queue", self._queues, parse_queue, at)
 
-    def flavors(self, store: Store) -> list[ResourceFlavor]:
-        return self._parsed(store, "ResourceFlavor", self._flavors, parse_flavor)
+    def flavors(self, store: Store, at: int | None = None) -> list[ResourceFlavor]:
+        """The stored flavors that parse; ``at`` as for ``queues``."""
+        return self._parsed(store, "ResourceFlavor", self._flavors, parse_flavor, at)
 
     def _parsed(
         self,
@@ -102,9 +121,29 @@ class SpecCache:
         kind: str,
         cache: dict[str, tuple[Mapping[str, object], T]],
         parse: Callable[[Mapping[str, object]], T],
+        at: int | None = None,
+    ) -> list[T]:
+        listed = self._lists.get(kind)
+        if at is not None and listed is not None and listed[0] == at:
+            return list(listed[1])  # type: ignore[arg-type]  # the list of this kind's T
+        out = self._read(store, kind, cache, parse)
+        if at is not None:
+            self._lists[kind] = (at, list(out))
+        return out
+
+    def _read(
+        self,
+        store: Store,
+        kind: str,
+        cache: dict[str, tuple[Mapping[str, object], T]],
+        parse: Callable[[Mapping[str, object]], T],
     ) -> list[T]:
         out = []
-        for name, manifest, _ in store.list_config(kind):
+        stored = store.list_config(kind)
+        names = {name for name, _, _ in stored}
+        for gone in [key for key in self.invalid if key[0] == kind and key[1] not in names]:
+            del self.invalid[gone]  # deleted: no longer failing
+        for name, manifest, _ in stored:
             cached = cache.get(name)
             if cached is None or cached[0] != manifest:
                 try:
@@ -117,10 +156,18 @@ class SpecCache:
         return out
 
 
+def without_manifest(record: JobRecord) -> JobRecord:
+    """``record`` without its manifest (an empty one), once its spec is parsed: a World keeps
+    every active job, and with thousands waiting their manifests were most of the control
+    plane's memory. Its spec is in ``World.specs`` (and the SpecCache, by uid)."""
+    return record if not record.manifest else replace(record, manifest={})
+
+
 @dataclass(slots=True)
 class World:
     """One consistent read of jobs and live pods for a tick: the active jobs (pending or
-    holding capacity) and every job that still has live pods."""
+    holding capacity) and every job that still has live pods. Their records carry no
+    manifest (see ``without_manifest``); jobs whose spec does not parse keep theirs."""
 
     jobs: dict[int, JobRecord]
     specs: dict[int, JobSpec]
@@ -151,6 +198,8 @@ class World:
                 specs[job_id] = cache.job(record)
             except Exception as exc:  # contained: one bad object must not stop the loop
                 broken[job_id] = (record, exc)
+            else:
+                jobs[job_id] = without_manifest(record)
         for job_id in broken:
             del jobs[job_id]
         return cls(jobs, specs, live, broken, revision)
@@ -164,12 +213,16 @@ class World:
         config: SchedulerConfig,
         checkpoints: Mapping[int, float] | None = None,
         held: Sequence[HeldCapacity] = (),
+        memo: dict[tuple[int, int, float | None], AdmittedWorkload] | None = None,
     ) -> tuple[Snapshot, dict[str, str]]:
         """Return the scheduler's snapshot, and reasons for pending jobs it must not see yet
         (their previous attempt's pods are still stopping). ``checkpoints``: when each job
         (by id) last reported a completed checkpoint. ``held``: capacity the backend reports
-        in use by workloads phalanx did not place."""
+        in use by workloads phalanx did not place. ``memo``: admitted workloads of earlier
+        snapshots by (job id, resourceVersion, checkpoint), reused while a job has not been
+        written (its pods are written with it) and replaced by this snapshot's."""
         checkpoints = checkpoints or {}
+        kept: dict[tuple[int, int, float | None], AdmittedWorkload] = {}
         admitted: list[AdmittedWorkload] = []
         reservations: list[Reservation] = []
         pending: list[PendingWorkload] = []
@@ -178,6 +231,12 @@ class World:
             spec = self.specs[job_id]
             pods = self.live_pods.get(job_id, [])
             if job.phase in HOLDING:
+                key = (job_id, job.resource_version, checkpoints.get(job_id))
+                cached = memo.get(key) if memo is not None else None
+                if cached is not None:
+                    admitted.append(cached)
+                    kept[key] = cached
+                    continue
                 placed = tuple(
                     PlacedPod(
                         PodPlacement(p.pod_set, p.index, p.node, devices_of(p)),
@@ -185,18 +244,18 @@ class World:
                     )
                     for p in pods
                 )
-                admitted.append(
-                    AdmittedWorkload(
-                        job.name,
-                        job.queue,
-                        job.flavor,
-                        job.priority,
-                        placed,
-                        job.admitted_at or 0.0,
-                        job.phase == JobPhase.PREEMPTED.value,
-                        checkpoints.get(job_id),
-                    )
+                workload = AdmittedWorkload(
+                    job.name,
+                    job.queue,
+                    job.flavor,
+                    job.priority,
+                    placed,
+                    job.admitted_at or 0.0,
+                    job.phase == JobPhase.PREEMPTED.value,
+                    checkpoints.get(job_id),
                 )
+                admitted.append(workload)
+                kept[key] = workload
                 continue
             reservations.extend(
                 Reservation(p.node, pod_resources(spec, p.pod_set), devices_of(p)) for p in pods
@@ -214,6 +273,9 @@ class World:
                 for p in self.live_pods.get(job_id, ())
             )
         reservations.extend(_foreign_reservations(held, nodes, self.live_pods))
+        if memo is not None:
+            memo.clear()
+            memo.update(kept)
         snapshot = Snapshot(
             now=now,
             nodes=tuple(nodes),
@@ -260,6 +322,11 @@ class WorldCache:
         self._ids: dict[str, int] = {}
         #: Full reads so far (the first, and each fallback), for tests and stats.
         self.full_reads = 0
+        #: The revision of the newest write of anything but a job (a queue, a flavor, node
+        #: health) that reads have seen (at a full read, that read's revision: anything may
+        #: have changed before it); None before the first read. Caches of configuration
+        #: (SpecCache, HealthTracker) are current while it stays where it was.
+        self.config_revision: int | None = None
 
     def read(self) -> World:
         """Return the World as of now."""
@@ -272,6 +339,9 @@ class WorldCache:
                 return self._read_all()  # compacted past our last read, or a flood
             if changes:
                 self._revision = changes[-1].revision
+                for change in changes:
+                    if change.kind != "Job":
+                        self.config_revision = change.revision
                 latest = {c.name: c.revision for c in changes if c.kind == "Job"}
                 names = sorted(n for n, revision in latest.items() if not self._has(n, revision))
                 if names:
@@ -286,7 +356,7 @@ class WorldCache:
             for record in records:
                 cached = self._jobs.get(record.id)
                 if cached is not None and cached.resource_version < record.resource_version:
-                    self._jobs[record.id] = record
+                    self._jobs[record.id] = without_manifest(record)
 
     def _has(self, name: str, revision: int) -> bool:
         """Whether the cache holds job ``name`` as of ``revision`` or later (it noted that
@@ -298,7 +368,7 @@ class WorldCache:
     def _read_all(self) -> World:
         world = World.read(self.store, self.specs)
         self.full_reads += 1
-        self._revision = world.revision
+        self._revision = self.config_revision = world.revision
         self._jobs, self._specs, self._live = world.jobs, world.specs, world.live_pods
         self._broken = world.broken
         self._ids = {r.name: i for i, r in (*self._jobs.items(), *self._broken_records())}
@@ -315,7 +385,13 @@ class WorldCache:
                 for table in (self._jobs, self._specs, self._live, self._broken):
                     table.pop(job_id, None)
         for chunk in _chunks(names):
-            records = self.store.list_jobs(names=chunk)
+            # Manifests only of jobs whose spec is not parsed yet (jobs applied through this
+            # process are parsed already): decoding them is most of the cost of a read.
+            records = self.store.list_jobs(names=chunk, manifests=False)
+            unparsed = [r.id for r in records if not self.specs.has(r)]
+            if unparsed:
+                full = {r.id: r for r in self.store.list_jobs(ids=unparsed)}
+                records = [full.get(r.id, r) for r in records]
             live: dict[int, list[PodRecord]] = {}
             for pod in self.store.pods([r.id for r in records], live_only=True):
                 live.setdefault(pod.job_id, []).append(pod)
@@ -331,7 +407,7 @@ class WorldCache:
                 except Exception as exc:  # contained, as in World.read
                     self._broken[record.id] = (record, exc)
                     continue
-                self._jobs[record.id] = record
+                self._jobs[record.id] = without_manifest(record)
 
     def _world(self) -> World:
         # Copies: the caller may keep its World while later reads change the cache.
@@ -374,6 +450,8 @@ def _foreign_reservations(
     """Turn capacity held by others into reservations. Whole GPUs they hold are pinned to the
     highest-indexed devices phalanx does not use on that node: which physical devices the
     device plugin gave them is unknown, only how many, and any choice keeps the count right."""
+    if not held:
+        return []
     gpus = {n.name: len(n.gpus) for n in nodes}
     used: dict[str, set[int]] = {}
     for pods in live.values():

@@ -112,15 +112,29 @@ class Reason:
 
     code: ReasonCode
     facts: Facts = field(default_factory=dict)
+    # Memos of ``message`` and ``plain_facts``: a cycle compares and writes thousands of
+    # reasons, each several times. Facts are not to be changed after construction.
+    _message: str | None = field(default=None, init=False, repr=False, compare=False)
+    _plain_facts: dict[str, object] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     @property
     def message(self) -> str:
         """The facts in words, for people (see ``render``)."""
-        return render(self.code, self.facts)
+        if self._message is None:
+            object.__setattr__(self, "_message", render(self.code, self.facts))
+        assert self._message is not None
+        return self._message
 
     def plain_facts(self) -> dict[str, object]:
-        """The facts as JSON (tuples as lists), for storage and the API."""
-        return {key: _plain(value) for key, value in self.facts.items()}
+        """The facts as JSON (tuples as lists), for storage and the API (a new dict each
+        time; its values are shared between calls and must not be changed)."""
+        if self._plain_facts is None:
+            plain = {key: _plain(value) for key, value in self.facts.items()}
+            object.__setattr__(self, "_plain_facts", plain)
+            return dict(plain)
+        return dict(self._plain_facts)
 
     def to_dict(self) -> dict[str, object]:
         """``{"code", "message", "facts"}`` as JSON."""

@@ -24,6 +24,7 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    literal_column,
     select,
     text,
     update,
@@ -125,12 +126,20 @@ def _object(row: _Row) -> ObjectRecord:
     )
 
 
+#: Every column of a job but its manifest, which reads as an empty one (see list_jobs).
+_JOBS_BUT_MANIFEST = (
+    *(c for c in _JOBS.c if c.name != "manifest"),
+    literal_column("''").label("manifest"),
+)
+
+
 def _job(row: _Row) -> JobRecord:
+    manifest = row.manifest
     return JobRecord(
         row.id,
         row.name,
         row.uid,
-        dict(row.manifest),
+        {} if isinstance(manifest, str) else dict(manifest),
         row.queue,
         row.priority,
         row.phase,
@@ -412,12 +421,15 @@ class Store:
         limit: int | None = None,
         names: Iterable[str] | None = None,
         ids: Iterable[int] | None = None,
+        manifests: bool = True,
     ) -> list[JobRecord]:
         """Jobs in FIFO (id) order; ``after_id`` and ``limit`` page through them; ``names``
         and ``ids`` pick those of these names or ids (each a list of at most a few hundred:
-        it becomes one SQL ``IN``)."""
+        it becomes one SQL ``IN``). With ``manifests`` False the records carry an empty
+        manifest, which is then neither read nor decoded (the largest column by far)."""
         with self._sessions() as s:
-            query = select(_JOBS).order_by(JobRow.id)
+            columns = (_JOBS,) if manifests else _JOBS_BUT_MANIFEST
+            query = select(*columns).order_by(JobRow.id)
             if phases is not None:
                 query = query.where(JobRow.phase.in_(list(phases)))
             if names is not None:
@@ -451,14 +463,22 @@ class Store:
             return [(i, rv, labels) for i, rv, labels in s.execute(query)]
 
     def pods(
-        self, job_ids: Iterable[int] | None = None, *, live_only: bool = False
+        self,
+        job_ids: Iterable[int] | None = None,
+        *,
+        live_only: bool = False,
+        pod_ids: Iterable[str] | None = None,
     ) -> list[PodRecord]:
+        """Pods by job, attempt, pod set and index; of the jobs ``job_ids`` and with the ids
+        ``pod_ids`` if given (each a list of at most a few hundred, as for ``list_jobs``)."""
         with self._sessions() as s:
             query = select(_PODS).order_by(
                 PodRow.job_id, PodRow.attempt, PodRow.pod_set, PodRow.index
             )
             if job_ids is not None:
                 query = query.where(PodRow.job_id.in_(list(job_ids)))
+            if pod_ids is not None:
+                query = query.where(PodRow.pod_id.in_(list(pod_ids)))
             if live_only:
                 query = query.where(PodRow.phase.not_in(FINISHED_POD_PHASES))
             return [_pod(r) for r in s.execute(query)]
@@ -510,13 +530,24 @@ class Store:
     def changes(self, after: int, limit: int = 1000) -> tuple[list[Change], int]:
         """Writes after revision ``after`` in order, at most ``limit``, and the oldest revision
         the log still holds (a reader whose ``after`` is older than that has missed writes
-        that were compacted away and must list again)."""
+        that were compacted away and must list again). When nothing can have been missed —
+        no writes after ``after``, or the first is ``after + 1`` — the second value is just
+        ``after + 1`` at most, which saves a query on every read of a reader keeping up."""
         with self._sessions() as s:
-            oldest = int(s.scalar(select(func.min(ChangeRow.id))) or 0)
-            rows = s.scalars(
-                select(ChangeRow).where(ChangeRow.id > after).order_by(ChangeRow.id).limit(limit)
+            rows = s.execute(
+                select(ChangeRow.id, ChangeRow.kind, ChangeRow.name, ChangeRow.type, ChangeRow.at)
+                .where(ChangeRow.id > after)
+                .order_by(ChangeRow.id)
+                .limit(limit)
             )
-            return [Change(r.id, r.kind, r.name, r.type, r.at) for r in rows], oldest
+            changes = [Change(*row) for row in rows]
+            if not changes or changes[0].revision == after + 1:
+                # Nothing after ``after``, or the very next revision: nothing was compacted
+                # away in between (the newest row always stays), so the oldest revision
+                # held is at most ``after + 1`` and need not be asked for.
+                return changes, min(after + 1, changes[0].revision) if changes else after
+            oldest = int(s.scalar(select(func.min(ChangeRow.id))) or 0)
+            return changes, oldest
 
     def compact(self, keep: int) -> int:
         """Drop all but the newest ``keep`` rows of the revision log; return how many went.

@@ -213,3 +213,52 @@ def test_a_cycle_runs_at_each_resync_even_with_nothing_new(
     clock.now += plane.jobs_reconciler.resync_s
     plane.tick()
     assert plane.cycles == cycles + 1
+
+
+def test_the_loop_uses_the_spec_apply_parsed(
+    plane: ControlPlane, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job applied through this control plane is not parsed again by the loop."""
+    import phalanx.controllers.state as state
+
+    def no_parse(manifest: object) -> object:
+        raise AssertionError("the loop parsed a manifest apply had parsed already")
+
+    monkeypatch.setattr(state, "parse_job", no_parse)
+    plane.apply([job("a")])
+    plane.tick()
+    assert reason(plane, "a") == "NeverFits"
+
+
+def test_jobs_that_cannot_be_admitted_are_parked_until_capacity_is_freed(
+    plane: ControlPlane, backend: NodesOnly, clock: Clock
+) -> None:
+    """New submissions cost a cycle over themselves, not over every job that waits; a full
+    cycle comes with the resync, and a new node unparks everything."""
+    backend.node_list = [make_node("gpu-0").gpus(1).obj()]
+    plane.apply([job("holder"), job("a"), job("b")])
+    plane.tick()
+    assert reason(plane, "a") == "Unschedulable" and reason(plane, "b") == "Unschedulable"
+    incremental = plane.jobs_reconciler.incremental
+    # The holder now runs: a new workload, which jobs of this queue (it preempts lower
+    # priorities) could preempt, so the next cycle tries them again.
+    clock.now += 1
+    plane.tick()
+    assert incremental.parked == 0
+    plane.apply([job("c")])
+    clock.now += 1
+    plane.tick()
+    assert incremental.parked == 2  # a and b were not tried again
+    assert reason(plane, "c") == "Unschedulable"
+    clock.now += plane.jobs_reconciler.resync_s
+    plane.tick()
+    assert incremental.parked == 3  # a resync keeps them parked ...
+    clock.now += plane.jobs_reconciler.full_resync_s
+    plane.tick()
+    assert incremental.parked == 0  # ... a full one tries everything
+    backend.node_list = [*backend.node_list, make_node("gpu-1").gpus(1).obj()]
+    plane.apply([job("d")])
+    clock.now += 1
+    plane.tick()
+    assert incremental.parked == 0  # a new node changed the basis
+    assert plane.get_job("a").phase.value == "Admitted"

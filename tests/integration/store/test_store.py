@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from phalanx.store import EventRecord, PodRecord, Store, Transition
@@ -165,3 +167,23 @@ def test_compaction_keeps_the_newest_revisions(store: Store) -> None:
     assert [c.revision for c in changes] == [newest - 1, newest]
     assert oldest == newest - 1  # a reader at revision 0 knows it missed writes
     assert store.revision() == newest
+
+
+def test_jobs_read_without_their_manifests_are_otherwise_whole(store: Store) -> None:
+    store.apply([], [("j1", "u1", job_manifest("j1"), "a", 3)], now=1.0)
+    [whole] = store.list_jobs()
+    [lean] = store.list_jobs(manifests=False)
+    assert whole.manifest == job_manifest("j1") and lean.manifest == {}
+    assert lean == replace(whole, manifest={})
+
+
+def test_a_reader_keeping_up_with_the_log_sees_no_gap(store: Store) -> None:
+    store.apply([], [(f"j{i}", f"u{i}", job_manifest(f"j{i}"), "a", 0) for i in range(3)], 1.0)
+    newest = store.revision()
+    changes, oldest = store.changes(newest - 2)
+    assert [c.revision for c in changes] == [newest - 1, newest]
+    assert oldest <= newest - 1  # nothing missed
+    assert store.changes(newest) == ([], newest)
+    store.compact(keep=1)
+    changes, oldest = store.changes(newest - 2)
+    assert [c.revision for c in changes] == [newest] and oldest == newest  # missed one
