@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from phalanx.api.limits import DEFAULT_LIMITS, LimitExceededError, bounded_plain, truncate_text
 from phalanx.api.schemas import ErrorDetailInfo, ErrorInfo
 from phalanx.controllers.errors import ConflictError, NotFoundError
 from phalanx.kinds import UnknownKindError
@@ -36,6 +37,7 @@ _CODES_BY_STATUS = {
     404: NOT_FOUND,
     405: "MethodNotAllowed",
     409: CONFLICT,
+    413: "PayloadTooLarge",
     415: "UnsupportedMediaType",
     422: BAD_REQUEST,
 }
@@ -75,9 +77,30 @@ def error_response(
     source: str = "",
     headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
-    """Return the JSON error response every failure uses."""
+    """Return the JSON error response every failure uses, never large: the message is cut
+    at ``max_message_chars`` and the details at ``max_details`` entries, each with a note
+    saying what was left out (phalanx.api.limits)."""
+    limits = DEFAULT_LIMITS
+    kept = [
+        ErrorDetailInfo(
+            path=truncate_text(d["path"], limits.max_value_chars),
+            value=bounded_plain(d["value"], limits),
+            message=truncate_text(d["message"], limits.max_value_chars * 4),
+        )
+        for d in details[: limits.max_details]
+    ]
+    if len(details) > limits.max_details:
+        left_out = len(details) - limits.max_details
+        kept.append(
+            ErrorDetailInfo(path="", value=None, message=f"[truncated: {left_out} more problems]")
+        )
     body: ErrorInfo = {
-        "error": {"code": code, "message": message, "details": list(details), "source": source}
+        "error": {
+            "code": code,
+            "message": truncate_text(message, limits.max_message_chars),
+            "details": kept,
+            "source": truncate_text(source, limits.max_value_chars),
+        }
     }
     return JSONResponse(body, status_code=status, headers=dict(headers or {}))
 
@@ -85,7 +108,8 @@ def error_response(
 def _spec_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, SpecError)
     details = [
-        ErrorDetailInfo(path=e.path, value=plain(e.value), message=e.message) for e in exc.errors
+        ErrorDetailInfo(path=e.path, value=bounded_plain(e.value), message=e.message)
+        for e in exc.errors
     ]
     count = len(details)
     message = f"{count} problem{'s' if count != 1 else ''} in the manifests: {exc}"
@@ -104,6 +128,12 @@ def _bad_value(_: Request, exc: Exception) -> JSONResponse:
     return error_response(400, BAD_REQUEST, str(exc))
 
 
+def _over_limit(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, LimitExceededError)
+    code = "PayloadTooLarge" if exc.status == 413 else BAD_REQUEST
+    return error_response(exc.status, code, str(exc))
+
+
 def _problem(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiRequestError)
     return error_response(exc.status, exc.code, exc.message, headers=exc.headers)
@@ -114,7 +144,7 @@ def _validation(_: Request, exc: Exception) -> JSONResponse:
     details = [
         ErrorDetailInfo(
             path=".".join(str(part) for part in err.get("loc", ())),
-            value=plain(err.get("input")),
+            value=bounded_plain(err.get("input")),
             message=str(err.get("msg", "")),
         )
         for err in exc.errors()
@@ -145,6 +175,7 @@ def install_error_handlers(app: FastAPI) -> None:
     # Other ValueErrors from the control plane reject the caller's input (e.g. a pod name
     # that is not <podset>-<index>); they are not server faults.
     app.add_exception_handler(ValueError, _bad_value)
+    app.add_exception_handler(LimitExceededError, _over_limit)
     app.add_exception_handler(ApiRequestError, _problem)
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(StarletteHTTPException, _http)

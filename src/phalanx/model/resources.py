@@ -1,10 +1,11 @@
 """Resource quantities in Kubernetes notation and the small vector the scheduler adds up.
 
-Pure: imports nothing but the standard library's ``dataclasses``/``re``/``decimal``.
+Pure: imports nothing but the standard library's ``dataclasses``/``math``/``re``/``decimal``.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -17,6 +18,13 @@ RESOURCE_NAMES: tuple[str, ...] = (CPU, MEMORY, GPU)
 GPU_MILLI_PER_DEVICE = 1000
 #: Stand-in for "no limit" in quota arithmetic; large enough never to be reached.
 UNLIMITED = 1 << 62
+#: The largest amount of each resource a quantity may name (a pod request or a quota): far
+#: above any real cluster, far below ``UNLIMITED``, so that sums over many pods and queues
+#: stay exact and a quota can never be mistaken for "unlimited".
+MAX_CPU_MILLI = 10**9  # a million cores
+MAX_MEMORY_BYTES = 1 << 60  # 1 EiB
+MAX_GPU_MILLI = 10**9  # a million GPUs
+MAX_AMOUNT: dict[str, int] = {CPU: MAX_CPU_MILLI, MEMORY: MAX_MEMORY_BYTES, GPU: MAX_GPU_MILLI}
 
 _SUFFIXES: dict[str, Decimal] = {
     "": Decimal(1),
@@ -48,10 +56,17 @@ def parse_quantity(value: str | int | float) -> Decimal:
     """
     if isinstance(value, bool):
         raise QuantityError(f"{value!r} is not a quantity; use a number such as 2, 500m or 16Gi")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise QuantityError(f"{value!r} is not a finite number; use a number such as 2 or 500m")
     if isinstance(value, int | float):
         if value < 0:
             raise QuantityError(f"{value!r} is negative; quantities must be >= 0")
-        return Decimal(str(value))
+        number = Decimal(str(value))
+        if number.adjusted() > _MAX_DIGITS:
+            raise QuantityError(f"{value!r} is far too large; {_MAXIMA}")
+        return number
+    if len(value) > 64:
+        raise QuantityError(f"{value[:64]!r}... is not a quantity: at most 64 characters")
     match = _QUANTITY.match(value)
     if match is None or match.group(2) not in _SUFFIXES:
         raise QuantityError(
@@ -62,17 +77,38 @@ def parse_quantity(value: str | int | float) -> Decimal:
         number = Decimal(match.group(1))
     except InvalidOperation as exc:  # pragma: no cover - the regex admits only numbers
         raise QuantityError(f"{value!r} is not a number") from exc
+    if number.adjusted() > _MAX_DIGITS:  # 1e400 would overflow arithmetic further on
+        raise QuantityError(f"{value!r} is far too large; {_MAXIMA}")
     return number * _SUFFIXES[match.group(2)]
+
+
+#: Decimal exponents beyond this are rejected before any arithmetic (every maximum is below
+#: 10**19 and the largest suffix is 2**60).
+_MAX_DIGITS = 40
+_MAXIMA = "the most accepted is 1000000 cpu, 1Ei memory and 1000000 nvidia.com/gpu"
+
+
+def _bounded(resource: str, value: str | int | float, amount: Decimal, unit: int) -> int:
+    """``amount`` in ``unit``s, rounded up, if at most the resource's maximum; else raise
+    QuantityError naming the maximum."""
+    scaled = _ceil(amount * unit)
+    maximum = MAX_AMOUNT[resource]
+    if scaled > maximum:
+        raise QuantityError(
+            f"{value!r} is above the largest {resource} amount accepted, "
+            f"{format_amount(resource, maximum)}"
+        )
+    return scaled
 
 
 def cpu_milli(value: str | int | float) -> int:
     """Return CPU in millicores (``"500m"`` → 500, ``2`` → 2000); fractions of a milli round up."""
-    return _ceil(parse_quantity(value) * 1000)
+    return _bounded(CPU, value, parse_quantity(value), 1000)
 
 
 def memory_bytes(value: str | int | float) -> int:
     """Return memory in bytes (``"16Gi"`` → 17179869184)."""
-    return _ceil(parse_quantity(value))
+    return _bounded(MEMORY, value, parse_quantity(value), 1)
 
 
 def gpu_milli(value: str | int | float) -> int:
@@ -85,7 +121,7 @@ def gpu_milli(value: str | int | float) -> int:
     milli = amount * GPU_MILLI_PER_DEVICE
     if milli != milli.to_integral_value():
         raise QuantityError(f"{value!r} is finer than 1/1000 of a GPU; use at most 3 decimals")
-    as_int = int(milli)
+    as_int = _bounded(GPU, value, amount, GPU_MILLI_PER_DEVICE)
     if as_int > GPU_MILLI_PER_DEVICE and as_int % GPU_MILLI_PER_DEVICE:
         raise QuantityError(
             f"{value!r} mixes whole and fractional GPUs; request a whole number of GPUs "
@@ -96,7 +132,7 @@ def gpu_milli(value: str | int | float) -> int:
 
 def gpu_quota_milli(value: str | int | float) -> int:
     """Return a GPU quota in thousandths of a device; unlike a pod request it may be 2.5."""
-    return _ceil(parse_quantity(value) * GPU_MILLI_PER_DEVICE)
+    return _bounded(GPU, value, parse_quantity(value), GPU_MILLI_PER_DEVICE)
 
 
 def _ceil(value: Decimal) -> int:
@@ -121,7 +157,7 @@ def format_gpu(milli: int) -> str:
     """Render a GPU amount: ``8`` for 8000 milli, ``0.5`` for 500."""
     if milli % GPU_MILLI_PER_DEVICE == 0:
         return str(milli // GPU_MILLI_PER_DEVICE)
-    return f"{milli / GPU_MILLI_PER_DEVICE:g}"
+    return str(Decimal(milli) / GPU_MILLI_PER_DEVICE)  # exact: 100000.5, not 100000
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,9 +9,12 @@ Pure: no I/O; callers load YAML and hand in plain mappings.
 
 from __future__ import annotations
 
+import math
 import re
+import reprlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import TypeVar
 
 from phalanx.model.metadata import (
@@ -56,10 +59,38 @@ API_VERSION = "phalanx.dev/v1alpha1"
 KINDS = ("Job", "Queue", "ResourceFlavor")
 
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$")
+_DURATION = re.compile(r"^(\d{1,20}(?:\.\d{1,400})?)(ms|s|m|h|d)?$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 
 T = TypeVar("T")
+
+#: Values in error messages are shown this short: a value may be huge (a YAML alias bomb
+#: expands to millions of items) and the message must not be.
+_VALUE_REPR = reprlib.Repr()
+_VALUE_REPR.maxstring = _VALUE_REPR.maxother = 200
+_VALUE_REPR.maxlong = 60
+_VALUE_REPR.maxlevel = 3
+
+#: Bounds where infinity or overflow could enter (each value accepted must also be stored,
+#: read back and added up without surprises).
+MAX_DURATION_S = 365 * 86400.0  # durations: at most one year
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1  # priority, weight and maxRestarts (as Kubernetes)
+#: Pods of one job (all its pod sets together), by default; ``SpecLimits`` changes it.
+DEFAULT_MAX_REPLICAS = 10_000
+#: Longest command/args/env string, and most entries in command+args or env, of a pod set.
+MAX_STRING_BYTES = 128 * 1024
+MAX_ENV_VARS = 1_000
+
+
+@dataclass(frozen=True, slots=True)
+class SpecLimits:
+    """Limits a deployment may change (``max_replicas``: the most pods one job may ask
+    for, all pod sets together)."""
+
+    max_replicas: int = DEFAULT_MAX_REPLICAS
+
+
+DEFAULT_LIMITS = SpecLimits()
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +102,7 @@ class FieldError:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.path}: {self.message} (got {self.value!r})"
+        return f"{self.path}: {self.message} (got {_VALUE_REPR.repr(self.value)})"
 
 
 class SpecError(ValueError):
@@ -129,12 +160,17 @@ class _Collector:
             return ""
         return value
 
-    def integer(self, path: str, value: object, *, minimum: int | None = None) -> int | None:
+    def integer(
+        self, path: str, value: object, *, minimum: int = INT32_MIN, maximum: int = INT32_MAX
+    ) -> int | None:
         if isinstance(value, bool) or not isinstance(value, int):
             self.add(path, value, "must be an integer")
             return None
-        if minimum is not None and value < minimum:
+        if value < minimum:
             self.add(path, value, f"must be >= {minimum}")
+            return None
+        if value > maximum:
+            self.add(path, value, f"must be at most {maximum}")
             return None
         return value
 
@@ -143,10 +179,31 @@ class _Collector:
         out: list[str] = []
         for i, item in enumerate(items):
             if isinstance(item, str | int | float) and not isinstance(item, bool):
-                out.append(str(item))
+                text = self.text(f"{path}[{i}]", item)
+                if text is not None:
+                    out.append(text)
             else:
                 self.add(f"{path}[{i}]", item, "must be a string")
         return tuple(out)
+
+    def text(self, path: str, value: str | int | float) -> str | None:
+        """``value`` as a string a process can be given: no NUL byte (no argument or
+        environment string can hold one), at most MAX_STRING_BYTES, from a finite number."""
+        if isinstance(value, float) and not math.isfinite(value):
+            self.add(path, value, "must be a string or a finite number; quote it")
+            return None
+        text = str(value)
+        if "\0" in text:
+            self.add(path, text, "must not contain a NUL character (\\0); remove it")
+            return None
+        if len(text.encode(errors="replace")) > MAX_STRING_BYTES:
+            self.add(
+                path,
+                f"{text[:40]}... ({len(text)} characters)",
+                f"must be at most {MAX_STRING_BYTES} bytes; pass large data in a file",
+            )
+            return None
+        return text
 
     def unknown(self, path: str, data: Mapping[str, object], allowed: Sequence[str]) -> None:
         for key in data:
@@ -160,25 +217,37 @@ class _Collector:
 
 def parse_duration_s(value: object) -> float:
     """Return seconds for ``30``, ``"90s"``, ``"5m"``, ``"2h"``, ``"1d"``; raise ValueError."""
+    seconds: float | None = None
     if isinstance(value, bool):
         raise ValueError("must be a duration such as 30s, 5m or 2h")
-    if isinstance(value, int | float):
-        if value < 0:
-            raise ValueError("must be a duration >= 0")
-        return float(value)
-    if isinstance(value, str):
+    if isinstance(value, int) and value > MAX_DURATION_S:
+        seconds = math.inf  # float(10**400) would overflow
+    elif isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
         match = _DURATION.match(value.strip())
         if match:
-            return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-    raise ValueError("must be a duration such as 30s, 5m or 2h (a bare number means seconds)")
+            seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    if seconds is None or math.isnan(seconds):
+        raise ValueError("must be a duration such as 30s, 5m or 2h (a bare number means seconds)")
+    if seconds < 0:
+        raise ValueError("must be a duration >= 0")
+    if seconds > MAX_DURATION_S:
+        raise ValueError(f"must be at most one year ({format_duration(MAX_DURATION_S)})")
+    return seconds
 
 
 def format_duration(seconds: float) -> str:
-    """Render seconds compactly (``90s`` → ``90s``, 7200 → ``2h``)."""
+    """Render seconds compactly (``90s`` → ``90s``, 7200 → ``2h``) and exactly: what
+    ``parse_duration_s`` reads back is the same float."""
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size and seconds % size == 0:
             return f"{int(seconds // size)}{unit}"
-    return f"{seconds:g}s"
+    if seconds == int(seconds):
+        return f"{int(seconds)}s"
+    # repr is the shortest text that reads back as the same float; written out positionally
+    # (no exponent), as the duration syntax has none.
+    return f"{format(Decimal(repr(seconds)), 'f')}s"
 
 
 def _header(
@@ -232,6 +301,8 @@ def _label_map(c: _Collector, path: str, value: object, *, is_label: bool) -> No
                 "must be a label value: at most 63 characters of letters, digits, '-', '_' "
                 "or '.', starting and ending with a letter or digit (or empty)",
             )
+        elif "\0" in text:
+            c.add(f"{path}.{key}", item, "must not contain a NUL character (\\0); remove it")
     if size > MAX_ANNOTATIONS_BYTES:
         c.add(path, f"{size} bytes", f"must be at most {MAX_ANNOTATIONS_BYTES} bytes in all")
 
@@ -318,6 +389,7 @@ def parse_flavor(manifest: Mapping[str, object], source: str = "") -> ResourceFl
     spec = c.mapping("spec", manifest.get("spec"))
     c.unknown("spec", spec, ("nodeLabels",))
     labels = _labels(c, "spec.nodeLabels", spec.get("nodeLabels"))
+    _label_map(c, "spec.nodeLabels", labels, is_label=True)
     if c.errors:
         raise SpecError(c.errors, source)
     return ResourceFlavor(name=name, node_labels=labels)
@@ -328,6 +400,17 @@ _QUOTA_CONVERTERS: dict[str, Callable[[str | int | float], int]] = {
     MEMORY: memory_bytes,
     GPU: gpu_quota_milli,
 }
+
+
+#: How a queue's quota says "no limit" (nominal, borrowingLimit or lendingLimit).
+UNLIMITED_QUOTA = "unlimited"
+
+
+def _quota(c: _Collector, path: str, resource: str, value: object) -> int | None:
+    """A quota amount: a quantity within the bounds, or ``unlimited``."""
+    if value == UNLIMITED_QUOTA:
+        return UNLIMITED
+    return _quantity(c, path, resource, value)
 
 
 def _quantity(c: _Collector, path: str, resource: str, value: object) -> int | None:
@@ -383,19 +466,19 @@ def parse_queue(manifest: Mapping[str, object], source: str = "") -> Queue:
                 continue
             if isinstance(rvalue, Mapping):
                 c.unknown(rpath, rvalue, ("nominal", "borrowingLimit", "lendingLimit"))
-                nominal = _quantity(c, f"{rpath}.nominal", rname, rvalue.get("nominal", 0))
+                nominal = _quota(c, f"{rpath}.nominal", rname, rvalue.get("nominal", 0))
                 borrow = (
-                    _quantity(c, f"{rpath}.borrowingLimit", rname, rvalue["borrowingLimit"])
+                    _quota(c, f"{rpath}.borrowingLimit", rname, rvalue["borrowingLimit"])
                     if "borrowingLimit" in rvalue
                     else UNLIMITED
                 )
                 lend = (
-                    _quantity(c, f"{rpath}.lendingLimit", rname, rvalue["lendingLimit"])
+                    _quota(c, f"{rpath}.lendingLimit", rname, rvalue["lendingLimit"])
                     if "lendingLimit" in rvalue
                     else UNLIMITED
                 )
             else:
-                nominal, borrow, lend = _quantity(c, rpath, rname, rvalue), UNLIMITED, UNLIMITED
+                nominal, borrow, lend = _quota(c, rpath, rname, rvalue), UNLIMITED, UNLIMITED
             if nominal is None or borrow is None or lend is None:
                 continue
             if lend != UNLIMITED and lend > nominal:
@@ -440,7 +523,9 @@ _JOB_FIELDS = (
 )
 
 
-def parse_job(manifest: Mapping[str, object], source: str = "") -> JobSpec:
+def parse_job(
+    manifest: Mapping[str, object], source: str = "", limits: SpecLimits = DEFAULT_LIMITS
+) -> JobSpec:
     """Return the JobSpec in ``manifest``; raise SpecError listing every problem."""
     c = _Collector()
     name, metadata = _header(c, manifest, "Job")
@@ -455,8 +540,15 @@ def parse_job(manifest: Mapping[str, object], source: str = "") -> JobSpec:
         c.add("spec.queue", queue, "is required: the name of the queue to submit to")
         queue = ""
     priority = c.integer("spec.priority", spec.get("priority", 0))
-    pod_sets = _pod_sets(c, spec.get("podSets"))
+    pod_sets = _pod_sets(c, spec.get("podSets"), limits)
     total = sum(ps.replicas for ps in pod_sets)
+    if total > limits.max_replicas and len(pod_sets) > 1:
+        c.add(
+            "spec.podSets",
+            f"{total} pods",
+            f"must ask for at most {limits.max_replicas} pods in all pod sets together; "
+            "split the job",
+        )
     min_available = None
     if "minAvailable" in spec:
         min_available = c.integer("spec.minAvailable", spec["minAvailable"], minimum=1)
@@ -492,7 +584,7 @@ def parse_job(manifest: Mapping[str, object], source: str = "") -> JobSpec:
     )
 
 
-def _pod_sets(c: _Collector, value: object) -> tuple[PodSet, ...]:
+def _pod_sets(c: _Collector, value: object, limits: SpecLimits) -> tuple[PodSet, ...]:
     items = c.sequence("spec.podSets", value)
     if not items:
         c.add(
@@ -510,7 +602,15 @@ def _pod_sets(c: _Collector, value: object) -> tuple[PodSet, ...]:
         if name in names:
             c.add(f"{path}.name", name, "is used by another pod set; pod set names must be unique")
         names.add(name)
-        replicas = c.integer(f"{path}.replicas", entry.get("replicas", 1), minimum=1) or 1
+        replicas = (
+            c.integer(
+                f"{path}.replicas",
+                entry.get("replicas", 1),
+                minimum=1,
+                maximum=limits.max_replicas,
+            )
+            or 1
+        )
         resources = _pod_resources(c, f"{path}.resources", entry.get("resources"))
         command = c.strings(f"{path}.command", entry.get("command"))
         if not command:
@@ -525,10 +625,12 @@ def _pod_sets(c: _Collector, value: object) -> tuple[PodSet, ...]:
         if not isinstance(working_dir, str):
             c.add(f"{path}.workingDir", working_dir, "must be a path")
             working_dir = ""
+        working_dir = c.text(f"{path}.workingDir", working_dir) or ""
         image = entry.get("image", "")
         if not isinstance(image, str):
             c.add(f"{path}.image", image, "must be an image reference such as python:3.12")
             image = ""
+        image = c.text(f"{path}.image", image) or ""
         tolerations = _tolerations(c, f"{path}.tolerations", entry.get("tolerations"))
         out.append(
             PodSet(name, replicas, resources, command, args, env, working_dir, image, tolerations)
@@ -562,17 +664,46 @@ def _pod_resources(c: _Collector, path: str, value: object) -> Resources:
 
 
 def _env(c: _Collector, path: str, value: object) -> dict[str, str]:
+    """The environment of a pod set, as a list of ``{name, value}`` or a mapping. A name is
+    a non-empty string without ``=`` or NUL (what an environment can hold); a value is a
+    string or number without NUL."""
+    # (path of the name, path of the value, the entry {name, value})
+    pairs: list[tuple[str, str, Mapping[str, object]]] = []
     if isinstance(value, Sequence) and not isinstance(value, str):
-        out: dict[str, str] = {}
         for i, item in enumerate(value):
             entry = c.mapping(f"{path}[{i}]", item, required=True)
-            key = entry.get("name")
-            if not isinstance(key, str) or not key:
-                c.add(f"{path}[{i}].name", key, "is required")
-                continue
-            out[key] = str(entry.get("value", ""))
-        return out
-    return _labels(c, path, value)
+            c.unknown(f"{path}[{i}]", entry, ("name", "value"))
+            pairs.append((f"{path}[{i}].name", f"{path}[{i}].value", entry))
+    else:
+        for key, item in c.mapping(path, value).items():
+            pairs.append((f"{path}.{key}", f"{path}.{key}", {"name": key, "value": item}))
+    if len(pairs) > MAX_ENV_VARS:
+        c.add(path, f"{len(pairs)} variables", f"must hold at most {MAX_ENV_VARS} variables")
+        return {}
+    out: dict[str, str] = {}
+    for name_path, value_path, entry in pairs:
+        name, raw = entry.get("name"), entry.get("value", "")
+        if not isinstance(name, str) or not name:
+            c.add(name_path, name, "is required: the variable's name, e.g. BATCH_SIZE")
+            continue
+        if "=" in name or "\0" in name or len(name) > 1024:
+            c.add(
+                name_path,
+                name,
+                "is not a valid variable name: it must not contain '=' or a NUL character "
+                "and be at most 1024 characters; e.g. BATCH_SIZE",
+            )
+            continue
+        if name in out:
+            c.add(name_path, name, "is set twice; set each variable once")
+            continue
+        if not isinstance(raw, str | int | float) or isinstance(raw, bool):
+            c.add(value_path, raw, "must be a string (quote numbers and booleans)")
+            continue
+        text = c.text(value_path, raw)
+        if text is not None:
+            out[name] = text
+    return out
 
 
 def _tolerations(c: _Collector, path: str, value: object) -> tuple[Toleration, ...]:
@@ -764,9 +895,7 @@ def job_to_manifest(job: JobSpec) -> dict[str, object]:
 
 
 def _quota_value(resource: str, amount: int) -> str:
-    if amount >= UNLIMITED:  # "unlimited" is for people; the manifest must parse back
-        return str(amount) if resource == MEMORY else f"{amount}m"
-    return format_amount(resource, amount)
+    return UNLIMITED_QUOTA if amount >= UNLIMITED else format_amount(resource, amount)
 
 
 def queue_to_manifest(queue: Queue) -> dict[str, object]:

@@ -146,73 +146,63 @@ class LocalBackend:
         return RendezvousInfo("127.0.0.1", port)
 
     def launch(self, pod: PodLaunch) -> None:
-        """Start ``pod`` under a supervisor; a no-op if its directory already has launch.json.
+        """Start ``pod`` under a supervisor. Idempotent: a no-op once the pod has started
+        (pid.json), ended (exit.json) or been asked to stop (stop.json, then a STOPPED event);
+        a pod whose launch.json was written but which never started (the control plane died
+        in between) is started now, as the same attempt.
 
-        Raises ValueError for a pod id that is not a safe file name. A supervisor that cannot
-        be started gives a FAILED event (exit code 127) rather than an exception.
+        Raises ValueError for a pod id that is not a safe file name. Anything that keeps the
+        pod from starting (a supervisor that cannot be spawned, an environment the OS refuses)
+        gives a FAILED event with reason LaunchError, never an exception: it is the
+        workload's fault, not the node's, and the pod's devices are released with it.
         """
         pod_dir = self._pod_dir(pod.pod_id)
         if pod_dir is None:
             raise ValueError(f"pod id {pod.pod_id!r} must match {_POD_ID.pattern}")
         with self._lock:
-            if pod.pod_id in self._tracked or (pod_dir / "launch.json").exists():
+            if pod.pod_id in self._tracked or _has_started(pod_dir):
+                return
+            if (pod_dir / "stop.json").exists():
+                self._events.append(_never_started(pod.pod_id, time.time()))
                 return
             pod_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             log_path = pod_dir / "output.log"
-            if pod.image:
-                _append_log(log_path, f"image {pod.image!r} is ignored by the local backend")
-            env = _pod_env(pod, self._python)
-            write_json_atomic(
-                pod_dir / "launch.json",
-                {
-                    "pod_id": pod.pod_id,
-                    "node": pod.node,
-                    "command": list(pod.command),
-                    "args": list(pod.args),
-                    "env": env,
-                    "working_dir": str(pod_dir / pod.working_dir),
-                    "memory_limit_bytes": pod.memory_limit_bytes,
-                },
-            )
-            try:
-                pid = os.posix_spawnp(
-                    self._python,
-                    [self._python, "-I", supervisor.__file__, str(pod_dir)],
-                    env,
-                    file_actions=[
-                        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                        (
-                            os.POSIX_SPAWN_OPEN,
-                            1,
-                            str(log_path),
-                            os.O_WRONLY | os.O_APPEND | os.O_CREAT,
-                            0o600,
-                        ),
-                        (os.POSIX_SPAWN_DUP2, 1, 2),
-                    ],
-                    setsid=True,
-                    setsigdef=_DEFAULT_SIGNALS,
+            record = _read_optional(pod_dir / "launch.json")
+            if record is not None:  # written before a crash, never started: start it now
+                _append_log(log_path, "the launch was interrupted; starting the pod again")
+                env_record = record.get("env")
+                env = (
+                    {str(k): str(v) for k, v in env_record.items()}
+                    if isinstance(env_record, dict)
+                    else {}
                 )
-            except OSError as exc:
-                message = f"cannot start the pod supervisor with {self._python!r}: {exc}"
-                _append_log(log_path, message)
-                status = {"exit_code": supervisor.NOT_STARTED_EXIT_CODE, "signal": None}
-                write_json_atomic(pod_dir / "exit.json", {**status, "message": message})
-                self._events.append(self._finished_event(pod.pod_id, time.time(), None))
-                return
-            start_ticks = read_start_ticks(pid)
-            write_json_atomic(pod_dir / "pid.json", {"pid": pid, "start_ticks": start_ticks})
-            self._tracked[pod.pod_id] = _TrackedPod(
-                pod.pod_id, pod_dir, pid, start_ticks, node=pod.node
-            )
-            self._events.append(PodEvent(pod.pod_id, PodEventKind.RUNNING, time.time()))
+            else:
+                if pod.image:
+                    _append_log(log_path, f"image {pod.image!r} is ignored by the local backend")
+                env = _pod_env(pod, self._python)
+                write_json_atomic(
+                    pod_dir / "launch.json",
+                    {
+                        "pod_id": pod.pod_id,
+                        "node": pod.node,
+                        "command": list(pod.command),
+                        "args": list(pod.args),
+                        "env": env,
+                        "working_dir": str(pod_dir / pod.working_dir),
+                        "memory_limit_bytes": pod.memory_limit_bytes,
+                    },
+                )
+            self._spawn(pod.pod_id, pod_dir, env, pod.node)
 
     def stop(self, pod_id: str, grace_period_s: float) -> None:
         """Record stop.json, then SIGTERM the pod (its supervisor relays to the whole group);
         ``poll_events`` SIGKILLs the group once the grace period is over. No-op if gone."""
         with self._lock:
             pod = self._tracked.get(pod_id) or self._track_if_running(pod_id)
-            if pod is None or not self._is_alive(pod):
+            if pod is None:
+                self._stop_unstarted(pod_id)
+                return
+            if not self._is_alive(pod):
                 return
             now = time.time()
             deadline = now + max(0.0, grace_period_s)
@@ -279,6 +269,8 @@ class LocalBackend:
         pod_dir = self._pod_dir(pod_id)
         if pod_dir is None:
             return b""
+        if offset >= 1 << 62:  # past any file; seek would overflow
+            return b""
         try:
             with (pod_dir / "output.log").open("rb") as log:
                 log.seek(max(0, offset))
@@ -295,6 +287,55 @@ class LocalBackend:
             self._gpu_health.close()
 
     # -- internals; callers hold self._lock ------------------------------------------------
+
+    def _spawn(self, pod_id: str, pod_dir: Path, env: dict[str, str], node: str) -> None:
+        """Start the supervisor of a pod whose launch.json is written; track it, or record
+        why it could not start (exit.json, reason LaunchError) and report it FAILED."""
+        log_path = pod_dir / "output.log"
+        try:
+            pid = os.posix_spawnp(
+                self._python,
+                [self._python, "-I", supervisor.__file__, str(pod_dir)],
+                env,
+                file_actions=[
+                    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                    (
+                        os.POSIX_SPAWN_OPEN,
+                        1,
+                        str(log_path),
+                        os.O_WRONLY | os.O_APPEND | os.O_CREAT,
+                        0o600,
+                    ),
+                    (os.POSIX_SPAWN_DUP2, 1, 2),
+                ],
+                setsid=True,
+                setsigdef=_DEFAULT_SIGNALS,
+            )
+        except OSError as exc:
+            message = f"cannot start the pod supervisor with {self._python!r}: {exc}"
+            self._not_started(pod_id, pod_dir, message)
+            return
+        except ValueError as exc:  # a NUL byte or '=' in the environment: the OS refuses it
+            message = (
+                f"cannot start the pod: {exc}; variable names must not contain '=' and no "
+                "name or value may contain a NUL character"
+            )
+            self._not_started(pod_id, pod_dir, message)
+            return
+        start_ticks = read_start_ticks(pid)
+        write_json_atomic(pod_dir / "pid.json", {"pid": pid, "start_ticks": start_ticks})
+        self._tracked[pod_id] = _TrackedPod(pod_id, pod_dir, pid, start_ticks, node=node)
+        self._events.append(PodEvent(pod_id, PodEventKind.RUNNING, time.time()))
+
+    def _not_started(self, pod_id: str, pod_dir: Path, message: str) -> None:
+        """Record why the pod could not start (exit.json, reason LaunchError); report it."""
+        _append_log(pod_dir / "output.log", message)
+        status = {"exit_code": supervisor.NOT_STARTED_EXIT_CODE, "signal": None}
+        write_json_atomic(
+            pod_dir / "exit.json",
+            {**status, "message": message, "reason": supervisor.LAUNCH_ERROR},
+        )
+        self._events.append(self._finished_event(pod_id, time.time(), None))
 
     def _pod_dir(self, pod_id: str) -> Path | None:
         if not _POD_ID.match(pod_id) or pod_id in (".", ".."):
@@ -330,6 +371,17 @@ class LocalBackend:
             if isinstance(requested_at, int | float) and isinstance(grace_s, int | float):
                 pod.stop_deadline = float(requested_at) + float(grace_s)
         return pod
+
+    def _stop_unstarted(self, pod_id: str) -> None:
+        """A stop for a pod that never started (no pid.json: its launch failed before the
+        supervisor ran, or never reached the backend): record the stop, so that no later
+        launch starts it, and report it STOPPED once, so its devices are released."""
+        pod_dir = self._pod_dir(pod_id)
+        if pod_dir is None or _has_started(pod_dir) or (pod_dir / "stop.json").exists():
+            return
+        pod_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        write_json_atomic(pod_dir / "stop.json", {"requested_at": time.time(), "grace_period_s": 0})
+        self._events.append(_never_started(pod_id, time.time()))
 
     def _track_if_running(self, pod_id: str) -> _TrackedPod | None:
         pod_dir = self._pod_dir(pod_id)
@@ -409,6 +461,10 @@ class LocalBackend:
             return PodEvent(pod_id, PodEventKind.SUCCEEDED, now, 0, "Completed", summary)
         if status.get("reason") == OOM_KILLED:
             return PodEvent(pod_id, PodEventKind.FAILED, now, exit_code, OOM_KILLED, detail)
+        if status.get("reason") == supervisor.LAUNCH_ERROR:  # the workload's fault, not the node's
+            return PodEvent(
+                pod_id, PodEventKind.FAILED, now, exit_code, supervisor.LAUNCH_ERROR, summary
+            )
         reason = "Signal" if isinstance(signum, int) and signum > 0 else "Error"
         return PodEvent(pod_id, PodEventKind.FAILED, now, exit_code, reason, summary)
 
@@ -426,6 +482,16 @@ def _pod_env(pod: PodLaunch, python: str) -> dict[str, str]:
     env.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
     env["CUDA_VISIBLE_DEVICES"] = ",".join(str(device.index) for device in pod.devices)
     return env
+
+
+def _has_started(pod_dir: Path) -> bool:
+    """Whether the pod's supervisor was started (pid.json) or the pod has ended (exit.json)."""
+    return (pod_dir / "pid.json").exists() or (pod_dir / "exit.json").exists()
+
+
+def _never_started(pod_id: str, now: float) -> PodEvent:
+    message = "stopped on request before it started"
+    return PodEvent(pod_id, PodEventKind.STOPPED, now, None, "Stopped", message)
 
 
 def _append_log(log_path: Path, message: str) -> None:

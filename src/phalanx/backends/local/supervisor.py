@@ -28,6 +28,9 @@ __all__ = ["main", "read_json", "read_start_ticks", "write_json_atomic"]
 
 #: Exit code reported when the workload could not be started at all (as a shell does).
 NOT_STARTED_EXIT_CODE = 127
+#: The reason in exit.json when it could not: the workload's fault (a missing command or
+#: working directory, a bad environment), never the node's.
+LAUNCH_ERROR = "LaunchError"
 
 
 class _Relay:
@@ -77,7 +80,7 @@ def main(argv: list[str]) -> int:
         child, message = _start(pod_dir, log)
         if child is None:
             log.write(f"phalanx: {message}\n".encode())
-            _write_exit(pod_dir, NOT_STARTED_EXIT_CODE, None, message)
+            _write_exit(pod_dir, NOT_STARTED_EXIT_CODE, None, message, reason=LAUNCH_ERROR)
             return NOT_STARTED_EXIT_CODE
         with child:
             relay.child = child
