@@ -3,14 +3,17 @@
 10,000 jobs stored), and the server's memory.
 
 Starts real `phalanx up` servers (virtual nodes, a temporary data dir, SQLite) as
-subprocesses and drives them with 8 concurrent clients (threads, each with its own
-``phalanx.client.Client``):
+subprocesses and drives them with 8 concurrent clients: keep-alive connections of a lean
+load generator (``lean_load``: raw HTTP/1.1 over asyncio streams, in a process of its own), so
+that the figures are the server's; the SDK client (``phalanx.client.Client``, httpx, 8 threads
+of this process) is measured too, on lines labelled "SDK", as users see it:
 
-  a. one job per POST /api/v1/apply, on a fresh server;
+  a. one job per POST /api/v1/apply, on a fresh server; then a shorter run through the SDK;
   b. batches of 500 jobs per POST /api/v1/apply, on a second fresh server;
   c. GET /api/v1/jobs?limit=100 on the second server once the loop has caught up with the
-     jobs of (b), sequentially and from 8 clients at once (in-process through
-     ``Queries.page_jobs`` on the same database when the route has no ``limit`` yet);
+     jobs of (b), sequentially and from 8 clients at once, then from 8 SDK clients
+     (in-process through ``Queries.page_jobs`` on the same database when the route has no
+     ``limit``);
   d. the servers' RSS (VmRSS and its peak, VmHWM).
 
 No pod is started: the jobs ask for a GPU of a queue whose GPU quota is 0, so they all stay
@@ -23,6 +26,7 @@ jobs, not running 10,000 processes).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import signal
@@ -35,6 +39,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+import lean_load
 
 from phalanx.client import Client
 from phalanx.testing import queue_manifests
@@ -73,10 +79,7 @@ def _port() -> int:
         return int(s.getsockname()[1])
 
 
-def cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) ``pid`` has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+cpu_s = lean_load.cpu_s
 
 
 def rss_mib(pid: int) -> tuple[float, float]:
@@ -146,6 +149,44 @@ class Server:
 
     def client(self, timeout_s: float = 120) -> Client:
         return Client(server=self.url, data_dir=self.data_dir, timeout_s=timeout_s)
+
+    def lean_submit(
+        self, prefix: str, jobs: int, clients: int, batch: int, max_s: float
+    ) -> Submission:
+        """As ``submit``, from the lean load generator's process."""
+        host, port = self.url.removeprefix("http://").rsplit(":", 1)
+        result = lean_load.run(
+            lean_load.SubmitJob(
+                host,
+                int(port),
+                self.token(),
+                self.pid,
+                prefix,
+                jobs,
+                batch,
+                clients,
+                max_s,
+                json.dumps(job_manifest("{name}"), separators=(",", ":")),
+            )
+        )
+        return Submission(
+            result.jobs,
+            result.seconds,
+            result.requests,
+            result.server_cpu_s,
+            result.client_cpu_s,
+            result.newest,
+        )
+
+    def lean_pages(self, requests: int, clients: int, limit: int) -> lean_load.LeanResult:
+        """``requests`` GET /api/v1/jobs?limit= from the lean load generator's process."""
+        host, port = self.url.removeprefix("http://").rsplit(":", 1)
+        return lean_load.run(
+            lean_load.PageJob(host, int(port), self.token(), self.pid, requests, clients, limit)
+        )
+
+    def token(self) -> str:
+        return (self.data_dir / "token").read_text().strip()
 
 
 def in_parallel(clients: int, work: Callable[[int], object]) -> float:
@@ -313,6 +354,25 @@ def _print_cpu(run: Submission) -> None:
     )
 
 
+def idle_cpu(server: Server, seconds: float) -> float:
+    """The cores ``server`` uses while no request comes (its control loop)."""
+    before = cpu_s(server.pid)
+    time.sleep(seconds)
+    return (cpu_s(server.pid) - before) / seconds
+
+
+def _print_page_cpu(
+    who: str, server_cpu_s: float, seconds: float, idle_cores: float, pages: int
+) -> None:
+    """Server CPU per page, all of it and above what the loop uses meanwhile anyway."""
+    per_page_ms = server_cpu_s / pages * 1000
+    above_ms = max(0.0, server_cpu_s - idle_cores * seconds) / pages * 1000
+    print(
+        f"   server CPU per page ({who}): {per_page_ms:.1f} ms, {above_ms:.1f} ms above its "
+        "idle rate"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=10_000, help="jobs per submission phase")
@@ -338,6 +398,12 @@ def main() -> None:
         default=300,
         help="how long to wait for the loop to give the newest job of (b) its pending reason",
     )
+    parser.add_argument(
+        "--sdk-s",
+        type=float,
+        default=15,
+        help="how long (a) also submits through the SDK client (0: not at all)",
+    )
     parser.add_argument("--nodes", default="2x8", help="the servers' --nodes")
     parser.add_argument(
         "--log-level", default="warning", help="the servers' --log-level (info logs each request)"
@@ -358,16 +424,21 @@ def main() -> None:
     with Server(args.nodes, args.log_level) as server:
         with server.client() as client:
             client.apply(QUEUE)
-        single = submit(server, "one", args.jobs, args.clients, 1, args.max_phase_s)
+        single = server.lean_submit("one", args.jobs, args.clients, 1, args.max_phase_s)
+        print(f"a. one per request: {single.jobs} jobs in {single.seconds:.1f} s")
+        _print_cpu(single)
+        row("a. submit, one job per request", single.per_s, "jobs/s", TARGET_SINGLE_PER_S, True)
+        if args.sdk_s > 0:
+            sdk = submit(server, "sdk", args.jobs, args.clients, 1, args.sdk_s)
+            print(f"a. SDK: one per request: {sdk.jobs} jobs in {sdk.seconds:.1f} s")
+            _print_cpu(sdk)
+            row("a. SDK clients (httpx, 1 process)", sdk.per_s, "jobs/s", None, True)
         rss_single = rss_mib(server.pid)
-    print(f"a. one per request: {single.jobs} jobs in {single.seconds:.1f} s")
-    _print_cpu(single)
-    row("a. submit, one job per request", single.per_s, "jobs/s", TARGET_SINGLE_PER_S, True)
     # b. batches
     with Server(args.nodes, args.log_level) as server:
         with server.client() as client:
             client.apply(QUEUE)
-        batched = submit(server, "batch", args.jobs, args.clients, args.batch, args.max_phase_s)
+        batched = server.lean_submit("batch", args.jobs, args.clients, args.batch, args.max_phase_s)
         print(
             f"b. batches of {args.batch}: {batched.jobs} jobs in {batched.requests} requests, "
             f"{batched.seconds:.1f} s"
@@ -385,23 +456,38 @@ def main() -> None:
         print(f"c. the loop gave the newest job its pending reason {caught_up_s:.1f} s later")
         row("   loop caught up with (b)", caught_up_s, "s", None, False)
         is_http = args.page_via == "http" or (args.page_via == "auto" and has_paged_route(server))
-        if is_http:
-            how, measure = "HTTP GET /api/v1/jobs?limit=", page_latencies_http
-        else:
-            how, measure = (
-                "in-process Queries.page_jobs on the server's database, no HTTP",
-                page_latencies_in_process,
-            )
+        how = "HTTP GET /api/v1/jobs?limit=" if is_http else "in-process Queries.page_jobs"
         print(f"c. pages of {args.page_limit} with {batched.jobs} jobs stored, via {how}")
+        idle_cores = idle_cpu(server, 3.0)
+        print(f"   the server's CPU while no request comes (its loop): {idle_cores:.2f} cores")
         for clients in (1, args.clients):
-            server_cpu = cpu_s(server.pid)
-            seconds = measure(server, args.page_requests, clients, args.page_limit)
+            if is_http:
+                pages = server.lean_pages(args.page_requests, clients, args.page_limit)
+                seconds, server_cpu_s = pages.latencies_s, pages.server_cpu_s
+            else:
+                seconds = page_latencies_in_process(
+                    server, args.page_requests, clients, args.page_limit
+                )
+                server_cpu_s = 0.0
             p50, p99 = _percentile(seconds, 0.5) * 1000, _percentile(seconds, 0.99) * 1000
             row(f"c. page p50, {clients} client(s)", p50, "ms", None, False)
             row(f"c. page p99, {clients} client(s)", p99, "ms", TARGET_PAGE_P99_MS, False)
             if is_http:
-                per_page_ms = (cpu_s(server.pid) - server_cpu) / len(seconds) * 1000
-                print(f"   server CPU per page ({clients} client(s)): {per_page_ms:.1f} ms")
+                _print_page_cpu(
+                    f"{clients} client(s)", server_cpu_s, pages.seconds, idle_cores, len(seconds)
+                )
+        if is_http and args.sdk_s > 0:
+            server_cpu, began = cpu_s(server.pid), time.perf_counter()
+            seconds = page_latencies_http(server, args.page_requests, args.clients, args.page_limit)
+            _print_page_cpu(
+                f"{args.clients} SDK clients",
+                cpu_s(server.pid) - server_cpu,
+                time.perf_counter() - began,
+                idle_cores,
+                len(seconds),
+            )
+            p99 = _percentile(seconds, 0.99) * 1000
+            row(f"c. page p99, {args.clients} SDK clients", p99, "ms", None, False)
         rss, hwm = rss_mib(server.pid)
     # d. memory
     row("d. RSS after (a)", rss_single[0], "MiB", TARGET_RSS_MIB, False)

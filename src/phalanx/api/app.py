@@ -18,11 +18,11 @@ import hmac
 import json
 import os
 from collections.abc import Callable, Mapping
-from typing import Annotated
+from typing import Annotated, cast
 
 import yaml
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import HTTPBearer
 from pydantic import TypeAdapter
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import StreamingResponse
@@ -43,12 +43,23 @@ from phalanx.api.errors import (
     install_error_handlers,
     plain,
 )
+from phalanx.api.limits import DEFAULT_LIMITS as DEFAULT_API_LIMITS
+from phalanx.api.limits import (
+    BodySizeLimit,
+    LimitExceededError,
+    check_document,
+    check_json_depth,
+    truncate_text,
+)
+from phalanx.api.rendering import JobJson, JsonBytes, json_bytes
 from phalanx.api.schemas import (
     CONTINUE_HEADER,
     RESOURCE_VERSION_HEADER,
     ApplyOutcome,
     ApplyRequest,
+    DoctorReport,
     ErrorInfo,
+    EstimateInfo,
     FlavorInfo,
     JobInfo,
     KindInfo,
@@ -62,6 +73,9 @@ from phalanx.api.watch import WATCHED_KINDS, OpenWatches, Watch, WatchSettings
 from phalanx.controllers.plane import ControlPlane
 from phalanx.model.metadata import LabelSelector, parse_selector
 from phalanx.model.specs import FieldError, SpecError
+from phalanx.ops.metrics import PROMETHEUS_CONTENT_TYPE, registry_for
+from phalanx.ops.metrics import render as render_metrics
+from phalanx.ops.reports import doctor_report, estimates_report, parse_what_if
 
 API_PREFIX = "/api/v1"
 YAML_MEDIA_TYPES = frozenset({"application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"})
@@ -111,22 +125,28 @@ _SELECTOR_DOC = (
 )
 
 
-_bearer = HTTPBearer(auto_error=False, description="The token in <data_dir>/token")
+class _TokenCheck(HTTPBearer):
+    """A dependency that enforces ``Authorization: Bearer <token>`` when a token is set.
 
-
-class _TokenCheck:
-    """A dependency that enforces ``Authorization: Bearer <token>`` when a token is set."""
+    It is the HTTPBearer security scheme itself (so /docs offers the token) with an async
+    check: one dependency without sub-dependencies, run on the event loop, not a thread-pool
+    call on every request."""
 
     def __init__(self, token: str | None) -> None:
+        super().__init__(
+            scheme_name="HTTPBearer",
+            auto_error=False,
+            description="The token in <data_dir>/token",
+        )
         self._token = token.encode() if token is not None else None
 
-    def __call__(
-        self, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-    ) -> None:
+    async def __call__(self, request: Request) -> None:  # type: ignore[override]
         if self._token is None:
             return
         challenge = {"WWW-Authenticate": "Bearer"}
-        if credentials is None:
+        scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+        credentials = credentials.strip()
+        if not credentials or scheme.lower() != "bearer":
             raise ApiRequestError(
                 401,
                 UNAUTHORIZED,
@@ -134,7 +154,7 @@ class _TokenCheck:
                 "from the server's data directory (<data_dir>/token)",
                 challenge,
             )
-        if not hmac.compare_digest(credentials.credentials.encode(), self._token):
+        if not hmac.compare_digest(credentials.encode(), self._token):
             raise ApiRequestError(
                 401,
                 UNAUTHORIZED,
@@ -153,6 +173,9 @@ def load_yaml_manifests(text: bytes, source: str) -> list[Mapping[str, object]]:
     where = source or "<request>"
     try:
         documents = list(yaml.load_all(text, Loader=yaml.SafeLoader))
+        check_document(documents, DEFAULT_API_LIMITS, where)
+    except (LimitExceededError, RecursionError) as exc:
+        raise _over_limit(exc, where) from exc
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         position = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
@@ -170,7 +193,7 @@ def load_yaml_manifests(text: bytes, source: str) -> list[Mapping[str, object]]:
             errors.append(
                 FieldError(
                     f"documents[{index}]",
-                    plain(document),
+                    document,
                     "must be a mapping with apiVersion, kind, metadata and spec",
                 )
             )
@@ -181,8 +204,25 @@ def load_yaml_manifests(text: bytes, source: str) -> list[Mapping[str, object]]:
     return manifests
 
 
+def _over_limit(exc: Exception, where: str) -> ApiRequestError:
+    """A limit of phalanx.api.limits passed (or a document so deep that the parser itself
+    gave up) as the 400 (413 for the body size) that answers it."""
+    if isinstance(exc, LimitExceededError):
+        code = "PayloadTooLarge" if exc.status == 413 else BAD_REQUEST
+        return ApiRequestError(exc.status, code, str(exc))
+    return ApiRequestError(
+        400,
+        BAD_REQUEST,
+        f"{where}: the document nests too deeply to read; a manifest needs far fewer "
+        f"than {DEFAULT_API_LIMITS.max_depth} levels",
+    )
+
+
 async def _apply_body(request: Request) -> tuple[list[Mapping[str, object]], str]:
-    body = await request.body()
+    try:
+        body = await request.body()
+    except LimitExceededError as exc:
+        raise _over_limit(exc, "the request body") from exc
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type in YAML_MEDIA_TYPES:
         source = request.query_params.get("source", "")
@@ -195,9 +235,14 @@ async def _apply_body(request: Request) -> tuple[list[Mapping[str, object]], str
             '({"manifests": [...]}) or application/yaml',
         )
     try:
+        check_json_depth(body, DEFAULT_API_LIMITS, "the request body")
         data = json.loads(body or b"null")
+    except (LimitExceededError, RecursionError) as exc:
+        raise _over_limit(exc, "the request body") from exc
     except ValueError as exc:
-        raise ApiRequestError(400, BAD_REQUEST, f"the request body is not JSON: {exc}") from exc
+        raise ApiRequestError(
+            400, BAD_REQUEST, truncate_text(f"the request body is not JSON: {exc}", 1000)
+        ) from exc
     parsed = _APPLY_REQUEST.validate_python(data)
     if not parsed["manifests"]:
         raise ApiRequestError(
@@ -256,6 +301,7 @@ def _api_router(
         responses=_ERROR_RESPONSES,
     )
     queries = plane.queries
+    job_json = JobJson(queries)
     apply_body_schema = {
         "required": True,
         "content": {
@@ -281,8 +327,9 @@ def _api_router(
                 }
             ],
         },
+        response_model=list[ApplyOutcome],
     )
-    async def apply(request: Request) -> list[ApplyOutcome]:
+    async def apply(request: Request) -> Response:
         try:
             manifests, source = await _apply_body(request)
         except ValueError as exc:
@@ -295,7 +342,7 @@ def _api_router(
                 400, BAD_REQUEST, f"no manifests found in {source or 'the request body'}"
             )
         results = await run_in_threadpool(plane.apply, manifests, source)
-        return [apply_out(r) for r in results]
+        return JsonBytes(json_bytes([apply_out(r) for r in results]))
 
     @router.get("/kinds", summary="The kinds of object, with every name each answers to")
     def list_kinds() -> list[KindInfo]:
@@ -305,9 +352,9 @@ def _api_router(
         "/jobs",
         summary="One page of jobs, oldest first; of one queue, matching a label selector",
         responses=_PAGE_HEADERS,
+        response_model=list[JobInfo],
     )
     def list_jobs(
-        response: Response,
         queue: str | None = None,
         selector: Annotated[
             str | None, Query(alias="labelSelector", description=_SELECTOR_DOC)
@@ -322,16 +369,22 @@ def _api_router(
                 description=f"The previous page's {CONTINUE_HEADER} header: the next page",
             ),
         ] = "",
-    ) -> list[JobInfo]:
-        page = queries.page_jobs(queue, label_selector(selector), limit, continue_token)
-        if page.continue_token:
-            response.headers[CONTINUE_HEADER] = page.continue_token
-        response.headers[RESOURCE_VERSION_HEADER] = str(page.resource_version)
-        return [job_out(j) for j in page.items]
+    ) -> Response:
+        body, next_token, revision = job_json.page(
+            queue, label_selector(selector), limit, continue_token
+        )
+        headers = {RESOURCE_VERSION_HEADER: str(revision)}
+        if next_token:
+            headers[CONTINUE_HEADER] = next_token
+        return JsonBytes(body, headers=headers)
 
-    @router.get("/jobs/{name}", summary="One job with its pods of every attempt and its events")
-    def get_job(name: str) -> JobInfo:
-        return job_out(queries.get_job(name))
+    @router.get(
+        "/jobs/{name}",
+        summary="One job with its pods of every attempt and its events",
+        response_model=JobInfo,
+    )
+    def get_job(name: str) -> Response:
+        return JsonBytes(json_bytes(job_out(queries.get_job(name))))
 
     @router.post("/jobs/{name}/cancel", summary="Stop a job's pods; the job stays, Cancelled")
     def cancel_job(name: str) -> JobInfo:
@@ -417,6 +470,30 @@ def _api_router(
     @router.post("/nodes/{name}/release", summary="Release a node from quarantine")
     def release_node(name: str) -> NodeInfo:
         return node_out(plane.release_node(name))
+
+    @router.get("/doctor", summary="Root causes across layers, for everything")
+    def doctor_all() -> DoctorReport:
+        return cast("DoctorReport", doctor_report(plane))
+
+    @router.get(
+        "/doctor/{kind}/{name}",
+        summary="Root causes for one job, node or queue (kind: job|node|queue)",
+    )
+    def doctor_one(kind: str, name: str) -> DoctorReport:
+        return cast("DoctorReport", doctor_report(plane, kind, name))
+
+    @router.get("/estimates", summary="When each pending job should start, and what it waits on")
+    def estimates(
+        queue_gpus: Annotated[
+            list[str] | None,
+            Query(description="What if: QUEUE=GPUS sets a queue's nominal GPUs (repeatable)"),
+        ] = None,
+        drain: Annotated[
+            list[str] | None, Query(description="What if: this node took no new pods (repeatable)")
+        ] = None,
+    ) -> list[EstimateInfo]:
+        what_if = parse_what_if(queue_gpus or (), drain or ())
+        return cast("list[EstimateInfo]", estimates_report(plane, what_if))
 
     @router.get("/version", summary="Server version and accepted manifest apiVersion")
     def version() -> VersionInfo:
@@ -537,10 +614,23 @@ def create_app(
         openapi_url="/openapi.json",
     )
     install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, limits=DEFAULT_API_LIMITS)
     open_watches = OpenWatches()
     app.include_router(
         _api_router(plane, token, is_stopping, watch or WatchSettings(), open_watches)
     )
+
+    metrics_registry = registry_for(plane)
+
+    @app.get(
+        "/metrics",
+        summary="Prometheus metrics (text format); the API token when one is set",
+        dependencies=[Depends(_TokenCheck(token))],
+        response_class=Response,
+        responses={200: {"content": {PROMETHEUS_CONTENT_TYPE: {}}}},
+    )
+    def metrics() -> Response:
+        return Response(render_metrics(metrics_registry), media_type=PROMETHEUS_CONTENT_TYPE)
 
     @app.get("/healthz", summary="Liveness; no token needed")
     def healthz() -> dict[str, object]:

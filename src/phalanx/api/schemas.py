@@ -306,6 +306,53 @@ class ErrorInfo(TypedDict):
     error: ErrorBodyInfo
 
 
+class FindingEvidenceInfo(TypedDict):
+    """Why the doctor says so: facts with the numbers, and events quoted
+    (``<time> <reason>: <message>``)."""
+
+    facts: dict[str, object]
+    events: list[str]
+
+
+class FindingInfo(TypedDict):
+    """A root cause the doctor names: ``code`` (docs/operations.md), ``severity``
+    (``critical``, ``warning``, ``info``), the ``object`` the cause lies in (``job/NAME``,
+    ``queue/NAME``, ``node/NAME``, ``flavor/NAME``, ``cohort/NAME``), the ``subject`` it
+    affects, the evidence, a ``fix`` (a command or a spec change) and a ``confidence`` in
+    [0, 1]."""
+
+    code: str
+    severity: str
+    object: str
+    subject: str
+    summary: str
+    evidence: FindingEvidenceInfo
+    fix: str
+    confidence: float
+
+
+class DoctorReport(TypedDict):
+    """What the doctor found about ``target`` (``kind/name``; empty: everything), most urgent
+    first, as of ``checked_at``."""
+
+    target: str
+    checked_at: float
+    findings: list[FindingInfo]
+
+
+class EstimateInfo(TypedDict):
+    """When a pending job should start (``start_at``, epoch seconds; ``wait_s`` from now;
+    both null when not within a week, or never as things stand), what it waits on now (a
+    reason code) and the jobs whose end lets it start (``after``)."""
+
+    job: str
+    queue: str
+    start_at: float | None
+    wait_s: float | None
+    waits_on: str
+    after: list[str]
+
+
 class WatchEvent(TypedDict):
     """One event of ``GET /watch`` (the ``data`` of a server-sent event): ``kind``/``name``
     was ``ADDED``, ``MODIFIED`` or ``DELETED`` at revision ``resourceVersion``. ``object``

@@ -10,6 +10,7 @@ import shlex
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 
+from phalanx.cli.doctor import start_text
 from phalanx.cli.tables import (
     NONE,
     format_age,
@@ -17,7 +18,15 @@ from phalanx.cli.tables import (
     humanize_memory,
     render_table,
 )
-from phalanx.client import DeviceInfo, FlavorInfo, JobInfo, MetadataInfo, NodeInfo, QueueInfo
+from phalanx.client import (
+    DeviceInfo,
+    EstimateInfo,
+    FlavorInfo,
+    JobInfo,
+    MetadataInfo,
+    NodeInfo,
+    QueueInfo,
+)
 from phalanx.model.resources import GPU_MILLI_PER_DEVICE, MEMORY, RESOURCE_NAMES
 
 _LABEL_WIDTH = 14
@@ -138,9 +147,10 @@ def _spec_lines(manifest: Mapping[str, object]) -> list[str]:
     return lines
 
 
-def describe_job(job: JobInfo, now: float) -> str:
-    """Return ``describe job``: spec summary, status with the full reason, pods of every
-    attempt, timings with durations, and events with ages."""
+def describe_job(job: JobInfo, now: float, estimate: EstimateInfo | None = None) -> str:
+    """Return ``describe job``: spec summary, status with the full reason (and, pending, the
+    start ``estimate``), pods of every attempt, timings with durations, and events with
+    ages."""
     request = job["request"]
     total = ", ".join(f"{k}={v}" for k, v in request.items()) or NONE
     lines = [
@@ -158,6 +168,9 @@ def describe_job(job: JobInfo, now: float) -> str:
         lines.append(_field("Reason", job["reason_code"], 2))
     if job["message"]:
         lines.append(_field("Message", job["message"], 2))
+    if estimate is not None:
+        after = f" (after {', '.join(estimate['after'])} end)" if estimate["after"] else ""
+        lines.append(_field("Estimated start", f"{start_text(estimate)}{after}", 2))
     lines += [
         _field("Flavor", job["flavor"] or NONE, 2),
         _field("Attempt", f"{job['attempt']} (restarts: {job['restarts']})", 2),

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import cast
 
+from phalanx.cli.doctor import start_text
 from phalanx.cli.tables import (
     column_widths,
     flavor_rows,
@@ -25,6 +26,7 @@ from phalanx.client import (
     ApiError,
     Client,
     ClientError,
+    EstimateInfo,
     FlavorInfo,
     JobInfo,
     NodeInfo,
@@ -109,11 +111,22 @@ def fetch(client: Client, kind: Kind, query: Query) -> Listed:
 
 
 def rows_of(
-    kind: Kind, items: Sequence[Item], now: float, *, wide: bool
+    kind: Kind,
+    items: Sequence[Item],
+    now: float,
+    *,
+    wide: bool,
+    estimates: Mapping[str, EstimateInfo] | None = None,
 ) -> tuple[list[str], list[list[str]]]:
-    """Return the table of ``items`` of ``kind``: headers and one row each."""
+    """Return the table of ``items`` of ``kind``: headers and one row each; wide job tables
+    given ``estimates`` end with each pending job's estimated start."""
     if kind is JOB:
-        return job_rows(cast("list[JobInfo]", items), now, wide=wide)
+        headers, rows = job_rows(cast("list[JobInfo]", items), now, wide=wide)
+        if wide and estimates is not None:
+            headers.append("START")
+            for item, row in zip(items, rows, strict=True):
+                row.append(start_text(estimates.get(str(item["name"]))))
+        return headers, rows
     if kind is QUEUE:
         return queue_rows(cast("list[QueueInfo]", items), wide=wide)
     if kind is NODE:
@@ -141,18 +154,21 @@ class WatchPrinter:
     output: str = "table"  # table, json or yaml
     with_events: bool = False
     widths: list[int] = field(default_factory=list)
+    #: Start estimates of pending jobs (wide job tables show them); None: no such column.
+    estimates: Mapping[str, EstimateInfo] | None = None
 
     def table(self, items: Sequence[Item], now: float) -> str:
         """Return the first table (header and a row per item, ADDED when with events) and
         remember its column widths."""
-        headers, rows = self._headers(), rows_of(self.kind, items, now, wide=self.wide)[1]
+        headers = self._headers()
+        rows = rows_of(self.kind, items, now, wide=self.wide, estimates=self.estimates)[1]
         if self.with_events:
             rows = [["ADDED", *row] for row in rows]
         self.widths = self._widths(headers, rows)
         return "\n".join(render_row(row, self.widths) for row in [headers, *rows])
 
     def _headers(self) -> list[str]:
-        headers = rows_of(self.kind, [], 0.0, wide=self.wide)[0]
+        headers = rows_of(self.kind, [], 0.0, wide=self.wide, estimates=self.estimates)[0]
         return ["EVENT", *headers] if self.with_events else headers
 
     def _widths(self, headers: list[str], rows: list[list[str]]) -> list[int]:
@@ -173,7 +189,7 @@ class WatchPrinter:
             document = {"type": event_type, "object": item} if self.with_events else item
             self.echo("---\n" + yaml.safe_dump(document, sort_keys=False, allow_unicode=True))
             return
-        _, rows = rows_of(self.kind, [item], now, wide=self.wide)
+        _, rows = rows_of(self.kind, [item], now, wide=self.wide, estimates=self.estimates)
         row = [event_type, *rows[0]] if self.with_events else rows[0]
         if not self.widths:  # the list was empty: the header comes with the first row
             headers = self._headers()

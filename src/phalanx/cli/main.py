@@ -40,6 +40,7 @@ from phalanx.cli.daemon import (
     stop_daemon,
 )
 from phalanx.cli.describe import describe_flavor, describe_job, describe_node, describe_queue
+from phalanx.cli.doctor import job_estimates, render_report
 from phalanx.cli.get import Query, WatchPrinter, empty_message, fetch, watch_changes
 from phalanx.cli.simulate import simulate as simulate_command
 from phalanx.client import (
@@ -573,6 +574,8 @@ def get(
     )
     with _globals(ctx).client() as client:
         listed = fetch(client, resolved, query)
+        if wide and resolved is kinds.JOB:
+            printer.estimates = job_estimates(client)
         if watch and printer.output != "table":
             for item in listed.items:
                 printer.event("ADDED", item, time.time())
@@ -606,7 +609,9 @@ def describe(
     now = time.time()
     with _globals(ctx).client() as client:
         if resolved is kinds.JOB:
-            typer.echo(describe_job(client.job(name), now))
+            job = client.job(name)
+            estimate = job_estimates(client).get(name) if job["phase"] == "Pending" else None
+            typer.echo(describe_job(job, now, estimate))
         elif resolved is kinds.QUEUE:
             typer.echo(describe_queue(client.queue(name), now))
         elif resolved is kinds.FLAVOR:
@@ -690,6 +695,56 @@ def delete(
     with _globals(ctx).client() as client:
         client.delete(resolved.plural, name)
     typer.echo(f"{resolved.name.lower()}.phalanx.dev/{name} deleted")
+
+
+@app.command()
+@_handles_errors
+def doctor(
+    ctx: typer.Context,
+    kind: Annotated[
+        str | None,
+        typer.Argument(metavar="[KIND]", help="job, node or queue: look at one object only."),
+    ] = None,
+    name: Annotated[str | None, typer.Argument(metavar="[NAME]", help="Its name.")] = None,
+    output: Annotated[
+        OutputFormat | None, typer.Option("--output", "-o", help="json or yaml.")
+    ] = None,
+) -> None:
+    """Name the root causes of what waits, fails or idles, across queues, gangs, nodes and
+    runtimes, with the evidence and the fix: everything, or one job, node or queue."""
+    if kind is not None and name is None:
+        _fail(f"which {kind}? use: phalanx doctor {kind} NAME (or phalanx doctor for everything)")
+    with _globals(ctx).client() as client:
+        report = client.doctor(kind or "", name or "")
+    if output in (OutputFormat.JSON, OutputFormat.YAML):
+        assert output is not None
+        _emit(report, output)
+    else:
+        typer.echo(render_report(report))
+
+
+@app.command()
+@_handles_errors
+def mcp(
+    ctx: typer.Context,
+    transport: Annotated[
+        str, typer.Option("--transport", help="stdio, or http (streamable HTTP at /mcp).")
+    ] = "stdio",
+    host: Annotated[str, typer.Option("--host", help="http: loopback address.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="http: port.")] = 8765,
+    allow_write: Annotated[
+        bool, typer.Option("--allow-write", help="Also offer cancel_job (read-only otherwise).")
+    ] = False,
+) -> None:
+    """Serve phalanx to AI agents over MCP: list/describe jobs, queues and nodes, why a job
+    is pending, the doctor, start estimates, events and log tails (secrets masked)."""
+    from phalanx.cli.mcp import run_mcp
+
+    try:
+        with _globals(ctx).client() as client:
+            run_mcp(client, transport, host, port, allow_write=allow_write)
+    except ValueError as exc:
+        _fail(str(exc))
 
 
 @app.command()

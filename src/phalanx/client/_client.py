@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Generic, TypeVar, cast
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import httpx
 
@@ -32,7 +32,9 @@ from phalanx.client._errors import (
 from phalanx.client._types import (
     ApplyOutcome,
     ApplyRequest,
+    DoctorReport,
     ErrorDetailInfo,
+    EstimateInfo,
     FlavorInfo,
     JobInfo,
     KindInfo,
@@ -405,6 +407,27 @@ class Client:
         """Release a node from quarantine (its evidence is forgotten); return the node."""
         response = self._request("POST", f"{API_PREFIX}/nodes/{_name(name)}/release")
         return cast("NodeInfo", response.json())
+
+    # -- operations ------------------------------------------------------------------------
+
+    def doctor(self, kind: str = "", name: str = "") -> DoctorReport:
+        """Return the doctor's findings: for everything, or for one ``kind`` (``job``,
+        ``node``, ``queue``) named ``name``. Raises ApiError ``NotFound`` for an unknown
+        object, ``BadRequest`` for a kind the doctor does not look at."""
+        if kind:
+            return cast("DoctorReport", self._get(f"/doctor/{_name(kind)}/{_name(name)}"))
+        return cast("DoctorReport", self._get("/doctor"))
+
+    def estimates(
+        self, queue_gpus: Mapping[str, float] | None = None, drain: Sequence[str] = ()
+    ) -> list[EstimateInfo]:
+        """Return when each pending job should start (soonest first) and what it waits on;
+        what if ``queue_gpus`` set queues' nominal GPUs and the ``drain`` nodes took no new
+        pods. Raises ApiError ``BadRequest`` naming an unknown queue or node."""
+        params = [("queue_gpus", f"{q}={g:g}") for q, g in (queue_gpus or {}).items()]
+        params += [("drain", node) for node in drain]
+        query = f"?{urlencode(params)}" if params else ""
+        return cast("list[EstimateInfo]", self._get(f"/estimates{query}"))
 
     # -- any kind -------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from phalanx.backends.base import Backend
@@ -65,6 +65,9 @@ class Queries:
         self.world = world if world is not None else WorldCache(store, specs)
         self._views: OrderedDict[tuple[int, int], JobView] = OrderedDict()
         self._views_lock = threading.Lock()
+        self._pages: OrderedDict[
+            tuple[int, str | None, LabelSelector | None, int, int], Page[tuple[int, int]]
+        ] = OrderedDict()
 
     def _job(self, name: str) -> JobRecord:
         job = self.store.get_job(name)
@@ -81,8 +84,11 @@ class Queries:
 
     def list_jobs(self, queue: str | None = None) -> list[JobView]:
         """Return all jobs (optionally of one queue), oldest first, with their latest pods."""
-        versions = self.store.list_job_versions(queue=queue)
-        return list(self._list_views([(job_id, version) for job_id, version, _ in versions]))
+        keys = [
+            (job_id, version) for job_id, version, _ in self.store.list_job_versions(queue=queue)
+        ]
+        views = self.job_views(keys)
+        return [views[job_id] for job_id, _ in keys if job_id in views]
 
     def page_jobs(
         self,
@@ -94,6 +100,27 @@ class Queries:
         """One page of jobs in FIFO order, of one queue and matching ``selector`` if given.
         ``continue_token`` is the previous page's. Raises ValueError for a token this server
         did not hand out."""
+        keys = self.page_job_keys(queue, selector, limit, continue_token)
+        views = self.job_views(keys.items)
+        return Page(
+            tuple(views[job_id] for job_id, _ in keys.items if job_id in views),
+            keys.continue_token,
+            keys.resource_version,
+        )
+
+    def page_job_keys(
+        self,
+        queue: str | None = None,
+        selector: LabelSelector | None = None,
+        limit: int = 100,
+        continue_token: str = "",
+    ) -> Page[tuple[int, int]]:
+        """As page_jobs, but the page's jobs as (job id, resourceVersion) only: for a reader
+        that keeps its own renderings of jobs by version (the API's JSON) and asks
+        ``job_views`` for the others. A page asked for again at the same store revision is
+        the one picked before (every write moves the revision on, and writes are serialised,
+        so nothing it depends on changed). Raises ValueError for a token this server did not
+        hand out."""
         revision = self.store.revision()
         try:
             after = int(continue_token) if continue_token else 0
@@ -102,6 +129,12 @@ class Queries:
                 f"continue token {continue_token!r} is not one this server gave; "
                 "start again without it"
             ) from None
+        memo = (revision, queue, selector, limit, after)
+        with self._views_lock:
+            page = self._pages.get(memo)
+            if page is not None:
+                self._pages.move_to_end(memo)
+                return page
         picked: list[tuple[int, int]] = []  # (job id, resourceVersion)
         has_more = False
         while len(picked) <= limit:
@@ -118,16 +151,24 @@ class Queries:
                 break
         if len(picked) > limit:
             picked, has_more = picked[:limit], True
-        views = self._list_views(picked)
-        return Page(views, str(picked[-1][0]) if has_more else "", revision)
+        page = Page(tuple(picked), str(picked[-1][0]) if has_more else "", revision)
+        with self._views_lock:
+            self._pages[memo] = page
+            if len(self._pages) > self.PAGE_CACHE_SIZE:
+                self._pages.popitem(last=False)
+        return page
+
+    #: Pages picked (job ids and versions), kept by (revision, queue, selector, limit,
+    #: position): the pages clients poll between writes.
+    PAGE_CACHE_SIZE = 16
 
     #: List views kept, least recently used first out: the first pages, which clients poll
     #: (about 5 KiB each, most of it the manifest).
     VIEW_CACHE_SIZE = 1024
 
-    def _list_views(self, keys: list[tuple[int, int]]) -> tuple[JobView, ...]:
+    def job_views(self, keys: Sequence[tuple[int, int]]) -> dict[int, JobView]:
         """The list views (current attempt's pods, no events) of the jobs ``keys`` name by
-        (id, resourceVersion), in that order. A view is built once per resourceVersion: every
+        (id, resourceVersion), by job id. A view is built once per resourceVersion: every
         write of a job or its pods moves it on, so a cached view is current. Views of jobs
         holding capacity are built afresh each time (their progress comes from files their
         pods write, which move no version). A job deleted meanwhile is left out."""
@@ -152,7 +193,7 @@ class Queries:
                         self._views[(record.id, record.resource_version)] = view
                         if len(self._views) > self.VIEW_CACHE_SIZE:
                             self._views.popitem(last=False)
-        return tuple(views[job_id] for job_id, _ in keys if job_id in views)
+        return views
 
     def _view(self, job: JobRecord, pods: list[PodRecord], *, with_events: bool) -> JobView:
         current = [p for p in pods if p.attempt == job.attempt] if job.attempt else []

@@ -100,3 +100,23 @@ def test_queue_views_count_waiting_and_admitted_jobs(harness: Harness) -> None:
     harness.plane.cancel_job("waits-0")
     [queue] = harness.plane.list_queues()
     assert (queue.pending, queue.admitted) == (2, 1)
+
+
+def test_a_page_is_picked_once_per_store_revision(
+    queries: Queries, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    listed: list[dict[str, object]] = []
+    list_job_versions = store.list_job_versions
+    monkeypatch.setattr(
+        store,
+        "list_job_versions",
+        lambda **kw: listed.append(kw) or list_job_versions(**kw),
+    )
+    first = queries.page_jobs(limit=3)
+    assert queries.page_jobs(limit=3) == first and len(listed) == 1  # nothing was written
+    queries.page_jobs(limit=2)  # another page: picked, not the first one's
+    assert len(listed) == 2
+    write(store, "b", message="waits")
+    after = queries.page_jobs(limit=3)
+    assert len(listed) == 3 and after.items[1].message == "waits"
+    assert after.resource_version > first.resource_version

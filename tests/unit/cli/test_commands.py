@@ -121,6 +121,7 @@ def test_get_jobs_table_and_formats(
         "RESTARTS",
         "NODES",
         "REASON",
+        "START",
     ]
     assert len(wide.splitlines()[2]) > len(huge_line)  # …and whole with -o wide
 

@@ -1,0 +1,147 @@
+"""Benchmark: accuracy of start-time estimates (phalanx.ops.estimates) on the openb trace in
+the simulator, under queueing load.
+
+The production control plane runs the trace in virtual time (full mode, sim backend) on a
+cut-down cluster (``--nodes``: the first N openb nodes) with arrivals ``--speedup`` times
+closer together, so that jobs queue. Right after each arrival the estimator runs on the live
+control plane, as ``phalanx get jobs -o wide`` would; each pending job's first estimate is kept (what a user asking right after submitting
+would have been told). After the run, for jobs that waited at least ``--min-wait-s`` from that
+moment: error = |estimated wait - actual wait| / actual wait. Prints the median and p90, and
+the share of jobs that got no estimate.
+
+``--runtimes history`` (default): running jobs end at the median runtime of jobs that already
+finished (same queue and GPU count, else same queue, else all), as the estimator does for
+jobs without maxRuntime. ``--runtimes oracle``: every job carries maxRuntime = its true
+runtime + 1 s (perfect walltime requests, as Slurm users are asked for), isolating the error of
+the forward simulation itself.
+
+    .venv/bin/python bench/estimates_bench.py [--skip 2000] [--limit 200] [--nodes 6] [--speedup 10] [--runtimes oracle]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from phalanx.backends.sim import SimWorkload
+from phalanx.model.objects import ResourceQuota
+from phalanx.model.resources import CPU, GPU, MEMORY
+from phalanx.model.specs import job_to_manifest
+from phalanx.ops.estimates import RuntimeModel, estimate_plane, runtime_history
+from phalanx.scheduling import SchedulerConfig
+from phalanx.simulation.driver import Arrival, Driver, config_manifests
+from phalanx.simulation.full import SIM_COMMAND
+from phalanx.simulation.openb import load_openb_nodes, load_openb_pods
+from phalanx.simulation.world import build_world, job_spec
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "openb"
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--skip", type=int, default=2000, help="start at job N of the trace")
+    parser.add_argument("--limit", type=int, default=200, help="this many jobs of the trace")
+    parser.add_argument("--nodes", type=int, default=6, help="first N nodes of the cluster")
+    parser.add_argument(
+        "--speedup", type=float, default=10.0, help="arrivals this many times closer together"
+    )
+    parser.add_argument("--min-wait-s", type=float, default=60.0)
+    parser.add_argument("--runtimes", choices=("history", "oracle"), default="history")
+    parser.add_argument("--data", type=Path, default=DATA)
+    args = parser.parse_args()
+    nodes = load_openb_nodes(args.data / "openb_node_list_gpu_node.csv")[: args.nodes]
+    jobs = load_openb_pods(args.data / "openb_pod_list_default.csv").jobs[
+        args.skip : args.skip + args.limit
+    ]
+    world = build_world(nodes, jobs)
+    # The simulator's queues have unlimited quota; write it as a large finite one, which
+    # queue manifests accept (the cluster is far smaller: quota never binds either way).
+    large = {CPU: 10**8, MEMORY: 1 << 50, GPU: 10**7}
+    world = replace(
+        world,
+        queues=tuple(
+            replace(
+                q,
+                flavors=tuple(
+                    replace(fq, resources={r: ResourceQuota(n) for r, n in large.items()})
+                    for fq in q.flavors
+                ),
+            )
+            for q in world.queues
+        ),
+    )
+    arrivals = []
+    for j in jobs:
+        spec = job_spec(j)
+        spec = replace(
+            spec, pod_sets=tuple(replace(ps, command=SIM_COMMAND) for ps in spec.pod_sets)
+        )
+        if args.runtimes == "oracle":
+            spec = replace(spec, max_runtime_s=j.runtime_s + 1.0)
+        at = jobs[0].submit_s + (j.submit_s - jobs[0].submit_s) / args.speedup
+        arrivals.append(Arrival(at, job_to_manifest(spec), SimWorkload(j.runtime_s)))
+    first: dict[str, tuple[float, float | None]] = {}  # job -> (asked at, estimated start)
+    estimate_cpu = 0.0
+    samples = 0
+    started, cpu = time.perf_counter(), time.process_time()
+    with Driver(
+        world.nodes,
+        config_manifests(world.queues, world.flavors),
+        arrivals,
+        scheduler=SchedulerConfig(),
+        defer_completions=False,
+    ) as driver:
+        for t in sorted({a.at for a in arrivals}):
+            driver.run(until=t)
+            before = time.process_time()
+            history = runtime_history(driver.plane)
+            estimates = estimate_plane(driver.plane, RuntimeModel.from_history(history))
+            estimate_cpu += time.process_time() - before
+            samples += 1
+            now = driver.clock.now
+            for name, e in estimates.items():
+                first.setdefault(name, (now, e.start_at))
+        driver.run()  # every job has arrived and had its first estimate
+        records = {r.name: r for r in driver.store.list_jobs()}
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    errors, unknown, waited, never = [], 0, 0, 0
+    for name, (asked, estimated) in first.items():
+        record = records.get(name)
+        if record is None or record.started_at is None:
+            never += 1
+            continue
+        actual = record.started_at - asked
+        if actual < args.min_wait_s:
+            continue
+        waited += 1
+        if estimated is None:
+            unknown += 1
+            continue
+        errors.append(abs((estimated - asked) - actual) / actual)
+    print(
+        f"{len(nodes)} nodes, {len(jobs)} jobs, runtimes {args.runtimes}: wall {wall:.1f} s, "
+        f"CPU {cpu:.1f} s ({estimate_cpu:.1f} s in {samples} estimate passes)"
+    )
+    print(
+        f"jobs estimated while pending: {len(first)}; never started: {never}; waited >= "
+        f"{args.min_wait_s:g} s: {waited}"
+    )
+    if errors:
+        print(
+            f"|estimate - actual| / actual wait: median {statistics.median(errors) * 100:.1f} %, "
+            f"p90 {percentile(errors, 0.9) * 100:.1f} %, within 20 %: "
+            f"{sum(e <= 0.2 for e in errors) / len(errors) * 100:.0f} % of {len(errors)} jobs"
+        )
+    print(f"no estimate (beyond the horizon or never as things stood): {unknown}")
+
+
+if __name__ == "__main__":
+    main()

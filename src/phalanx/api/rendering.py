@@ -1,0 +1,93 @@
+"""JSON the routes send as bytes, skipping FastAPI's response validation and serialisation.
+
+Routes declare their response model (so ``/openapi.json`` and the client's types say what
+they send) but return ``JsonBytes`` built here from ``conversion``'s TypedDicts: validating
+``list[JobInfo]`` of a 100-job page cost more than reading it. A unit test validates what
+``conversion`` builds against the schemas and compares it with these bytes, so the two cannot
+drift apart silently.
+
+``JobJson`` keeps each job's list-item JSON by (job id, resourceVersion): every write of a job
+or its pods moves its resourceVersion on, so a cached rendering is current. Jobs holding
+capacity are rendered afresh each time: their progress comes from files their pods write,
+which move no version. Must not import client or cli.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+from typing import Any
+
+from pydantic import TypeAdapter
+from starlette.responses import Response
+
+from phalanx.api.conversion import job_out
+from phalanx.controllers.queries import Queries
+from phalanx.controllers.state import HOLDING
+from phalanx.model.metadata import LabelSelector
+
+# What pydantic writes for what the standard library's json refuses (NaN, infinity: null).
+_ANY: TypeAdapter[Any] = TypeAdapter(Any)
+
+
+class JsonBytes(Response):
+    """A response whose body is JSON already."""
+
+    media_type = "application/json"
+
+
+def json_bytes(value: object) -> bytes:
+    """Return ``value`` (plain JSON types, as ``conversion`` builds) as compact UTF-8 JSON, as
+    FastAPI's own responses write it."""
+    try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError):  # NaN or infinity in free-form facts, or a stray type
+        return _ANY.dump_json(value)
+    return text.encode()
+
+
+class JobJson:
+    """Pages of jobs as JSON arrays, from cached list items; see the module docstring.
+    Thread-safe: routes run in FastAPI's thread pool."""
+
+    #: Renderings kept, least recently used first out (about 2 KiB each): the first pages,
+    #: which clients poll, and the pages a client walks through.
+    CACHE_SIZE = 2048
+
+    def __init__(self, queries: Queries) -> None:
+        self._queries = queries
+        self._items: OrderedDict[tuple[int, int], bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def page(
+        self,
+        queue: str | None,
+        selector: LabelSelector | None,
+        limit: int,
+        continue_token: str,
+    ) -> tuple[bytes, str, int]:
+        """(JSON array of the page's jobs as lists show them, continue token, revision): as
+        ``Queries.page_jobs``, whose ValueError for a foreign continue token it raises."""
+        keys = self._queries.page_job_keys(queue, selector, limit, continue_token)
+        parts: dict[int, bytes] = {}
+        with self._lock:
+            for key in keys.items:
+                item = self._items.get(key)
+                if item is not None:
+                    self._items.move_to_end(key)
+                    parts[key[0]] = item
+        missing = [key for key in keys.items if key[0] not in parts]
+        if missing:
+            for job_id, view in self._queries.job_views(missing).items():
+                item = json_bytes(job_out(view))
+                parts[job_id] = item
+                if view.phase.value in HOLDING:
+                    continue
+                with self._lock:
+                    self._items[(job_id, view.metadata.resource_version)] = item
+                    if len(self._items) > self.CACHE_SIZE:
+                        self._items.popitem(last=False)
+        # A job deleted since the page was picked is left out, as page_jobs does.
+        body = b",".join(parts[job_id] for job_id, _ in keys.items if job_id in parts)
+        return b"[" + body + b"]", keys.continue_token, keys.resource_version

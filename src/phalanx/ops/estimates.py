@@ -1,0 +1,291 @@
+"""Start-time estimates: when each pending job will probably start, and on what it waits.
+
+Like Slurm's ``squeue --start``, but gang-, quota- and preemption-aware: the pure scheduler
+(``phalanx.scheduling.schedule``) is run forward in virtual time on a snapshot of now. Running
+jobs end at their expected times; at each moment something ends, the scheduler runs again on
+what is left; an admitted job starts holding its placement until its own expected end; a
+preempted one goes back to the queue. A job not started within ``horizon_s`` (or that waits
+for something only a change can fix: a missing queue, a gang that never fits) has no estimate.
+
+Expected runtime (``RuntimeModel``): the job's ``maxRuntime`` when it sets one (an upper
+bound, as Slurm's time limit); else from the runtimes of finished jobs of the same queue with
+the same GPU count, else of the same queue, else of all, else ``default_runtime_s``: the
+median for a job about to start, and for a running job the median of those longer than it has
+run so far (one that outlived them all runs as long again).
+
+``forward`` is pure (a Snapshot and numbers in, estimates out); ``estimate_plane`` reads the
+control plane for it.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+from phalanx.controllers.plane import ControlPlane
+from phalanx.model.objects import JobPhase, JobSpec
+from phalanx.model.reasons import ReasonCode
+from phalanx.model.resources import GPU, GPU_MILLI_PER_DEVICE
+from phalanx.scheduling import (
+    AdmittedWorkload,
+    PendingWorkload,
+    Snapshot,
+    schedule,
+)
+from phalanx.scheduling.snapshot import PlacedPod
+
+#: Pending reasons only a change to the cluster, a queue or the job can cure.
+_NEVER = frozenset(
+    {ReasonCode.QUEUE_NOT_FOUND.value} | {c.value for c in ReasonCode if c.needs_change}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """When ``job`` should start (``start_at``, None: not within the horizon, or never as
+    things stand) and what it waits on now (``waits_on``: a reason code; ``after``: the jobs
+    whose end lets it start)."""
+
+    job: str
+    start_at: float | None
+    waits_on: str
+    after: tuple[str, ...] = ()
+
+    def wait_s(self, now: float) -> float | None:
+        """Seconds from ``now`` to the estimated start (None: unknown)."""
+        return None if self.start_at is None else max(0.0, self.start_at - now)
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeModel:
+    """Expected runtimes from finished jobs: ``history`` holds (queue, GPUs in thousandths,
+    seconds run) of each; see the module docstring."""
+
+    history: Sequence[tuple[str, int, float]] = ()
+    default_runtime_s: float = 3600.0
+    _by_shape: Mapping[tuple[str, int], Sequence[float]] = field(default_factory=dict, repr=False)
+    _by_queue: Mapping[str, Sequence[float]] = field(default_factory=dict, repr=False)
+    _overall: Sequence[float] = ()
+
+    @classmethod
+    def from_history(
+        cls, history: Sequence[tuple[str, int, float]], default_runtime_s: float = 3600.0
+    ) -> RuntimeModel:
+        """The model of ``history``, its runtimes grouped and sorted once."""
+        shapes: dict[tuple[str, int], list[float]] = {}
+        queues: dict[str, list[float]] = {}
+        for queue, gpu_milli, seconds in history:
+            shapes.setdefault((queue, gpu_milli), []).append(seconds)
+            queues.setdefault(queue, []).append(seconds)
+        return cls(
+            tuple(history),
+            default_runtime_s,
+            {k: sorted(v) for k, v in shapes.items()},
+            {k: sorted(v) for k, v in queues.items()},
+            sorted(s for _, _, s in history),
+        )
+
+    def _samples(self, spec: JobSpec) -> Sequence[float]:
+        shape = self._by_shape.get((spec.queue, spec.total_request.gpu_milli))
+        if shape:
+            return shape
+        return self._by_queue.get(spec.queue) or self._overall
+
+    def runtime_s(self, spec: JobSpec) -> float:
+        """The expected runtime of ``spec`` in seconds."""
+        if spec.max_runtime_s is not None:
+            return spec.max_runtime_s
+        samples = self._samples(spec)
+        return statistics.median(samples) if samples else self.default_runtime_s
+
+    def remaining_s(self, spec: JobSpec, elapsed_s: float) -> float:
+        """How much longer a job of ``spec`` that has run ``elapsed_s`` should run: up to its
+        maxRuntime; else the median of the runtimes in its history longer than ``elapsed_s``,
+        less ``elapsed_s``; a job that has outlived them all (or has no history past the
+        default) runs as long again as it has (runtimes are heavy-tailed)."""
+        if spec.max_runtime_s is not None:
+            return max(0.0, spec.max_runtime_s - elapsed_s)
+        samples = self._samples(spec) or (self.default_runtime_s,)
+        longer = samples[bisect.bisect_right(samples, elapsed_s) :]
+        if longer:
+            return statistics.median(longer) - elapsed_s
+        return max(elapsed_s, 1.0)
+
+
+def forward(
+    snapshot: Snapshot,
+    ends_at: Mapping[str, float],
+    specs: Mapping[str, tuple[JobSpec, int]],
+    runtimes: RuntimeModel,
+    *,
+    horizon_s: float = 7 * 86_400.0,
+    max_cycles: int = 2_000,
+    max_work: int = 200_000,
+) -> dict[str, Estimate]:
+    """Estimates for every pending job of ``snapshot``. ``ends_at``: when each admitted
+    workload is expected to end; ``specs``: spec and FIFO sequence of each admitted workload
+    (a preempted one goes back to the queue with them). The forward run stops after
+    ``max_cycles`` scheduler cycles (the first included) or once the cycles have considered ``max_work`` pending
+    workloads in all (10,000 waiting jobs: 20 cycles), whichever comes first; jobs not
+    started by then have no estimate. Pure."""
+    now = snapshot.now
+    first = schedule(snapshot)
+    waits = {p.job: p.reason.code.value for p in first.pending}
+    for a in first.admissions:
+        waits[a.job] = ReasonCode.ADMITTED.value
+    out: dict[str, Estimate] = {}
+    ends = dict(ends_at)
+    pending = {w.spec.name: w for w in snapshot.pending}
+    asked = set(pending)
+    admitted = {w.name: w for w in snapshot.admitted}
+    ended_last: tuple[str, ...] = ()
+    t, decisions, cycles, work = now, first, 1, len(pending)
+    while pending:
+        # 1. admit what the scheduler admits now: it holds its placement until its end
+        for a in decisions.admissions:
+            w = pending.pop(a.job)
+            out[a.job] = Estimate(a.job, t, waits.get(a.job, ""), ended_last if t > now else ())
+            resources = {ps.name: ps.resources for ps in w.spec.pod_sets}
+            pods = tuple(PlacedPod(p, resources[p.pod_set]) for p in a.placements)
+            admitted[a.job] = AdmittedWorkload(a.job, a.queue, a.flavor, w.spec.priority, pods, t)
+            ends[a.job] = t + runtimes.runtime_s(w.spec)
+        # 2. preempted victims stop at once and queue again
+        for p in decisions.preemptions:
+            victim = admitted.pop(p.victim, None)
+            ends.pop(p.victim, None)
+            if victim is not None and p.victim in specs:
+                spec, seq = specs[p.victim]
+                pending[p.victim] = PendingWorkload(spec, seq)
+        if not pending or cycles >= max_cycles or work >= max_work:
+            break
+        is_stuck = all(
+            (r := decisions.reason_for(name)) is not None and r.code.value in _NEVER
+            for name in pending
+        )
+        # 3. the next moment: a preemption frees capacity now, else the next end or backoff
+        if decisions.preemptions:
+            next_t = t
+        else:
+            backoffs = [w.not_before for w in pending.values() if w.not_before > t]
+            next_t = min([*(ends[n] for n in admitted if n in ends), *backoffs], default=math.inf)
+            if is_stuck or next_t == math.inf or next_t - now > horizon_s:
+                break
+        ended = sorted(n for n in admitted if ends.get(n, math.inf) <= next_t)
+        for name in ended:
+            del admitted[name]
+        ended_last = tuple(ended)
+        t = max(t, next_t)
+        snapshot = replace(
+            snapshot,
+            now=t,
+            pending=tuple(sorted(pending.values(), key=lambda w: w.seq)),
+            admitted=tuple(admitted.values()),
+        )
+        decisions = schedule(snapshot)
+        cycles += 1
+        work += len(pending)
+    for name in pending:
+        out[name] = Estimate(name, None, waits.get(name, ""))
+    return {name: e for name, e in out.items() if name in asked}
+
+
+@dataclass(frozen=True, slots=True)
+class WhatIf:
+    """A change to try on the snapshot before estimating: ``queue_gpus`` sets queues' nominal
+    GPU quota (whole GPUs, on every flavor they list); ``drained`` nodes take no new pods
+    (what runs on them runs on to its end)."""
+
+    queue_gpus: Mapping[str, float] = field(default_factory=dict)
+    drained: frozenset[str] = frozenset()
+
+    def apply(self, snapshot: Snapshot) -> Snapshot:
+        """``snapshot`` with the change made. Raises ValueError naming an unknown queue or
+        node."""
+        known_queues = {q.name for q in snapshot.queues}
+        known_nodes = {n.name for n in snapshot.nodes}
+        for name in self.queue_gpus:
+            if name not in known_queues:
+                raise ValueError(
+                    f"what-if: no queue {name!r}; queues: {', '.join(sorted(known_queues))}"
+                )
+        for name in self.drained:
+            if name not in known_nodes:
+                raise ValueError(
+                    f"what-if: no node {name!r}; nodes: {', '.join(sorted(known_nodes))}"
+                )
+        queues = tuple(
+            q
+            if q.name not in self.queue_gpus
+            else replace(
+                q,
+                flavors=tuple(
+                    replace(
+                        fq,
+                        resources={
+                            **fq.resources,
+                            GPU: replace(
+                                fq.quota(GPU),
+                                nominal=round(self.queue_gpus[q.name] * GPU_MILLI_PER_DEVICE),
+                            ),
+                        },
+                    )
+                    for fq in q.flavors
+                ),
+            )
+            for q in snapshot.queues
+        )
+        nodes = tuple(
+            replace(n, is_quarantined=True) if n.name in self.drained else n for n in snapshot.nodes
+        )
+        return replace(snapshot, queues=queues, nodes=nodes)
+
+
+def runtime_history(plane: ControlPlane, limit: int = 2000) -> list[tuple[str, int, float]]:
+    """(queue, GPUs in thousandths, seconds) of the latest ``limit`` jobs that succeeded."""
+    out = []
+    for view in plane.queries.list_jobs()[::-1]:
+        if view.phase is JobPhase.SUCCEEDED and view.started_at and view.finished_at:
+            out.append((view.queue, view.request.gpu_milli, view.finished_at - view.started_at))
+            if len(out) >= limit:
+                break
+    return out
+
+
+def estimate_plane(
+    plane: ControlPlane,
+    runtimes: RuntimeModel | None = None,
+    horizon_s: float = 7 * 86_400.0,
+    what_if: WhatIf | None = None,
+) -> dict[str, Estimate]:
+    """Estimates for every pending job of ``plane``, from a snapshot of now (see the module
+    docstring), with ``what_if``'s change made first if given. Jobs still waiting for the pods
+    of their previous attempt to stop are left out (they are about to be considered again).
+    Raises ValueError for a what-if naming an unknown queue or node."""
+    runtimes = runtimes or RuntimeModel.from_history(runtime_history(plane))
+    now = plane.clock()
+    world = plane.world.read()
+    snapshot, _ = world.snapshot(
+        now,
+        plane.nodes(),
+        plane.specs.queues(plane.store),
+        plane.specs.flavors(plane.store),
+        plane.config.scheduler,
+        None,
+        plane.backend.held_capacity(),
+    )
+    if what_if is not None:
+        snapshot = what_if.apply(snapshot)
+    specs: dict[str, tuple[JobSpec, int]] = {}
+    ends: dict[str, float] = {}
+    for job_id, record in world.jobs.items():
+        spec = world.specs[job_id]
+        specs[record.name] = (spec, job_id)
+        if record.phase == JobPhase.PREEMPTED.value:
+            ends[record.name] = now  # stopping now
+        elif record.phase in (JobPhase.ADMITTED.value, JobPhase.RUNNING.value):
+            started = record.started_at or record.admitted_at or now
+            ends[record.name] = now + runtimes.remaining_s(spec, now - started)
+    return forward(snapshot, ends, specs, runtimes, horizon_s=horizon_s)

@@ -1,0 +1,207 @@
+"""Runs one fault scenario: a production control plane over the sim backend in virtual time,
+the fault injected, then the doctor over everything; scores the named causes.
+
+A scenario is a folder: ``setup.yaml`` (the manifests applied first: flavors, queues, jobs),
+``scenario.yaml`` with ``nodes`` (the simulated cluster), ``workloads`` (what each job's pods
+do: ``runtime_s``, ``fail_attempts``, ``oom``), ``fault`` (steps run in order) and ``expect``
+(the root causes: ``code`` and ``object``).
+
+Steps: ``run_s: N`` (move virtual time N seconds on, ticking every ``tick_s``, default 1),
+``apply: FILE`` (more manifests), ``fail_node: NAME`` (its pods lost, not ready until
+``repair_s``), ``report: {job, step_s_ago, checkpoint_s_ago}`` (write the job's status file
+as phalanx.train does), ``cancel: JOB``.
+
+Score (issue 13): 0 when an expected root-cause object is missing from the findings, else the
+precision of the findings ((code, object) pairs expected / pairs named).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import yaml
+
+from phalanx.backends.base import OOM_KILLED, PodEvent, PodEventKind
+from phalanx.backends.sim import SimBackend, SimWorkload
+from phalanx.backends.sim.backend import VirtualClock
+from phalanx.controllers.plane import ControlPlane, ControlPlaneConfig
+from phalanx.controllers.progress import checkpoint_dir
+from phalanx.model.objects import Node, Taint
+from phalanx.ops.doctor import diagnose
+from phalanx.ops.findings import Finding
+from phalanx.ops.observation import observe
+from phalanx.store import Store
+from phalanx.testing import make_node
+from phalanx.train.status import VERSION, status_path, write_status
+
+START_S = 1_700_000_000.0
+ROOT = Path(__file__).parent
+
+
+class ScenarioBackend(SimBackend):
+    """The sim backend, with OOM-kills: failures of the jobs in ``oom`` report ``OOMKilled``
+    with exit code 137, as Kubernetes and the local backend do."""
+
+    def __init__(self, nodes: list[Node], clock: VirtualClock) -> None:
+        super().__init__(nodes, clock)
+        self.oom: set[str] = set()
+        self.pod_jobs: dict[str, str] = {}
+        self.told: set[str] = set()
+
+    def set_workload(self, job: str, workload: SimWorkload) -> None:
+        self.told.add(job)
+        super().set_workload(job, workload)
+
+    def apply(self, plane: ControlPlane, manifests: list[dict[str, object]]) -> None:
+        """Apply ``manifests``; jobs the scenario says nothing about run until it ends."""
+        for m in manifests:
+            name = str(m["metadata"]["name"])  # type: ignore[index]
+            if m.get("kind") == "Job" and name not in self.told:
+                self.set_workload(name, SimWorkload(1e7))
+        plane.apply(manifests, source="scenario")
+
+    def launch(self, pod):  # type: ignore[no-untyped-def]
+        self.pod_jobs[pod.pod_id] = pod.job
+        super().launch(pod)
+
+    def poll_events(self) -> list[PodEvent]:
+        out = []
+        for event in super().poll_events():
+            is_oom = self.pod_jobs.get(event.pod_id) in self.oom
+            if event.kind is PodEventKind.FAILED and is_oom:
+                out.append(replace(event, exit_code=137, reason=OOM_KILLED, message="OOMKilled"))
+            else:
+                out.append(event)
+        return out
+
+
+def _node(spec: Mapping[str, object]) -> Node:
+    b = make_node(str(spec["name"])).gpus(int(spec.get("gpus", 8)), str(spec.get("model", "H100")))  # type: ignore[arg-type]
+    for key, value in dict(spec.get("labels") or {}).items():  # type: ignore[call-overload]
+        b = b.label(str(key), str(value))
+    node = b.obj()
+    taints = tuple(
+        Taint(str(t["key"]), str(t.get("value", "")), str(t.get("effect", "NoSchedule")))
+        for t in spec.get("taints") or ()  # type: ignore[attr-defined]
+    )
+    return replace(
+        node, taints=taints, unhealthy_reason=str(spec.get("unhealthy", "")), is_ready=True
+    )
+
+
+@dataclass
+class Outcome:
+    name: str
+    findings: list[Finding]
+    expected: set[tuple[str, str]]
+
+    @property
+    def named(self) -> set[tuple[str, str]]:
+        return {(f.code.value, f.object) for f in self.findings}
+
+    @property
+    def score(self) -> float:
+        if not self.expected:  # a healthy cluster: any finding is a false alarm
+            return 0.0 if self.named else 1.0
+        objects = {o for _, o in self.named}
+        if any(obj not in objects for _, obj in self.expected):
+            return 0.0
+        return len(self.expected & self.named) / len(self.named) if self.named else 0.0
+
+
+def _manifests(path: Path) -> list[dict[str, object]]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+@contextmanager
+def scenario_plane(folder: Path) -> Iterator[tuple[ControlPlane, ScenarioBackend, VirtualClock]]:
+    """The scenario's control plane after its setup and fault."""
+    spec = yaml.safe_load((folder / "scenario.yaml").read_text())
+    clock = VirtualClock(START_S)
+    backend = ScenarioBackend([_node(n) for n in spec["nodes"]], clock)
+    for job, w in (spec.get("workloads") or {}).items():
+        backend.set_workload(
+            job,
+            SimWorkload(
+                float(w.get("runtime_s", 1e7)),
+                failing_attempts=tuple(w.get("fail_attempts", ())),
+            ),
+        )
+        if w.get("oom"):
+            backend.oom.add(job)
+    with tempfile.TemporaryDirectory(prefix="phalanx-scenario-") as tmp:
+        store = Store(f"sqlite:///{tmp}/phalanx.db")
+        plane = ControlPlane(
+            store,
+            backend,
+            ControlPlaneConfig(Path(tmp), grace_period_s=0.0),
+            clock=lambda: clock.now,
+        )
+        backend.apply(plane, _manifests(folder / "setup.yaml"))
+        plane.tick()
+        try:
+            for step in spec.get("fault") or ():
+                _step(plane, backend, clock, folder, step)
+            plane.tick()
+            yield plane, backend, clock
+        finally:
+            store.close()
+
+
+def _step(
+    plane: ControlPlane,
+    backend: ScenarioBackend,
+    clock: VirtualClock,
+    folder: Path,
+    step: Mapping[str, object],
+) -> None:
+    if "run_s" in step:
+        end = clock.now + float(step["run_s"])  # type: ignore[arg-type]
+        tick = float(step.get("tick_s", 1.0))  # type: ignore[arg-type]
+        while clock.now < end:
+            clock.advance_to(min(end, clock.now + tick))
+            plane.tick()
+    elif "apply" in step:
+        backend.apply(plane, _manifests(folder / str(step["apply"])))
+        plane.tick()
+    elif "fail_node" in step:
+        backend.fail_node(str(step["fail_node"]), float(step.get("repair_s", 1e7)))  # type: ignore[arg-type]
+        plane.tick()
+    elif "cancel" in step:
+        plane.cancel_job(str(step["cancel"]))
+        plane.tick()
+    elif "report" in step:
+        r = dict(step["report"])  # type: ignore[call-overload]
+        record = plane.store.get_job(str(r["job"]))
+        assert record is not None, r
+        data: dict[str, object] = {"version": VERSION, "job": record.name, "pod": "worker-0"}
+        data["rank"], data["attempt"] = 0, record.attempt
+        if "step_s_ago" in r:
+            data["progress"] = {
+                "step": int(r.get("step", 100)),
+                "at": clock.now - float(r["step_s_ago"]),
+            }
+        if "checkpoint_s_ago" in r:
+            at = clock.now - float(r["checkpoint_s_ago"])
+            data["checkpoint"] = {"step": int(r.get("checkpoint_step", 10)), "at": at, "path": "c"}
+        write_status(status_path(checkpoint_dir(plane.config.data_dir, record), "worker-0"), data)
+        plane.tick()
+    else:
+        raise ValueError(f"unknown scenario step {step!r} in {folder.name}")
+
+
+def run_scenario(folder: Path) -> Outcome:
+    """Run the scenario in ``folder`` and return what the doctor found."""
+    spec = yaml.safe_load((folder / "scenario.yaml").read_text())
+    expected = {(str(e["code"]), str(e["object"])) for e in spec["expect"]}
+    with scenario_plane(folder) as (plane, _, _):
+        findings = diagnose(observe(plane))
+    return Outcome(folder.name, findings, expected)
+
+
+def scenario_folders() -> list[Path]:
+    return sorted(p for p in ROOT.iterdir() if (p / "scenario.yaml").is_file())

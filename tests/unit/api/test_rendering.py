@@ -1,0 +1,193 @@
+"""JSON sent as bytes (``api.rendering``): what FastAPI would have sent after validating against
+the schemas, so that skipping its response validation cannot drift silently; and job pages
+rendered once per resourceVersion, afresh for jobs holding capacity."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+from pydantic import TypeAdapter
+from test_conversion import T0, make_metadata, make_view
+
+from phalanx.api.conversion import apply_out, job_out
+from phalanx.api.rendering import JobJson, json_bytes
+from phalanx.api.schemas import ApplyOutcome, JobInfo
+from phalanx.backends.base import Backend
+from phalanx.controllers.health import HealthTracker
+from phalanx.controllers.queries import Queries
+from phalanx.controllers.state import SpecCache
+from phalanx.controllers.views import ApplyResult, EventView, JobView, ProgressView
+from phalanx.model.objects import JobPhase
+from phalanx.model.reasons import Reason, ReasonCode
+from phalanx.store import Store, Transition, open_store
+
+
+def validated(adapter: TypeAdapter[Any], value: object) -> object:
+    """What FastAPI sends for ``value`` under a response model: validated, then dumped."""
+    return json.loads(adapter.dump_json(adapter.validate_python(value)))
+
+
+VIEWS = {
+    "pending": make_view(
+        phase=JobPhase.PENDING,
+        attempt=0,
+        pods=(),
+        admitted_at=None,
+        reason_code="QuotaExceeded",
+        message="queue team-a uses 4/4 GPUs",
+        reason_facts={"used": 4, "nominal": 4.0, "queue": "team-a"},
+        metadata=make_metadata("train", labels={"team": "a"}, annotations={"note": "é ✓"}),
+    ),
+    "running": make_view(
+        progress=ProgressView(
+            step=120,
+            reported_at=T0 + 50,
+            checkpoint_step=100,
+            checkpoint_at=T0 + 40,
+            checkpoint_path="/ckpt/100",
+        ),
+        metadata=make_metadata(
+            "train", owner_references=({"kind": "PipelineRun", "name": "r", "uid": "u"},)
+        ),
+    ),
+    "succeeded": make_view(
+        phase=JobPhase.SUCCEEDED, started_at=T0 + 2, finished_at=T0 + 90, message="done"
+    ),
+    "failed-with-events": make_view(
+        phase=JobPhase.FAILED,
+        restarts=2,
+        reason_code="BackoffLimitExceeded",
+        reason_facts={"restarts": 2, "ratio": math.nan},
+        events=(
+            EventView(T0, "Normal", "Created", "submitted"),
+            EventView(T0 + 9, "Warning", "PodFailed", "exit 1", {"exit_code": 1}),
+        ),
+    ),
+}
+
+
+@pytest.mark.parametrize("view", list(VIEWS.values()), ids=list(VIEWS))
+def test_job_json_is_what_the_schema_validates(view: JobView) -> None:
+    out = job_out(view)
+    assert json.loads(json_bytes(out)) == validated(TypeAdapter(JobInfo), out)
+    # Nothing beyond the schema's fields (validation would have dropped it).
+    assert set(out) == set(TypeAdapter(JobInfo).json_schema()["properties"])
+
+
+def test_a_nan_fact_is_written_as_null_not_as_invalid_json() -> None:
+    body = json_bytes(job_out(VIEWS["failed-with-events"]))
+    assert b"NaN" not in body
+    assert json.loads(body)["reason"]["facts"] == {"restarts": 2, "ratio": None}
+
+
+def test_apply_outcomes_are_what_the_schema_validates() -> None:
+    warning = Reason(
+        ReasonCode.NEVER_FITS,
+        {"flavor": "default", "check": "Node", "needed_gpu_milli": 8000, "max_node_gpus": 4},
+    )
+    outcomes = [
+        apply_out(ApplyResult("Job", "train", "created", (warning,))),
+        apply_out(ApplyResult("Queue", "team-a", "unchanged")),
+    ]
+    adapter = TypeAdapter(list[ApplyOutcome])
+    assert json.loads(json_bytes(outcomes)) == validated(adapter, outcomes)
+
+
+# -- pages -------------------------------------------------------------------------------
+
+
+def job(name: str) -> dict[str, object]:
+    return {
+        "apiVersion": "phalanx.dev/v1alpha1",
+        "kind": "Job",
+        "metadata": {"name": name, "labels": {"team": "x"}},
+        "spec": {
+            "queue": "q",
+            "podSets": [{"name": "w", "replicas": 1, "command": ["true"], "resources": {"cpu": 1}}],
+        },
+    }
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = open_store(None, tmp_path)
+    s.apply([], [(n, f"uid-{n}", job(n), "q", 0) for n in "abcd"], now=1.0)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def queries(store: Store, tmp_path: Path) -> Queries:
+    # Pages read only the store and the data dir: no backend is called.
+    return Queries(
+        store, cast(Backend, None), SpecCache(), HealthTracker(store, time.time), tmp_path
+    )
+
+
+def write(store: Store, name: str, **fields: object) -> None:
+    record = store.get_job(name)
+    assert record is not None
+    assert store.transition(Transition(record.id, job=fields))
+
+
+def page_json(queries: Queries, pages: JobJson, limit: int, token: str = "") -> list[object]:
+    """The page's JSON, checked against page_jobs and the schema."""
+    body, next_token, revision = pages.page(None, None, limit, token)
+    expected = queries.page_jobs(None, None, limit, token)
+    items = json.loads(body)
+    assert items == [validated(TypeAdapter(JobInfo), job_out(v)) for v in expected.items]
+    assert (next_token, revision) == (expected.continue_token, expected.resource_version)
+    return cast(list[object], items)
+
+
+def test_pages_are_page_jobs_as_json_with_the_same_tokens(queries: Queries, store: Store) -> None:
+    pages = JobJson(queries)
+    first = page_json(queries, pages, 3)
+    again = page_json(queries, pages, 3)  # from the cache
+    assert again == first
+    _, token, _ = pages.page(None, None, 3, "")
+    rest = page_json(queries, pages, 3, token)
+    assert [cast(dict[str, object], j)["name"] for j in first + rest] == list("abcd")
+    with pytest.raises(ValueError, match="continue token"):
+        pages.page(None, None, 3, "nope")
+
+
+def test_a_write_shows_in_the_next_page(queries: Queries, store: Store) -> None:
+    pages = JobJson(queries)
+    page_json(queries, pages, 4)
+    write(store, "b", message="waits", reason_code="NeverFits")
+    items = cast(list[dict[str, Any]], page_json(queries, pages, 4))
+    assert (items[1]["message"], items[1]["reason_code"]) == ("waits", "NeverFits")
+    assert items[1]["metadata"]["resourceVersion"] > items[0]["metadata"]["resourceVersion"]
+
+
+def test_jobs_holding_capacity_are_rendered_afresh(
+    queries: Queries, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Their progress comes from files their pods write, which move no resourceVersion.
+    write(store, "a", phase="Admitted", attempt=1)
+    pages = JobJson(queries)
+    page_json(queries, pages, 4)
+    steps = iter([ProgressView(5, T0, None, None, ""), ProgressView(9, T0 + 1, None, None, "")])
+    build = queries.job_views
+
+    def with_progress(keys: list[tuple[int, int]]) -> dict[int, JobView]:
+        views = build(keys)
+        return {
+            job_id: dataclasses.replace(v, progress=next(steps)) if v.name == "a" else v
+            for job_id, v in views.items()
+        }
+
+    monkeypatch.setattr(queries, "job_views", with_progress)
+    progress = [
+        cast(list[dict[str, Any]], json.loads(pages.page(None, None, 4, "")[0]))[0]["progress"]
+        for _ in range(2)
+    ]
+    assert [p["step"] for p in progress] == [5, 9]

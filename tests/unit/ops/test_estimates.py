@@ -1,0 +1,119 @@
+"""Start-time estimates: the pure scheduler run forward in virtual time."""
+
+from __future__ import annotations
+
+from phalanx.model.objects import JobSpec
+from phalanx.ops.estimates import RuntimeModel, forward
+from phalanx.testing import make_admitted, make_job, make_node, make_queue, make_snapshot
+
+NOW = 1000.0
+
+
+def queue(gpus: int = 16):  # type: ignore[no-untyped-def]
+    return make_queue("q").quota("default", gpu=gpus, cpu=64, memory="1Ti").obj()
+
+
+def running(name: str, gpus: int, node: str, devices: range, runtime_s: float) -> tuple:  # type: ignore[type-arg]
+    spec = make_job(name).queue("q").gpus(gpus).max_runtime(runtime_s).obj()
+    return spec, make_admitted(spec, [(node, devices)], admitted_at=NOW)
+
+
+def test_a_job_starts_when_the_running_job_ahead_of_it_ends() -> None:
+    spec_a, a = running("a", 8, "n1", range(8), 600)
+    waiter = make_job("w").queue("q").gpus(8).max_runtime(60).obj()
+    snap = make_snapshot(
+        nodes=[make_node("n1").gpus(8).obj()],
+        queues=[queue()],
+        pending=[waiter],
+        admitted=[a],
+        now=NOW,
+    )
+    est = forward(snap, {"a": NOW + 600}, {"a": (spec_a, 0)}, RuntimeModel())
+    assert est["w"].start_at == NOW + 600
+    assert est["w"].after == ("a",)
+    assert est["w"].waits_on == "Unschedulable"
+
+
+def test_a_gang_waits_for_enough_free_at_once_and_fifo_order_holds() -> None:
+    # Two 4-GPU jobs end at +100 and +300; a 2x4 gang needs both nodes' blocks free... it
+    # fits once both have ended; a 4-GPU job behind it starts after the gang ends (FIFO).
+    spec_a, a = running("a", 4, "n1", range(4), 100)
+    spec_b, b = running("b", 4, "n2", range(4), 300)
+    fill_1 = make_job("f1").queue("q").gpus(4).max_runtime(10_000).obj()
+    fill_2 = make_job("f2").queue("q").gpus(4).max_runtime(10_000).obj()
+    spec_f1, f1 = fill_1, make_admitted(fill_1, [("n1", range(4, 8))], admitted_at=NOW)
+    spec_f2, f2 = fill_2, make_admitted(fill_2, [("n2", range(4, 8))], admitted_at=NOW)
+    gang = make_job("gang").queue("q").gpus(4).replicas(2).max_runtime(500).obj()
+    snap = make_snapshot(
+        nodes=[make_node("n1").gpus(8).obj(), make_node("n2").gpus(8).obj()],
+        queues=[queue(32)],
+        pending=[gang],
+        admitted=[a, b, f1, f2],
+        now=NOW,
+    )
+    specs: dict[str, tuple[JobSpec, int]] = {
+        "a": (spec_a, 0),
+        "b": (spec_b, 1),
+        "f1": (spec_f1, 2),
+        "f2": (spec_f2, 3),
+    }
+    ends = {"a": NOW + 100, "b": NOW + 300, "f1": NOW + 10_000, "f2": NOW + 10_000}
+    est = forward(snap, ends, specs, RuntimeModel())
+    assert est["gang"].start_at == NOW + 300
+
+
+def test_quota_bounds_the_estimate_and_history_gives_runtimes() -> None:
+    # Queue of 8 GPUs on a 16-GPU cluster: the second waiter waits for the first, whose
+    # runtime comes from history (median of 200 s for 8-GPU jobs of queue q).
+    spec_a, a = running("a", 8, "n1", range(8), 100)
+    w1 = make_job("w1").queue("q").gpus(8).obj()
+    w2 = make_job("w2").queue("q").gpus(8).obj()
+    snap = make_snapshot(
+        nodes=[make_node("n1").gpus(8).obj(), make_node("n2").gpus(8).obj()],
+        queues=[queue(8)],
+        pending=[w1, w2],
+        admitted=[a],
+        now=NOW,
+    )
+    model = RuntimeModel.from_history([("q", 8000, 100.0), ("q", 8000, 200.0), ("q", 8000, 900.0)])
+    est = forward(snap, {"a": NOW + 100}, {"a": (spec_a, 0)}, model)
+    assert est["w1"].start_at == NOW + 100
+    assert est["w2"].start_at == NOW + 300
+    assert est["w2"].waits_on == "QuotaExceeded"
+
+
+def test_a_job_that_can_never_fit_has_no_estimate() -> None:
+    wide = make_job("wide").queue("q").gpus(16).obj()
+    snap = make_snapshot(
+        nodes=[make_node("n1").gpus(8).obj()], queues=[queue()], pending=[wide], now=NOW
+    )
+    est = forward(snap, {}, {}, RuntimeModel())
+    assert est["wide"].start_at is None
+    assert est["wide"].waits_on == "NeverFits"
+
+
+def test_runtime_model_falls_back_from_shape_to_queue_to_all() -> None:
+    model = RuntimeModel.from_history([("q", 1000, 10.0), ("q", 2000, 30.0), ("r", 1000, 100.0)])
+    assert model.runtime_s(make_job("x").queue("q").gpus(1).obj()) == 10.0
+    assert model.runtime_s(make_job("x").queue("q").gpus(4).obj()) == 20.0
+    assert model.runtime_s(make_job("x").queue("s").gpus(4).obj()) == 30.0
+    assert model.runtime_s(make_job("x").queue("s").max_runtime(5).obj()) == 5.0
+    assert RuntimeModel().runtime_s(make_job("x").queue("s").obj()) == 3600.0
+
+
+def test_the_forward_run_is_bounded() -> None:
+    # Ten 8-GPU jobs queue behind each other on one node; a budget of 3 cycles (now, +100,
+    # +200) estimates the first two and leaves the rest unknown, rather than running on.
+    spec_a, a = running("a", 8, "n1", range(8), 100)
+    waiting = [make_job(f"w{i}").queue("q").gpus(8).max_runtime(100).obj() for i in range(10)]
+    snap = make_snapshot(
+        nodes=[make_node("n1").gpus(8).obj()],
+        queues=[queue()],
+        pending=waiting,
+        admitted=[a],
+        now=NOW,
+    )
+    full = forward(snap, {"a": NOW + 100}, {"a": (spec_a, 0)}, RuntimeModel())
+    assert [full[f"w{i}"].start_at for i in range(10)] == [NOW + 100 * (i + 1) for i in range(10)]
+    bounded = forward(snap, {"a": NOW + 100}, {"a": (spec_a, 0)}, RuntimeModel(), max_cycles=3)
+    assert [bounded[f"w{i}"].start_at for i in range(4)] == [NOW + 100, NOW + 200, None, None]
