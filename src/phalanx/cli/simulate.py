@@ -81,7 +81,14 @@ def simulate(
     limit: Annotated[int | None, typer.Option("--limit", help="Use only the first N jobs.")] = None,
     workers: Annotated[int, typer.Option("--workers", "-j", help="Parallel runs.")] = 1,
     published: Annotated[
-        Path | None, typer.Option("--published", help="Published results CSV to compare with.")
+        Path | None,
+        typer.Option(
+            "--published",
+            help="Published results CSV to compare with: the long format (policy, seed, "
+            "arrived_load_pct, gpu_allocation_pct) or the FGD artifact's wide per-seed table "
+            "(workload, sc_policy, tune, seed, total_gpus, 0..130; rows of the workload named "
+            "like the trace file).",
+        ),
     ] = None,
     report: Annotated[
         Path | None, typer.Option("--report", help="Write a report (.md or .html) with PNG plots.")

@@ -23,6 +23,7 @@ from phalanx.model.reasons import Fact, Reason, ReasonCode, request_facts
 from phalanx.model.resources import Resources
 from phalanx.scheduling.cluster import FULL, ClusterState, FlavorIndex, NodeState
 from phalanx.scheduling.plugins import (
+    GPU_MODEL_LABEL,
     PodRequest,
     Score,
     Shape,
@@ -85,7 +86,7 @@ class Placer:
         self._state_scores = tuple((fn, w) for fn, w in scores if not reads_node_identity(fn))
         self._evaluations: dict[
             tuple[Resources, tuple[object, ...]],
-            dict[int, tuple[float, tuple[DeviceShare, ...]] | None],
+            dict[object, tuple[float, tuple[DeviceShare, ...]] | None],
         ] = {}
         #: Whether a fraction's device is chosen by score rather than tightest fit: by default
         #: when a score judges devices (fragmentation does; best-fit sees only node totals).
@@ -94,10 +95,16 @@ class Placer:
             if searches_devices is None
             else searches_devices
         )
+        #: Whether equal scores go to the first node (by name) and the lowest device index, as
+        #: in the published FGD simulator, rather than to the first candidate found.
+        self.ties_by_order = any(getattr(fn, "ties_by_order", False) for fn, _ in scores)
+        self._by_model = False
 
     def set_shapes(self, shapes: Sequence[Shape]) -> None:
         """Replace the typical pod shapes (fragmentation); drops what depended on the old."""
         self.shapes = shapes
+        # Shapes restricted to GPU models make node-state scores depend on the node's model.
+        self._by_model = any(shape.models for shape in shapes)
         self._evaluations.clear()
         for node in self.cluster.nodes.values():
             node.frag_memo = node.strand_memo = None
@@ -138,8 +145,12 @@ class Placer:
         if evaluations is None or len(evaluations) > _MAX_EVALUATIONS:
             evaluations = self._evaluations[(pod.resources, pod.tolerations)] = {}
         identity = self._identity_scores
+        by_order = self.ties_by_order
+        by_model = self._by_model
         for node in source:
-            state = node.state_id()
+            state: object = node.state_id()
+            if by_model:
+                state = (state, node.labels.get(GPU_MODEL_LABEL, ""))
             if state in evaluations:
                 result = evaluations[state]
             else:
@@ -152,7 +163,11 @@ class Placer:
             if result is None:
                 continue
             score, devices = result
-            if best is None or score > best_score:
+            if (
+                best is None
+                or score > best_score
+                or (by_order and score == best_score and node.order < best.order)
+            ):
                 best, best_devices, best_score = node, devices, score
             found += 1
             if found >= self.max_candidates:
@@ -175,13 +190,18 @@ class Placer:
         if self.searches_devices and 0 < milli < FULL:
             best: tuple[float, tuple[DeviceShare, ...]] | None = None
             tried: set[int] = set()
+            by_index = self.ties_by_order
             for free in sorted(node.gpu_free):
                 if free < milli or free in tried:
                     continue
                 tried.add(free)
                 one = (DeviceShare(node.gpu_free.index(free), milli),)
                 score = self._score(pod, node, one)
-                if best is None or score > best[0]:
+                if (
+                    best is None
+                    or score > best[0]
+                    or (by_index and score == best[0] and one[0].index < best[1][0].index)
+                ):
                     best = (score, one)
             return best
         devices = choose_devices(pod, node)
@@ -354,7 +374,16 @@ class Placer:
                 count = node.free_whole
             return {"largest_free_gpus": count, "largest_free_node": node.name}
         if r.gpu_milli:
-            if use_index and index.partial_keys and not index.max_whole_free():
+            whole = index.max_whole_free() if use_index else 0
+            if whole:
+                # A whole free GPU is the most one device can offer: the first node (by name)
+                # with one, without asking every node (a full cluster explains many failures).
+                node = min(
+                    (n for count in range(1, whole + 1) for n in index.by_whole[count].values()),
+                    key=lambda n: n.order,
+                )
+                return {"most_free_gpu_milli": FULL, "most_free_gpu_node": node.name}
+            if use_index and index.partial_keys:
                 free = index.partial_keys[-1]
                 node = next(iter(index.partial[free].values()))
             else:

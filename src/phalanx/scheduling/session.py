@@ -29,7 +29,7 @@ from phalanx.model.objects import JobSpec, PreemptionPolicy, Queue
 from phalanx.scheduling.cluster import NodeState
 from phalanx.scheduling.cycle import _Cycle, target_shapes
 from phalanx.scheduling.placement import Placer
-from phalanx.scheduling.plugins import Shape, policy_weights
+from phalanx.scheduling.plugins import Shape, policy_weights, typical_shapes
 from phalanx.scheduling.preemption import release, restore
 from phalanx.scheduling.snapshot import (
     AdmittedWorkload,
@@ -196,21 +196,9 @@ class SchedulingSession:
 
 def shapes_of(counts: Counter[tuple[int, int, int]], coverage: float = 0.95) -> list[Shape]:
     """The most common (gpu milli, cpu milli, memory bytes) pod shapes, enough of them to
-    cover ``coverage`` of all pods (the rule of Weng et al.: the rare tail is noise), with
-    their popularity as weights; a whole GPU when there are none."""
-    if not counts:
-        return [Shape(1000, 0, 0, 1.0)]
-    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-    everything = sum(counts.values())
-    top = []
-    covered = 0
-    for item in ranked:
-        top.append(item)
-        covered += item[1]
-        if covered >= coverage * everything:
-            break
-    total = sum(n for _, n in top)
-    return [Shape(g, c, m, n / total) for (g, c, m), n in top]
+    cover ``coverage`` of all pods (``plugins.typical_shapes``, for shapes any GPU model
+    may run)."""
+    return typical_shapes({(g, c, m, frozenset()): n for (g, c, m), n in counts.items()}, coverage)
 
 
 def _by_name(workload: AdmittedWorkload) -> str:

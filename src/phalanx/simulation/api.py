@@ -7,7 +7,6 @@ figures. ``phalanx simulate`` is a thin layer over this.
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -114,19 +113,13 @@ def load_queues(path: str) -> tuple[list[Queue], list[ResourceFlavor]]:
     return queues, flavors
 
 
-def load_published(path: str) -> dict[tuple[str, int], float]:
-    """Mean published allocation % by (our policy name, arrived load %) from the openb
-    ``published_fgd_allocation_default.csv`` (columns policy, seed, arrived_load_pct,
-    gpu_allocation_pct)."""
-    ours = {v: k for k, v in PUBLISHED_NAMES.items()}
-    sums: dict[tuple[str, int], list[float]] = {}
-    with Path(path).open(newline="") as f:
-        for row in csv.DictReader(f):
-            name = row["policy"].split("-", 1)[-1]
-            policy = ours.get(name, name)
-            key = (policy, int(float(row["arrived_load_pct"])))
-            sums.setdefault(key, []).append(float(row["gpu_allocation_pct"]))
-    return {k: sum(v) / len(v) for k, v in sums.items()}
+def load_published(path: str, workload: str | None = None) -> dict[tuple[str, int], float]:
+    """Mean published allocation % by (our policy name, arrived load %): the long format of
+    the openb ``published_fgd_allocation_default.csv`` or the FGD artifact's wide per-seed table
+    (rows of ``workload``, a trace file's stem); see ``report.read_published``."""
+    from phalanx.simulation.report import read_published
+
+    return read_published(path, {v: k for k, v in PUBLISHED_NAMES.items()}, workload)
 
 
 def prepare(request: SimulationRequest) -> tuple[World, tuple[TraceJob, ...]]:
@@ -189,7 +182,9 @@ def simulate(
             results.append(_run_one(request, p, s))
             if progress is not None:
                 progress(i + 1, len(runs))
-    published = load_published(request.published) if request.published else {}
+    published = (
+        load_published(request.published, Path(request.trace).stem) if request.published else {}
+    )
     return SimulationReport(
         request,
         tuple(r for r in results if isinstance(r, ArrivalResult)),

@@ -17,9 +17,15 @@ import random
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Literal
 
 from phalanx.scheduling import PendingWorkload, SchedulerConfig, Snapshot
-from phalanx.scheduling.plugins import Shape, expected_fragmentation
+from phalanx.scheduling.plugins import (
+    Shape,
+    count_shapes,
+    expected_fragmentation,
+    typical_shapes,
+)
 from phalanx.scheduling.session import SchedulingSession, shapes_of
 from phalanx.simulation.trace import TraceJob
 from phalanx.simulation.world import World, job_spec
@@ -76,6 +82,27 @@ def inflate(
         out.append(replace(job, name=f"{job.name}-copy{copy}"))
 
 
+class _TraceShapesSession(SchedulingSession):
+    """A session whose typical shapes are fixed from the start (the whole trace's, as the
+    published simulator computes them before placing anything) instead of learnt from the
+    arrivals. (A ``shapes=`` option on ``SchedulingSession`` would make this subclass go.)"""
+
+    def __init__(self, snapshot: Snapshot, shapes: Sequence[Shape], *, seed: int) -> None:
+        super().__init__(snapshot, seed=seed, shapes_from="pending")
+        self._cycle.placer.set_shapes(list(shapes))
+
+    def _update_shapes(self, pending: tuple[PendingWorkload, ...]) -> None:
+        return
+
+
+def trace_shapes(jobs: Sequence[TraceJob]) -> list[Shape]:
+    """The trace's typical pod shapes as the published FGD simulator builds them, for every
+    policy: by (GPU, CPU, allowed GPU models), CPU-only pods included, memory left out, the most
+    popular first until 95 % of the pods are covered."""
+    pods = ((ps.resources, ps.replicas, job.gpu_models) for job in jobs for ps in job.pod_sets)
+    return typical_shapes(count_shapes(pods, memory=False, cpu_only=True))
+
+
 def run_arrival(
     world: World,
     jobs: Sequence[TraceJob],
@@ -86,12 +113,17 @@ def run_arrival(
     shuffle: bool = False,
     score_weights: Mapping[str, float] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    shapes_from: Literal["trace", "history"] = "trace",
 ) -> ArrivalResult:
     """Run the arrival-only methodology (module docstring) and return its figures.
 
     ``shuffle``: after inflation, put the jobs in a seeded random order instead of creation
     order. The published openb figures were produced this way (the artifact's run scripts pass
     ``--shuffle-pod=true``), although the paper's text and the data README say creation order.
+
+    ``shapes_from``: the fragmentation scores' typical shapes: ``trace`` (the whole trace before
+    inflation, known from the start, as the published simulator does; see ``trace_shapes``) or
+    ``history`` (learnt from the jobs that arrived so far).
     """
     capacity = sum(len(n.gpus) * 1000 for n in world.nodes) or 1
     arrivals = inflate(jobs, capacity, inflation, seed)
@@ -100,11 +132,12 @@ def run_arrival(
     config = SchedulerConfig(
         policy=policy, max_candidates=ALL_NODES, score_weights=dict(score_weights or {})
     )
-    session = SchedulingSession(
-        Snapshot(0.0, world.nodes, world.flavors, world.queues, (), config=config),
-        seed=seed,
-        shapes_from="history",
-    )
+    snapshot = Snapshot(0.0, world.nodes, world.flavors, world.queues, (), config=config)
+    session: SchedulingSession
+    if shapes_from == "trace":
+        session = _TraceShapesSession(snapshot, trace_shapes(jobs), seed=seed)
+    else:
+        session = SchedulingSession(snapshot, seed=seed, shapes_from="history")
     arrived = allocated = placed = failed = 0
     points: dict[int, float] = {0: 0.0}
     for seq, job in enumerate(arrivals):

@@ -87,25 +87,51 @@ def openb_gpu_milli(num_gpu: int, gpu_milli: int) -> int:
     return num_gpu * 1000
 
 
+#: Columns every openb pod list has; the others are optional (see ``load_openb_pods``).
+REQUIRED_POD_COLUMNS = ("cpu_milli", "memory_mib", "num_gpu", "gpu_milli")
+
+
 def load_openb_pods(path: str | Path, qos: Mapping[str, tuple[str, int]] = DEFAULT_QOS) -> Trace:
     """Return the openb pod list as a trace of one-pod jobs in creation order.
 
-    Raises TraceError naming the row and column on a malformed row or an unmapped qos.
+    Only the resource columns (``cpu_milli, memory_mib, num_gpu, gpu_milli``) are required, as
+    in some of the FGD artifact's variant lists: without ``name`` pods are named
+    ``openb-pod-<row>``; without ``creation_time`` they arrive in file order; without
+    ``deletion_time`` every runtime is 1 s (fine for arrival-only runs; the trace's notes say
+    so); ``gpu_spec`` and ``qos`` default to any model and BE.
+
+    Raises TraceError naming the row and column on a malformed row or an unmapped qos, and the
+    missing columns when a required one is absent.
     """
     path = Path(path)
     jobs = []
     try:
         with path.open(newline="") as f:
-            rows = list(csv.DictReader(f))
+            reader = csv.DictReader(f)
+            rows = list(reader)
+            columns = list(reader.fieldnames or [])
     except OSError as exc:
         raise TraceError(f"{path}: {exc}") from exc
+    missing = [c for c in REQUIRED_POD_COLUMNS if c not in columns]
+    if missing:
+        raise TraceError(
+            f"{path}: missing column(s) {', '.join(missing)}; an openb pod list needs "
+            f"{', '.join(REQUIRED_POD_COLUMNS)} (name, gpu_spec, qos, creation_time, "
+            "deletion_time and scheduled_time are optional)"
+        )
+    notes = []
+    if "creation_time" not in columns:
+        notes.append("no creation_time column: pods arrive in file order")
+    if "deletion_time" not in columns:
+        notes.append("no deletion_time column: every runtime is 1 s (use arrival-only mode)")
+    width = max(4, len(str(len(rows))))
     for line, row in enumerate(rows, start=2):
         try:
             gpu = openb_gpu_milli(int(row["num_gpu"]), int(row["gpu_milli"] or 0))
-            created = float(row["creation_time"] or 0)
+            created = float(row.get("creation_time") or 0)
             started = float(row.get("scheduled_time") or 0) or created
             deleted = float(row.get("deletion_time") or 0)
-            name = row["name"]
+            name = row.get("name") or f"openb-pod-{line - 2:0{width}d}"
             cls = row.get("qos") or "BE"
             if cls not in qos:
                 raise TraceError(
@@ -128,5 +154,5 @@ def load_openb_pods(path: str | Path, qos: Mapping[str, tuple[str, int]] = DEFAU
                 models,
             )
         )
-    jobs.sort(key=lambda j: j.submit_s)
-    return Trace(tuple(jobs), str(path))
+    jobs.sort(key=lambda j: j.submit_s)  # stable: equal times keep file order
+    return Trace(tuple(jobs), str(path), tuple(notes))

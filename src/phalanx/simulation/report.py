@@ -6,10 +6,81 @@ Plots need matplotlib (the ``sim`` extra); without it the report says so and has
 
 from __future__ import annotations
 
+import csv
 import html
+from collections.abc import Mapping
 from pathlib import Path
 
 from phalanx.simulation.api import SimulationReport, summary_rows
+from phalanx.simulation.trace import TraceError
+
+
+def read_published(
+    path: str | Path, names: Mapping[str, str], workload: str | None = None
+) -> dict[tuple[str, int], float]:
+    """Mean published allocation % over seeds by (policy, arrived load %), from either format
+    the FGD artifact uses:
+
+    - long: columns ``policy, seed, arrived_load_pct, gpu_allocation_pct`` (one row a point);
+    - wide (the artifact's ``analysis_allo_discrete.csv``): columns ``workload, sc_policy, tune,
+      seed, total_gpus, 0, 1, ... 130``, one row per run with the allocation % at each
+      arrived load %. Only the rows of ``workload`` (the trace file's stem, e.g.
+      ``openb_pod_list_default``) count; a file of one workload is taken whatever its name.
+
+    Policy names like ``06-FGD`` lose their number and map to ours through ``names``
+    (published name -> ours). Raises TraceError naming the file and what is wrong.
+    """
+    path = Path(path)
+    try:
+        with path.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+    except OSError as exc:
+        raise TraceError(f"{path}: {exc}") from exc
+    if not rows:
+        raise TraceError(f"{path}: no rows")
+    columns = set(rows[0])
+
+    def ours(policy: str) -> str:
+        name = policy.split("-", 1)[-1] if policy[:1].isdigit() else policy
+        return names.get(name, name)
+
+    sums: dict[tuple[str, int], list[float]] = {}
+    if {"policy", "arrived_load_pct", "gpu_allocation_pct"} <= columns:
+        for line, row in enumerate(rows, start=2):
+            try:
+                key = (ours(row["policy"]), int(float(row["arrived_load_pct"])))
+                sums.setdefault(key, []).append(float(row["gpu_allocation_pct"]))
+            except ValueError as exc:
+                raise TraceError(f"{path}:{line}: {exc}") from exc
+    elif {"workload", "sc_policy"} <= columns:
+        loads = [c for c in rows[0] if c.strip().isdigit()]
+        workloads = sorted({r["workload"] for r in rows})
+        if workload in workloads or len(workloads) == 1:
+            chosen = workload if workload in workloads else workloads[0]
+        else:
+            raise TraceError(
+                f"{path}: no results for workload {workload!r} among {', '.join(workloads)}; "
+                "name the trace file after the workload it replays (e.g. "
+                f"{workloads[0]}.csv)"
+            )
+        for line, row in enumerate(rows, start=2):
+            if row["workload"] != chosen:
+                continue
+            policy = ours(row["sc_policy"])
+            for load in loads:
+                if row[load] in ("", None):
+                    continue
+                try:
+                    sums.setdefault((policy, int(load)), []).append(float(row[load]))
+                except ValueError as exc:
+                    raise TraceError(f"{path}:{line}: column {load}: {exc}") from exc
+    else:
+        raise TraceError(
+            f"{path}: unknown published-results format (columns {', '.join(rows[0])}); expected "
+            "policy,seed,arrived_load_pct,gpu_allocation_pct or workload,sc_policy,tune,seed,"
+            "total_gpus,0,1,...,130"
+        )
+    return {k: sum(v) / len(v) for k, v in sums.items()}
 
 
 def table_markdown(rows: list[dict[str, str]]) -> str:

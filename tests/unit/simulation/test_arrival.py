@@ -2,7 +2,7 @@
 
 from simjobs import GI, job
 
-from phalanx.simulation.arrival import inflate, run_arrival
+from phalanx.simulation.arrival import inflate, run_arrival, trace_shapes
 from phalanx.simulation.trace import make_node
 from phalanx.simulation.world import build_world
 
@@ -53,3 +53,19 @@ def test_runs_are_deterministic_per_seed() -> None:
     world = build_world(NODES, jobs, may_preempt=False)
     first = run_arrival(world, jobs, "random", seed=5, shuffle=True)
     assert first == run_arrival(world, jobs, "random", seed=5, shuffle=True)
+
+
+def test_trace_shapes_are_fgds_and_fixed_for_the_run() -> None:
+    # FGD's typical shapes: CPU-only pods included, memory left out (two memories, one shape).
+    jobs = [job("a", 500, memory=GI), job("b", 500, memory=2 * GI), job("c", 0), job("d", 0)]
+    shapes = trace_shapes(jobs)
+    assert sorted((s.gpu_milli, s.memory_bytes, s.weight) for s in shapes) == [
+        (0, 0, 0.5),
+        (500, 0, 0.5),
+    ]
+    # Learnt from history or fixed from the trace, a run is deterministic either way.
+    world = build_world(NODES, jobs, may_preempt=False)
+    for shapes_from in ("trace", "history"):
+        one = run_arrival(world, jobs, "fgd", seed=3, shapes_from=shapes_from)
+        assert one == run_arrival(world, jobs, "fgd", seed=3, shapes_from=shapes_from)
+        assert one.final_allocated_pct == 100.0  # halves pair up on every GPU
