@@ -31,7 +31,6 @@ from phalanx.controllers.health import HealthTracker, apply_quarantine
 from phalanx.controllers.lifecycle import Lifecycle, guarded, job_reason, reason_event
 from phalanx.controllers.progress import JobProgress, ProgressCache, hung_jobs
 from phalanx.controllers.state import (
-    HOLDING,
     CycleInputs,
     SpecCache,
     World,
@@ -408,7 +407,7 @@ class JobsReconciler:
 
     def _enforce_deadlines(self, world: World, now: float) -> None:
         running = JobPhase.RUNNING.value
-        for job_id, job in world.jobs.items():
+        for job_id, job in world.holding.items():
             if job.phase != running or job.started_at is None:
                 continue
             limit = world.specs[job_id].max_runtime_s
@@ -419,10 +418,9 @@ class JobsReconciler:
     def _progress(self, world: World) -> dict[int, JobProgress]:
         """What the workloads of jobs holding capacity reported (status files)."""
         out = {}
-        for job_id, job in world.jobs.items():
-            if job.phase in HOLDING:
-                with self.contain.on(job, "read progress"):
-                    out[job_id] = self._progress_files.get(job)
+        for job_id, job in world.holding.items():
+            with self.contain.on(job, "read progress"):
+                out[job_id] = self._progress_files.get(job)
         self._progress_files.keep_only(set(out))
         return out
 
@@ -430,7 +428,7 @@ class JobsReconciler:
         """Restart running jobs whose pods reported no progress within their hangTimeout.
         (A job expired above in the same pass has a stale record here: the store refuses
         its restart, and nothing is stopped twice.)"""
-        for hang in hung_jobs(world.jobs, world.specs, world.live_pods, progress, now):
+        for hang in hung_jobs(world.holding, world.specs, world.live_pods, progress, now):
             job = world.jobs[hang.job_id]
             with self.contain.on(job, "restart a hung job"):
                 self.lifecycle.fail_hung(job, hang)

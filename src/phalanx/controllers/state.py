@@ -177,6 +177,9 @@ class World:
     broken: dict[int, tuple[JobRecord, Exception]] = field(default_factory=dict)
     #: The store's revision this read includes every write up to (it may include later ones).
     revision: int = 0
+    #: The jobs of ``jobs`` holding capacity (Admitted, Running, Preempted), in FIFO order:
+    #: what deadlines, hangs and progress look at, without a pass over every waiting job.
+    holding: dict[int, JobRecord] = field(default_factory=dict)
 
     @classmethod
     def read(cls, store: Store, cache: SpecCache) -> World:
@@ -202,7 +205,8 @@ class World:
                 jobs[job_id] = without_manifest(record)
         for job_id in broken:
             del jobs[job_id]
-        return cls(jobs, specs, live, broken, revision)
+        holding = {job_id: r for job_id, r in jobs.items() if r.phase in HOLDING}
+        return cls(jobs, specs, live, broken, revision, holding)
 
     def snapshot(
         self,
@@ -320,6 +324,8 @@ class WorldCache:
         self._live: dict[int, list[PodRecord]] = {}
         self._broken: dict[int, tuple[JobRecord, Exception]] = {}
         self._ids: dict[str, int] = {}
+        #: Ids of the cached jobs holding capacity (World.holding).
+        self._holding: set[int] = set()
         #: Full reads so far (the first, and each fallback), for tests and stats.
         self.full_reads = 0
         #: The revision of the newest write of anything but a job (a queue, a flavor, node
@@ -357,6 +363,7 @@ class WorldCache:
                 cached = self._jobs.get(record.id)
                 if cached is not None and cached.resource_version < record.resource_version:
                     self._jobs[record.id] = without_manifest(record)
+                    self._note_phase(record)
 
     def _has(self, name: str, revision: int) -> bool:
         """Whether the cache holds job ``name`` as of ``revision`` or later (it noted that
@@ -371,6 +378,7 @@ class WorldCache:
         self._revision = self.config_revision = world.revision
         self._jobs, self._specs, self._live = world.jobs, world.specs, world.live_pods
         self._broken = world.broken
+        self._holding = set(world.holding)
         self._ids = {r.name: i for i, r in (*self._jobs.items(), *self._broken_records())}
         return self._world()
 
@@ -384,6 +392,7 @@ class WorldCache:
             if job_id is not None:
                 for table in (self._jobs, self._specs, self._live, self._broken):
                     table.pop(job_id, None)
+                self._holding.discard(job_id)
         for chunk in _chunks(names):
             # Manifests only of jobs whose spec is not parsed yet (jobs applied through this
             # process are parsed already): decoding them is most of the cost of a read.
@@ -408,15 +417,24 @@ class WorldCache:
                     self._broken[record.id] = (record, exc)
                     continue
                 self._jobs[record.id] = without_manifest(record)
+                self._note_phase(record)
+
+    def _note_phase(self, record: JobRecord) -> None:
+        if record.phase in HOLDING:
+            self._holding.add(record.id)
+        else:
+            self._holding.discard(record.id)
 
     def _world(self) -> World:
         # Copies: the caller may keep its World while later reads change the cache.
+        jobs = self._jobs
         return World(
-            dict(self._jobs),
+            dict(jobs),
             dict(self._specs),
             dict(self._live),
             dict(self._broken),
             self._revision or 0,
+            {job_id: jobs[job_id] for job_id in sorted(self._holding) if job_id in jobs},
         )
 
 

@@ -62,6 +62,7 @@ def same(cached: World, fresh: World) -> None:
     assert cached.live_pods == fresh.live_pods
     assert cached.specs.keys() == fresh.specs.keys()
     assert cached.broken.keys() == fresh.broken.keys()
+    assert list(cached.holding.items()) == list(fresh.holding.items())
 
 
 def test_reads_what_a_fresh_read_reads_after_every_kind_of_write(store: Store) -> None:
