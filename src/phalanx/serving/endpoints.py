@@ -1,0 +1,149 @@
+"""What the router is told about services, and what it tells back. Pure data; no I/O.
+
+The Service controller turns stored Services and their replicas into ``Route`` values and
+hands them to a router (in process: ``RouteSource``; a standalone ``phalanx router``: the
+same values as JSON from the API). The router reports load per service (``LoadSample``) for
+the autoscaler, and ``demand`` when a request waits for a service that has no ready replica
+(the scale-from-zero trigger).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One replica the router may send requests to: ``url`` is ``http://host:port``."""
+
+    url: str
+    revision: str
+    replica: str
+    ready: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """How requests reach one service.
+
+    A request matches when its path starts with ``path_prefix`` (the prefix is removed before
+    forwarding when ``strip_prefix``) or its Host header is one of ``hosts``. ``traffic`` maps
+    revisions to percentages that sum to 100 (empty: every ready endpoint, whatever its
+    revision). ``max_concurrency`` is the most requests one replica serves at once (0: no
+    limit); beyond it requests wait, at most ``queue_limit`` of them, then get 429 with
+    Retry-After. A request for a service with no ready endpoint waits up to
+    ``cold_start_timeout_s`` for one.
+    """
+
+    service: str
+    path_prefix: str
+    hosts: tuple[str, ...] = ()
+    endpoints: tuple[Endpoint, ...] = ()
+    traffic: tuple[tuple[str, float], ...] = ()
+    max_concurrency: int = 0
+    queue_limit: int = 100
+    cold_start_timeout_s: float = 60.0
+    strip_prefix: bool = True
+    #: Free-form settings for later layers (the LLM gateway's models and routing policy).
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def ready_endpoints(self) -> tuple[Endpoint, ...]:
+        return tuple(e for e in self.endpoints if e.ready)
+
+
+@dataclass(frozen=True, slots=True)
+class LoadSample:
+    """The router's view of one service at ``at`` (seconds, the router's clock):
+    ``in_flight`` requests being served, ``waiting`` requests held (no ready replica, or
+    every replica at its concurrency limit), ``requests_total`` a monotonic count of
+    requests received, ``rejected_total`` of those answered 429/503 by the router."""
+
+    service: str
+    at: float
+    in_flight: int
+    waiting: int
+    requests_total: int
+    rejected_total: int = 0
+
+
+class RouteSource(Protocol):
+    """Where a router reads its routes (called often; must be cheap)."""
+
+    def routes(self) -> Sequence[Route]: ...
+
+
+class LoadSink(Protocol):
+    """Where a router reports load and demand."""
+
+    def report(self, samples: Sequence[LoadSample]) -> None: ...
+
+    def demand(self, service: str) -> None:
+        """A request waits for ``service``, which has no ready replica."""
+        ...
+
+
+def route_to_json(route: Route) -> dict[str, Any]:
+    """The JSON form of ``route`` (the API's ``/api/v1/routes`` answer)."""
+    return {
+        "service": route.service,
+        "pathPrefix": route.path_prefix,
+        "hosts": list(route.hosts),
+        "endpoints": [
+            {"url": e.url, "revision": e.revision, "replica": e.replica, "ready": e.ready}
+            for e in route.endpoints
+        ],
+        "traffic": [{"revision": r, "percent": p} for r, p in route.traffic],
+        "maxConcurrency": route.max_concurrency,
+        "queueLimit": route.queue_limit,
+        "coldStartTimeoutSeconds": route.cold_start_timeout_s,
+        "stripPrefix": route.strip_prefix,
+        "extra": dict(route.extra),
+    }
+
+
+def route_from_json(data: Mapping[str, Any]) -> Route:
+    """Inverse of ``route_to_json``; raises KeyError/TypeError/ValueError on a malformed one."""
+    return Route(
+        service=str(data["service"]),
+        path_prefix=str(data["pathPrefix"]),
+        hosts=tuple(str(h) for h in data.get("hosts", ())),
+        endpoints=tuple(
+            Endpoint(
+                url=str(e["url"]),
+                revision=str(e["revision"]),
+                replica=str(e["replica"]),
+                ready=bool(e.get("ready", True)),
+            )
+            for e in data.get("endpoints", ())
+        ),
+        traffic=tuple((str(t["revision"]), float(t["percent"])) for t in data.get("traffic", ())),
+        max_concurrency=int(data.get("maxConcurrency", 0)),
+        queue_limit=int(data.get("queueLimit", 100)),
+        cold_start_timeout_s=float(data.get("coldStartTimeoutSeconds", 60.0)),
+        strip_prefix=bool(data.get("stripPrefix", True)),
+        extra=dict(data.get("extra", {})),
+    )
+
+
+def load_to_json(sample: LoadSample) -> dict[str, Any]:
+    return {
+        "service": sample.service,
+        "at": sample.at,
+        "inFlight": sample.in_flight,
+        "waiting": sample.waiting,
+        "requestsTotal": sample.requests_total,
+        "rejectedTotal": sample.rejected_total,
+    }
+
+
+def load_from_json(data: Mapping[str, Any]) -> LoadSample:
+    return LoadSample(
+        service=str(data["service"]),
+        at=float(data["at"]),
+        in_flight=int(data["inFlight"]),
+        waiting=int(data["waiting"]),
+        requests_total=int(data["requestsTotal"]),
+        rejected_total=int(data.get("rejectedTotal", 0)),
+    )
