@@ -9,6 +9,10 @@ would have been told). After the run, for jobs that waited at least ``--min-wait
 moment: error = |estimated wait - actual wait| / actual wait. Prints the median and p90, and
 the share of jobs that got no estimate.
 
+``--history trace`` (default): the estimator also knows the runtimes of the trace's jobs that
+finished before the window's first arrival, as a control plane that had run the trace so far
+would (``none``: only of jobs finished during the run, as a server started empty).
+
 ``--runtimes history`` (default): running jobs end at the median runtime of jobs that already
 finished (same queue and GPU count, else same queue, else all), as the estimator does for
 jobs without maxRuntime. ``--runtimes oracle``: every job carries maxRuntime = its true
@@ -55,6 +59,13 @@ def main() -> None:
     )
     parser.add_argument("--min-wait-s", type=float, default=60.0)
     parser.add_argument("--runtimes", choices=("history", "oracle"), default="history")
+    parser.add_argument(
+        "--history",
+        choices=("trace", "none"),
+        default="trace",
+        help="trace: the estimator starts knowing the runtimes of the trace's jobs that "
+        "finished before the window; none: only of jobs finished during the run",
+    )
     parser.add_argument("--data", type=Path, default=DATA)
     args = parser.parse_args()
     nodes = load_openb_nodes(args.data / "openb_node_list_gpu_node.csv")[: args.nodes]
@@ -78,6 +89,14 @@ def main() -> None:
             for q in world.queues
         ),
     )
+    # The control plane's history: a server that had run the trace so far would know the
+    # runtimes of the jobs that finished before the window's first arrival (and only those).
+    earlier = load_openb_pods(args.data / "openb_pod_list_default.csv").jobs[: args.skip]
+    seed = [
+        (j.queue, job_spec(j).total_request.gpu_milli, j.runtime_s)
+        for j in earlier
+        if j.submit_s + j.runtime_s < jobs[0].submit_s and args.history == "trace"
+    ]
     arrivals = []
     for j in jobs:
         spec = job_spec(j)
@@ -102,7 +121,7 @@ def main() -> None:
         for t in sorted({a.at for a in arrivals}):
             driver.run(until=t)
             before = time.process_time()
-            history = runtime_history(driver.plane)
+            history = runtime_history(driver.plane) + seed
             estimates = estimate_plane(driver.plane, RuntimeModel.from_history(history))
             estimate_cpu += time.process_time() - before
             samples += 1
