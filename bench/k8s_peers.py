@@ -1,0 +1,1211 @@
+"""Benchmark: phalanx vs Kueue (with and without waitForPodsReady) on one KWOK cluster.
+
+One command starts the test cluster (KWOK nodes, 8 GPUs each), then runs every system in turn
+on the same cluster, each in its own namespace after the previous system's pods are gone, with
+the same seeded workload: single-pod jobs and gangs (some wider than any node), several queues
+in one cohort with nominal quotas and borrowing, arriving at a fixed rate. Every pod "runs" for
+``--runtime`` seconds (KWOK stage annotation ``phalanx.dev/kwok-runtime-seconds``).
+
+Measured from one pod watch on the API server, the same for every system: wall time to finish
+the workload, admission latency (submission -> every pod of the job Running) p50/p90/p99 by job
+size, pods bound per second, GPU-seconds held by bound pods of gangs not yet completely bound
+(partial-admission waste), GPU allocation over time, and the CPU seconds and peak memory of
+each system's own processes (and of the API server + etcd during its run). Prints one table and
+writes the raw figures as JSON.
+
+Needs `scripts/testcluster/testcluster build` and `scripts/peers/peers build` (this script runs
+the latter itself; cached after the first time). Not a test: figures vary with the machine.
+
+    python bench/k8s_peers.py [--nodes 100] [--duration 60] [--runtime 20] [--load 0.9]
+                              [--systems phalanx,kueue,kueue-wfpr] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import os
+import random
+import signal
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+TESTCLUSTER = ROOT / "scripts" / "testcluster" / "testcluster"
+PEERS = ROOT / "scripts" / "peers" / "peers"
+#: Where ``phalanx up`` is imported from ("": the installed package); see --phalanx-src.
+PHALANX_SRC = {"path": ""}
+#: A py-spy binary to sample `phalanx up` with (--py-spy; "": none).
+PY_SPY = {"path": ""}
+
+JOB_ANNOTATION = "peers.bench.phalanx.dev/job"
+RUNTIME_ANNOTATION = "phalanx.dev/kwok-runtime-seconds"
+GPU = "nvidia.com/gpu"
+QUEUES = (("team-a", 0.4, 0.5), ("team-b", 0.3, 0.3), ("team-c", 0.3, 0.2))  # name, quota, load
+# Job shapes: (pods, GPUs per pod, share of jobs). 8 x 8 GPUs spans eight whole nodes.
+SHAPES = ((1, 1, 0.6), (4, 2, 0.25), (8, 8, 0.15))
+ALL_SYSTEMS = ("phalanx", "kueue", "kueue-wfpr")
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Workload
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class JobReq:
+    name: str
+    queue: str
+    pods: int
+    gpus: int  # per pod
+    at: float  # seconds after the start of the run
+
+
+def workload(
+    nodes: int, duration_s: float, runtime_s: float, load: float, seed: int
+) -> list[JobReq]:
+    """Jobs arriving at a fixed rate, sized so that the offered load (GPU-seconds asked per
+    second over GPUs in the cluster) is ``load``."""
+    mean_gpus = sum(p * g * share for p, g, share in SHAPES)
+    rate = load * nodes * 8 / (mean_gpus * runtime_s)  # jobs per second
+    count = max(1, round(rate * duration_s))
+    rng = random.Random(seed)
+    jobs = []
+    for i in range(count):
+        pods, gpus, _ = rng.choices(SHAPES, weights=[s[2] for s in SHAPES])[0]
+        queue = rng.choices([q[0] for q in QUEUES], weights=[q[2] for q in QUEUES])[0]
+        jobs.append(JobReq(f"j{i:05d}-{pods}x{gpus}", queue, pods, gpus, i / rate))
+    return jobs
+
+
+def size_class(job: JobReq) -> str:
+    return "single" if job.pods == 1 else f"gang-{job.pods}x{job.gpus}"
+
+
+# ---------------------------------------------------------------------------------------------
+# The cluster and a minimal API client (raw JSON: the measurement must stay cheap)
+# ---------------------------------------------------------------------------------------------
+
+
+class Api:
+    def __init__(self, cluster_dir: Path) -> None:
+        env: dict[str, str] = {}
+        for line in (cluster_dir / "env").read_text().splitlines():
+            if line.startswith("export "):
+                key, _, value = line[len("export ") :].partition("=")
+                env[key] = value.strip("'")
+        self.env = env
+        self.server = env["PHALANX_TESTCLUSTER_SERVER"]
+        self.token = env["PHALANX_TESTCLUSTER_TOKEN"]
+        self.kubeconfig = env["KUBECONFIG"]
+        self.kubectl_bin = env["PHALANX_TESTCLUSTER_KUBECTL"]
+        self.ctx = ssl.create_default_context(cafile=env["PHALANX_TESTCLUSTER_CA_FILE"])
+
+    def open(self, method: str, path: str, body: Any = None, timeout: float = 30) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.server + path, data=data, method=method)
+        request.add_header("Authorization", f"Bearer {self.token}")
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        return urllib.request.urlopen(request, context=self.ctx, timeout=timeout)
+
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        with self.open(method, path, body) as response:
+            return json.loads(response.read() or b"null")
+
+    def kubectl(self, *args: str, input_text: str | None = None) -> str:
+        out = subprocess.run(
+            [self.kubectl_bin, "--kubeconfig", self.kubeconfig, *args],
+            capture_output=True,
+            text=True,
+            input=input_text,
+            check=False,
+        )
+        if out.returncode:
+            raise RuntimeError(f"kubectl {' '.join(args)}: {out.stderr.strip()}")
+        return out.stdout
+
+    def apply(self, objects: list[dict[str, Any]]) -> None:
+        self.kubectl(
+            "apply",
+            "--server-side",
+            "-f",
+            "-",
+            input_text=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}),
+        )
+
+
+@dataclass(slots=True)
+class PodRecord:
+    namespace: str
+    job: str
+    gpus: int
+    seen_at: float
+    bound_at: float | None = None
+    running_at: float | None = None
+    ended_at: float | None = None
+
+
+class PodWatch:
+    """Every pod's first-seen, bound, Running and end times, from one watch of all pods."""
+
+    def __init__(self, api: Api) -> None:
+        self.api = api
+        self.pods: dict[tuple[str, str], PodRecord] = {}
+        self.lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _on(self, kind: str, pod: dict[str, Any], now: float) -> None:
+        meta = pod.get("metadata") or {}
+        job = (meta.get("annotations") or {}).get(JOB_ANNOTATION)
+        if not job:
+            return
+        key = (meta.get("namespace", ""), meta.get("name", ""))
+        with self.lock:
+            record = self.pods.get(key)
+            if record is None:
+                gpus = 0
+                for c in (pod.get("spec") or {}).get("containers") or []:
+                    res = c.get("resources") or {}
+                    gpus += int(
+                        ({**(res.get("limits") or {}), **(res.get("requests") or {})}).get(GPU, 0)
+                    )
+                record = self.pods[key] = PodRecord(key[0], job, gpus, now)
+            if (pod.get("spec") or {}).get("nodeName") and record.bound_at is None:
+                record.bound_at = now
+            phase = (pod.get("status") or {}).get("phase")
+            if phase == "Running" and record.running_at is None:
+                record.running_at = now
+            if (kind == "DELETED" or phase in ("Succeeded", "Failed")) and record.ended_at is None:
+                record.ended_at = now
+                if record.running_at is None and phase == "Succeeded":
+                    record.running_at = now
+
+    def _run(self) -> None:
+        version = ""
+        while not self._stop.is_set():
+            try:
+                if not version:
+                    listing = self.api.call("GET", "/api/v1/pods")
+                    now = time.monotonic()
+                    for pod in listing.get("items") or []:
+                        self._on("ADDED", pod, now)
+                    version = listing["metadata"]["resourceVersion"]
+                path = f"/api/v1/pods?watch=1&allowWatchBookmarks=true&timeoutSeconds=120&resourceVersion={version}"
+                with self.api.open("GET", path, timeout=150) as stream:
+                    for line in stream:
+                        if self._stop.is_set():
+                            return
+                        event = json.loads(line)
+                        obj = event.get("object") or {}
+                        if event.get("type") == "ERROR":
+                            version = ""
+                            break
+                        version = (obj.get("metadata") or {}).get("resourceVersion", version)
+                        if event.get("type") != "BOOKMARK":
+                            self._on(event["type"], obj, time.monotonic())
+            except Exception as exc:  # network blips: relist and go on
+                log(f"pod watch restarts: {exc}")
+                version = ""
+                self._stop.wait(0.5)
+
+    def snapshot(self, namespace: str) -> list[PodRecord]:
+        with self.lock:
+            return [PodRecord(**asdict(r)) for r in self.pods.values() if r.namespace == namespace]
+
+    def live(self) -> int:
+        with self.lock:
+            return sum(1 for r in self.pods.values() if r.ended_at is None)
+
+
+# ---------------------------------------------------------------------------------------------
+# Processes: started and stopped by us; CPU and peak memory read from /proc
+# ---------------------------------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pid: int, key: str = "VmRSS") -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+class Procs:
+    """The processes of one system: started in their own session, logs in ``logs``."""
+
+    def __init__(self, logs: Path) -> None:
+        self.logs = logs
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.cpu0: dict[str, float] = {}
+        self.peak: dict[str, float] = {}
+
+    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+        out = (self.logs / f"{name}.log").open("ab")
+        self.procs[name] = subprocess.Popen(
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
+        self.cpu0[name] = 0.0
+
+    def check(self) -> None:
+        for name, proc in self.procs.items():
+            if proc.poll() is not None:
+                tail = (self.logs / f"{name}.log").read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"{name} exited ({proc.returncode}):\n{tail}")
+
+    def sample(self) -> None:
+        for name, proc in self.procs.items():
+            self.peak[name] = max(self.peak.get(name, 0.0), rss_mb(proc.pid))
+
+    def mark(self) -> None:
+        for name, proc in self.procs.items():
+            self.cpu0[name] = cpu_seconds(proc.pid)
+
+    def usage(self) -> dict[str, dict[str, float]]:
+        self.sample()
+        return {
+            name: {
+                "cpu_s": round(cpu_seconds(proc.pid) - self.cpu0[name], 2),
+                "peak_rss_mb": round(max(self.peak.get(name, 0.0), rss_mb(proc.pid, "VmHWM")), 1),
+            }
+            for name, proc in self.procs.items()
+        }
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for proc in self.procs.values():
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def wait_for(
+    what: str, check: Callable[[], bool], timeout_s: float, procs: Procs | None = None
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if procs is not None:
+            procs.check()
+        try:
+            if check():
+                return
+        except (urllib.error.URLError, OSError, RuntimeError, KeyError):
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def peers_paths() -> dict[str, str]:
+    out = subprocess.run([str(PEERS), "paths"], capture_output=True, text=True, check=True)
+    return dict(line.split("=", 1) for line in out.stdout.splitlines() if "=" in line)
+
+
+# ---------------------------------------------------------------------------------------------
+# Systems. Each: setup(namespace) -> submit(job) per job -> teardown.
+# ---------------------------------------------------------------------------------------------
+
+
+def pod_annotations(job: JobReq, runtime_s: float) -> dict[str, str]:
+    return {JOB_ANNOTATION: job.name, RUNTIME_ANNOTATION: f"{runtime_s:g}"}
+
+
+class System:
+    name = ""
+
+    def __init__(self, api: Api, run_dir: Path, nodes: int, runtime_s: float) -> None:
+        self.api = api
+        self.dir = run_dir / self.name
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.procs = Procs(self.dir)
+        self.nodes = nodes
+        self.runtime_s = runtime_s
+        self.namespace = f"bench-{self.name}"
+
+    def quotas(self) -> list[tuple[str, int]]:
+        gpus = self.nodes * 8
+        return [(name, int(gpus * share)) for name, share, _ in QUEUES]
+
+    def setup(self) -> None:
+        raise NotImplementedError
+
+    def submit(self, job: JobReq) -> None:
+        raise NotImplementedError
+
+    def profile(self) -> dict[str, Any]:
+        return {}
+
+    def teardown(self) -> None:
+        self.procs.stop()
+
+
+class Phalanx(System):
+    name = "phalanx"
+    spy: subprocess.Popen[bytes] | None = None
+
+    def setup(self) -> None:
+        from phalanx.client import Client
+
+        self.api.call("POST", "/api/v1/namespaces", {"metadata": {"name": self.namespace}})
+        data = self.dir / "data"
+        src = PHALANX_SRC["path"]
+        self.procs.start(
+            "phalanx",
+            [
+                sys.executable,
+                "-m",
+                "phalanx.cli",
+                "up",
+                "--backend",
+                "kubernetes",
+                "--kubeconfig",
+                self.api.kubeconfig,
+                "--port",
+                "0",
+                "--data-dir",
+                str(data),
+                "--log-level",
+                "warning",
+            ],
+            env={"PYTHONPATH": src} if src else None,
+        )
+        if PY_SPY["path"]:
+            # Collapsed stacks of every thread, 100 samples/s, idle frames left out.
+            self.spy = subprocess.Popen(
+                [
+                    PY_SPY["path"],
+                    "record",
+                    "--pid",
+                    str(self.procs.procs["phalanx"].pid),
+                    "--rate",
+                    "100",
+                    "--format",
+                    "raw",
+                    "--threads",
+                    "--output",
+                    str(self.dir / "phalanx.pyspy.txt"),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        wait_for("phalanx server.json", (data / "server.json").exists, 180, self.procs)
+        self.client = Client(data_dir=data, timeout_s=60)
+        wait_for("phalanx health", lambda: bool(self.client.health()), 180, self.procs)
+        manifests: list[dict[str, Any]] = [
+            {
+                "apiVersion": "phalanx.dev/v1alpha1",
+                "kind": "ResourceFlavor",
+                "metadata": {"name": "h100"},
+                "spec": {},
+            }
+        ]
+        for queue, gpus in self.quotas():
+            manifests.append(
+                {
+                    "apiVersion": "phalanx.dev/v1alpha1",
+                    "kind": "Queue",
+                    "metadata": {"name": queue},
+                    "spec": {
+                        "cohort": "bench",
+                        "flavors": [
+                            {
+                                "name": "h100",
+                                "resources": {
+                                    "cpu": {"nominal": gpus * 4},
+                                    "memory": {"nominal": f"{gpus * 16}Gi"},
+                                    GPU: {"nominal": gpus},
+                                },
+                            }
+                        ],
+                    },
+                }
+            )
+        self.client.apply(manifests)
+
+    def submit(self, job: JobReq) -> None:
+        self.client.apply(
+            [
+                {
+                    "apiVersion": "phalanx.dev/v1alpha1",
+                    "kind": "Job",
+                    "metadata": {
+                        "name": job.name,
+                        "namespace": self.namespace,
+                        "annotations": pod_annotations(job, self.runtime_s),
+                    },
+                    "spec": {
+                        "queue": job.queue,
+                        "podSets": [
+                            {
+                                "name": "w",
+                                "replicas": job.pods,
+                                "image": "busybox:1.36",
+                                "command": ["sleep", "3600"],
+                                "resources": {"cpu": 1, "memory": "1Gi", GPU: job.gpus},
+                            }
+                        ],
+                    },
+                }
+            ]
+        )
+
+    def profile(self) -> dict[str, Any]:
+        """Where phalanx's control loop spent its time: seconds and passes per reconciler and
+        scheduling cycles, from its /metrics."""
+        import httpx
+
+        data = self.dir / "data"
+        token = (data / "token").read_text().strip() if (data / "token").exists() else ""
+        text = httpx.get(
+            self.client.url + "/metrics", headers={"Authorization": f"Bearer {token}"}, timeout=30
+        ).text
+        out: dict[str, Any] = {}
+        for line in text.splitlines():
+            if line.startswith(
+                ("phalanx_reconciler_seconds", "phalanx_reconciler_runs", "phalanx_scheduling_")
+            ):
+                key, _, value = line.rpartition(" ")
+                out[key] = round(float(value), 3)
+        # phalanx's own view of each job (wall clock): stored, admitted, all pods running.
+        out["job_times"] = {
+            j["name"]: [j["created_at"], j["admitted_at"], j["started_at"]]
+            for j in self.client.jobs()
+        }
+        return out
+
+    def teardown(self) -> None:
+        self.client.close()
+        if self.spy is not None:
+            self.spy.send_signal(signal.SIGINT)
+            self.spy.wait(60)
+        super().teardown()
+
+
+class Kueue(System):
+    """Kueue's manager (batch/job integration, no webhooks: Jobs are created suspended with
+    the queue-name label), kube-controller-manager (Job controller) and kube-scheduler."""
+
+    name = "kueue"
+    wait_for_pods_ready = False
+
+    def setup(self) -> None:
+        paths = peers_paths()
+        bin_dir = Path(paths["bin_dir"])
+        crds = sorted(Path(paths["kueue_crd_dir"]).glob("*.yaml"))
+        self.api.kubectl("apply", "--server-side", "--force-conflicts", *[f"-f={c}" for c in crds])
+        self.api.kubectl(
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            *[f"crd/{c.name.split('_', 1)[1][:-5]}.kueue.x-k8s.io" for c in crds],
+        )
+        for ns in ("kueue-system", self.namespace):
+            try:
+                self.api.call("POST", "/api/v1/namespaces", {"metadata": {"name": ns}})
+            except urllib.error.HTTPError as exc:
+                if exc.code != 409:
+                    raise
+        try:
+            self.api.call(
+                "POST",
+                "/api/v1/namespaces/kueue-system/secrets",
+                {"metadata": {"name": "kueue-webhook-server-cert"}},
+            )
+        except urllib.error.HTTPError as exc:
+            if exc.code != 409:
+                raise
+        tc = Path(self.api.env["PHALANX_TESTCLUSTER_DIR"])
+        qps = ["--kube-api-qps=300", "--kube-api-burst=500"]
+        kcm_port, sched_port = free_port(), free_port()
+        self.procs.start(
+            "kube-controller-manager",
+            [
+                str(bin_dir / "kube-controller-manager"),
+                f"--kubeconfig={tc / 'controller-manager.kubeconfig'}",
+                f"--authentication-kubeconfig={tc / 'controller-manager.kubeconfig'}",
+                f"--authorization-kubeconfig={tc / 'controller-manager.kubeconfig'}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={kcm_port}",
+                "--leader-elect=false",
+                "--use-service-account-credentials=false",
+                f"--service-account-private-key-file={tc / 'pki' / 'sa.key'}",
+                f"--root-ca-file={tc / 'pki' / 'ca.crt'}",
+                "--controllers=job-controller,garbage-collector-controller,namespace-controller",
+                "--concurrent-job-syncs=20",
+                *qps,
+                "--v=1",
+            ],
+        )
+        self.procs.start(
+            "kube-scheduler",
+            [
+                str(bin_dir / "kube-scheduler"),
+                f"--kubeconfig={tc / 'scheduler.kubeconfig'}",
+                f"--authentication-kubeconfig={tc / 'scheduler.kubeconfig'}",
+                f"--authorization-kubeconfig={tc / 'scheduler.kubeconfig'}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={sched_port}",
+                "--leader-elect=false",
+                *qps,
+                "--v=1",
+            ],
+        )
+        config = {
+            "apiVersion": "config.kueue.x-k8s.io/v1beta2",
+            "kind": "Configuration",
+            "namespace": "kueue-system",
+            "health": {"healthProbeBindAddress": f"127.0.0.1:{free_port()}"},
+            "metrics": {"bindAddress": f"127.0.0.1:{free_port()}"},
+            "webhook": {
+                "host": "127.0.0.1",
+                "port": free_port(),
+                "certDir": str(self.dir / "certs"),
+            },
+            "leaderElection": {"leaderElect": False},
+            "internalCertManagement": {"enable": False},
+            "controller": {
+                "groupKindConcurrency": {
+                    "Job.batch": 5,
+                    "Workload.kueue.x-k8s.io": 10,
+                    "LocalQueue.kueue.x-k8s.io": 5,
+                    "ClusterQueue.kueue.x-k8s.io": 5,
+                    "ResourceFlavor.kueue.x-k8s.io": 1,
+                }
+            },
+            "clientConnection": {"qps": 300, "burst": 500},
+            "integrations": {"frameworks": ["batch/job"]},
+        }
+        # Self-signed serving certificate for the (never called) webhook server and the
+        # metrics server; without internal cert management Kueue reads the metrics one from
+        # the fixed path /etc/kueue/metrics/certs (written there only when absent).
+        certs = self.dir / "certs"
+        certs.mkdir(exist_ok=True)
+        subprocess.run(
+            [
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=127.0.0.1",
+                "-keyout",
+                str(certs / "tls.key"),
+                "-out",
+                str(certs / "tls.crt"),
+            ],
+            check=True,
+            capture_output=True,
+        )
+        metrics_certs = Path("/etc/kueue/metrics/certs")
+        if not (metrics_certs / "tls.crt").exists():
+            metrics_certs.mkdir(parents=True, exist_ok=True)
+            for name in ("tls.crt", "tls.key"):
+                (metrics_certs / name).write_bytes((certs / name).read_bytes())
+        if self.wait_for_pods_ready:
+            config["waitForPodsReady"] = {"timeout": "5m", "blockAdmission": True}
+        (self.dir / "config.json").write_text(json.dumps(config))
+        self.procs.start(
+            "kueue",
+            [
+                str(bin_dir / "kueue"),
+                f"--config={self.dir / 'config.json'}",
+                "--feature-gates=VisibilityOnDemand=false",
+                "--zap-log-level=error",
+            ],
+            env={"KUBECONFIG": self.api.kubeconfig},
+        )
+        objects: list[dict[str, Any]] = [
+            {
+                "apiVersion": "kueue.x-k8s.io/v1beta2",
+                "kind": "ResourceFlavor",
+                "metadata": {"name": "h100"},
+                "spec": {},
+            }
+        ]
+        for queue, gpus in self.quotas():
+            objects.append(
+                {
+                    "apiVersion": "kueue.x-k8s.io/v1beta2",
+                    "kind": "ClusterQueue",
+                    "metadata": {"name": f"{self.name}-{queue}"},
+                    "spec": {
+                        "cohortName": f"{self.name}-bench",
+                        "namespaceSelector": {},
+                        "resourceGroups": [
+                            {
+                                "coveredResources": ["cpu", "memory", GPU],
+                                "flavors": [
+                                    {
+                                        "name": "h100",
+                                        "resources": [
+                                            {"name": "cpu", "nominalQuota": gpus * 4},
+                                            {"name": "memory", "nominalQuota": f"{gpus * 16}Gi"},
+                                            {"name": GPU, "nominalQuota": gpus},
+                                        ],
+                                    }
+                                ],
+                            }
+                        ],
+                    },
+                }
+            )
+            objects.append(
+                {
+                    "apiVersion": "kueue.x-k8s.io/v1beta2",
+                    "kind": "LocalQueue",
+                    "metadata": {"name": queue, "namespace": self.namespace},
+                    "spec": {"clusterQueue": f"{self.name}-{queue}"},
+                }
+            )
+        wait_for(
+            "Kueue's webhook-free start (CRDs served)",
+            lambda: self._apply(objects),
+            120,
+            self.procs,
+        )
+
+        def active() -> bool:
+            self.procs.check()
+            for queue, _ in self.quotas():
+                cq = self.api.call(
+                    "GET", f"/apis/kueue.x-k8s.io/v1beta2/clusterqueues/{self.name}-{queue}"
+                )
+                conds = {
+                    c["type"]: c["status"] for c in (cq.get("status") or {}).get("conditions") or []
+                }
+                if conds.get("Active") != "True":
+                    return False
+            return True
+
+        wait_for("Kueue ClusterQueues Active", active, 120, self.procs)
+
+    def _apply(self, objects: list[dict[str, Any]]) -> bool:
+        self.api.apply(objects)
+        return True
+
+    def submit(self, job: JobReq) -> None:
+        self.api.call(
+            "POST",
+            f"/apis/batch/v1/namespaces/{self.namespace}/jobs",
+            {
+                "apiVersion": "batch/v1",
+                "kind": "Job",
+                "metadata": {
+                    "name": job.name,
+                    "labels": {"kueue.x-k8s.io/queue-name": job.queue},
+                },
+                "spec": {
+                    "suspend": True,
+                    "parallelism": job.pods,
+                    "completions": job.pods,
+                    "completionMode": "Indexed",
+                    "backoffLimit": 0,
+                    "template": {
+                        "metadata": {"annotations": pod_annotations(job, self.runtime_s)},
+                        "spec": {
+                            "restartPolicy": "Never",
+                            "terminationGracePeriodSeconds": 0,
+                            "containers": [
+                                {
+                                    "name": "main",
+                                    "image": "busybox:1.36",
+                                    "command": ["sleep", "3600"],
+                                    "resources": {
+                                        "requests": {
+                                            "cpu": "1",
+                                            "memory": "1Gi",
+                                            GPU: str(job.gpus),
+                                        },
+                                        "limits": {GPU: str(job.gpus)},
+                                    },
+                                }
+                            ],
+                        },
+                    },
+                },
+            },
+        )
+
+
+class KueueWaitForPodsReady(Kueue):
+    name = "kueue-wfpr"
+    wait_for_pods_ready = True
+
+
+SYSTEMS: dict[str, type[System]] = {
+    "phalanx": Phalanx,
+    "kueue": Kueue,
+    "kueue-wfpr": KueueWaitForPodsReady,
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# One run and its figures
+# ---------------------------------------------------------------------------------------------
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * q
+    lo = int(k)
+    hi = min(lo + 1, len(ordered) - 1)
+    return round(ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo), 2)
+
+
+def figures(
+    jobs: list[JobReq],
+    submitted: dict[str, float],
+    pods: list[PodRecord],
+    started: float,
+    nodes: int,
+    samples: list[tuple[float, int]],
+) -> dict[str, Any]:
+    by_job: dict[str, list[PodRecord]] = {}
+    for p in pods:
+        by_job.setdefault(p.job, []).append(p)
+    latencies: dict[str, list[float]] = {}
+    unfinished = 0
+    partial_gpu_s = 0.0
+    partial_gangs = 0
+    spreads: list[float] = []  # per gang: first pod bound -> last pod bound
+    stages: dict[str, list[float]] = {
+        "to_created": [],
+        "created_to_bound": [],
+        "bound_to_running": [],
+    }
+    ends: list[float] = []
+    binds: list[float] = []
+    for job in jobs:
+        mine = by_job.get(job.name, [])
+        running = [p.running_at for p in mine if p.running_at is not None]
+        bound = [p.bound_at for p in mine if p.bound_at is not None]
+        binds.extend(bound)
+        if job.name in submitted and len(running) >= job.pods:
+            latencies.setdefault(size_class(job), []).append(max(running) - submitted[job.name])
+            # Where the time goes: submitted -> last pod created -> last pod bound -> all Running.
+            created = max(p.seen_at for p in mine)
+            stages["to_created"].append(created - submitted[job.name])
+            if len(bound) >= job.pods:
+                stages["created_to_bound"].append(max(0.0, max(bound) - created))
+                stages["bound_to_running"].append(max(0.0, max(running) - max(bound)))
+        done = [p.ended_at for p in mine if p.ended_at is not None]
+        if len(done) >= job.pods:
+            ends.append(max(done))
+        else:
+            unfinished += 1
+        if job.pods > 1 and bound:
+            # GPUs held by bound pods while the gang is not completely bound (the last pod's
+            # bind, or the pod's end when the gang never completed).
+            complete_at = max(bound) if len(bound) >= job.pods else None
+            waste = 0.0
+            for p in mine:
+                if p.bound_at is None:
+                    continue
+                until = complete_at if complete_at is not None else (p.ended_at or time.monotonic())
+                waste += p.gpus * max(0.0, until - p.bound_at)
+            partial_gpu_s += waste
+            spread = (complete_at if complete_at is not None else time.monotonic()) - min(bound)
+            spreads.append(spread)
+            if spread > 1.0:
+                partial_gangs += 1
+    all_lat = [v for vs in latencies.values() for v in vs]
+    ordered_binds = sorted(binds)
+    peak_binds = 0  # most pods bound in any 5-second window
+    lo = 0
+    for hi, t in enumerate(ordered_binds):
+        while t - ordered_binds[lo] > 5.0:
+            lo += 1
+        peak_binds = max(peak_binds, hi - lo + 1)
+    total_pods = sum(j.pods for j in jobs)
+    gpus = nodes * 8
+    alloc = [(round(t - started, 1), n) for t, n in samples]
+    window = [n for t, n in alloc if ends and t <= max(ends) - started]
+    return {
+        "jobs": len(jobs),
+        "pods": total_pods,
+        "unfinished_jobs": unfinished,
+        "wall_s": round(max(ends) - started, 1) if ends and not unfinished else None,
+        "last_end_s": round(max(ends) - started, 1) if ends else None,
+        "admission_latency_s": {
+            cls: {
+                "n": len(v),
+                "p50": percentile(v, 0.5),
+                "p90": percentile(v, 0.9),
+                "p99": percentile(v, 0.99),
+            }
+            for cls, v in sorted(latencies.items())
+        }
+        | {
+            "all": {
+                "n": len(all_lat),
+                "p50": percentile(all_lat, 0.5),
+                "p90": percentile(all_lat, 0.9),
+                "p99": percentile(all_lat, 0.99),
+            }
+        },
+        "pods_bound_per_s": round(len(binds) / (max(binds) - started), 1) if binds else None,
+        "peak_pods_bound_per_s_5s": round(peak_binds / 5.0, 1),
+        "partial_gang_gpu_s": round(partial_gpu_s, 1),
+        "gangs_partially_bound_over_1s": partial_gangs,
+        "latency_stages_s": {
+            k: {"p50": percentile(v, 0.5), "p90": percentile(v, 0.9)} for k, v in stages.items()
+        },
+        "gang_bind_spread_s": {"p50": percentile(spreads, 0.5), "max": percentile(spreads, 1.0)},
+        "mean_gpu_allocation": round(statistics.fmean(window) / gpus, 3) if window else None,
+        "gpu_allocation_over_time": alloc,
+    }
+
+
+def phalanx_stages(
+    jobs: list[JobReq],
+    submitted: dict[str, float],
+    pods: list[PodRecord],
+    times: dict[str, list[float | None]],
+    wall_offset: float,
+) -> dict[str, dict[str, float | None]]:
+    """Where a phalanx job's admission latency goes, with phalanx's own timestamps: the API
+    stores it (submitted -> created_at), the loop admits it (-> admitted_at), the backend's
+    API workers create its pods (-> last pod seen by the watch), KWOK starts them."""
+    by_job: dict[str, list[PodRecord]] = {}
+    for p in pods:
+        by_job.setdefault(p.job, []).append(p)
+    stages: dict[str, list[float]] = {
+        "api_store": [],
+        "queue_and_admit": [],
+        "admit_to_pods_created": [],
+    }
+    for job in jobs:
+        t = times.get(job.name)
+        mine = by_job.get(job.name, [])
+        if not t or job.name not in submitted or t[0] is None or t[1] is None:
+            continue
+        created, admitted = t[0] - wall_offset, t[1] - wall_offset
+        stages["api_store"].append(created - submitted[job.name])
+        stages["queue_and_admit"].append(admitted - created)
+        if len(mine) >= job.pods:
+            stages["admit_to_pods_created"].append(max(p.seen_at for p in mine) - admitted)
+    return {
+        k: {"p50": percentile(v, 0.5), "p90": percentile(v, 0.9), "max": percentile(v, 1.0)}
+        for k, v in stages.items()
+    }
+
+
+def run_system(
+    system: System,
+    api: Api,
+    watch: PodWatch,
+    jobs: list[JobReq],
+    nodes: int,
+    runtime_s: float,
+    timeout_s: float,
+    cluster_pids: dict[str, int],
+) -> dict[str, Any]:
+    log(f"{system.name}: starting")
+    system.setup()
+    system.procs.mark()
+    base0 = {name: cpu_seconds(pid) for name, pid in cluster_pids.items()}
+    base_peak = {name: 0.0 for name in cluster_pids}
+    submitted: dict[str, float] = {}
+    errors: list[str] = []
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=8)
+    started = time.monotonic()
+    wall_offset = time.time() - started  # wall clock = monotonic + wall_offset
+
+    def submit(job: JobReq) -> None:
+        delay = started + job.at - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        t = time.monotonic()
+        try:
+            system.submit(job)
+            submitted[job.name] = t
+        except Exception as exc:  # reported, the run goes on
+            errors.append(f"{job.name}: {exc}")
+
+    futures = [pool.submit(submit, job) for job in jobs]
+    samples: list[tuple[float, int]] = []
+    total = sum(j.pods for j in jobs)
+    deadline = started + timeout_s
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        system.procs.check()
+        system.procs.sample()
+        for name, pid in cluster_pids.items():
+            base_peak[name] = max(base_peak[name], rss_mb(pid))
+        pods = watch.snapshot(system.namespace)
+        held = sum(p.gpus for p in pods if p.bound_at is not None and p.ended_at is None)
+        samples.append((time.monotonic(), held))
+        ended = sum(1 for p in pods if p.ended_at is not None)
+        if int(time.monotonic() - started) % 10 == 0:
+            log(
+                f"{system.name}: t={time.monotonic() - started:.0f}s submitted={len(submitted)}/{len(jobs)} pods ended={ended}/{total} GPUs held={held}"
+            )
+        if all(f.done() for f in futures) and ended >= total:
+            break
+    pool.shutdown(wait=False, cancel_futures=True)
+    usage = system.procs.usage()
+    base = {
+        name: {
+            "cpu_s": round(cpu_seconds(pid) - base0[name], 2),
+            "peak_rss_mb": round(base_peak[name], 1),
+        }
+        for name, pid in cluster_pids.items()
+    }
+    result = figures(jobs, submitted, watch.snapshot(system.namespace), started, nodes, samples)
+    result |= {
+        "system": system.name,
+        "submit_errors": errors[:20],
+        "submit_error_count": len(errors),
+        "processes": usage,
+        "control_plane_cpu_s": round(sum(u["cpu_s"] for u in usage.values()), 1),
+        "control_plane_peak_rss_mb": round(sum(u["peak_rss_mb"] for u in usage.values()), 1),
+        "apiserver_etcd": base,
+    }
+    try:
+        result["profile"] = system.profile()
+    except Exception as exc:  # the profile is extra; its absence must not lose the run
+        result["profile"] = {"error": str(exc)}
+    times = result["profile"].pop("job_times", None)
+    if times:
+        result["phalanx_stages_s"] = phalanx_stages(
+            jobs, submitted, watch.snapshot(system.namespace), times, wall_offset
+        )
+    system.teardown()
+    cleanup(api, watch, system.namespace)
+    log(f"{system.name}: done")
+    return result
+
+
+def cleanup(api: Api, watch: PodWatch, namespace: str) -> None:
+    """Delete what the system left in its namespace and wait until no benchmark pod lives."""
+    for path in (
+        f"/apis/batch/v1/namespaces/{namespace}/jobs?propagationPolicy=Background",
+        f"/apis/kueue.x-k8s.io/v1beta2/namespaces/{namespace}/workloads",
+        f"/api/v1/namespaces/{namespace}/pods?gracePeriodSeconds=0",
+    ):
+        try:
+            api.call("DELETE", path)
+        except urllib.error.HTTPError as exc:
+            if exc.code != 404:
+                raise
+    wait_for("benchmark pods gone", lambda: watch.live() == 0, 300)
+
+
+# ---------------------------------------------------------------------------------------------
+# Table
+# ---------------------------------------------------------------------------------------------
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    classes = sorted({c for r in results for c in r["admission_latency_s"] if c != "all"})
+    head = ["system", "wall s", "unfinished", "p50/p90/p99 all s"]
+    head += [f"p50/p90/p99 {c} s" for c in classes]
+    head += [
+        "pods bound/s (peak 5 s)",
+        "partial-gang GPU·s",
+        "mean GPU alloc",
+        "CP CPU s",
+        "CP peak MB",
+        "apiserver+etcd CPU s",
+    ]
+    rows = []
+    for r in results:
+        lat = r["admission_latency_s"]
+
+        def trio(cls: str, lat: dict[str, Any] = lat) -> str:
+            v = lat.get(cls)
+            return "-" if not v or v["p50"] is None else f"{v['p50']}/{v['p90']}/{v['p99']}"
+
+        rows.append(
+            [
+                r["system"],
+                str(r["wall_s"] if r["wall_s"] is not None else f">{r['last_end_s']}"),
+                str(r["unfinished_jobs"]),
+                trio("all"),
+                *[trio(c) for c in classes],
+                f"{r['pods_bound_per_s']} ({r['peak_pods_bound_per_s_5s']})",
+                str(r["partial_gang_gpu_s"]),
+                str(r["mean_gpu_allocation"]),
+                str(r["control_plane_cpu_s"]),
+                str(r["control_plane_peak_rss_mb"]),
+                str(round(sum(v["cpu_s"] for v in r["apiserver_etcd"].values()), 1)),
+            ]
+        )
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--nodes", type=int, default=100)
+    parser.add_argument("--duration", type=float, default=60, help="seconds of arrivals")
+    parser.add_argument("--runtime", type=float, default=20, help="seconds every pod runs")
+    parser.add_argument("--load", type=float, default=0.9, help="offered GPU load (1 = all GPUs)")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--systems", default=",".join(ALL_SYSTEMS))
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=0,
+        help="per system (default: duration + 10 x runtime + 60)",
+    )
+    parser.add_argument("--json", type=Path, default=None, help="write the raw figures here")
+    parser.add_argument("--keep", action="store_true", help="keep the run directory (logs)")
+    parser.add_argument(
+        "--phalanx-src",
+        default="",
+        help="run `phalanx up` from this source directory (the one holding phalanx/), e.g. a "
+        "clean checkout, instead of the installed package",
+    )
+    parser.add_argument(
+        "--py-spy",
+        default="",
+        help="sample `phalanx up` with this py-spy binary (collapsed stacks in the run "
+        "directory; use with --keep)",
+    )
+    args = parser.parse_args()
+    PHALANX_SRC["path"] = args.phalanx_src
+    PY_SPY["path"] = args.py_spy
+    names = [s for s in args.systems.split(",") if s]
+    unknown = [s for s in names if s not in SYSTEMS]
+    if unknown:
+        sys.exit(f"unknown system(s) {unknown}; choose from {', '.join(SYSTEMS)}")
+    if any(s.startswith("kueue") for s in names):
+        log("building the peers (cached after the first time): scripts/peers/peers build")
+        subprocess.run([str(PEERS), "build"], check=True)
+    jobs = workload(args.nodes, args.duration, args.runtime, args.load, args.seed)
+    timeout = args.timeout or args.duration + 10 * args.runtime + 60
+    run_dir = Path(tempfile.mkdtemp(prefix="phalanx-k8s-peers-"))
+    cluster_dir = run_dir / "cluster"
+    log(f"cluster: {args.nodes} KWOK nodes x 8 GPUs in {cluster_dir}")
+    t0 = time.monotonic()
+    out = subprocess.run(
+        [str(TESTCLUSTER), "up", "--nodes", str(args.nodes), "--dir", str(cluster_dir), "--daemon"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if out.returncode:
+        sys.exit(f"testcluster up failed: {out.stderr[-2000:]}")
+    cluster_up_s = round(time.monotonic() - t0, 1)
+    results: list[dict[str, Any]] = []
+    watch: PodWatch | None = None
+    try:
+        api = Api(cluster_dir)
+        cluster_pids = {
+            name: int((cluster_dir / "pids" / f"{name}.pid").read_text())
+            for name in ("kube-apiserver", "etcd", "kwok")
+        }
+        watch = PodWatch(api)
+        for name in names:
+            system = SYSTEMS[name](api, run_dir, args.nodes, args.runtime)
+            try:
+                results.append(
+                    run_system(
+                        system, api, watch, jobs, args.nodes, args.runtime, timeout, cluster_pids
+                    )
+                )
+            except KeyboardInterrupt:
+                system.procs.stop()
+                raise
+            except Exception as exc:  # one system failing must not hide the others
+                log(f"{name} failed: {exc}")
+                system.procs.stop()
+                results.append({"system": name, "error": str(exc)[-3000:]})
+                cleanup(api, watch, system.namespace)
+    finally:
+        if watch is not None:
+            watch.stop()
+        subprocess.run(
+            [str(TESTCLUSTER), "down", "--dir", str(cluster_dir)], capture_output=True, check=False
+        )
+    load_avg = Path("/proc/loadavg").read_text().split()[:3]
+    report = {
+        "nodes": args.nodes,
+        "gpus": args.nodes * 8,
+        "duration_s": args.duration,
+        "runtime_s": args.runtime,
+        "offered_load": args.load,
+        "seed": args.seed,
+        "jobs": len(jobs),
+        "pods": sum(j.pods for j in jobs),
+        "shapes": [{"pods": p, "gpus_per_pod": g, "share": s} for p, g, s in SHAPES],
+        "queues": [{"name": n, "quota_share": q, "load_share": w} for n, q, w in QUEUES],
+        "cluster_up_s": cluster_up_s,
+        "loadavg_after": load_avg,
+        "results": results,
+    }
+    ok = [r for r in results if "error" not in r]
+    print(
+        f"{args.nodes} nodes x 8 GPUs; {len(jobs)} jobs / {report['pods']} pods over {args.duration:g}s, pods run {args.runtime:g}s, offered load {args.load:g}; loadavg {' '.join(load_avg)}"
+    )
+    print(table(ok))
+    for r in results:
+        if "error" in r:
+            print(f"{r['system']}: FAILED: {r['error'][-500:]}")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1))
+        print(f"raw figures: {args.json}")
+    if args.keep:
+        print(f"run directory kept: {run_dir}")
+    else:
+        subprocess.run(["rm", "-rf", str(run_dir)], check=False)
+
+
+if __name__ == "__main__":
+    main()
