@@ -14,7 +14,9 @@ of this process) is measured too, on lines labelled "SDK", as users see it:
      jobs of (b), sequentially and from 8 clients at once, then from 8 SDK clients
      (in-process through ``Queries.page_jobs`` on the same database when the route has no
      ``limit``);
-  d. the servers' RSS (VmRSS and its peak, VmHWM).
+  d. the servers' RSS (VmRSS and its peak, VmHWM);
+  e. the p99 latency authentication and authorization add (``--auth-only`` for just this):
+     see ``auth_overhead``.
 
 No pod is started: the jobs ask for a GPU of a queue whose GPU quota is 0, so they all stay
 Pending with a quota reason (the point is the API, and the loop's cost of 10,000 pending
@@ -48,6 +50,8 @@ from phalanx.testing import queue_manifests
 TARGET_SINGLE_PER_S = 500.0
 TARGET_BATCH_PER_S = 5_000.0
 TARGET_PAGE_P99_MS = 50.0
+#: What authentication and authorization may add to a request's p99 (ARCHITECTURE §12).
+TARGET_AUTH_ADDED_P99_MS = 1.0
 TARGET_RSS_MIB = 150.0
 #: A queue with CPU and memory but no GPU quota: every job below waits, none runs.
 QUEUE = queue_manifests(gpu=0, cpu=64, memory="64Gi")
@@ -373,6 +377,155 @@ def _print_page_cpu(
     )
 
 
+def auth_overhead(requests: int, rounds: int) -> dict[str, float]:
+    """e. What authentication and authorization add to a request: one in-process plane (SQLite,
+    a few jobs) served by three apps on loopback, each by uvicorn in a thread: ``none`` (the
+    authorization middleware taken out), ``off`` (no token: the middleware with everyone an
+    admin) and ``on`` (a ``user``'s token from the store: verified once, then cached; the
+    route table and, for GET /jobs/{name}, the env hidden from a non-owner). One keep-alive
+    client asks each in turn, ``requests`` times a round, so load drifts hit all three alike.
+    Returns p50/p99 in ms of each, and the p99 ``on`` adds over ``none``, median of rounds."""
+    import uvicorn
+
+    from phalanx.api import create_app
+    from phalanx.api.authz import Authorization
+    from phalanx.backends.local.backend import LocalBackend
+    from phalanx.backends.local.nodes import parse_nodes_option
+    from phalanx.controllers.plane import ControlPlane, ControlPlaneConfig
+    from phalanx.store import open_store
+
+    data_dir = Path(tempfile.mkdtemp(prefix="phalanx-auth-bench-"))
+    store = open_store(None, data_dir)
+    backend = LocalBackend(data_dir, parse_nodes_option("2x8"))
+    plane = ControlPlane(store, backend, ControlPlaneConfig(data_dir=data_dir))
+    plane.apply([*queue_manifests(), *(job_manifest(f"j{i}") for i in range(20))])
+    admin_token = "bench-admin-token"
+    apps = {
+        "none": create_app(plane, None),
+        "off": create_app(plane, None),
+        "on": create_app(plane, admin_token),
+    }
+    apps["none"].user_middleware = [
+        m for m in apps["none"].user_middleware if m.cls is not Authorization
+    ]
+    identity = apps["on"].state.identity
+    identity.create_user("bench", "user")
+    _, user_token = identity.create_token("bench", "bench", None)
+    servers: list[uvicorn.Server] = []
+    urls: dict[str, str] = {}
+    for name, app in apps.items():
+        sock = socket.create_server(("127.0.0.1", 0))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", ws="none"))
+        threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True).start()
+        servers.append(server)
+        urls[name] = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    import httpx
+
+    clients = {
+        name: httpx.Client(
+            base_url=url,
+            headers={"Authorization": f"Bearer {user_token}"} if name == "on" else {},
+        )
+        for name, url in urls.items()
+    }
+    deadline = time.monotonic() + 10
+    for client in clients.values():
+        while True:
+            try:
+                client.get("/api/v1/version").raise_for_status()
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "a bench server did not start"
+                time.sleep(0.05)
+    paths = ("/api/v1/version", "/api/v1/jobs/j3", "/api/v1/queues")
+    cpu = asgi_cpu_ms(apps, {"on": user_token}, paths[:1], requests)
+    samples: dict[str, list[float]] = {name: [] for name in clients}
+    added: list[float] = []
+    try:
+        for _ in range(rounds):
+            this_round: dict[str, list[float]] = {name: [] for name in clients}
+            for i in range(requests):
+                path = paths[i % len(paths)]
+                for name, client in clients.items():
+                    began = time.perf_counter()
+                    client.get(path).raise_for_status()
+                    this_round[name].append(time.perf_counter() - began)
+            for name, values in this_round.items():
+                samples[name] += values
+            added.append(
+                (_percentile(this_round["on"], 0.99) - _percentile(this_round["none"], 0.99)) * 1000
+            )
+    finally:
+        for client in clients.values():
+            client.close()
+        for server in servers:
+            server.should_exit = True
+        time.sleep(0.5)
+        apps["on"].state.audit.close()
+        backend.close()
+        store.close()
+        shutil.rmtree(data_dir, ignore_errors=True)
+    out = {
+        f"{name} p{q}": _percentile(values, q / 100) * 1000
+        for name, values in samples.items()
+        for q in (50, 99)
+    }
+    out["added p99"] = sorted(added)[len(added) // 2]
+    for name, values in cpu.items():
+        out[f"{name} cpu p50"] = _percentile(values, 0.5)
+        out[f"{name} cpu p99"] = _percentile(values, 0.99)
+    out["added cpu p99"] = out["on cpu p99"] - out["none cpu p99"]
+    return out
+
+
+def asgi_cpu_ms(
+    apps: dict[str, object], tokens: dict[str, str], paths: Sequence[str], requests: int
+) -> dict[str, list[float]]:
+    """CPU time (ms, this thread's) of each request handled by calling each app directly,
+    no network: on a loaded machine wall-clock percentiles measure the scheduler, this the
+    work a request costs. GET routes of async handlers only (no thread pool hop)."""
+    import asyncio
+
+    async def one(app: object, path: str, token: str | None) -> float:
+        headers = [(b"host", b"bench")]
+        if token:
+            headers.append((b"authorization", f"Bearer {token}".encode()))
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "root_path": "",
+            "query_string": b"",
+            "headers": headers,
+            "client": ("127.0.0.1", 1),
+            "server": ("127.0.0.1", 80),
+        }
+
+        async def receive() -> dict[str, object]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict[str, object]) -> None:
+            return None
+
+        began = time.thread_time()
+        await app(scope, receive, send)  # type: ignore[operator]
+        return (time.thread_time() - began) * 1000
+
+    async def run() -> dict[str, list[float]]:
+        out: dict[str, list[float]] = {name: [] for name in apps}
+        for i in range(requests):
+            for name, app in apps.items():
+                out[name].append(await one(app, paths[i % len(paths)], tokens.get(name)))
+        return out
+
+    return asyncio.run(run())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=10_000, help="jobs per submission phase")
@@ -408,8 +561,24 @@ def main() -> None:
     parser.add_argument(
         "--log-level", default="warning", help="the servers' --log-level (info logs each request)"
     )
+    parser.add_argument(
+        "--auth-requests", type=int, default=1500, help="requests per app and round in (e)"
+    )
+    parser.add_argument("--auth-rounds", type=int, default=3)
+    parser.add_argument(
+        "--auth-only", action="store_true", help="measure only what auth adds (e), in-process"
+    )
     args = parser.parse_args()
     rows: list[tuple[str, str, str, str]] = []
+    if args.auth_only:
+        print(f"load: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} (1, 5 min)")
+        figures = auth_overhead(args.auth_requests, args.auth_rounds)
+        for key, value in figures.items():
+            print(f"e. {key:<10} {value:8.3f} ms")
+        target = TARGET_AUTH_ADDED_P99_MS
+        print(f"e. added p99 {figures['added p99']:.3f} ms wall (target < {target} ms)")
+        print(f"e. added p99 {figures['added cpu p99']:.3f} ms of CPU per request")
+        return
 
     def row(metric: str, value: float, unit: str, target: float | None, higher: bool) -> None:
         if target is None:
@@ -493,6 +662,12 @@ def main() -> None:
     row("d. RSS after (a)", rss_single[0], "MiB", TARGET_RSS_MIB, False)
     row("d. RSS after (b)+(c)", rss, "MiB", TARGET_RSS_MIB, False)
     row("d. peak RSS (VmHWM) in (b)+(c)", hwm, "MiB", None, False)
+    # e. auth
+    figures = auth_overhead(args.auth_requests, args.auth_rounds)
+    row("e. request p99, no auth middleware", figures["none p99"], "ms", None, False)
+    row("e. request p99, a user's token", figures["on p99"], "ms", None, False)
+    row("e. p99 added by auth", figures["added p99"], "ms", TARGET_AUTH_ADDED_P99_MS, False)
+    row("e. CPU p99 added by auth", figures["added cpu p99"], "ms", TARGET_AUTH_ADDED_P99_MS, False)
     width = max(len(r[0]) for r in rows)
     print()
     print(f"{'metric':<{width}}  {'value':>16}  {'target':>9}  {'ratio':>5}")

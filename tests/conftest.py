@@ -17,6 +17,11 @@ settings.register_profile(
 )
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
+# Servers started by tests (as root in CI) run pods as the server's user, as the tests'
+# workloads expect (they write files under tmp_path, which is 0700); the pod-user
+# isolation is tested on its own, in tests/integration/backends/test_isolation.py.
+os.environ.setdefault("PHALANX_POD_USER", "none")
+
 
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:

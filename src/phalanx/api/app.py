@@ -14,7 +14,6 @@ not import client or cli.
 
 from __future__ import annotations
 
-import hmac
 import json
 import os
 from collections.abc import Callable, Mapping
@@ -28,6 +27,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import StreamingResponse
 
 from phalanx import API_VERSION, __version__, kinds
+from phalanx.api.authz import (
+    Authorization,
+    audit_objects,
+    principal_of,
+    redact_job,
+    redact_jobs_json,
+)
 from phalanx.api.conversion import (
     apply_out,
     flavor_out,
@@ -38,11 +44,11 @@ from phalanx.api.conversion import (
 )
 from phalanx.api.errors import (
     BAD_REQUEST,
-    UNAUTHORIZED,
     ApiRequestError,
     install_error_handlers,
     plain,
 )
+from phalanx.api.identity import identity_router
 from phalanx.api.limits import DEFAULT_LIMITS as DEFAULT_API_LIMITS
 from phalanx.api.limits import (
     BodySizeLimit,
@@ -51,6 +57,7 @@ from phalanx.api.limits import (
     check_json_depth,
     truncate_text,
 )
+from phalanx.api.pipelines import pipelines_router
 from phalanx.api.rendering import JobJson, JsonBytes, json_bytes
 from phalanx.api.schemas import (
     CONTINUE_HEADER,
@@ -69,13 +76,18 @@ from phalanx.api.schemas import (
     VersionInfo,
     WatchEvent,
 )
+from phalanx.api.secrets import add_secret_routes
+from phalanx.api.services import services_router
+from phalanx.api.ui import ui_router
 from phalanx.api.watch import WATCHED_KINDS, OpenWatches, Watch, WatchSettings
+from phalanx.auth import AuditLog, Identity, admit_apply, kind_name, rule_for
 from phalanx.controllers.plane import ControlPlane
 from phalanx.model.metadata import LabelSelector, parse_selector
 from phalanx.model.specs import FieldError, SpecError
 from phalanx.ops.metrics import PROMETHEUS_CONTENT_TYPE, registry_for
 from phalanx.ops.metrics import render as render_metrics
 from phalanx.ops.reports import doctor_report, estimates_report, parse_what_if
+from phalanx.store import IdentityStore
 
 API_PREFIX = "/api/v1"
 YAML_MEDIA_TYPES = frozenset({"application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"})
@@ -126,42 +138,20 @@ _SELECTOR_DOC = (
 
 
 class _TokenCheck(HTTPBearer):
-    """A dependency that enforces ``Authorization: Bearer <token>`` when a token is set.
-
-    It is the HTTPBearer security scheme itself (so /docs offers the token) with an async
-    check: one dependency without sub-dependencies, run on the event loop, not a thread-pool
-    call on every request."""
+    """The HTTPBearer security scheme, declared so that /docs and the OpenAPI document offer
+    the token. It checks nothing itself: ``phalanx.api.authz.Authorization`` authenticates
+    and authorizes every request, before any route (or dependency) runs."""
 
     def __init__(self, token: str | None) -> None:
         super().__init__(
             scheme_name="HTTPBearer",
             auto_error=False,
-            description="The token in <data_dir>/token",
+            description="A token from `phalanx token create`, or the admin token in "
+            "<data_dir>/token",
         )
-        self._token = token.encode() if token is not None else None
 
     async def __call__(self, request: Request) -> None:  # type: ignore[override]
-        if self._token is None:
-            return
-        challenge = {"WWW-Authenticate": "Bearer"}
-        scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
-        credentials = credentials.strip()
-        if not credentials or scheme.lower() != "bearer":
-            raise ApiRequestError(
-                401,
-                UNAUTHORIZED,
-                "missing bearer token: send 'Authorization: Bearer <token>' with the token "
-                "from the server's data directory (<data_dir>/token)",
-                challenge,
-            )
-        if not hmac.compare_digest(credentials.encode(), self._token):
-            raise ApiRequestError(
-                401,
-                UNAUTHORIZED,
-                "invalid bearer token: use the token from the server's data directory "
-                "(<data_dir>/token)",
-                challenge,
-            )
+        return None
 
 
 def load_yaml_manifests(text: bytes, source: str) -> list[Mapping[str, object]]:
@@ -341,6 +331,11 @@ def _api_router(
             raise ApiRequestError(
                 400, BAD_REQUEST, f"no manifests found in {source or 'the request body'}"
             )
+        audit_objects(request, _objects_of(manifests))
+        principal = principal_of(request)
+        if principal is not None:
+            admitted = await run_in_threadpool(admit_apply, plane.store, principal, manifests)
+            manifests = list(admitted)
         results = await run_in_threadpool(plane.apply, manifests, source)
         return JsonBytes(json_bytes([apply_out(r) for r in results]))
 
@@ -355,6 +350,7 @@ def _api_router(
         response_model=list[JobInfo],
     )
     def list_jobs(
+        request: Request,
         queue: str | None = None,
         selector: Annotated[
             str | None, Query(alias="labelSelector", description=_SELECTOR_DOC)
@@ -373,6 +369,7 @@ def _api_router(
         body, next_token, revision = job_json.page(
             queue, label_selector(selector), limit, continue_token
         )
+        body = redact_jobs_json(principal_of(request), body)
         headers = {RESOURCE_VERSION_HEADER: str(revision)}
         if next_token:
             headers[CONTINUE_HEADER] = next_token
@@ -383,8 +380,9 @@ def _api_router(
         summary="One job with its pods of every attempt and its events",
         response_model=JobInfo,
     )
-    def get_job(name: str) -> Response:
-        return JsonBytes(json_bytes(job_out(queries.get_job(name))))
+    def get_job(name: str, request: Request) -> Response:
+        job = redact_job(principal_of(request), job_out(queries.get_job(name)))
+        return JsonBytes(json_bytes(job))
 
     @router.post("/jobs/{name}/cancel", summary="Stop a job's pods; the job stays, Cancelled")
     def cancel_job(name: str) -> JobInfo:
@@ -525,6 +523,7 @@ def _api_router(
         },
     )
     async def watch(
+        request: Request,
         resource_version: Annotated[
             int | None,
             Query(alias="resourceVersion", ge=0, description="Report writes after this one"),
@@ -560,7 +559,16 @@ def _api_router(
                 min(timeout_seconds, settings.timeout_s),
                 settings.batch,
             )
-        stream = Watch(queries, watched, after, settings, is_stopping, open_watches).stream()
+        principal = principal_of(request)
+        stream = Watch(
+            queries,
+            watched,
+            after,
+            settings,
+            is_stopping,
+            open_watches,
+            redact=lambda job: redact_job(principal, job),
+        ).stream()
         return StreamingResponse(
             stream,
             media_type="text/event-stream",
@@ -576,7 +584,67 @@ def _api_router(
     def delete_object(kind: str, name: str) -> None:
         plane.delete(kind, name)
 
+    add_secret_routes(router, plane)
     return router
+
+
+def _document_refusals(app: FastAPI) -> None:
+    """Say in the OpenAPI document what the middleware and the shared error handlers may
+    answer on any route: 401 (no valid token) and 403 (the role or owner does not allow it)
+    where a token is needed, 404 where the path names an object, 400 for invalid input
+    (never FastAPI's 422), and 413 where a body is read; routes added later are covered, as
+    the middleware covers them."""
+    build = app.openapi
+
+    def openapi() -> dict[str, object]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        document = build()
+        error = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorInfo"}}}
+        refusals = {
+            "401": "Missing, unknown, expired or revoked bearer token (code Unauthorized)",
+            "403": "The caller's role, or the object's owner, does not allow it (code Forbidden)",
+        }
+        paths = document.get("paths", {})
+        assert isinstance(paths, dict)
+        for path, operations in paths.items():
+            for method, operation in operations.items():
+                if not isinstance(operation, dict):
+                    continue
+                responses = operation.setdefault("responses", {})
+                if "422" in responses:  # validation errors answer 400 here (errors.py)
+                    del responses["422"]
+                    responses.setdefault(
+                        "400",
+                        {"description": "Invalid request (code BadRequest)", "content": error},
+                    )
+                if rule_for(method, path, kind_name).is_open:
+                    continue
+                for status, description in refusals.items():
+                    responses.setdefault(status, {"description": description, "content": error})
+                if "{" in path:  # an object named in the path may not exist (errors.py)
+                    responses.setdefault(
+                        "404", {"description": "No such object (code NotFound)", "content": error}
+                    )
+                if "requestBody" in operation:
+                    responses.setdefault(
+                        "413",
+                        {"description": "Body too large (code PayloadTooLarge)", "content": error},
+                    )
+        app.openapi_schema = document
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _objects_of(manifests: list[Mapping[str, object]]) -> list[tuple[str, str]]:
+    """(kind, name) of each manifest, for the audit log ("" where a manifest lacks one)."""
+    out: list[tuple[str, str]] = []
+    for manifest in manifests:
+        metadata = manifest.get("metadata")
+        name = metadata.get("name") if isinstance(metadata, Mapping) else ""
+        out.append((str(manifest.get("kind") or ""), str(name or "")))
+    return out
 
 
 def complete_utf8_prefix(data: bytes) -> int:
@@ -598,12 +666,19 @@ def create_app(
     *,
     is_stopping: Callable[[], bool] = lambda: False,
     watch: WatchSettings | None = None,
+    identity: Identity | None = None,
+    audit: AuditLog | None = None,
 ) -> FastAPI:
     """Return the API application serving ``plane``.
 
-    When ``token`` is set every ``/api/v1`` route requires ``Authorization: Bearer <token>``;
-    ``/healthz``, ``/docs`` and ``/openapi.json`` stay open. ``is_stopping`` tells open watch
-    streams that the server is shutting down (they end within one poll); ``watch`` tunes them.
+    When ``token`` is set every route but ``/healthz``, ``/docs`` and ``/openapi.json`` needs
+    ``Authorization: Bearer <token>``: the admin token ``token``, or a user's token from the
+    store (``identity``, by default the users in ``plane.store``); what each role may do is
+    ``phalanx.auth.policy``'s table, applied by ``phalanx.api.authz`` to every route,
+    including routes added later. Mutating calls are recorded in ``audit`` (by default a log
+    in ``plane.store``; ``app.state.audit``, which the caller closes). ``is_stopping`` tells
+    open watch streams that the server is shutting down (they end within one poll);
+    ``watch`` tunes them.
     """
     app = FastAPI(
         title="phalanx",
@@ -615,11 +690,30 @@ def create_app(
     )
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, limits=DEFAULT_API_LIMITS)
+    rows = IdentityStore(plane.store)
+    identity = identity or Identity(rows, token)
+    audit = audit or AuditLog(rows)
+    app.state.identity, app.state.audit = identity, audit
+    # Added last, so it runs first: nothing is read or routed for a caller it refuses.
+    app.add_middleware(
+        Authorization,
+        identity=identity,
+        store=plane.store,
+        audit=audit,
+        routes=lambda: app.router.routes,
+    )
     open_watches = OpenWatches()
+    # Before the API router: its DELETE /{kind}/{name} would take /users/{name}.
+    app.include_router(identity_router(identity, audit, _TokenCheck(token)))
     app.include_router(
         _api_router(plane, token, is_stopping, watch or WatchSettings(), open_watches)
     )
+    app.include_router(pipelines_router(plane), dependencies=[Depends(_TokenCheck(token))])
+    app.include_router(services_router(plane), dependencies=[Depends(_TokenCheck(token))])
+    # The web dashboard at / (pages under /ui): reads through the routes above.
+    app.include_router(ui_router(plane.queries.data_dir / "reports"))
 
+    _document_refusals(app)
     metrics_registry = registry_for(plane)
 
     @app.get(
@@ -632,10 +726,16 @@ def create_app(
     def metrics() -> Response:
         return Response(render_metrics(metrics_registry), media_type=PROMETHEUS_CONTENT_TYPE)
 
-    @app.get("/healthz", summary="Liveness; no token needed")
-    def healthz() -> dict[str, object]:
-        health: dict[str, object] = {"status": "ok", "version": __version__, "pid": os.getpid()}
+    @app.get(
+        "/healthz",
+        summary="Liveness; no token needed. Without a valid token only the status is shown",
+    )
+    def healthz(request: Request) -> dict[str, object]:
         reported = plain(plane.health())
+        status = reported.get("status", "ok") if isinstance(reported, dict) else "ok"
+        if identity.is_enabled and principal_of(request) is None:
+            return {"status": status}
+        health: dict[str, object] = {"status": "ok", "version": __version__, "pid": os.getpid()}
         if isinstance(reported, dict):
             health.update(reported)
         health["watches"] = open_watches.count

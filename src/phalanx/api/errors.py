@@ -1,7 +1,8 @@
 """Error responses: every failure is JSON ``{"error": {code, message, details}}``.
 
 Maps the control plane's exceptions to HTTP statuses (SpecError 400 ``SpecInvalid``,
-NotFoundError and UnknownKindError 404, ConflictError 409) and FastAPI's own (validation 400
+NotFoundError and UnknownKindError 404, ConflictError 409, the auth package's AccessDeniedError
+403 and UnauthenticatedError 401) and FastAPI's own (validation 400
 ``BadRequest``, unknown route 404). Must not import client or cli.
 """
 
@@ -18,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from phalanx.api.limits import DEFAULT_LIMITS, LimitExceededError, bounded_plain, truncate_text
 from phalanx.api.schemas import ErrorDetailInfo, ErrorInfo
+from phalanx.auth import AccessDeniedError, UnauthenticatedError
 from phalanx.controllers.errors import ConflictError, NotFoundError
 from phalanx.kinds import UnknownKindError
 from phalanx.model.specs import SpecError
@@ -29,11 +31,13 @@ SPEC_INVALID = "SpecInvalid"
 NOT_FOUND = "NotFound"
 CONFLICT = "Conflict"
 UNAUTHORIZED = "Unauthorized"
+FORBIDDEN = "Forbidden"
 INTERNAL = "Internal"
 
 _CODES_BY_STATUS = {
     400: BAD_REQUEST,
     401: UNAUTHORIZED,
+    403: FORBIDDEN,
     404: NOT_FOUND,
     405: "MethodNotAllowed",
     409: CONFLICT,
@@ -134,6 +138,14 @@ def _over_limit(_: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status, code, str(exc))
 
 
+def _denied(_: Request, exc: Exception) -> JSONResponse:
+    return error_response(403, FORBIDDEN, str(exc))
+
+
+def _unauthenticated(_: Request, exc: Exception) -> JSONResponse:
+    return error_response(401, UNAUTHORIZED, str(exc), headers={"WWW-Authenticate": "Bearer"})
+
+
 def _problem(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiRequestError)
     return error_response(exc.status, exc.code, exc.message, headers=exc.headers)
@@ -175,6 +187,8 @@ def install_error_handlers(app: FastAPI) -> None:
     # Other ValueErrors from the control plane reject the caller's input (e.g. a pod name
     # that is not <podset>-<index>); they are not server faults.
     app.add_exception_handler(ValueError, _bad_value)
+    app.add_exception_handler(AccessDeniedError, _denied)
+    app.add_exception_handler(UnauthenticatedError, _unauthenticated)
     app.add_exception_handler(LimitExceededError, _over_limit)
     app.add_exception_handler(ApiRequestError, _problem)
     app.add_exception_handler(RequestValidationError, _validation)

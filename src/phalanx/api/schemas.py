@@ -379,6 +379,7 @@ __all__ = [
     "RESOURCE_VERSION_HEADER",
     "ApplyOutcome",
     "ApplyRequest",
+    "AuditInfo",
     "DeviceInfo",
     "DoctorReport",
     "ErrorBodyInfo",
@@ -403,7 +404,100 @@ __all__ = [
     "QuarantineInfo",
     "QueueInfo",
     "ReasonInfo",
+    "SecretInfo",
     "TaintInfo",
+    "TokenCreate",
+    "TokenCreated",
+    "TokenInfo",
+    "UserCreate",
+    "UserInfo",
     "VersionInfo",
     "WatchEvent",
+    "WhoAmIInfo",
 ]
+
+
+# -- identity: users, tokens and the audit log (phalanx.api.identity) ---------------------
+
+
+class WhoAmIInfo(TypedDict):
+    """The caller: user name, role, groups and the id of the token used ("" for the admin
+    token in the data dir)."""
+
+    name: str
+    role: str
+    groups: list[str]
+    token_id: str
+
+
+class UserInfo(TypedDict):
+    """A user: role (admin, operator, user, viewer) and the groups queue access may name."""
+
+    name: str
+    role: str
+    groups: list[str]
+    created_at: float
+
+
+class UserCreate(TypedDict):
+    """A new user: ``role`` is admin, operator, user or viewer; ``groups`` are what queue
+    access lists may name."""
+
+    name: str
+    role: str
+    groups: NotRequired[list[str]]
+
+
+class TokenInfo(TypedDict):
+    """A token without its secret: the token itself is returned once, by its creation."""
+
+    id: str
+    user: str
+    name: str
+    created_at: float
+    expires_at: float | None
+    revoked_at: float | None
+    is_active: bool
+
+
+class TokenCreate(TypedDict):
+    """A new token of ``user``, valid for ``expires_in_s`` seconds (absent or null: until
+    revoked)."""
+
+    user: str
+    name: str
+    expires_in_s: NotRequired[float | None]
+
+
+class TokenCreated(TypedDict):
+    """The new token's record and the token itself, shown this once."""
+
+    info: TokenInfo
+    token: str
+
+
+class AuditInfo(TypedDict):
+    """One mutating call: when, who, what (method and route), which object, the status."""
+
+    id: int
+    at: float
+    at_iso: str
+    user: str
+    action: str
+    kind: str
+    name: str
+    status: int
+
+
+# -- secrets (phalanx.api.secrets) -------------------------------------------------------
+
+
+class SecretInfo(TypedDict):
+    """A Secret as the API shows it: its metadata and type, and in ``spec.data`` each key
+    with its size (``<hidden> (7 bytes)``), never a value."""
+
+    name: str
+    apiVersion: str
+    kind: str
+    metadata: dict[str, object]
+    spec: dict[str, object]

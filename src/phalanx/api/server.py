@@ -11,6 +11,10 @@ docs/high-availability.md) several servers may share one data dir, as the local 
 (pods, logs and checkpoints live there): each writes its own ``server-<pid>.json``, and
 ``server.json`` names the leader, rewritten by each new leader, so that the CLI follows it.
 The token file is shared. A server without ``ha`` still refuses a data dir another one uses.
+
+Transport: on loopback the API is plain HTTP unless ``--tls-cert/--tls-key`` are given; on any
+other address it is HTTPS (the given pair, or a self-signed one made in the data dir, see
+``phalanx.api.tls``) unless ``--insecure``. Every request needs a token either way.
 Must not import client or cli.
 """
 
@@ -23,6 +27,7 @@ import os
 import secrets
 import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -34,11 +39,23 @@ import uvicorn
 
 from phalanx import __version__
 from phalanx.api.app import create_app
+from phalanx.api.tls import is_loopback_host, self_signed_pair
+from phalanx.auth import AuditLog
 from phalanx.backends.base import Backend
 from phalanx.backends.local.backend import LocalBackend
+from phalanx.backends.local.isolation import (
+    PodUser,
+    PodUserError,
+    others_can_run,
+    resolve_pod_user,
+    secure_data_dir,
+)
 from phalanx.backends.local.nodes import discover_nodes, parse_nodes_option
 from phalanx.controllers.leader import LeaseConfig, Role
 from phalanx.controllers.plane import ControlPlane, ControlPlaneConfig
+from phalanx.pipelines.reconciler import PipelineRunReconciler, ScheduleReconciler
+from phalanx.serving.controller import ServiceController, ServingConfig
+from phalanx.serving.router import RouterThread
 from phalanx.store import open_store
 
 log = logging.getLogger(__name__)
@@ -76,13 +93,40 @@ class ServerSettings:
     #: a lease of ``lease_ttl_s`` seconds elects the one that runs the loop.
     ha: bool = False
     lease_ttl_s: float = 10.0
+    #: TLS: a certificate and key (PEM). Without them a server bound to an address other
+    #: than loopback makes a self-signed pair in the data dir, unless ``insecure``.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    #: The CA that signed ``tls_cert``, named in server.json for the client to trust.
+    tls_ca: Path | None = None
+    #: Serve plain HTTP on an address other than loopback (tokens cross the network in the
+    #: clear; a warning says so).
+    insecure: bool = False
+    #: The serving router beside the API, on ``host``: its port (0: any free port; None: no
+    #: router in this process, e.g. when ``phalanx router`` runs apart).
+    router_port: int | None = 0
+    #: Local backend: the user pods run as (``none``: the server's own); None: the dedicated
+    #: ``phalanx-pod`` when the server runs as root, else the server's (see isolation.py).
+    pod_user: str | None = None
 
 
-def _make_backend(settings: ServerSettings, data_dir: Path) -> Backend:
+def _pod_user(settings: ServerSettings) -> PodUser | None:
+    """Who local pods run as; raises ServerError (the message says what to do)."""
+    if settings.backend != "local":
+        return None
+    try:
+        return resolve_pod_user(settings.pod_user)
+    except PodUserError as exc:
+        raise ServerError(str(exc)) from exc
+
+
+def _make_backend(
+    settings: ServerSettings, data_dir: Path, pod_user: PodUser | None = None
+) -> Backend:
     """The backend ``settings`` names; raises ServerError for an unknown one."""
     if settings.backend == "local":
         nodes = parse_nodes_option(settings.nodes) if settings.nodes else discover_nodes()
-        return LocalBackend(data_dir, nodes)
+        return LocalBackend(data_dir, nodes, pod_user=pod_user)
     if settings.backend == "kubernetes":
         if settings.nodes:
             raise ServerError(
@@ -215,11 +259,44 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _url(host: str, port: int) -> str:
+def _url(host: str, port: int, scheme: str = "http") -> str:
     connect_host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
     if ":" in connect_host:
         connect_host = f"[{connect_host}]"
-    return f"http://{connect_host}:{port}"
+    return f"{scheme}://{connect_host}:{port}"
+
+
+def transport_security(settings: ServerSettings, data_dir: Path) -> tuple[Path, Path, Path] | None:
+    """(certificate, key, CA to name in server.json) to serve with, None for plain HTTP.
+
+    Loopback: TLS only when a certificate is given. Any other address: the given pair, else a
+    self-signed one made in the data dir, unless ``insecure`` (then a warning). Raises
+    ServerError for half a pair or a file that is not there."""
+    if (settings.tls_cert is None) != (settings.tls_key is None):
+        raise ServerError("--tls-cert and --tls-key go together: give both (PEM files), or neither")
+    if settings.tls_cert is not None and settings.tls_key is not None:
+        for option, path in (("--tls-cert", settings.tls_cert), ("--tls-key", settings.tls_key)):
+            if not path.is_file():
+                raise ServerError(f"{option} {path}: no such file; give a PEM file")
+        ca = settings.tls_ca or settings.tls_cert
+        return settings.tls_cert.resolve(), settings.tls_key.resolve(), ca.resolve()
+    if is_loopback_host(settings.host):
+        return None
+    if settings.insecure:
+        log.warning(
+            "serving plain HTTP on %s (--insecure): bearer tokens cross the network "
+            "unencrypted; anyone on the path can read them and act as their users",
+            settings.host,
+        )
+        return None
+    cert, key = self_signed_pair(data_dir, settings.host)
+    log.info(
+        "serving HTTPS on %s with the self-signed certificate %s; clients elsewhere trust it "
+        "with PHALANX_CA_FILE (or give --tls-cert/--tls-key)",
+        settings.host,
+        cert,
+    )
+    return cert, key, cert
 
 
 def _write_json_atomically(path: Path, data: dict[str, object]) -> None:
@@ -242,6 +319,17 @@ class ApiServer:
             check_ha_store(settings.store_url)
         data_dir = settings.data_dir.expanduser().resolve()
         data_dir.mkdir(parents=True, exist_ok=True)
+        pod_user = _pod_user(settings)
+        if pod_user is not None and not others_can_run(sys.executable):
+            log.warning(
+                "pods run as %s, which cannot run %s (a directory above it is closed to "
+                "other users): pods whose command is that Python will fail with 'permission "
+                "denied'. Install Python where other users can run it, or pass --pod-user "
+                "none to run pods as this server's user",
+                pod_user.name,
+                sys.executable,
+            )
+        secure_data_dir(data_dir, is_shared_with_pods=pod_user is not None)  # before any file
         self.data_dir = data_dir
         self.info_path = data_dir / SERVER_FILE
         #: This server's own info file: server.json, or server-<pid>.json with ``ha``.
@@ -250,10 +338,11 @@ class ApiServer:
         )
         _check_not_running(self.info_path, settings.ha)
         self.token = load_or_create_token(data_dir)
-        backend = _make_backend(settings, data_dir)
+        backend = _make_backend(settings, data_dir, pod_user)
+        self.tls = transport_security(settings, data_dir)
         self._socket = _listen(settings.host, settings.port)
         port = int(self._socket.getsockname()[1])
-        self.url = _url(settings.host, port)
+        self.url = _url(settings.host, port, "https" if self.tls else "http")
         try:
             self.store = open_store(settings.store_url, data_dir)
             self.backend = backend
@@ -264,19 +353,47 @@ class ApiServer:
                 ControlPlaneConfig(data_dir=data_dir, tick_s=settings.tick_s, lease=lease),
             )
             self.plane.role_listeners.append(self._on_role)
+            # Pipeline runs: each step a job owned by its run (phalanx.pipelines).
+            self.plane.reconcilers += [
+                PipelineRunReconciler(self.plane),
+                ScheduleReconciler(self.store, self.plane.cancel_job),
+            ]
+            # Services: their reconciler runs in the loop; the router beside the API reads
+            # its routes and reports load to it.
+            self.services = ServiceController.attach(self.plane, ServingConfig())
+            self.router: RouterThread | None = None
+            self.router_url = ""
+            if settings.router_port is not None:
+                self.router = RouterThread(
+                    self.services, self.services, settings.host, settings.router_port
+                )
+                try:
+                    router_port = self.router.start()
+                except OSError as exc:
+                    raise ServerError(
+                        f"cannot listen on {settings.host}:{settings.router_port} for the "
+                        f"serving router: {exc}; choose another with --router-port (0: any)"
+                    ) from exc
+                self.router_url = _url(settings.host, router_port)
+                self.services.config.router_url = self.router_url
             self.plane.start()
         except BaseException:
             self._socket.close()
+            if getattr(self, "router", None) is not None:
+                self.router.stop()  # type: ignore[union-attr]
             raise
         # Open watch streams end within one poll once uvicorn is asked to exit (by a signal
         # or request_stop), rather than holding the graceful shutdown to its timeout.
         app = create_app(self.plane, self.token, is_stopping=lambda: self._server.should_exit)
+        self._audit: AuditLog = app.state.audit
         config = uvicorn.Config(
             app,
             log_level=settings.log_level,
             ws="none",
             lifespan="off",
             timeout_graceful_shutdown=5,
+            ssl_certfile=str(self.tls[0]) if self.tls else None,
+            ssl_keyfile=str(self.tls[1]) if self.tls else None,
         )
         self._server = uvicorn.Server(config)
 
@@ -317,10 +434,12 @@ class ApiServer:
             "url": self.url,
             "pid": os.getpid(),
             "token_file": str(self.data_dir / TOKEN_FILE),
+            "ca_file": str(self.tls[2]) if self.tls else "",
             "data_dir": str(self.data_dir),
             "version": __version__,
             "started_at": time.time(),
             "ha": self.settings.ha,
+            "router_url": self.router_url,
         }
 
     def _on_role(self, role: Role) -> None:
@@ -331,8 +450,13 @@ class ApiServer:
 
     def _shutdown(self) -> None:
         try:
+            if self.router is not None:
+                self.router.stop()
             self.plane.stop()
+            self.services.close()
         finally:
+            with contextlib.suppress(Exception):
+                self._audit.close()
             with contextlib.suppress(Exception):
                 self.backend.close()
             with contextlib.suppress(Exception):

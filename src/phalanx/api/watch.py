@@ -25,6 +25,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass
+from typing import cast
 
 from starlette.concurrency import run_in_threadpool
 
@@ -105,7 +106,10 @@ class Watch:
         settings: WatchSettings,
         is_stopping: Callable[[], bool],
         open_watches: OpenWatches,
+        redact: Callable[[JobInfo], JobInfo] | None = None,
     ) -> None:
+        #: Hides what the watcher may not see of a job (others' env: phalanx.api.authz).
+        self.redact = redact
         self.queries = queries
         self.kinds = frozenset(kinds)
         self.after = after
@@ -144,6 +148,8 @@ class Watch:
                 view = views[key]
                 if view is None:
                     continue  # deleted since; its DELETED event follows
+                if self.redact is not None and change.kind == JOB.name:
+                    view = self.redact(cast("JobInfo", view))
                 event["object"] = view
             out.append(encode_event(event))
         return out, False, len(changes) == self.settings.batch

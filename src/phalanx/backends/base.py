@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
-from phalanx.model.objects import DeviceShare, Node
+from phalanx.model.objects import DeviceShare, Node, SecretKeyRef
 from phalanx.model.resources import Resources
 
 
@@ -47,6 +47,12 @@ class PodLaunch:
     annotations: Mapping[str, str] = field(default_factory=dict)
     #: Kubernetes: the PersistentVolumeClaim mounted at PHALANX_CHECKPOINT_DIR ("": none).
     checkpoint_claim: str = ""
+    #: Variables whose values come from Secrets (every one resolvable: the controllers
+    #: checked), and the data of each Secret they name. The local backend puts the values
+    #: in the environment; Kubernetes writes the Secrets and refers to them
+    #: (``valueFrom.secretKeyRef``), so no value appears in the pod's spec.
+    secret_env: Mapping[str, SecretKeyRef] = field(default_factory=dict)
+    secrets: Mapping[str, Mapping[str, bytes]] = field(default_factory=dict, repr=False)
 
 
 class PodEventKind(StrEnum):
@@ -59,6 +65,9 @@ class PodEventKind(StrEnum):
     STOPPED = "Stopped"
     #: The pod vanished without an exit status (node lost, process killed with its supervisor).
     LOST = "Lost"
+    #: The pod has not started and the backend says why (reason: ``ImagePullBackOff``,
+    #: ``CreateContainerConfigError``, …); it may still start. Reported once per reason.
+    WAITING = "Waiting"
 
 
 #: ``PodEvent.reason`` values with a meaning the controllers act on: a pod killed for its
@@ -77,6 +86,9 @@ class PodEvent:
     exit_code: int | None = None
     reason: str = ""
     message: str = ""
+    #: Facts that name what went wrong (e.g. the secret and key a launch could not find),
+    #: added to the failure reason's facts.
+    facts: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import socket
 import sys
@@ -38,6 +39,15 @@ def _gpu_count() -> int:
     from phalanx.backends.local.nodes import discover_nodes
 
     return sum(len(n.gpus) for n in discover_nodes())
+
+
+def _pods_cannot_run_python() -> bool:
+    """Whether, as root with the default pod user, pods could not start this Python."""
+    from phalanx.backends.local.isolation import POD_USER_ENV, others_can_run
+
+    if os.geteuid() != 0 or os.environ.get(POD_USER_ENV):
+        return False
+    return not others_can_run(sys.executable)
 
 
 def _layout(real_gpus: int) -> tuple[list[str], str, str, str]:
@@ -149,6 +159,15 @@ def run_demo(
         typer.echo("note: the demo starts its own server; --server is ignored", err=True)
     work_dir = data_dir or Path(tempfile.mkdtemp(prefix="phalanx-demo-"))
     options, described, hold_gpus, worker_gpus = _layout(_gpu_count())
+    if _pods_cannot_run_python():
+        # As root, pods run as an unprivileged user, which cannot run this Python (under
+        # /root, say); the demo's pods are Python. Isolation is the server's default still.
+        options += ["--pod-user", "none"]
+        typer.echo(
+            f"note: running as root, and the pod user cannot run {sys.executable}; the "
+            "demo's pods run as root (--pod-user none). See the README's isolation section.",
+            err=True,
+        )
     _say("[1/5]", f"Starting a control plane on {described}, data in {work_dir}")
     started = start_daemon(work_dir, [*options, "--port", str(_free_port())])
     typer.echo(f"phalanx server {started.url} (pid {started.pid}, log {started.log_path})")

@@ -31,6 +31,8 @@ import typer
 from typer.core import TyperGroup
 
 from phalanx import __version__, kinds
+from phalanx.cli.auth import audit as audit_command
+from phalanx.cli.auth import token_app, user_app
 from phalanx.cli.daemon import (
     DaemonError,
     how_to_stop,
@@ -42,6 +44,10 @@ from phalanx.cli.daemon import (
 from phalanx.cli.describe import describe_flavor, describe_job, describe_node, describe_queue
 from phalanx.cli.doctor import job_estimates, render_report
 from phalanx.cli.get import Query, WatchPrinter, empty_message, fetch, watch_changes
+from phalanx.cli.pipeline import pipeline_app, print_objects, print_run
+from phalanx.cli.service import print_description, print_services, serve, service_app
+from phalanx.cli.serving_data import router as router_command
+from phalanx.cli.serving_data import serve_model as serve_model_command
 from phalanx.cli.simulate import simulate as simulate_command
 from phalanx.client import (
     ApiError,
@@ -281,6 +287,16 @@ def up(
     ] = "default",
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=0, max=65535, help="0: any free port.")] = 8470,
+    router_port: Annotated[
+        int | None,
+        typer.Option(
+            "--router-port",
+            min=-1,
+            max=65535,
+            help="The serving router's port: default --port + 1 (any free port with --port 0); "
+            "0: any free port; -1: no router (run `phalanx router` apart).",
+        ),
+    ] = None,
     daemon: Annotated[
         bool,
         typer.Option("--daemon", "-d", help="Run in the background; log to <data-dir>/server.log."),
@@ -305,6 +321,38 @@ def up(
             "it); a dead leader is replaced within about this long.",
         ),
     ] = 10.0,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option(
+            "--tls-cert",
+            help="Serve HTTPS with this certificate (PEM). Off loopback, without it a "
+            "self-signed one is made in the data dir.",
+        ),
+    ] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option("--tls-key", help="The private key of --tls-cert (PEM).")
+    ] = None,
+    tls_ca: Annotated[
+        Path | None,
+        typer.Option("--tls-ca", help="The CA of --tls-cert, named in server.json for clients."),
+    ] = None,
+    insecure: Annotated[
+        bool,
+        typer.Option(
+            "--insecure",
+            help="Serve plain HTTP on an address other than loopback (tokens in the clear).",
+        ),
+    ] = False,
+    pod_user: Annotated[
+        str | None,
+        typer.Option(
+            "--pod-user",
+            envvar="PHALANX_POD_USER",
+            help="Local backend: the unprivileged user pods run as when the server runs as "
+            "root (default: phalanx-pod, created if missing); 'none': as the server's user. "
+            "See docs/security.md.",
+        ),
+    ] = None,
 ) -> None:
     """Start the control plane and its API (foreground unless --daemon)."""
     directory = _globals(ctx).resolved_data_dir()
@@ -317,6 +365,8 @@ def up(
             _fail(str(exc))
     if daemon:
         up_args = ["--host", host, "--port", str(port), "--log-level", log_level]
+        if router_port is not None:
+            up_args += ["--router-port", str(router_port)]
         up_args += ["--backend", backend, "--namespace", namespace]
         if kubeconfig:
             up_args += ["--kubeconfig", kubeconfig]
@@ -326,6 +376,17 @@ def up(
             up_args += ["--store-url", store_url]
         if ha:
             up_args += ["--ha", "--lease-ttl", str(lease_ttl)]
+        for option, path in (
+            ("--tls-cert", tls_cert),
+            ("--tls-key", tls_key),
+            ("--tls-ca", tls_ca),
+        ):
+            if path is not None:
+                up_args += [option, str(path.resolve())]
+        if insecure:
+            up_args += ["--insecure"]
+        if pod_user is not None:
+            up_args += ["--pod-user", pod_user]
         with _reported_errors():
             started = start_daemon(directory, up_args, is_ha=ha)
         typer.echo(f"phalanx is up at {started.url} (pid {started.pid})")
@@ -355,6 +416,9 @@ def up(
         namespace,
         ha,
         lease_ttl,
+        tls=(tls_cert, tls_key, tls_ca, insecure),
+        pod_user=pod_user,
+        router_port=router_port,
     )
 
 
@@ -370,6 +434,9 @@ def _serve_foreground(
     namespace: str = "default",
     ha: bool = False,
     lease_ttl_s: float = 10.0,
+    tls: tuple[Path | None, Path | None, Path | None, bool] = (None, None, None, False),
+    pod_user: str | None = None,
+    router_port: int | None = None,
 ) -> None:
     import logging
 
@@ -394,6 +461,16 @@ def _serve_foreground(
         log_level=log_level.lower(),
         ha=ha,
         lease_ttl_s=lease_ttl_s,
+        tls_cert=tls[0],
+        tls_key=tls[1],
+        tls_ca=tls[2],
+        insecure=tls[3],
+        pod_user=pod_user,
+        router_port=(
+            (port + 1 if port else 0)
+            if router_port is None
+            else (None if router_port < 0 else router_port)
+        ),
     )
     try:
         server = ApiServer(settings)
@@ -563,6 +640,14 @@ def get(
             f"{resolved.plural} are observed from the backend, not stored, so they cannot be "
             f"watched; run `phalanx get {resolved.plural}` again instead"
         )
+    if resolved is kinds.SERVICE:
+        with _globals(ctx).client() as client:
+            print_services(client, name, output.value if output is not None else None)
+        return
+    if resolved in (kinds.PIPELINE, kinds.PIPELINE_RUN):
+        with _globals(ctx).client() as client:
+            print_objects(client, resolved.plural, name, output.value if output else None)
+        return
     query = Query(name, queue, _selector(selector), limit, chunk_size)
     wide = output is OutputFormat.WIDE
     printer = WatchPrinter(
@@ -618,6 +703,10 @@ def describe(
             typer.echo(describe_flavor(client.flavor(name), now))
         elif resolved is kinds.NODE:
             typer.echo(describe_node(client.node(name), now))
+        elif resolved is kinds.SERVICE:
+            print_description(client, name)
+        elif resolved is kinds.PIPELINE_RUN:
+            print_run(client, name)
         else:
             _fail(f"phalanx describe cannot show {resolved.plural} yet")
 
@@ -780,6 +869,10 @@ def demo(ctx: typer.Context) -> None:
 
 
 app.command("simulate")(simulate_command)
+app.command("serve-model")(serve_model_command)
+app.command("router")(router_command)
+app.command("serve")(serve)
+app.add_typer(service_app, name="service")
 
 
 @app.command()
@@ -800,6 +893,12 @@ def db(
     from phalanx.cli.db import run_db
 
     run_db(action, store_url, _globals(ctx).resolved_data_dir())
+
+
+app.add_typer(pipeline_app, name="pipeline")
+app.add_typer(user_app, name="user")
+app.add_typer(token_app, name="token")
+app.command("audit")(audit_command)
 
 
 def main() -> None:

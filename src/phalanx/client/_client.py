@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import ssl
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -22,10 +23,21 @@ from urllib.parse import quote, urlencode
 import httpx
 
 from phalanx import __version__
-from phalanx.api.schemas import CONTINUE_HEADER, RESOURCE_VERSION_HEADER
+from phalanx.api.schemas import (
+    CONTINUE_HEADER,
+    RESOURCE_VERSION_HEADER,
+    AuditInfo,
+    TokenCreate,
+    TokenCreated,
+    TokenInfo,
+    UserCreate,
+    UserInfo,
+    WhoAmIInfo,
+)
 from phalanx.client._discovery import ServerLocation, locate_server, running_servers
 from phalanx.client._errors import (
     ApiError,
+    ClientError,
     JobFinishedError,
     ServerUnavailableError,
 )
@@ -100,6 +112,22 @@ def _sse_data(lines: Iterable[str]) -> Iterator[str]:
         yield "\n".join(data)
 
 
+def _verify(ca_file: str) -> ssl.SSLContext | bool:
+    """What httpx checks an https server's certificate against: the system's CAs, and
+    ``ca_file`` (the server's own certificate when it made a self-signed one) when given."""
+    if not ca_file:
+        return True
+    context = ssl.create_default_context()
+    try:
+        context.load_verify_locations(cafile=ca_file)
+    except OSError as exc:
+        raise ClientError(
+            f"cannot read the CA certificate {ca_file} ({exc.strerror or exc}); point "
+            "PHALANX_CA_FILE (or server.json's ca_file) at the server's certificate"
+        ) from exc
+    return context
+
+
 class Client:
     """A connection to a phalanx server.
 
@@ -126,7 +154,11 @@ class Client:
         if location.token:
             headers["Authorization"] = f"Bearer {location.token}"
         self._http = httpx.Client(
-            base_url=self.url, headers=headers, timeout=timeout_s, transport=transport
+            base_url=self.url,
+            headers=headers,
+            timeout=timeout_s,
+            transport=transport,
+            verify=_verify(location.ca_file),
         )
 
     def close(self) -> None:
@@ -506,6 +538,58 @@ class Client:
     def version(self) -> VersionInfo:
         """Return the server's version and the manifest apiVersion it accepts."""
         return cast("VersionInfo", self._get("/version"))
+
+    # -- identity (admins; the audit log operators too) -----------------------------------
+
+    def whoami(self) -> WhoAmIInfo:
+        """The caller as the server sees it: user, role, groups, token id."""
+        return cast("WhoAmIInfo", self._get("/whoami"))
+
+    def users(self) -> list[UserInfo]:
+        return cast("list[UserInfo]", self._get("/users"))
+
+    def create_user(self, name: str, role: str, groups: Sequence[str] = ()) -> UserInfo:
+        """Create a user (role admin, operator, user or viewer). Raises ApiError."""
+        body: UserCreate = {"name": name, "role": role, "groups": list(groups)}
+        return cast("UserInfo", self._request("POST", API_PREFIX + "/users", json=body).json())
+
+    def delete_user(self, name: str) -> None:
+        """Delete a user and every token of theirs."""
+        self._request("DELETE", f"{API_PREFIX}/users/{_name(name)}")
+
+    def tokens(self, user: str | None = None) -> list[TokenInfo]:
+        """Tokens (never their secrets), of ``user`` or everyone."""
+        return cast("list[TokenInfo]", self._get("/tokens", {"user": user} if user else None))
+
+    def create_token(self, user: str, name: str, expires_in_s: float | None = None) -> TokenCreated:
+        """A new token of ``user``; the token itself is in this answer only."""
+        body: TokenCreate = {"user": user, "name": name, "expires_in_s": expires_in_s}
+        return cast("TokenCreated", self._request("POST", API_PREFIX + "/tokens", json=body).json())
+
+    def revoke_token(self, token_id: str) -> TokenInfo:
+        """Revoke a token at once."""
+        path = f"{API_PREFIX}/tokens/{_name(token_id)}/revoke"
+        return cast("TokenInfo", self._request("POST", path).json())
+
+    def audit(
+        self,
+        *,
+        user: str | None = None,
+        kind: str | None = None,
+        name: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 1000,
+    ) -> list[AuditInfo]:
+        """Mutating calls matching every filter given, oldest first (the newest ``limit``)."""
+        params: dict[str, str | int] = {"limit": limit}
+        for key, value in (("user", user), ("kind", kind), ("name", name)):
+            if value:
+                params[key] = value
+        for key, when in (("since", since), ("until", until)):
+            if when is not None:
+                params[key] = repr(when)
+        return cast("list[AuditInfo]", self._get("/audit", params))
 
 
 def _api_error(response: httpx.Response) -> ApiError:

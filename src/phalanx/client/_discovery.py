@@ -28,6 +28,8 @@ TOKEN_FILE = "token"
 ENV_SERVER = "PHALANX_SERVER"
 ENV_TOKEN = "PHALANX_TOKEN"
 ENV_DATA_DIR = "PHALANX_DATA_DIR"
+#: A CA certificate (PEM) to trust for an https server, beside the system's.
+ENV_CA_FILE = "PHALANX_CA_FILE"
 
 
 def standard_data_dir() -> Path:
@@ -53,6 +55,8 @@ class ServerInfo:
     url: str
     pid: int
     token_file: str
+    #: The certificate (PEM) to trust for an https ``url`` ("" : the system's CAs).
+    ca_file: str = ""
 
 
 def read_server_info(data_dir: Path) -> ServerInfo | None:
@@ -66,7 +70,13 @@ def read_server_info(data_dir: Path) -> ServerInfo | None:
     url, pid, token_file = data.get("url"), data.get("pid"), data.get("token_file")
     if not isinstance(url, str) or not isinstance(pid, int):
         return None
-    return ServerInfo(url, pid, token_file if isinstance(token_file, str) else "")
+    ca_file = data.get("ca_file")
+    return ServerInfo(
+        url,
+        pid,
+        token_file if isinstance(token_file, str) else "",
+        ca_file if isinstance(ca_file, str) else "",
+    )
 
 
 UrlSource = Literal["argument", "environment", "server.json", "default"]
@@ -83,6 +93,9 @@ class ServerLocation:
     data_dir: Path
     url_source: UrlSource = "default"
     token_source: TokenSource = "none"
+    #: The CA certificate to trust for https ("": the system's): ``$PHALANX_CA_FILE``, else
+    #: the one server.json names when the URL is that server's.
+    ca_file: str = ""
 
 
 def _same_url(a: str, b: str) -> bool:
@@ -140,7 +153,10 @@ def locate_server(
         elif _is_loopback(url):
             resolved = _read_token(directory / TOKEN_FILE)
         token_source = "token file" if resolved else "none"
-    return ServerLocation(url, resolved, directory, url_source, token_source)
+    ca_file = os.environ.get(ENV_CA_FILE, "")
+    if not ca_file and info is not None and info.ca_file and _same_url(info.url, url):
+        ca_file = info.ca_file
+    return ServerLocation(url, resolved, directory, url_source, token_source, ca_file)
 
 
 # -- the registry of running servers ----------------------------------------------------------

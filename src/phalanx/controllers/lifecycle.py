@@ -60,6 +60,7 @@ from phalanx.backends.base import (
 from phalanx.controllers.errors import ConflictError
 from phalanx.controllers.health import HealthTracker, NodeFailure
 from phalanx.controllers.progress import HungJob, checkpoint_dir
+from phalanx.controllers.secrets import KEY_FILE, SecretRefError, SecretVault
 from phalanx.controllers.state import devices_of, pod_resources
 from phalanx.controllers.wiring import pod_env, rank_order
 from phalanx.model.objects import JobPhase, JobSpec, OnFailure, PodPhase, RestartPolicyKind
@@ -94,6 +95,9 @@ class Cause:
     OOM = "OOM"
     NODE = "Node"
     HANG = "Hang"
+    #: The attempt's pods were not all running within startupTimeout (counted as the
+    #: application's: an image that cannot be pulled, a bad container config).
+    STARTUP = "Startup"
 
 
 def pod_name(pod: PodRecord) -> str:
@@ -111,6 +115,7 @@ def _failure_facts(pod: PodRecord, event: PodEvent) -> dict[str, Fact]:
         "exit_code": event.exit_code,
         "pod_reason": event.reason,
         "pod_message": event.message,
+        **event.facts,
     }
 
 
@@ -186,6 +191,8 @@ class Lifecycle:
         self.data_dir = data_dir
         self.grace_period_s = grace_period_s
         self.health = health or HealthTracker(store, clock)
+        #: Secrets: sealed before they are stored, resolved into pods' env at launch.
+        self.secrets = SecretVault(store, data_dir / KEY_FILE)
         #: Whether this control plane may call the backend's stop. False on a follower under
         #: leader election: only the leader drives the backend; its jobs reconciler stops the
         #: pods of jobs a follower cancelled (JobsReconciler.stop_strays).
@@ -373,6 +380,23 @@ class Lifecycle:
         resources = pod_resources(spec, pod.pod_set)
         enforce = spec.failure_policy.enforce_memory and resources.memory_bytes > 0
         try:
+            # Read now, not at admission: the values are never stored with the pod.
+            secrets = self.secrets.resolve(pod_set)
+        except SecretRefError as exc:  # the pod's fault, never its node's; its devices free
+            log.warning("launching %s failed: %s", pod.pod_id, exc)
+            self.on_pod_event(
+                PodEvent(
+                    pod.pod_id,
+                    PodEventKind.FAILED,
+                    self.clock(),
+                    128,
+                    exc.reason,
+                    str(exc),
+                    exc.facts(),
+                )
+            )
+            return
+        try:
             self.backend.launch(
                 PodLaunch(
                     pod_id=pod.pod_id,
@@ -393,6 +417,8 @@ class Lifecycle:
                     image=pod_set.image,
                     grace_period_s=self.grace_for(job),
                     memory_limit_bytes=resources.memory_bytes if enforce else None,
+                    secret_env=secrets.env,
+                    secrets=secrets.data,
                 )
             )
         except Exception as exc:  # any launch error is the pod's: it fails, its devices free
@@ -525,12 +551,16 @@ class Lifecycle:
         pod = next((p for p in pods if p.pod_id == event.pod_id), None)
         if pod is None or pod.phase not in _LIVE:
             return None
+        if event.kind is PodEventKind.WAITING:
+            return self._waiting_outcome(job, pod, event)
         phase = _EVENT_TO_POD_PHASE[event.kind]
         if phase is PodPhase.RUNNING and pod.phase == PodPhase.RUNNING.value:
             return None
         pod_change: dict[str, object] = {"phase": phase.value}
         if phase is PodPhase.RUNNING:
             pod_change["started_at"] = event.at
+            if pod.reason:  # why it waited (PodWaiting) is over
+                pod_change.update(reason="", message="")
         else:
             pod_change.update(
                 finished_at=event.at,
@@ -591,6 +621,46 @@ class Lifecycle:
         write = guarded(job, job_change, tuple(events), pods={pod.pod_id: pod_change})
         is_stray = phase is PodPhase.RUNNING and not runs_it
         return _PodOutcome(job, pod, write, stops_others, blames_node, is_stray)
+
+    @staticmethod
+    def _waiting_outcome(job: JobRecord, pod: PodRecord, event: PodEvent) -> _PodOutcome | None:
+        """A pod of the running attempt that has not started says why: an event on its job
+        (PodWaiting) and the reason kept on the pod, which stays Pending; the startup
+        timeout (JobsReconciler) decides when waiting is over."""
+        if pod.phase != PodPhase.PENDING.value or pod.reason == event.reason:
+            return None
+        waiting = Reason(
+            ReasonCode.POD_WAITING,
+            {
+                "pod": pod_name(pod),
+                "node": pod.node,
+                "waiting_reason": event.reason,
+                "waiting_message": event.message,
+            },
+        )
+        change = {"reason": event.reason, "message": event.message}
+        write = guarded(job, {}, (reason_event(event.at, waiting),), pods={pod.pod_id: change})
+        return _PodOutcome(job, pod, write)
+
+    def fail_startup(self, job: JobRecord, pods: Sequence[PodRecord], timeout_s: float) -> bool:
+        """Admitted → Pending (restart by policy) or Failed (StartupTimeout): the attempt's
+        pods were not all running within ``timeout_s`` of admission; its pods are stopped,
+        which frees their devices and the queue's quota. Returns whether it was written."""
+        now = self.clock()
+        facts: dict[str, Fact] = {
+            "waited_s": round(now - (job.admitted_at or now), 3),
+            "startup_timeout_s": timeout_s,
+            "not_running": tuple(
+                {"pod": pod_name(p), "node": p.node, "waiting_reason": p.reason}
+                for p in pods
+                if p.attempt == job.attempt and p.phase == PodPhase.PENDING.value
+            ),
+        }
+        change, record = self._failure(job, facts, now, Cause.STARTUP)
+        if not self._write(job, change, (record,)):
+            return False
+        self.stop_pods(job.id)
+        return True
 
     def _cause(self, pod: PodRecord, event: PodEvent) -> str:
         if event.reason == OOM_KILLED:
@@ -670,7 +740,9 @@ class Lifecycle:
             change.update(job_reason(Reason(ReasonCode.BACKOFF, facts)))
             return change, reason_event(now, Reason(ReasonCode.RESTARTING, facts))
         facts["outcome"] = "NoRestartsLeft"
-        code = ReasonCode.HANG if cause == Cause.HANG else ReasonCode.FAILED
+        code = {Cause.HANG: ReasonCode.HANG, Cause.STARTUP: ReasonCode.STARTUP_TIMEOUT}.get(
+            cause, ReasonCode.FAILED
+        )
         return self._failed(now, Reason(code, facts))
 
     @staticmethod

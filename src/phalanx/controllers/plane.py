@@ -340,6 +340,9 @@ class ControlPlane:
                 spec: JobSpec = item.obj
                 jobs.append((item.name, uuid.uuid4().hex, item.manifest, spec.queue, spec.priority))
                 job_specs.append(spec)
+            elif item.kind is kinds.SECRET:  # encrypted: no value is ever stored
+                sealed = self.lifecycle.secrets.seal(item.manifest)
+                configs.append((item.kind.name, item.name, sealed))
             else:
                 configs.append((item.kind.name, item.name, item.manifest))
         order = [(k, n) for k, n, _ in configs] + [("Job", j[0]) for j in jobs]

@@ -196,6 +196,7 @@ class JobsReconciler:
         progress = self._progress(world)
         self._enforce_deadlines(world, now)
         self._detect_hangs(world, progress, now)
+        self._enforce_startup(world, now)
         # 2. snapshot (quarantined nodes marked; checkpoints bound each victim's lost work)
         world = self.world.read()
         checkpoints = {
@@ -414,6 +415,19 @@ class JobsReconciler:
             if limit is not None and now - job.started_at > limit:
                 with self.contain.on(job, "enforce maxRuntime"):
                     self.lifecycle.expire(job, limit)
+
+    def _enforce_startup(self, world: World, now: float) -> None:
+        """Restart or fail (by policy) admitted jobs whose pods are not all running within
+        their startupTimeout of admission: pods that never start (an image that cannot be
+        pulled, a container config that cannot be made) must not hold devices and quota."""
+        admitted = JobPhase.ADMITTED.value
+        for job_id, job in world.holding.items():
+            if job.phase != admitted or job.admitted_at is None:
+                continue
+            timeout_s = world.specs[job_id].startup_timeout_s
+            if now - job.admitted_at > timeout_s:
+                with self.contain.on(job, "enforce startupTimeout"):
+                    self.lifecycle.fail_startup(job, world.live_pods.get(job_id, []), timeout_s)
 
     def _progress(self, world: World) -> dict[int, JobProgress]:
         """What the workloads of jobs holding capacity reported (status files)."""

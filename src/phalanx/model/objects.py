@@ -12,6 +12,9 @@ from enum import StrEnum
 
 from phalanx.model.resources import UNLIMITED, Resources
 
+#: How long an admitted attempt may take to have all its pods running (``startupTimeout``).
+DEFAULT_STARTUP_TIMEOUT_S = 600.0
+
 
 @dataclass(frozen=True, slots=True)
 class GpuDevice:
@@ -30,6 +33,17 @@ class Taint:
     key: str
     value: str = ""
     effect: str = "NoSchedule"
+
+
+@dataclass(frozen=True, slots=True)
+class SecretKeyRef:
+    """An environment variable whose value is one key of a Secret, read when the pod
+    launches (``env[].valueFrom.secretKeyRef``). ``is_optional``: a missing Secret or key
+    leaves the variable unset instead of failing the pod."""
+
+    secret: str
+    key: str
+    is_optional: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,8 +131,18 @@ class PreemptionPolicy(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class QueueAccess:
+    """Who may submit to a queue (``spec.access``): these users, and members of these
+    groups; operators and admins always may. Both empty: operators and admins only."""
+
+    users: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Queue:
-    """A queue with per-flavor quotas, an optional cohort to borrow from and lend to."""
+    """A queue with per-flavor quotas, an optional cohort to borrow from and lend to.
+    ``access`` None: anyone may submit (the default)."""
 
     name: str
     flavors: tuple[FlavorQuotas, ...]
@@ -126,6 +150,7 @@ class Queue:
     weight: int = 1
     within_queue_preemption: PreemptionPolicy = PreemptionPolicy.LOWER_PRIORITY
     reclaim_within_cohort: bool = True
+    access: QueueAccess | None = None
 
 
 class TopologyMode(StrEnum):
@@ -220,6 +245,8 @@ class PodSet:
     working_dir: str = ""
     image: str = ""
     tolerations: tuple[Toleration, ...] = ()
+    #: Variables whose values come from Secrets at launch (never stored with the job).
+    secret_env: Mapping[str, SecretKeyRef] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,6 +268,9 @@ class JobSpec:
     annotations: Mapping[str, str] = field(default_factory=dict)
     #: Kubernetes: the PersistentVolumeClaim that holds PHALANX_CHECKPOINT_DIR ("": none).
     checkpoint_claim: str = ""
+    #: An admitted attempt whose pods are not all running this long after admission is
+    #: restarted or failed by its policy (``spec.startupTimeout``).
+    startup_timeout_s: float = DEFAULT_STARTUP_TIMEOUT_S
 
     @property
     def pod_count(self) -> int:

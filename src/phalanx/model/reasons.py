@@ -62,6 +62,10 @@ class ReasonCode(StrEnum):
     OOM_KILLED = "OOMKilled"
     HANG = "Hang"
     DEADLINE_EXCEEDED = "DeadlineExceeded"
+    #: A pod of an admitted attempt is not starting (image pull, container config, kubelet).
+    POD_WAITING = "PodWaiting"
+    #: The attempt's pods were not all running within ``startupTimeout``.
+    STARTUP_TIMEOUT = "StartupTimeout"
     PREEMPTED = "Preempted"
     REQUEUED = "Requeued"
     CANCELLED = "Cancelled"
@@ -96,6 +100,8 @@ _WARNINGS = frozenset(
         ReasonCode.OOM_KILLED,
         ReasonCode.HANG,
         ReasonCode.DEADLINE_EXCEEDED,
+        ReasonCode.POD_WAITING,
+        ReasonCode.STARTUP_TIMEOUT,
         ReasonCode.PREEMPTED,
         ReasonCode.QUARANTINED,
         ReasonCode.RECONCILE_ERROR,
@@ -519,6 +525,17 @@ def _what_failed(f: Facts) -> str:
             f"hang: no progress report{since} for {_float(f, 'silent_s'):.0f}s "
             f"(hangTimeout {_float(f, 'hang_timeout_s'):g}s)"
         )
+    if cause == "Startup":
+        waiting = f.get("not_running")
+        names = [
+            f"{_str(p, 'pod')} ({_str(p, 'waiting_reason') or 'not running'})"
+            for p in (waiting if isinstance(waiting, tuple) else ())
+            if isinstance(p, Mapping)
+        ]
+        return (
+            f"pods not all running {_float(f, 'waited_s'):.0f}s after admission "
+            f"(startupTimeout {_float(f, 'startup_timeout_s'):g}s): " + (", ".join(names) or "?")
+        )
     pod, node = _str(f, "pod"), _str(f, "node")
     pod_reason, pod_message = _str(f, "pod_reason"), _str(f, "pod_message")
     if f.get("is_lost"):
@@ -553,6 +570,14 @@ def _restart(f: Facts) -> str:
             return f"{what} (restartPolicy Never)"
         return f"{what} after {restarts} restarts" if restarts else what
     return what
+
+
+def _pod_waiting(f: Facts) -> str:
+    message = _str(f, "waiting_message")
+    return (
+        f"pod {_str(f, 'pod')} on node {_str(f, 'node')} is not starting: "
+        f"{_str(f, 'waiting_reason')}" + (f" ({message})" if message else "")
+    )
 
 
 def _deadline_exceeded(f: Facts) -> str:
@@ -647,6 +672,8 @@ _RENDERERS: Mapping[ReasonCode, Callable[[Facts], str]] = {
     ReasonCode.OOM_KILLED: _restart,
     ReasonCode.HANG: _restart,
     ReasonCode.DEADLINE_EXCEEDED: _deadline_exceeded,
+    ReasonCode.POD_WAITING: _pod_waiting,
+    ReasonCode.STARTUP_TIMEOUT: _restart,
     ReasonCode.PREEMPTED: _preempted,
     ReasonCode.REQUEUED: _requeued,
     ReasonCode.CANCELLED: _cancelled,

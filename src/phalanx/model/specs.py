@@ -24,6 +24,7 @@ from phalanx.model.metadata import (
     is_label_key,
 )
 from phalanx.model.objects import (
+    DEFAULT_STARTUP_TIMEOUT_S,
     FailurePolicy,
     FlavorQuotas,
     JobSpec,
@@ -31,10 +32,12 @@ from phalanx.model.objects import (
     PodSet,
     PreemptionPolicy,
     Queue,
+    QueueAccess,
     ResourceFlavor,
     ResourceQuota,
     RestartPolicy,
     RestartPolicyKind,
+    SecretKeyRef,
     Taint,
     Toleration,
     TopologyConstraint,
@@ -59,6 +62,8 @@ API_VERSION = "phalanx.dev/v1alpha1"
 KINDS = ("Job", "Queue", "ResourceFlavor")
 
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+#: A key of a Secret, as Kubernetes allows: letters, digits, '-', '_' and '.'.
+SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]{1,253}$")
 _DURATION = re.compile(r"^(\d{1,20}(?:\.\d{1,400})?)(ms|s|m|h|d)?$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 
@@ -267,7 +272,8 @@ def _header(
 
 #: Fields a manifest may set in ``metadata``; uid, resourceVersion, generation and
 #: creationTimestamp are the store's and are ignored when present (as ``kubectl get -o yaml``
-#: output applied back has them).
+#: output applied back has them). ``owner`` is the API's: it sets it to the caller (or keeps
+#: the recorded owner), whatever the manifest says (phalanx.auth.admission).
 METADATA_FIELDS = (
     "name",
     "namespace",
@@ -278,6 +284,7 @@ METADATA_FIELDS = (
     "resourceVersion",
     "generation",
     "creationTimestamp",
+    "owner",
 )
 
 
@@ -339,6 +346,9 @@ def metadata_manifest(manifest: Mapping[str, object]) -> dict[str, object]:
         value = metadata.get(key)
         if isinstance(value, Mapping) and value:
             out[key] = {str(k): str(v) for k, v in value.items()}
+    owner = metadata.get("owner")
+    if isinstance(owner, str) and owner:
+        out["owner"] = owner
     owners = metadata.get("ownerReferences")
     if isinstance(owners, Sequence) and owners:
         out["ownerReferences"] = [
@@ -425,7 +435,8 @@ def parse_queue(manifest: Mapping[str, object], source: str = "") -> Queue:
     c = _Collector()
     name, _ = _header(c, manifest, "Queue")
     spec = c.mapping("spec", manifest.get("spec"), required=True)
-    c.unknown("spec", spec, ("cohort", "weight", "preemption", "flavors"))
+    c.unknown("spec", spec, ("cohort", "weight", "preemption", "flavors", "access"))
+    access = _queue_access(c, spec.get("access"))
     cohort = spec.get("cohort", "")
     if cohort:
         cohort = c.name("spec.cohort", cohort)
@@ -496,7 +507,33 @@ def parse_queue(manifest: Mapping[str, object], source: str = "") -> Queue:
         weight=weight,
         within_queue_preemption=PreemptionPolicy(within),
         reclaim_within_cohort=reclaim == "Any",
+        access=access,
     )
+
+
+#: A user or group name in a queue's ``spec.access`` (as ``phalanx user create`` allows).
+_PRINCIPAL_NAME = re.compile(r"^[a-z0-9]([-a-z0-9_.@]{0,61}[a-z0-9])?$")
+
+
+def _queue_access(c: _Collector, value: object) -> QueueAccess | None:
+    """``spec.access`` of a queue: ``users`` and ``groups`` that may submit (None: anyone)."""
+    if value is None:
+        return None
+    access = c.mapping("spec.access", value, required=True)
+    c.unknown("spec.access", access, ("users", "groups"))
+    lists: dict[str, tuple[str, ...]] = {}
+    for key in ("users", "groups"):
+        names = c.strings(f"spec.access.{key}", access.get(key))
+        for i, name in enumerate(names):
+            if not _PRINCIPAL_NAME.match(name):
+                c.add(
+                    f"spec.access.{key}[{i}]",
+                    name,
+                    "must be a user or group name: 1-63 lowercase letters, digits, '-', '_', "
+                    "'.' or '@', starting and ending with a letter or digit",
+                )
+        lists[key] = tuple(sorted(set(names)))
+    return QueueAccess(lists["users"], lists["groups"])
 
 
 _POD_SET_FIELDS = (
@@ -519,6 +556,7 @@ _JOB_FIELDS = (
     "restartPolicy",
     "failurePolicy",
     "checkpoint",
+    "startupTimeout",
     "podSets",
 )
 
@@ -560,6 +598,13 @@ def parse_job(
         max_runtime_s = c.check("spec.maxRuntime", spec["maxRuntime"], parse_duration_s)
     restart = _restart_policy(c, spec.get("restartPolicy"))
     failure = _failure_policy(c, spec.get("failurePolicy"))
+    startup_timeout_s = DEFAULT_STARTUP_TIMEOUT_S
+    if spec.get("startupTimeout") is not None:
+        startup = c.check("spec.startupTimeout", spec["startupTimeout"], parse_duration_s)
+        if startup is not None and startup <= 0:
+            c.add("spec.startupTimeout", spec["startupTimeout"], "must be longer than 0s, e.g. 10m")
+        elif startup is not None:
+            startup_timeout_s = startup
     checkpoint = c.mapping("spec.checkpoint", spec.get("checkpoint"))
     c.unknown("spec.checkpoint", checkpoint, ("persistentVolumeClaim",))
     claim = ""
@@ -581,6 +626,7 @@ def parse_job(
         annotations=annotations,
         failure_policy=failure,
         checkpoint_claim=claim,
+        startup_timeout_s=startup_timeout_s,
     )
 
 
@@ -620,7 +666,7 @@ def _pod_sets(c: _Collector, value: object, limits: SpecLimits) -> tuple[PodSet,
                 "is required: the program to run and its arguments",
             )
         args = c.strings(f"{path}.args", entry.get("args"))
-        env = _env(c, f"{path}.env", entry.get("env"))
+        env, secret_env = _env_and_refs(c, f"{path}.env", entry.get("env"))
         working_dir = entry.get("workingDir", "")
         if not isinstance(working_dir, str):
             c.add(f"{path}.workingDir", working_dir, "must be a path")
@@ -633,7 +679,18 @@ def _pod_sets(c: _Collector, value: object, limits: SpecLimits) -> tuple[PodSet,
         image = c.text(f"{path}.image", image) or ""
         tolerations = _tolerations(c, f"{path}.tolerations", entry.get("tolerations"))
         out.append(
-            PodSet(name, replicas, resources, command, args, env, working_dir, image, tolerations)
+            PodSet(
+                name,
+                replicas,
+                resources,
+                command,
+                args,
+                env,
+                working_dir,
+                image,
+                tolerations,
+                secret_env,
+            )
         )
     return tuple(out)
 
@@ -664,23 +721,33 @@ def _pod_resources(c: _Collector, path: str, value: object) -> Resources:
 
 
 def _env(c: _Collector, path: str, value: object) -> dict[str, str]:
-    """The environment of a pod set, as a list of ``{name, value}`` or a mapping. A name is
-    a non-empty string without ``=`` or NUL (what an environment can hold); a value is a
-    string or number without NUL."""
+    """An environment of plain values only (``valueFrom`` is not a known field)."""
+    return _env_and_refs(c, path, value, allows_refs=False)[0]
+
+
+def _env_and_refs(
+    c: _Collector, path: str, value: object, *, allows_refs: bool = True
+) -> tuple[dict[str, str], dict[str, SecretKeyRef]]:
+    """The environment of a pod set, as a list of ``{name, value}`` (or ``{name, valueFrom:
+    {secretKeyRef: {name, key, optional}}}``) or a mapping; returns the plain variables and
+    the ones read from Secrets. A name is a non-empty string without ``=`` or NUL (what an
+    environment can hold); a value is a string or number without NUL."""
     # (path of the name, path of the value, the entry {name, value})
     pairs: list[tuple[str, str, Mapping[str, object]]] = []
     if isinstance(value, Sequence) and not isinstance(value, str):
         for i, item in enumerate(value):
             entry = c.mapping(f"{path}[{i}]", item, required=True)
-            c.unknown(f"{path}[{i}]", entry, ("name", "value"))
+            fields = ("name", "value", "valueFrom") if allows_refs else ("name", "value")
+            c.unknown(f"{path}[{i}]", entry, fields)
             pairs.append((f"{path}[{i}].name", f"{path}[{i}].value", entry))
     else:
         for key, item in c.mapping(path, value).items():
             pairs.append((f"{path}.{key}", f"{path}.{key}", {"name": key, "value": item}))
     if len(pairs) > MAX_ENV_VARS:
         c.add(path, f"{len(pairs)} variables", f"must hold at most {MAX_ENV_VARS} variables")
-        return {}
+        return {}, {}
     out: dict[str, str] = {}
+    refs: dict[str, SecretKeyRef] = {}
     for name_path, value_path, entry in pairs:
         name, raw = entry.get("name"), entry.get("value", "")
         if not isinstance(name, str) or not name:
@@ -694,8 +761,17 @@ def _env(c: _Collector, path: str, value: object) -> dict[str, str]:
                 "and be at most 1024 characters; e.g. BATCH_SIZE",
             )
             continue
-        if name in out:
+        if name in out or name in refs:
             c.add(name_path, name, "is set twice; set each variable once")
+            continue
+        if "valueFrom" in entry and allows_refs:
+            from_path = value_path.removesuffix(".value") + ".valueFrom"
+            if "value" in entry:
+                c.add(from_path, entry["valueFrom"], "cannot be given with value; use one")
+                continue
+            ref = _secret_key_ref(c, from_path, entry["valueFrom"])
+            if ref is not None:
+                refs[name] = ref
             continue
         if not isinstance(raw, str | int | float) or isinstance(raw, bool):
             c.add(value_path, raw, "must be a string (quote numbers and booleans)")
@@ -703,7 +779,36 @@ def _env(c: _Collector, path: str, value: object) -> dict[str, str]:
         text = c.text(value_path, raw)
         if text is not None:
             out[name] = text
-    return out
+    return out, refs
+
+
+def _secret_key_ref(c: _Collector, path: str, value: object) -> SecretKeyRef | None:
+    """``valueFrom`` of one variable: ``{secretKeyRef: {name, key, optional}}``."""
+    source = c.mapping(path, value, required=True)
+    c.unknown(path, source, ("secretKeyRef",))
+    if "secretKeyRef" not in source:
+        if source:
+            return None
+        c.add(f"{path}.secretKeyRef", None, "is required: {name: <secret>, key: <key>}")
+        return None
+    ref_path = f"{path}.secretKeyRef"
+    ref = c.mapping(ref_path, source["secretKeyRef"], required=True)
+    c.unknown(ref_path, ref, ("name", "key", "optional"))
+    errors = len(c.errors)
+    secret = c.name(f"{ref_path}.name", ref.get("name"))
+    key = ref.get("key")
+    if not isinstance(key, str) or not SECRET_KEY.match(key):
+        c.add(
+            f"{ref_path}.key",
+            key,
+            "must be a key of the Secret: letters, digits, '-', '_' or '.', at most 253",
+        )
+    optional = ref.get("optional", False)
+    if not isinstance(optional, bool):
+        c.add(f"{ref_path}.optional", optional, "must be true or false")
+    if len(c.errors) > errors or not isinstance(key, str):
+        return None
+    return SecretKeyRef(secret, key, bool(optional))
 
 
 def _tolerations(c: _Collector, path: str, value: object) -> tuple[Toleration, ...]:
@@ -852,6 +957,8 @@ def job_to_manifest(job: JobSpec) -> dict[str, object]:
         spec["failurePolicy"] = failure
     if job.checkpoint_claim:
         spec["checkpoint"] = {"persistentVolumeClaim": job.checkpoint_claim}
+    if job.startup_timeout_s != DEFAULT_STARTUP_TIMEOUT_S:
+        spec["startupTimeout"] = format_duration(job.startup_timeout_s)
     pod_sets: list[dict[str, object]] = []
     for ps in job.pod_sets:
         entry: dict[str, object] = {
@@ -862,7 +969,12 @@ def job_to_manifest(job: JobSpec) -> dict[str, object]:
         }
         if ps.args:
             entry["args"] = list(ps.args)
-        if ps.env:
+        if ps.secret_env:  # the list form: a mapping cannot say valueFrom
+            entry["env"] = [{"name": k, "value": v} for k, v in ps.env.items()] + [
+                {"name": k, "valueFrom": {"secretKeyRef": _secret_ref_manifest(ref)}}
+                for k, ref in ps.secret_env.items()
+            ]
+        elif ps.env:
             entry["env"] = dict(ps.env)
         if ps.working_dir:
             entry["workingDir"] = ps.working_dir
@@ -894,6 +1006,13 @@ def job_to_manifest(job: JobSpec) -> dict[str, object]:
     return {"apiVersion": API_VERSION, "kind": "Job", "metadata": metadata, "spec": spec}
 
 
+def _secret_ref_manifest(ref: SecretKeyRef) -> dict[str, object]:
+    out: dict[str, object] = {"name": ref.secret, "key": ref.key}
+    if ref.is_optional:
+        out["optional"] = True
+    return out
+
+
 def _quota_value(resource: str, amount: int) -> str:
     return UNLIMITED_QUOTA if amount >= UNLIMITED else format_amount(resource, amount)
 
@@ -921,6 +1040,8 @@ def queue_to_manifest(queue: Queue) -> dict[str, object]:
     }
     if queue.cohort:
         spec["cohort"] = queue.cohort
+    if queue.access is not None:
+        spec["access"] = {"users": list(queue.access.users), "groups": list(queue.access.groups)}
     return {
         "apiVersion": API_VERSION,
         "kind": "Queue",

@@ -58,7 +58,10 @@ class LoadSample:
     """The router's view of one service at ``at`` (seconds, the router's clock):
     ``in_flight`` requests being served, ``waiting`` requests held (no ready replica, or
     every replica at its concurrency limit), ``requests_total`` a monotonic count of
-    requests received, ``rejected_total`` of those answered 429/503 by the router."""
+    requests received, ``rejected_total`` of those answered 429/503 by the router.
+    ``in_flight_avg`` is the time-weighted mean of ``in_flight`` since the router's previous
+    sample (None from a router that does not measure it): the concurrency the autoscaler
+    wants, which an instant count misses for short requests."""
 
     service: str
     at: float
@@ -66,6 +69,7 @@ class LoadSample:
     waiting: int
     requests_total: int
     rejected_total: int = 0
+    in_flight_avg: float | None = None
 
 
 class RouteSource(Protocol):
@@ -135,6 +139,7 @@ def load_to_json(sample: LoadSample) -> dict[str, Any]:
         "waiting": sample.waiting,
         "requestsTotal": sample.requests_total,
         "rejectedTotal": sample.rejected_total,
+        "inFlightAvg": sample.in_flight_avg,
     }
 
 
@@ -146,4 +151,5 @@ def load_from_json(data: Mapping[str, Any]) -> LoadSample:
         waiting=int(data["waiting"]),
         requests_total=int(data["requestsTotal"]),
         rejected_total=int(data.get("rejectedTotal", 0)),
+        in_flight_avg=(None if data.get("inFlightAvg") is None else float(data["inFlightAvg"])),
     )

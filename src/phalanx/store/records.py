@@ -134,3 +134,40 @@ class Lease:
     acquired_at: float
     renewed_at: float
     expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class UserRecord:
+    """A user of the API: ``role`` is admin, operator, user or viewer."""
+
+    name: str
+    role: str
+    groups: tuple[str, ...]
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRecord:
+    """A token of ``user``; ``digest`` is the SHA-256 (hex) of the token, never the token."""
+
+    id: str
+    user: str
+    name: str
+    digest: str
+    created_at: float
+    expires_at: float | None
+    revoked_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """One mutating API call. ``id`` is 0 until stored."""
+
+    at: float
+    user: str
+    action: str
+    kind: str
+    name: str
+    status: int
+    detail: str = ""
+    id: int = 0

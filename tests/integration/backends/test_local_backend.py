@@ -24,7 +24,7 @@ from phalanx.model.resources import Resources
 
 pytestmark = pytest.mark.integration
 
-#: Prints "ready", then waits for a file named "go" in its working directory (the pod dir).
+#: Prints "ready", then waits for a file named "go" in its working directory (work/<pod>).
 WAIT_FOR_GO = textwrap.dedent("""
     import os, pathlib, time
     print("ready", os.getpid(), flush=True)
@@ -146,7 +146,7 @@ def test_pod_sees_its_devices_and_only_the_basic_environment(
         [str(Path(sys.executable).parent), os.environ["PATH"]]
     )
     assert "PHALANX_TEST_SECRET" not in gpu["env"]
-    assert gpu["cwd"] == str(data_dir.absolute() / "pods" / "gpu-pod")
+    assert gpu["cwd"] == str(data_dir.absolute() / "work" / "gpu-pod")  # not beside its records
     assert cpu["env"]["CUDA_VISIBLE_DEVICES"] == ""
 
 
@@ -334,7 +334,7 @@ def test_adopt_tracks_a_running_pod_until_it_ends(data_dir: Path, launcher: str)
     assert restarted.adopt(["sleeper"]) == []
     assert restarted.poll_events() == []
 
-    (data_dir / "pods" / "sleeper" / "go").touch()
+    (data_dir / "work" / "sleeper" / "go").touch()
     event = wait_for_event(restarted, "sleeper", PodEventKind.SUCCEEDED)
     assert event.exit_code == 0
 

@@ -117,13 +117,15 @@ class LifecycleMachine(RuleBasedStateMachine):
     def _deliver(self, event: PodEvent) -> None:
         """Deliver ``event``; a live pod takes its phase, an ended (or deleted) one never
         changes again."""
-        if event.kind is not PodEventKind.RUNNING:
+        if event.kind not in (PodEventKind.RUNNING, PodEventKind.WAITING):
             self.backend.ended(event.pod_id)
         before = self.store.pod(event.pod_id)
         self.lifecycle.on_pod_event(event)
         after = self.store.pod(event.pod_id)
         if before is not None and before.phase in LIVE:
-            assert after is not None and after.phase == event.kind.value
+            # WAITING says why a pod is not starting: its phase stays.
+            expected = before.phase if event.kind is PodEventKind.WAITING else event.kind.value
+            assert after is not None and after.phase == expected
         else:
             assert after == before
         self.delivered.append(event)

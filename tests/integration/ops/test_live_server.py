@@ -255,9 +255,10 @@ def test_prometheus_scrapes_the_server_and_answers_promql(
             while time.monotonic() < deadline:
                 for query in answers:
                     try:
-                        body = http.get("/api/v1/query", params={"query": query}).json()
-                    except httpx.HTTPError:
-                        break  # still starting
+                        response = http.get("/api/v1/query", params={"query": query})
+                        body = response.json()
+                    except (httpx.HTTPError, ValueError):
+                        break  # still starting (no listener yet, or 503 while it loads)
                     result = body["data"]["result"]
                     got[query] = float(result[0]["value"][1]) if result else None
                 if got == answers:

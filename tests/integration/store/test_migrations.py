@@ -213,3 +213,63 @@ def test_fixture_is_the_pre_migration_schema() -> None:
     tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     con.close()
     assert tables == set(TABLES)
+
+
+def test_upgrade_from_0002_adds_users_tokens_and_audit(store_url: str, tmp_path: Path) -> None:
+    """A store written at revision 0002 (the fixture brought to 0002, then written to by a
+    store of that schema) upgrades to 0003: the identity tables appear, empty; every job and
+    object is kept as it was; jobs from before have no owner, so only operators and admins
+    may act on them."""
+    from phalanx import kinds
+    from phalanx.auth import AccessDeniedError, Principal, Role, check_owner
+    from phalanx.store import IdentityStore, TokenRecord, UserRecord
+
+    if store_url.startswith("sqlite"):
+        store_url = default_url(tmp_path)
+    load_fixture(store_url, tmp_path)
+    engine = create_engine(store_url)
+    schema.upgrade(engine, "0002")
+    assert schema.current(engine) == "0002"
+    job = kinds.parse(
+        {
+            "apiVersion": "phalanx.dev/v1alpha1",
+            "kind": "Job",
+            "metadata": {"name": "before-users"},
+            "spec": {
+                "queue": "team-a",
+                "podSets": [
+                    {"name": "w", "replicas": 1, "resources": {"cpu": 1}, "command": ["true"]}
+                ],
+            },
+        }
+    )
+    old = Store(store_url, migrate=False)
+    old.apply([], [("before-users", "u-before", job.manifest, "team-a", 0)], time.time())
+    old.close()
+    with engine.connect() as conn:
+        assert not inspect(conn).has_table("users")
+        before = {
+            table: sorted(map(tuple, conn.execute(text(f'SELECT * FROM "{table}"')).all()))
+            for table in ("jobs", "config_objects", "pods", "events", "changes")
+        }
+    engine.dispose()
+
+    store = Store(store_url)  # upgrades at open
+    try:
+        assert schema.current(store.engine) == "0003" == schema.head()
+        with store.engine.connect() as conn:
+            for table, rows in before.items():
+                after = sorted(map(tuple, conn.execute(text(f'SELECT * FROM "{table}"')).all()))
+                assert after == rows, table
+            for table in ("users", "tokens", "audit"):
+                assert conn.execute(text(f'SELECT count(*) FROM "{table}"')).scalar() == 0
+        rows = IdentityStore(store)
+        rows.create_user(UserRecord("alice", "user", ("ml",), 1.0))
+        rows.add_token(TokenRecord("t1", "alice", "ci", "d" * 64, 1.0, None, None))
+        found = rows.token_by_digest("d" * 64)
+        assert found is not None and found[1].groups == ("ml",)
+        with pytest.raises(AccessDeniedError, match="no user \\(created before users existed\\)"):
+            check_owner(store, Principal("alice", Role.USER), "Job", "before-users", "cancel")
+        check_owner(store, Principal("olga", Role.OPERATOR), "Job", "before-users", "cancel")
+    finally:
+        store.close()

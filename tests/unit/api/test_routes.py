@@ -56,10 +56,11 @@ def error_of(response: httpx.Response) -> dict[str, object]:
 # -- auth ---------------------------------------------------------------------------------
 
 
-def test_healthz_needs_no_token(anonymous: httpx.Client) -> None:
+def test_healthz_needs_no_token(anonymous: httpx.Client, http: httpx.Client) -> None:
     response = anonymous.get("/healthz")
     assert response.status_code == 200
-    body = response.json()
+    assert response.json() == {"status": "ok"}  # no pid, paths or store URL for strangers
+    body = http.get("/healthz").json()
     assert body["status"] == "ok"
     assert isinstance(body["pid"], int)
     assert body["backend"] == "local"

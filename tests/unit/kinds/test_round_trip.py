@@ -5,6 +5,7 @@ either rejected with a SpecError naming the field, or its normalised manifest su
 
 from __future__ import annotations
 
+import base64
 import json
 import string
 from collections.abc import Mapping
@@ -98,9 +99,24 @@ envs = st.one_of(
         max_size=3,
     ),
     st.lists(
-        st.fixed_dictionaries(
-            {"name": st.one_of(st.from_regex(r"\A[A-Z_]{1,6}\Z"), short_text)},
-            optional={"value": st.one_of(short_text, hostile_numbers)},
+        st.one_of(
+            st.fixed_dictionaries(
+                {"name": st.one_of(st.from_regex(r"\A[A-Z_]{1,6}\Z"), short_text)},
+                optional={"value": st.one_of(short_text, hostile_numbers)},
+            ),
+            st.fixed_dictionaries(  # a value from a Secret (kinds/secret.py)
+                {
+                    "name": st.from_regex(r"\A[A-Z_]{1,6}\Z"),
+                    "valueFrom": st.fixed_dictionaries(
+                        {
+                            "secretKeyRef": st.fixed_dictionaries(
+                                {"name": names, "key": st.one_of(short_text, st.just("k.1"))},
+                                optional={"optional": st.one_of(st.booleans(), short_text)},
+                            )
+                        }
+                    ),
+                }
+            ),
         ),
         max_size=3,
     ),
@@ -142,7 +158,7 @@ pod_sets = st.builds(
     maybe(short_text),
 )
 jobs = st.builds(
-    lambda name, labels, queue, priority, runtime, restart, failure, sets: _manifest(
+    lambda name, labels, queue, priority, runtime, startup, restart, failure, sets: _manifest(
         "Job",
         name,
         labels,
@@ -151,6 +167,7 @@ jobs = st.builds(
                 "queue": queue,
                 "priority": priority,
                 "maxRuntime": runtime,
+                "startupTimeout": startup,
                 "restartPolicy": restart,
                 "failurePolicy": failure,
                 "podSets": sets,
@@ -161,6 +178,7 @@ jobs = st.builds(
     maybe(label_maps),
     st.sampled_from(["q", "team-a"]),
     maybe(integers),
+    maybe(durations),
     maybe(durations),
     maybe(
         st.fixed_dictionaries(
@@ -201,6 +219,152 @@ queues = st.builds(
     maybe(names),
     st.dictionaries(st.sampled_from(["cpu", "memory", "nvidia.com/gpu"]), quota, max_size=3),
 )
+secret_data = st.dictionaries(
+    st.one_of(st.from_regex(r"\A[-._a-zA-Z0-9]{1,8}\Z"), short_text),
+    st.one_of(st.binary(max_size=8).map(lambda b: base64.b64encode(b).decode()), short_text),
+    max_size=3,
+)
+secrets = st.builds(
+    lambda name, labels, spec: _manifest("Secret", name, labels, spec),
+    names,
+    maybe(label_maps),
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "type": st.one_of(st.just("Opaque"), short_text),
+            "data": secret_data,
+            "stringData": st.dictionaries(
+                st.from_regex(r"\A[a-z]{1,4}\Z"), st.one_of(short_text, hostile_numbers), max_size=2
+            ),
+        },
+    ),
+)
+json_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), hostile_numbers, short_text),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=2), st.dictionaries(st.text(max_size=3), inner, max_size=2)
+    ),
+    max_leaves=4,
+)
+
+
+def _named_steps(steps: list[dict]) -> list[dict]:
+    """Steps named s0, s1, …: so that most references to s0 (from later steps) are valid."""
+    return [{**step, "name": step.get("name") or f"s{i}"} for i, step in enumerate(steps)]
+
+
+pipeline_steps = st.lists(
+    st.fixed_dictionaries(
+        {
+            "name": mostly(st.just(""), names),
+            "task": mostly(st.sampled_from(["m:f", "pkg.mod:Cls.run"]), short_text),
+        },
+        optional={
+            "inputs": st.dictionaries(
+                st.from_regex(r"\A[a-z]{1,3}\Z"),
+                st.one_of(
+                    st.fixed_dictionaries({"value": json_values}),
+                    st.fixed_dictionaries({"step": mostly(st.just("s0"), names)}),
+                ),
+                max_size=2,
+            ),
+            "resources": st.dictionaries(
+                mostly(st.sampled_from(["cpu", "memory", "nvidia.com/gpu"]), short_text),
+                quantities,
+                max_size=2,
+            ),
+            "replicas": mostly(st.integers(min_value=1, max_value=8), integers),
+            "retries": mostly(st.integers(min_value=0, max_value=3), integers),
+            "cache": mostly(st.booleans(), short_text),
+            "cacheVersion": short_text,
+            "when": st.fixed_dictionaries(
+                {"step": mostly(st.just("s0"), names)}, optional={"negate": st.booleans()}
+            ),
+        },
+    ),
+    min_size=1,
+    max_size=3,
+).map(_named_steps)
+pipelines = st.builds(
+    lambda kind, name, labels, spec: _manifest(
+        kind,
+        name,
+        labels,
+        {k: v for k, v in spec.items() if kind == "Pipeline" or k != "schedule"},
+    ),
+    st.sampled_from(["Pipeline", "PipelineRun"]),
+    names,
+    maybe(label_maps),
+    st.fixed_dictionaries(
+        {"steps": pipeline_steps},
+        optional={
+            "params": st.dictionaries(st.from_regex(r"\A[a-z]{1,3}\Z"), json_values, max_size=2),
+            "queue": short_text,
+            "schedule": st.fixed_dictionaries(
+                {"cron": mostly(st.sampled_from(["*/5 * * * *", "0 3 * * 1"]), short_text)},
+                optional={
+                    "concurrencyPolicy": mostly(st.sampled_from(["Allow", "Forbid"]), short_text)
+                },
+            ),
+        },
+    ),
+)
+services = st.builds(  # kinds/service.py
+    lambda name, labels, template, spec: _manifest(
+        "Service", name, labels, _drop_missing({"queue": "q", "template": template, **spec})
+    ),
+    names,
+    maybe(label_maps),
+    st.builds(
+        lambda command, args, env, resources, pods: _drop_missing(
+            {"command": command, "args": args, "env": env, "resources": resources, "pods": pods}
+        ),
+        st.lists(short_text, min_size=1, max_size=2),
+        maybe(st.lists(st.one_of(short_text, hostile_numbers), max_size=2)),
+        maybe(envs),
+        st.dictionaries(
+            st.sampled_from(["cpu", "memory", "nvidia.com/gpu"]), quantities, max_size=2
+        ),
+        maybe(mostly(st.integers(min_value=1, max_value=8), integers)),
+    ),
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "minReplicas": mostly(st.integers(min_value=0, max_value=3), integers),
+            "maxReplicas": mostly(st.integers(min_value=1, max_value=6), integers),
+            "port": mostly(st.integers(min_value=1, max_value=65535), integers),
+            "scaleToZeroAfter": durations,
+            "coldStartTimeout": durations,
+            "readinessProbe": st.fixed_dictionaries(
+                {}, optional={"path": st.sampled_from(["/", "/ready", "x"]), "period": durations}
+            ),
+            "autoscaling": st.fixed_dictionaries(
+                {},
+                optional={
+                    "metric": st.sampled_from(["concurrency", "rps", "gpu"]),
+                    "target": st.one_of(hostile_numbers, st.floats(0.5, 100)),
+                    "stableWindow": durations,
+                    "panicWindow": durations,
+                },
+            ),
+            "rollout": st.fixed_dictionaries(
+                {}, optional={"maxSurge": integers, "maxUnavailable": integers}
+            ),
+            "traffic": st.lists(
+                st.fixed_dictionaries(
+                    {
+                        "revision": st.sampled_from(["latest", "0123456789", "x"]),
+                        "percent": mostly(st.integers(min_value=0, max_value=100), integers),
+                    }
+                ),
+                max_size=2,
+            ),
+            "route": st.fixed_dictionaries(
+                {}, optional={"pathPrefix": short_text, "hosts": st.lists(short_text, max_size=2)}
+            ),
+        },
+    ),
+)
 flavors = st.builds(
     lambda name, labels, node_labels: _manifest(
         "ResourceFlavor", name, labels, {"nodeLabels": node_labels}
@@ -223,7 +387,11 @@ def _check_round_trip(manifest: dict) -> None:
     assert again.manifest == parsed.manifest
 
 
-@pytest.mark.parametrize("strategy", [jobs, queues, flavors], ids=["Job", "Queue", "Flavor"])
+@pytest.mark.parametrize(
+    "strategy",
+    [jobs, queues, flavors, secrets, pipelines, services],
+    ids=["Job", "Queue", "Flavor", "Secret", "Pipeline", "Service"],
+)
 def test_accepted_manifests_round_trip(strategy: st.SearchStrategy[dict]) -> None:
     @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(strategy)

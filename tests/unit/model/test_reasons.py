@@ -45,6 +45,8 @@ def test_code_values_never_change() -> None:
         "OOM_KILLED": "OOMKilled",
         "HANG": "Hang",
         "DEADLINE_EXCEEDED": "DeadlineExceeded",
+        "POD_WAITING": "PodWaiting",
+        "STARTUP_TIMEOUT": "StartupTimeout",
         "PREEMPTED": "Preempted",
         "REQUEUED": "Requeued",
         "CANCELLED": "Cancelled",

@@ -18,8 +18,16 @@ What it does:
   plugin gave it (``NVIDIA_VISIBLE_DEVICES``), and the sharing pods get that value in their own
   ``NVIDIA_VISIBLE_DEVICES`` (until it is known — or on clusters without a device plugin, such
   as KWOK — the device's index). The reservation is deleted when no pod shares the device;
+- reports pods that do not start (a container waiting with ``ImagePullBackOff``,
+  ``ErrImagePull``, ``CreateContainerConfigError``, …: ``convert.NOT_STARTING``) as WAITING
+  events, once per reason; the startup timeout of the controllers decides when to give up;
 - reports pod events: running, succeeded, failed with exit code and reason (``OOMKilled``,
   ``Error``), evicted, and lost when the pod vanished or its node went NotReady or away;
+- writes the Secrets a pod's env refers to as real ``Secret`` objects of the same name in the
+  pod's namespace (labelled ``app.kubernetes.io/managed-by: phalanx`` and
+  ``phalanx.dev/secret``; updated when the value changed; one of that name phalanx did not
+  create is never overwritten: the launch fails naming it) and refers to them with
+  ``valueFrom.secretKeyRef``, so no value appears in a pod spec;
 - stops pods by graceful deletion, and deletes a gang's Service when its pods are gone;
 - finds its own objects by label after a restart and creates nothing twice (409 is a no-op).
 
@@ -28,6 +36,7 @@ Must not import phalanx.backends.local, controllers, store or api.
 
 from __future__ import annotations
 
+import base64
 import concurrent.futures
 import logging
 import os
@@ -63,6 +72,7 @@ from phalanx.backends.kubernetes.convert import (
     node_of,
     pod_requests,
     termination_of,
+    waiting_of,
 )
 from phalanx.model.objects import DeviceShare, Node
 from phalanx.model.resources import GPU, format_cpu, format_memory
@@ -119,6 +129,8 @@ class KubernetesBackend:
         self._events: list[PodEvent] = []
         self._share_devices: dict[str, str] = {}  # reservation pod name -> device (from its log)
         self._launching: set[str] = set()
+        #: Pod id → the waiting reason last reported (PodEventKind.WAITING, once per reason).
+        self._waiting: dict[str, str] = {}
         self._next_gc = 0.0
         self._converted: dict[str, tuple[str, Node]] = {}  # node name -> (resourceVersion, Node)
         self._pool = concurrent.futures.ThreadPoolExecutor(
@@ -233,6 +245,7 @@ class KubernetesBackend:
         self._ours[pod_id] = key
         if kind == "DELETED":
             self._ours.pop(pod_id, None)
+            self._waiting.pop(pod_id, None)
             if pod_id in self._stopping:
                 self._report(pod_id, PodEventKind.STOPPED, None, "Stopped", "deleted on request")
             else:
@@ -246,7 +259,14 @@ class KubernetesBackend:
             self._stopping.discard(pod_id)
             return
         phase = (pod.get("status") or {}).get("phase")
-        if phase == "Running":
+        if phase == "Pending":
+            waiting = waiting_of(pod)
+            if waiting is not None and self._waiting.get(pod_id) != waiting[0]:
+                self._waiting[pod_id] = waiting[0]
+                self._events.append(
+                    PodEvent(pod_id, PodEventKind.WAITING, self.clock(), None, *waiting)
+                )
+        elif phase == "Running":
             self._report(pod_id, PodEventKind.RUNNING, None, "", "")
         elif phase in ("Succeeded", "Failed"):
             ended = termination_of(pod)
@@ -330,6 +350,7 @@ class KubernetesBackend:
                 env["MASTER_ADDR"] = _hostname(pod)
             else:
                 self._ensure_service(pod)
+            self._ensure_secrets(pod)
             shares = [d for d in pod.devices if d.milli < 1000]
             if shares:
                 env["NVIDIA_VISIBLE_DEVICES"] = self._ensure_share(pod.node, shares[0])
@@ -362,7 +383,11 @@ class KubernetesBackend:
             "image": pod.image or self.default_image,
             "command": list(pod.command),
             "args": list(pod.args),
-            "env": [{"name": k, "value": v} for k, v in sorted(env.items())],
+            "env": [{"name": k, "value": v} for k, v in sorted(env.items())]
+            + [
+                {"name": k, "valueFrom": {"secretKeyRef": {"name": r.secret, "key": r.key}}}
+                for k, r in sorted(pod.secret_env.items())
+            ],
             "resources": {"requests": requests, **({"limits": limits} if limits else {})},
         }
         if pod.working_dir:
@@ -415,6 +440,41 @@ class KubernetesBackend:
                 **({"volumes": volumes} if volumes else {}),
             },
         }
+
+    def _ensure_secrets(self, pod: PodLaunch) -> None:
+        """Create or update the Secrets ``pod``'s env refers to in its namespace. Raises
+        OSError when the API refuses, or a Secret of that name is not phalanx's."""
+        for name, values in sorted(pod.secrets.items()):
+            data = {k: base64.b64encode(v).decode() for k, v in sorted(values.items())}
+            body: Obj = {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {
+                    "name": name,
+                    "labels": {MANAGED_BY: MANAGER, LABEL_SECRET: name},
+                },
+                "type": "Opaque",
+                "data": data,
+            }
+            try:
+                self.core.create_namespaced_secret(pod.namespace, body)
+                continue
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise OSError(
+                        f"cannot create secret {name}: {exc.status} {exc.reason}: {_body(exc)}"
+                    ) from exc
+            found = self.api.sanitize_for_serialization(
+                self.core.read_namespaced_secret(name, pod.namespace)
+            )
+            if labels_of(found).get(LABEL_SECRET) != name:
+                raise OSError(
+                    f"a Secret named {name} exists in namespace {pod.namespace} and was not "
+                    "created by phalanx; phalanx will not overwrite it: rename the phalanx "
+                    "Secret (and the secretKeyRef) or delete that Secret"
+                )
+            if (found.get("data") or {}) != data:
+                self.core.replace_namespaced_secret(name, pod.namespace, body)
 
     def _ensure_service(self, pod: PodLaunch) -> None:
         body = {
@@ -515,6 +575,27 @@ class KubernetesBackend:
         except ApiException as exc:
             if exc.status != 404:
                 log.warning("deleting pod %s/%s failed: %s", key[0], key[1], exc.status)
+
+    def pod_address(self, pod_id: str) -> tuple[str, bool] | None:
+        """The IP of one of our pods and whether its ``Ready`` condition is True (None: an
+        unknown pod, or one without an IP yet): where the serving router reaches a replica,
+        and whether it may (readiness from the pod's conditions, as kubelet's probes set)."""
+        with self._lock:
+            key = self._ours.get(pod_id)
+            pod = self._pods.get(key) if key is not None else None
+        if pod is None:
+            return None
+        status = pod.get("status") or {}
+        ip = status.get("podIP")
+        if not ip:
+            return None
+        conditions = status.get("conditions") or []
+        is_ready = any(
+            c.get("type") == "Ready" and c.get("status") == "True"
+            for c in conditions
+            if isinstance(c, dict)
+        )
+        return str(ip), is_ready
 
     def poll_events(self) -> list[PodEvent]:
         # Collecting garbage lists Services from the API: every few seconds is plenty.
@@ -623,6 +704,10 @@ def _hostname(pod: PodLaunch) -> str:
 def _devices(pod: Obj) -> list[str]:
     value = ((pod.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_DEVICES, "")
     return [d for d in str(value).split(",") if d]
+
+
+#: On the Secrets phalanx writes: the phalanx Secret they hold.
+LABEL_SECRET = "phalanx.dev/secret"
 
 
 def _create_once(create: Callable[[str, Obj], Any], namespace: str, body: Obj, what: str) -> None:

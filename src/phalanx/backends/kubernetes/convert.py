@@ -128,3 +128,36 @@ def termination_of(pod: Obj) -> Termination:
                 str(terminated.get("message") or ""),
             )
     return Termination(None, str(status.get("reason") or ""), str(status.get("message") or ""))
+
+
+#: Reasons a container waits that mean the pod is not starting (as opposed to the normal
+#: ``ContainerCreating`` and ``PodInitializing``): the image cannot be pulled, the container
+#: cannot be made from its spec, or the kubelet cannot run it.
+NOT_STARTING = frozenset(
+    {
+        "ImagePullBackOff",
+        "ErrImagePull",
+        "ErrImageNeverPull",
+        "InvalidImageName",
+        "RegistryUnavailable",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "PreCreateHookError",
+        "PreStartHookError",
+        "RunContainerError",
+        "CrashLoopBackOff",
+    }
+)
+
+
+def waiting_of(pod: Obj) -> tuple[str, str] | None:
+    """(reason, message) of the first container of a pending pod that is not starting (a
+    reason in NOT_STARTING), or None."""
+    status = pod.get("status") or {}
+    for key in ("initContainerStatuses", "containerStatuses"):
+        for container in status.get(key) or []:
+            waiting = (container.get("state") or {}).get("waiting") or {}
+            reason = str(waiting.get("reason") or "")
+            if reason in NOT_STARTING:
+                return reason, str(waiting.get("message") or "")
+    return None

@@ -1,8 +1,8 @@
 """The local backend: pods are process groups on this machine, one supervisor each.
 
-Each pod lives in ``<data_dir>/pods/<pod_id>/``; the files there are the whole truth, so a new
-backend on the same data directory (after a control-plane restart) picks up where the last one
-stopped:
+Each pod's records live in ``<data_dir>/pods/<pod_id>/`` (0700, the server's: a pod cannot
+read them); the files there are the whole truth, so a new backend on the same data directory
+(after a control-plane restart) picks up where the last one stopped:
 
 - ``launch.json``: what to run (written first; its presence makes ``launch`` a no-op);
 - ``pid.json``: the supervisor's pid and start time (a reused pid is never taken for ours);
@@ -10,6 +10,11 @@ stopped:
 - ``stop.json``: a stop was requested, and when the grace period ends;
 - ``exit.json``: written by the supervisor when the workload ended (``reason: OOMKilled`` when
   it killed the pod for exceeding ``memory_limit_bytes``).
+
+The workload runs in ``<pod root>/work/<pod_id>/`` (0700; owned by the pod user when pods run
+as one, see isolation.py), with a minimal environment: PATH, LANG, LC_ALL, PYTHONPATH,
+VIRTUAL_ENV, HOME (its working directory under a pod user) and USER, plus its own env — never
+the rest of the server's.
 
 Fault injection (a test and chaos feature): while ``<data_dir>/faults/<node>`` exists, every
 pod on that node is killed as if the node had failed, and reported LOST with reason
@@ -51,6 +56,7 @@ from phalanx.backends.base import (
 )
 from phalanx.backends.local import supervisor
 from phalanx.backends.local.gpu_health import GpuHealthWatcher
+from phalanx.backends.local.isolation import PodUser, own_directory, pod_root
 from phalanx.backends.local.nodes import discover_nodes
 from phalanx.backends.local.supervisor import (
     read_json,
@@ -109,11 +115,18 @@ class LocalBackend:
         nodes: list[Node] | None = None,
         python: str = sys.executable,
         gpu_health: GpuHealthWatcher | None = None,
+        pod_user: PodUser | None = None,
     ) -> None:
         """``nodes``: declared virtual nodes (default: this machine, discovered, whose GPUs are
-        then watched for critical XIDs through NVML unless ``gpu_health`` is given)."""
+        then watched for critical XIDs through NVML unless ``gpu_health`` is given).
+        ``pod_user``: run workloads as this user (the server must be root; see isolation.py);
+        None: as the server's user."""
         self._pods_dir = Path(data_dir).absolute() / "pods"
-        self._pods_dir.mkdir(parents=True, exist_ok=True)
+        self._pods_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._pods_dir.chmod(0o700)
+        self._pod_user = pod_user
+        root = Path(data_dir).absolute()
+        self._work_dir = (pod_root(root, pod_user) if pod_user else root) / "work"
         self._faults_dir = Path(data_dir).absolute() / "faults"
         self._nodes = list(discover_nodes() if nodes is None else nodes)
         self._gpu_health = gpu_health
@@ -179,19 +192,26 @@ class LocalBackend:
             else:
                 if pod.image:
                     _append_log(log_path, f"image {pod.image!r} is ignored by the local backend")
-                env = _pod_env(pod, self._python)
-                write_json_atomic(
-                    pod_dir / "launch.json",
-                    {
-                        "pod_id": pod.pod_id,
-                        "node": pod.node,
-                        "command": list(pod.command),
-                        "args": list(pod.args),
-                        "env": env,
-                        "working_dir": str(pod_dir / pod.working_dir),
-                        "memory_limit_bytes": pod.memory_limit_bytes,
-                    },
-                )
+                work_dir = self._work_dir / pod.pod_id
+                env = _pod_env(pod, self._python, self._pod_user, work_dir)
+                record = {
+                    "pod_id": pod.pod_id,
+                    "node": pod.node,
+                    "command": list(pod.command),
+                    "args": list(pod.args),
+                    "env": env,
+                    "working_dir": str(work_dir / pod.working_dir),
+                    "memory_limit_bytes": pod.memory_limit_bytes,
+                }
+                try:
+                    self._prepare_dirs(work_dir, env)
+                except OSError as exc:
+                    message = f"cannot prepare the pod's directories: {exc}"
+                    self._not_started(pod.pod_id, pod_dir, message)
+                    return
+                if self._pod_user is not None:
+                    record["user"] = {"uid": self._pod_user.uid, "gid": self._pod_user.gid}
+                write_json_atomic(pod_dir / "launch.json", record)
             self._spawn(pod.pod_id, pod_dir, env, pod.node)
 
     def stop(self, pod_id: str, grace_period_s: float) -> None:
@@ -287,6 +307,17 @@ class LocalBackend:
             self._gpu_health.close()
 
     # -- internals; callers hold self._lock ------------------------------------------------
+
+    def _prepare_dirs(self, work_dir: Path, env: dict[str, str]) -> None:
+        """Create the pod's working directory and its job's checkpoint directory: owned by the
+        pod user (0700) when there is one, else the server's."""
+        checkpoint = env.get("PHALANX_CHECKPOINT_DIR")
+        if self._pod_user is None:
+            work_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            return
+        own_directory(work_dir, self._pod_user)
+        if checkpoint:
+            own_directory(Path(checkpoint), self._pod_user)
 
     def _spawn(self, pod_id: str, pod_dir: Path, env: dict[str, str], node: str) -> None:
         """Start the supervisor of a pod whose launch.json is written; track it, or record
@@ -469,15 +500,28 @@ class LocalBackend:
         return PodEvent(pod_id, PodEventKind.FAILED, now, exit_code, reason, summary)
 
 
-def _pod_env(pod: PodLaunch, python: str) -> dict[str, str]:
+def _pod_env(
+    pod: PodLaunch, python: str, user: PodUser | None = None, work_dir: Path | None = None
+) -> dict[str, str]:
     """Return the pod's environment: a few inherited basics, the pod's env, and the devices.
 
     The control plane's interpreter directory goes first on PATH, so ``python`` in a pod is
     the Python phalanx runs in (its virtualenv, with phalanx importable), as users expect.
+    Under a pod ``user``, HOME is the pod's ``work_dir``, USER and LOGNAME its name, TMPDIR
+    is not passed on, and PHALANX_CHECKPOINT_DIR is the real path (it may lie behind a link
+    the pod user cannot pass; see isolation.pod_root).
     """
     env = {key: os.environ[key] for key in _INHERITED_ENV if key in os.environ}
     env["PATH"] = os.pathsep.join([str(Path(python).parent), env.get("PATH", os.defpath)])
+    if user is not None:
+        env.pop("TMPDIR", None)
+        env.update(USER=user.name, LOGNAME=user.name)
+        if work_dir is not None:
+            env["HOME"] = str(work_dir)
     env.update(pod.env)
+    if user is not None and "PHALANX_CHECKPOINT_DIR" in env:
+        env["PHALANX_CHECKPOINT_DIR"] = os.path.realpath(env["PHALANX_CHECKPOINT_DIR"])
+    env.update({k: pod.secrets[r.secret][r.key].decode() for k, r in pod.secret_env.items()})
     # NVML numbers devices in PCI bus order; make CUDA agree so the indices mean the same GPUs.
     env.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
     env["CUDA_VISIBLE_DEVICES"] = ",".join(str(device.index) for device in pod.devices)

@@ -114,9 +114,24 @@ def _start(pod_dir: Path, log: BinaryIO) -> tuple[subprocess.Popen[bytes] | None
         return None, "no command to run; set command (or args) in the pod set"
     if not Path(working_dir).is_dir():
         return None, f"working directory {working_dir!r} does not exist or is not a directory"
+    user = spec.get("user")
+    as_user: dict[str, object] = {}
+    if isinstance(user, dict):  # the server is root: the workload runs as the pod user
+        as_user = {
+            "user": int(user["uid"]),
+            "group": int(user["gid"]),
+            "extra_groups": [],
+            "umask": 0o077,
+        }
     try:
-        child = subprocess.Popen(
-            argv, env=env, cwd=working_dir, stdin=subprocess.DEVNULL, stdout=log, stderr=log
+        child = subprocess.Popen(  # type: ignore[call-overload]
+            argv,
+            env=env,
+            cwd=working_dir,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            **as_user,
         )
     except FileNotFoundError:
         where = "" if "/" in argv[0] else f" in PATH={env.get('PATH', '')!r}"

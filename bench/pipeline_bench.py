@@ -1,0 +1,282 @@
+"""Benchmark: pipelines side by side with Prefect 3 (ARCHITECTURE §12: in-process at least as
+fast as Prefect; ≤ 150 ms per task as jobs; a fully cached rerun of a 40-task chain < 0.5 s).
+
+The same two DAGs of a trivial task (``inc(x) = x + 1``): a chain of 40 tasks, each taking
+the previous one's output, and a fan-out of 200 independent tasks. Measured:
+
+  a. phalanx in-process (``flow.run(local=True)``), on a fresh artifact store (no cache hit);
+  b. phalanx in-process, a rerun of the chain that hits the cache on every step;
+  c. phalanx job mode: each step a Job of the local backend (a process of its own, its start
+     included), on a real server (``phalanx up``'s defaults: 0.2 s tick; and a 0.05 s tick),
+     from applying the PipelineRun to the run's Succeeded;
+  d. Prefect 3 (its own default, ephemeral API; the thread-pool task runner), in a separate
+     virtual environment that this script creates on first use under
+     ``~/.cache/phalanx/bench-prefect`` (never the project's venv; not run in CI).
+
+Each figure is the median of ``--repeat`` runs after one warm-up (job mode: one run each);
+overhead per task = wall time / tasks (the task itself costs microseconds). The load average
+is printed with the figures.
+
+    python bench/pipeline_bench.py [--repeat 3] [--skip-prefect] [--skip-jobs]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+CHAIN, FANOUT = 40, 200
+PREFECT_VENV = Path.home() / ".cache" / "phalanx" / "bench-prefect"
+
+FLOWS = """
+from phalanx.pipelines import pipeline, task
+
+@task
+def inc(x: int) -> int:
+    return x + 1
+
+@pipeline
+def chain(n: int = 40) -> object:
+    x = 0
+    for _ in range(n):
+        x = inc(x)
+    return x
+
+@pipeline
+def fanout(n: int = 200) -> object:
+    return inc.map(list(range(n)))
+"""
+
+PREFECT_FLOWS = """
+import json, statistics, sys, time
+from prefect import flow, task
+
+@task
+def inc(x: int) -> int:
+    return x + 1
+
+@flow
+def chain(n: int) -> int:
+    x = 0
+    for _ in range(n):
+        x = inc(x)
+    return x
+
+@flow
+def fanout(n: int) -> list[int]:
+    return [f.result() for f in inc.map(list(range(n)))]
+
+repeat, chain_n, fanout_n = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+chain(2)  # warm-up: starts the ephemeral API
+out = {}
+for name, fn, n in (("chain", chain, chain_n), ("fanout", fanout, fanout_n)):
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        fn(n)
+        times.append(time.perf_counter() - started)
+    out[name] = statistics.median(times)
+print("RESULT " + json.dumps(out))
+"""
+
+
+def _median(fn: Any, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def in_process(work: Path, repeat: int) -> dict[str, float]:
+    sys.path.insert(0, str(work))
+    (work / "benchflows.py").write_text(FLOWS)
+    flows = importlib.import_module("benchflows")
+    counter = iter(range(10**6))
+
+    def fresh() -> str:
+        return str(work / f"store-{next(counter)}")
+
+    flows.chain.run(artifacts=fresh(), n=3)  # warm-up
+    out = {
+        "chain": _median(lambda: flows.chain.run(artifacts=fresh(), n=CHAIN), repeat),
+        "fanout": _median(lambda: flows.fanout.run(artifacts=fresh(), n=FANOUT), repeat),
+    }
+    cached = fresh()
+    first = flows.chain.run(artifacts=cached, n=CHAIN)
+    assert not first.cached
+    out["chain_cached"] = _median(lambda: flows.chain.run(artifacts=cached, n=CHAIN), repeat)
+    rerun = flows.chain.run(artifacts=cached, n=CHAIN)
+    assert len(rerun.cached) == CHAIN, rerun.steps
+    return out
+
+
+def job_mode(work: Path, tick_s: float) -> dict[str, float]:
+    from phalanx.api.server import ApiServer, ServerSettings
+    from phalanx.cli.pipeline import run_manifest, wait_for_run
+    from phalanx.client import Client
+
+    flows = importlib.import_module("benchflows")
+    data = work / f"server-{tick_s}"
+    os.environ["XDG_RUNTIME_DIR"] = str(work / "run")
+    for key in ("PHALANX_SERVER", "PHALANX_TOKEN", "PHALANX_DATA_DIR"):
+        os.environ.pop(key, None)
+    api = ApiServer(
+        ServerSettings(
+            data_dir=data,
+            nodes="1x0",
+            port=0,
+            log_level="warning",
+            tick_s=tick_s,
+            router_port=None,
+            pod_user="none",
+        )
+    )
+    thread = threading.Thread(target=api.run, daemon=True)
+    thread.start()
+    while not (data / "server.json").exists():
+        time.sleep(0.01)
+    cwd = Path.cwd()
+    os.chdir(work)  # the steps import benchflows from here
+    out: dict[str, float] = {}
+    try:
+        with Client(data_dir=data, timeout_s=60) as client:
+            client.apply(
+                [
+                    {
+                        "apiVersion": "phalanx.dev/v1alpha1",
+                        "kind": "ResourceFlavor",
+                        "metadata": {"name": "default"},
+                        "spec": {},
+                    },
+                    {
+                        "apiVersion": "phalanx.dev/v1alpha1",
+                        "kind": "Queue",
+                        "metadata": {"name": "bench"},
+                        "spec": {
+                            "flavors": [
+                                {"name": "default", "resources": {"cpu": 1000, "memory": "1Ti"}}
+                            ]
+                        },
+                    },
+                ]
+            )
+            for name, pipe, n in (("chain", flows.chain, CHAIN), ("fanout", flows.fanout, FANOUT)):
+                started = time.perf_counter()
+                built = pipe.build(n=n)
+                manifest = run_manifest(
+                    built,
+                    name=f"{name}-{int(tick_s * 1000)}",
+                    queue="bench",
+                    artifacts=str(work / f"jobs-store-{tick_s}-{name}"),
+                    no_cache=False,
+                )
+                client.apply([manifest])
+                run = wait_for_run(client, manifest["metadata"]["name"], 1800, poll_s=0.02)  # type: ignore[index]
+                out[name] = time.perf_counter() - started
+                assert run["status"]["phase"] == "Succeeded", run["status"]
+    finally:
+        os.chdir(cwd)
+        api.request_stop()
+        thread.join(timeout=30)
+    return out
+
+
+def prefect(repeat: int) -> dict[str, float]:
+    python = PREFECT_VENV / "bin" / "python"
+    if not python.exists():
+        print(f"creating {PREFECT_VENV} with Prefect 3 (first use only)…", file=sys.stderr)
+        subprocess.run([sys.executable, "-m", "venv", str(PREFECT_VENV)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "prefect>=3,<4"], check=True)
+    with tempfile.TemporaryDirectory() as home:
+        script = Path(home) / "prefect_flows.py"
+        script.write_text(textwrap.dedent(PREFECT_FLOWS))
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")},
+            "PREFECT_HOME": home,
+            "PREFECT_LOGGING_LEVEL": "WARNING",
+            # Its ephemeral API server starts in a subprocess; give a loaded machine time.
+            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
+        }
+        done = subprocess.run(
+            [str(python), str(script), str(repeat), str(CHAIN), str(FANOUT)],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
+    if line is None:
+        raise RuntimeError(f"the Prefect run failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
+    result: dict[str, float] = json.loads(line[len("RESULT ") :])
+    version = subprocess.run(
+        [str(python), "-c", "import prefect; print(prefect.__version__)"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    print(f"Prefect {version.stdout.strip()}", file=sys.stderr)
+    return result
+
+
+def _row(label: str, seconds: float | None, tasks: int) -> str:
+    if seconds is None:
+        return f"{label:<44} {'-':>9} {'-':>12}"
+    return f"{label:<44} {seconds:>8.3f}s {seconds / tasks * 1000:>10.2f}ms"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--skip-prefect", action="store_true")
+    parser.add_argument("--skip-jobs", action="store_true")
+    parser.add_argument("--ticks", default="0.2,0.05", help="job-mode loop ticks (seconds)")
+    args = parser.parse_args()
+    load_before = os.getloadavg()
+    results: dict[str, Any] = {"load_before": load_before}
+    with tempfile.TemporaryDirectory(prefix="phalanx-pipeline-bench-") as tmp:
+        work = Path(tmp)
+        results["in_process"] = in_process(work, args.repeat)
+        if not args.skip_jobs:
+            for tick in (float(t) for t in args.ticks.split(",")):
+                results[f"jobs_tick_{tick}"] = job_mode(work, tick)
+    if not args.skip_prefect:
+        results["prefect"] = prefect(args.repeat)
+    results["load_after"] = os.getloadavg()
+    print(json.dumps(results, indent=2))
+    print(f"\nload average before {load_before[0]:.2f}, after {results['load_after'][0]:.2f}")
+    print(f"{'':<44} {'wall':>9} {'per task':>12}")
+    for dag, tasks in (("chain", CHAIN), ("fanout", FANOUT)):
+        print(f"-- {dag} of {tasks} trivial tasks")
+        print(_row("phalanx in-process", results["in_process"][dag], tasks))
+        if dag == "chain":
+            print(
+                _row(
+                    "phalanx in-process, fully cached rerun",
+                    results["in_process"]["chain_cached"],
+                    tasks,
+                )
+            )
+        for key, value in results.items():
+            if key.startswith("jobs_tick_"):
+                print(_row(f"phalanx job mode (tick {key[10:]} s)", value[dag], tasks))
+        if "prefect" in results:
+            print(_row("Prefect 3", results["prefect"][dag], tasks))
+            ratio = results["prefect"][dag] / results["in_process"][dag]
+            print(f"{'  Prefect / phalanx in-process':<44} {ratio:>8.1f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""The hash of a task's code: its own source and the project-local code it calls.
+
+Module-level constants (numbers, strings, tuples) that the code reads are part of it too.
+Project-local means defined in a file outside the interpreter's standard library and
+installed packages (site-packages), i.e. the user's own project. Functions and classes it
+names, and the whole source of project-local modules it names, are followed recursively, so
+editing a helper a task calls invalidates the task's cache, while upgrading an installed
+library does not (pin it through the image or ``cache_version`` instead).
+
+Reads source files (inspect): an effect, so it lives apart from the pure keys.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+import sysconfig
+import textwrap
+import types
+from collections.abc import Callable
+from pathlib import Path
+
+from phalanx.pipelines.keys import content_hash
+
+_SYSTEM_ROOTS = tuple(
+    str(Path(p).resolve())
+    for p in {
+        sysconfig.get_paths()["stdlib"],
+        sysconfig.get_paths()["purelib"],
+        sysconfig.get_paths()["platlib"],
+        sys.prefix,
+        sys.base_prefix,
+    }
+)
+_CACHE: dict[object, str] = {}
+_CONSTANTS = (bool, int, float, complex, str, bytes, tuple, frozenset, type(None))
+
+
+def is_project_local(obj: object) -> bool:
+    """Whether ``obj`` (a function, class or module) comes from the user's project."""
+    module = (
+        obj
+        if isinstance(obj, types.ModuleType)
+        else sys.modules.get(getattr(obj, "__module__", ""), None)
+    )
+    path = getattr(module, "__file__", None)
+    if not path:
+        return False
+    resolved = str(Path(path).resolve())
+    if "site-packages" in resolved or "dist-packages" in resolved:
+        return False
+    if resolved.startswith(str(Path(__file__).resolve().parents[1])):
+        return False  # phalanx itself
+    return not any(resolved.startswith(root + "/") for root in _SYSTEM_ROOTS if root != "/")
+
+
+def _source(obj: object) -> str:
+    try:
+        return textwrap.dedent(inspect.getsource(obj))  # type: ignore[arg-type]
+    except (OSError, TypeError):
+        code = getattr(obj, "__code__", None)
+        return repr(code.co_code) if code is not None else repr(obj)
+
+
+def _names(code: types.CodeType) -> set[str]:
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _names(const)
+    return names
+
+
+def code_hash(fn: Callable[..., object]) -> str:
+    """``sha256:…`` over the sources of ``fn`` and the project-local code it reaches."""
+    cached = _CACHE.get(fn)
+    if cached is not None:
+        return cached
+    parts: dict[str, str] = {}
+    pending: list[object] = [fn]
+    while pending:
+        obj = pending.pop()
+        obj = getattr(obj, "__wrapped__", obj)
+        label = f"{getattr(obj, '__module__', '')}:{getattr(obj, '__qualname__', repr(obj))}"
+        if isinstance(obj, types.ModuleType):
+            label = f"module:{obj.__name__}"
+        if label in parts:
+            continue
+        parts[label] = _source(obj)
+        if isinstance(obj, types.ModuleType):
+            continue  # its whole source is in; what it names is covered by it
+        code = getattr(obj, "__code__", None)
+        scope = getattr(obj, "__globals__", None)
+        if code is None or scope is None:
+            continue
+        for name in sorted(_names(code)):
+            target = scope.get(name)
+            if isinstance(target, _CONSTANTS) and is_project_local(obj):
+                # A module-level constant the code reads is part of it (FACTOR = 2).
+                parts[f"{getattr(obj, '__module__', '')}:{name}="] = repr(target)
+                continue
+            target = getattr(target, "__wrapped__", target)
+            if isinstance(target, types.FunctionType | type | types.ModuleType) and (
+                is_project_local(target)
+            ):
+                pending.append(target)
+    text = "\n".join(f"== {label}\n{parts[label]}" for label in sorted(parts))
+    digest = content_hash(text.encode(), "code")
+    _CACHE[fn] = digest
+    return digest

@@ -1,0 +1,262 @@
+"""The Grafana dashboards (deploy/grafana/*.json) against a real Prometheus (Debian's
+``prometheus``) scraping a real server: every PromQL expression of every panel, and every
+template variable's ``label_values`` query, returns data."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from phalanx.api.server import ApiServer, ServerSettings
+
+pytestmark = pytest.mark.integration
+
+DASHBOARDS = sorted((Path(__file__).parents[3] / "deploy" / "grafana").glob("*.json"))
+#: What Grafana puts in place of the dashboards' variables: every value, and a rate window
+#: that holds several scrapes at the test's 1 s interval.
+VARIABLES = {"$queue": ".+", "$node": ".+", "$__rate_interval": "15s"}
+
+
+def job(name: str, gpus: int, code: str) -> dict[str, object]:
+    return {
+        "apiVersion": "phalanx.dev/v1alpha1",
+        "kind": "Job",
+        "metadata": {"name": name},
+        "spec": {
+            "queue": "team-a",
+            "podSets": [
+                {
+                    "name": "worker",
+                    "replicas": 1,
+                    "command": [sys.executable, "-c", code],
+                    "resources": {"cpu": "100m", "memory": "64Mi", "nvidia.com/gpu": gpus},
+                }
+            ],
+        },
+    }
+
+
+SETUP: list[dict[str, object]] = [
+    {
+        "apiVersion": "phalanx.dev/v1alpha1",
+        "kind": "ResourceFlavor",
+        "metadata": {"name": "default"},
+        "spec": {},
+    },
+    {
+        "apiVersion": "phalanx.dev/v1alpha1",
+        "kind": "Queue",
+        "metadata": {"name": "team-a"},
+        "spec": {
+            "flavors": [
+                {"name": "default", "resources": {"cpu": 4, "memory": "4Gi", "nvidia.com/gpu": 4}}
+            ]
+        },
+    },
+    job("holder", 4, "import time; time.sleep(600)"),  # runs: holds the queue's quota
+    job("done", 0, "print('ok')"),  # finishes: an outcome
+    job("waiter", 2, "pass"),  # waits on the quota: a pending reason
+]
+
+
+def expressions() -> list[tuple[str, str, str]]:
+    """(dashboard file, panel title, expression) of every panel target."""
+    out = []
+    for path in DASHBOARDS:
+        for panel in json.loads(path.read_text())["panels"]:
+            out += [(path.name, panel["title"], t["expr"]) for t in panel.get("targets", [])]
+    return out
+
+
+def variable_queries() -> list[tuple[str, str, str]]:
+    """(dashboard file, metric, label) of every ``label_values(metric, label)`` variable."""
+    out = []
+    for path in DASHBOARDS:
+        for variable in json.loads(path.read_text())["templating"]["list"]:
+            if variable["type"] != "query":
+                continue
+            match = re.fullmatch(r"label_values\((\w+), *(\w+)\)", variable["query"]["query"])
+            assert match, variable
+            out.append((path.name, match[1], match[2]))
+    return out
+
+
+def test_the_dashboards_are_well_formed() -> None:
+    assert [p.name for p in DASHBOARDS] == ["phalanx-cluster.json", "phalanx-nodes.json"]
+    uids = [json.loads(p.read_text())["uid"] for p in DASHBOARDS]
+    assert len(set(uids)) == len(uids)
+    for path in DASHBOARDS:
+        panels = json.loads(path.read_text())["panels"]
+        assert len({p["id"] for p in panels}) == len(panels), path
+        for panel in panels:
+            assert panel["targets"], (path.name, panel["title"])
+            assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+    exprs = [e for _, _, e in expressions()]
+    used = {m for e in exprs for m in re.findall(r"\bphalanx_\w+", e)}
+    # every series /metrics exports appears in some panel
+    exported = set(re.findall(r'"(phalanx_\w+)"', _metrics_source()))
+    counters = {
+        "phalanx_scheduling_cycles",
+        "phalanx_reconciler_seconds",
+        "phalanx_reconciler_runs",
+        "phalanx_reconciler_errors",
+    }
+    expected = {f"{m}_total" if m in counters else m for m in exported}
+    expected = {m if m != "phalanx_admission_latency_seconds" else f"{m}_bucket" for m in expected}
+    assert expected - used == set()
+
+
+def _metrics_source() -> str:
+    return (Path(__file__).parents[3] / "src" / "phalanx" / "ops" / "metrics.py").read_text()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
+    tmp = tmp_path_factory.mktemp("grafana")
+    names = ("PHALANX_SERVER", "PHALANX_TOKEN", "PHALANX_DATA_DIR", "XDG_RUNTIME_DIR")
+    old = {k: os.environ.pop(k, None) for k in names}
+    os.environ["XDG_RUNTIME_DIR"] = str(tmp / "run")
+    api = ApiServer(
+        ServerSettings(data_dir=tmp / "data", nodes="1x4", port=0, log_level="warning", tick_s=0.05)
+    )
+    thread = threading.Thread(target=api.run, name="phalanx-grafana-server", daemon=True)
+    thread.start()
+    http = httpx.Client(base_url=api.url, headers={"Authorization": f"Bearer {api.token}"})
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                if http.get("/healthz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.02)
+        http.post("/api/v1/apply", json={"manifests": SETUP}).raise_for_status()
+        deadline = time.monotonic() + 20
+        while not (
+            http.get("/api/v1/jobs/holder").json()["phase"] == "Running"
+            and http.get("/api/v1/jobs/done").json()["phase"] == "Succeeded"
+            and http.get("/api/v1/jobs/waiter").json()["reason_code"] == "QuotaExceeded"
+        ):
+            assert time.monotonic() < deadline, http.get("/api/v1/jobs").text
+            time.sleep(0.05)
+        yield api
+    finally:
+        for name in ("holder", "waiter"):
+            http.post(f"/api/v1/jobs/{name}/cancel")
+        http.close()
+        api.request_stop()
+        thread.join(timeout=15)
+        for key, value in old.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@pytest.fixture
+def prometheus(server: ApiServer, tmp_path: Path) -> Iterator[httpx.Client]:
+    binary = shutil.which("prometheus")
+    if binary is None:
+        if os.environ.get("PHALANX_REQUIRE_PROMETHEUS") == "1":
+            pytest.fail("prometheus is required here (apt-get install prometheus)")
+        pytest.skip("no prometheus binary (Debian package prometheus)")
+    port = _free_port()
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        json.dumps(  # YAML is a superset of JSON
+            {
+                "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                "scrape_configs": [
+                    {
+                        "job_name": "phalanx",
+                        "scrape_interval": "1s",
+                        "authorization": {
+                            "type": "Bearer",
+                            "credentials_file": str(server.data_dir / "token"),
+                        },
+                        "static_configs": [{"targets": [server.url.removeprefix("http://")]}],
+                    }
+                ],
+            }
+        )
+    )
+    log = (tmp_path / "prometheus.log").open("w")
+    proc = subprocess.Popen(
+        [
+            binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+    )
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
+            yield http
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+        log.close()
+
+
+def _query(http: httpx.Client, expr: str) -> list[object] | None:
+    """The result of an instant query, or None while Prometheus starts or the query fails."""
+    try:
+        response = http.get("/api/v1/query", params={"query": expr})
+    except httpx.HTTPError:
+        return None
+    body = response.json()
+    if body.get("status") != "success":
+        return None
+    result: list[object] = body["data"]["result"]
+    return result
+
+
+def test_every_dashboard_expression_returns_data(prometheus: httpx.Client) -> None:
+    pending = {(name, title, expr): _substitute(expr) for name, title, expr in expressions()}
+    errors: dict[str, str] = {}
+    deadline = time.monotonic() + 90
+    while pending and time.monotonic() < deadline:
+        for key, expr in list(pending.items()):
+            result = _query(prometheus, expr)
+            if result:
+                del pending[key]
+        if pending:
+            time.sleep(1)
+    for key, expr in pending.items():
+        response = prometheus.get("/api/v1/query", params={"query": expr}).json()
+        errors[f"{key[0]} / {key[1]}: {expr}"] = json.dumps(response)[:300]
+    assert errors == {}
+    for name, metric, label in variable_queries():
+        values = prometheus.get(f"/api/v1/label/{label}/values", params={"match[]": metric}).json()[
+            "data"
+        ]
+        assert values, (name, metric, label)
+
+
+def _substitute(expr: str) -> str:
+    for name, value in VARIABLES.items():
+        expr = expr.replace(name, value)
+    assert "$" not in expr, expr
+    return expr
