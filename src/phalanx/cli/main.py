@@ -45,6 +45,7 @@ from phalanx.cli.describe import describe_flavor, describe_job, describe_node, d
 from phalanx.cli.doctor import job_estimates, render_report
 from phalanx.cli.get import Query, WatchPrinter, empty_message, fetch, watch_changes
 from phalanx.cli.pipeline import pipeline_app, print_objects, print_run
+from phalanx.cli.secrets import describe_secret, print_secrets
 from phalanx.cli.service import print_description, print_services, serve, service_app
 from phalanx.cli.serving_data import router as router_command
 from phalanx.cli.serving_data import serve_model as serve_model_command
@@ -644,6 +645,13 @@ def get(
         with _globals(ctx).client() as client:
             print_services(client, name, output.value if output is not None else None)
         return
+    if resolved is kinds.SECRET:
+        chosen = output if output in (OutputFormat.JSON, OutputFormat.YAML) else None
+        with _globals(ctx).client() as client:
+            print_secrets(
+                client, name, None if chosen is None else (lambda data: _emit(data, chosen))
+            )
+        return
     if resolved in (kinds.PIPELINE, kinds.PIPELINE_RUN):
         with _globals(ctx).client() as client:
             print_objects(client, resolved.plural, name, output.value if output else None)
@@ -707,6 +715,8 @@ def describe(
             print_description(client, name)
         elif resolved is kinds.PIPELINE_RUN:
             print_run(client, name)
+        elif resolved is kinds.SECRET:
+            typer.echo(describe_secret(client.secret(name)))
         else:
             _fail(f"phalanx describe cannot show {resolved.plural} yet")
 

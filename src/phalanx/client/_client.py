@@ -27,6 +27,7 @@ from phalanx.api.schemas import (
     CONTINUE_HEADER,
     RESOURCE_VERSION_HEADER,
     AuditInfo,
+    SecretInfo,
     TokenCreate,
     TokenCreated,
     TokenInfo,
@@ -426,6 +427,15 @@ class Client:
     def delete_flavor(self, name: str) -> None:
         """Delete a resource flavor."""
         self._request("DELETE", f"{API_PREFIX}/flavors/{_name(name)}")
+
+    def secrets(self) -> list[SecretInfo]:
+        """Return every Secret: its keys and their sizes, never a value."""
+        return cast("list[SecretInfo]", self._get("/secrets"))
+
+    def secret(self, name: str) -> SecretInfo:
+        """Return one Secret's keys and sizes (never a value); ApiError ``NotFound`` if
+        unknown."""
+        return cast("SecretInfo", self._get(f"/secrets/{_name(name)}"))
 
     def nodes(self) -> list[NodeInfo]:
         """Return every node with what is in use on it."""
