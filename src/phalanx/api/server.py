@@ -27,6 +27,7 @@ import os
 import secrets
 import signal
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -364,8 +365,17 @@ class ApiServer:
             self.router: RouterThread | None = None
             self.router_url = ""
             if settings.router_port is not None:
+                # The router beside the API is served like it: HTTPS with the same pair.
+                router_tls = None
+                if self.tls:
+                    router_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+                    router_tls.load_cert_chain(str(self.tls[0]), str(self.tls[1]))
                 self.router = RouterThread(
-                    self.services, self.services, settings.host, settings.router_port
+                    self.services,
+                    self.services,
+                    settings.host,
+                    settings.router_port,
+                    ssl=router_tls,
                 )
                 try:
                     router_port = self.router.start()
@@ -374,7 +384,7 @@ class ApiServer:
                         f"cannot listen on {settings.host}:{settings.router_port} for the "
                         f"serving router: {exc}; choose another with --router-port (0: any)"
                     ) from exc
-                self.router_url = _url(settings.host, router_port)
+                self.router_url = _url(settings.host, router_port, "https" if self.tls else "http")
                 self.services.config.router_url = self.router_url
             self.plane.start()
         except BaseException:

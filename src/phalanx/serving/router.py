@@ -64,6 +64,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from ssl import SSLContext
 
 from phalanx.serving.endpoints import Endpoint, LoadSample, LoadSink, Route, RouteSource
 from phalanx.serving.http1 import _ClientConn, _Request, _Upstream
@@ -152,13 +153,16 @@ class Router:
 
     # -- life cycle ------------------------------------------------------------------------
 
-    async def serve(self, host: str = "127.0.0.1", port: int = 0) -> asyncio.Server:
-        """Start listening; returns the server (``self.port`` is the bound port)."""
+    async def serve(
+        self, host: str = "127.0.0.1", port: int = 0, ssl: SSLContext | None = None
+    ) -> asyncio.Server:
+        """Start listening (HTTPS with ``ssl``); returns the server (``self.port`` is the
+        bound port)."""
         self._loop = asyncio.get_running_loop()
         self._route_changed = asyncio.Event()
         self.refresh()
         self._server = await self._loop.create_server(
-            lambda: _ClientConn(self), host, port, reuse_address=True, backlog=1024
+            lambda: _ClientConn(self), host, port, reuse_address=True, backlog=1024, ssl=ssl
         )
         self.port = int(self._server.sockets[0].getsockname()[1])
         self._ticker = asyncio.create_task(self._tick())
@@ -711,9 +715,11 @@ class RouterThread:
         port: int = 0,
         *,
         prefer_uvloop: bool = True,
+        ssl: SSLContext | None = None,
         **router_options: object,
     ) -> None:
         self.router = Router(source, sink, **router_options)  # type: ignore[arg-type]
+        self.ssl = ssl
         self.prefer_uvloop = prefer_uvloop
         self.host = host
         self.port = port
@@ -737,7 +743,7 @@ class RouterThread:
         self._loop = loop
         asyncio.set_event_loop(loop)
         try:
-            loop.run_until_complete(self.router.serve(self.host, self.port))
+            loop.run_until_complete(self.router.serve(self.host, self.port, self.ssl))
         except BaseException as exc:  # handed to start()
             self._error = exc
             self._started.set()

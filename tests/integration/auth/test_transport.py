@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -95,3 +96,19 @@ def test_loopback_stays_plain_and_half_a_pair_is_refused(tmp_path: Path) -> None
     loopback = ServerSettings(data_dir=tmp_path, nodes="1x1", port=0, router_port=None)
     with running(loopback) as server:
         assert server.url.startswith("http://127.0.0.1:")
+
+
+def test_the_router_beside_the_api_serves_https_with_the_same_pair(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("PHALANX_SERVER", "PHALANX_TOKEN", "PHALANX_CA_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    with running(replace(settings(tmp_path), router_port=0)) as server:
+        assert server.router_url.startswith("https://127.0.0.1:")
+        trusted = ssl.create_default_context(cafile=str(tmp_path / "tls.crt"))
+        answer = httpx.get(f"{server.router_url}/no-such-service/", verify=trusted)
+        assert answer.status_code == 404 and "no-such-service" in answer.text
+        with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            httpx.get(f"{server.router_url}/")
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(server.router_url.replace("https://", "http://") + "/", timeout=3)
