@@ -292,6 +292,8 @@ class PipelineRunReconciler:
                 "name": name,
                 "labels": {LABEL_RUN: spec.name, LABEL_STEP: step.name},
                 "ownerReferences": [{"kind": KIND, "name": obj.name, "uid": obj.uid}],
+                # the run's owner owns its steps (their logs, their env)
+                **({"owner": owner} if (owner := _owner(obj.manifest)) else {}),
             },
             "spec": {
                 "queue": queue,
@@ -480,3 +482,10 @@ class ScheduleReconciler:
         manifest = dict(run.manifest)
         manifest["status"] = status
         self.store.apply([(KIND, run.name, manifest)], [], now)
+
+
+def _owner(manifest: Mapping[str, Any]) -> str | None:
+    """The ``metadata.owner`` of a stored manifest (None: written without one)."""
+    metadata = manifest.get("metadata")
+    owner = metadata.get("owner") if isinstance(metadata, Mapping) else None
+    return owner if isinstance(owner, str) and owner else None

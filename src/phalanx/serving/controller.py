@@ -332,7 +332,8 @@ class ServiceController:
             min_available=spec.min_available,
         )
         runtime.waiting = plan.waiting
-        self._apply_plan(name, obj.uid, spec, plan, now)
+        owner = obj.manifest.get("metadata", {}).get("owner")
+        self._apply_plan(name, obj.uid, spec, plan, now, owner if isinstance(owner, str) else "")
 
     def _replicas_of(self, name: str) -> list[JobRecord]:
         with self._lock:
@@ -382,7 +383,13 @@ class ServiceController:
         return desired
 
     def _apply_plan(
-        self, name: str, uid: str, spec: ServiceSpec, plan: RolloutPlan, now: float
+        self,
+        name: str,
+        uid: str,
+        spec: ServiceSpec,
+        plan: RolloutPlan,
+        now: float,
+        owner: str = "",
     ) -> None:
         # replicas leaving: out of the routes first, deleted once drained
         for replica, why in plan.remove:
@@ -397,7 +404,7 @@ class ServiceController:
                     self._draining[replica] = now
                     self._routes_dirty = True
         if plan.create:
-            manifests = [self._replica_manifest(name, uid, spec, rev) for rev in plan.create]
+            manifests = [self._replica_manifest(name, uid, spec, rev, owner) for rev in plan.create]
             self.plane.apply(manifests, f"Service {name}")
             log.info("Service %s: created %d replica(s)", name, len(manifests))
 
@@ -424,7 +431,7 @@ class ServiceController:
             log.info("removing replica %s waits: %s", replica, exc)
 
     def _replica_manifest(
-        self, name: str, uid: str, spec: ServiceSpec, revision: str
+        self, name: str, uid: str, spec: ServiceSpec, revision: str, owner: str = ""
     ) -> dict[str, object]:
         template, port = spec.template, spec.port
         if revision != spec.revision:
@@ -432,7 +439,10 @@ class ServiceController:
         if self._is_local():
             port = self._pick_port()
         replica = f"{name[:40]}-{revision[:5]}-{secrets.token_hex(3)}"
-        return replica_manifest(name, uid, spec, revision, template, port, replica)
+        manifest = replica_manifest(name, uid, spec, revision, template, port, replica)
+        if owner:  # the Service's owner owns its replicas (their logs, their env)
+            manifest["metadata"]["owner"] = owner  # type: ignore[index]
+        return manifest
 
     def _is_local(self) -> bool:
         return self.plane.backend.name != "kubernetes"

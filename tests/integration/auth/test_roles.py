@@ -3,6 +3,8 @@ queue access; owner-only cancel, delete and logs; env hidden from others."""
 
 from __future__ import annotations
 
+import time
+
 import httpx
 from authharness import ADMIN_TOKEN, SETUP, Site, job, wait_phase
 
@@ -178,3 +180,38 @@ def test_a_route_added_later_is_guarded_by_default(site: Site) -> None:
         assert anonymous.get("/api/v1/widgets").status_code == 401
         assert anonymous.post("/api/v1/widgets/poke").status_code == 401
     assert calls == ["poked", "poked"]
+
+
+def test_a_services_replicas_belong_to_the_services_owner(site: Site) -> None:
+    alice = site.user("alice", "user")
+    bob = site.user("bob", "user")
+    service = {
+        "apiVersion": "phalanx.dev/v1alpha1",
+        "kind": "Service",
+        "metadata": {"name": "web"},
+        "spec": {
+            "queue": "shared",
+            "minReplicas": 1,
+            "maxReplicas": 1,
+            "template": {
+                "command": ["python", "-c", "import time; print('replica up'); time.sleep(60)"],
+                "resources": {"cpu": "100m", "memory": "64Mi"},
+            },
+        },
+    }
+    applied = alice.post("/api/v1/apply", json={"manifests": [service]})
+    assert applied.status_code == 200, applied.text
+    deadline = time.monotonic() + 30
+    replicas: list[dict[str, object]] = []
+    while not replicas:
+        assert time.monotonic() < deadline, "no replica was created"
+        replicas = alice.get(
+            "/api/v1/jobs", params={"labelSelector": "phalanx.dev/service=web"}
+        ).json()
+        time.sleep(0.2)
+    replica = str(replicas[0]["name"])
+    assert replicas[0]["manifest"]["metadata"]["owner"] == "alice"  # type: ignore[index]
+    assert alice.get(f"/api/v1/jobs/{replica}/logs").status_code == 200
+    assert bob.get(f"/api/v1/jobs/{replica}/logs").status_code == 403
+    with site.client(ADMIN_TOKEN) as admin:
+        assert admin.delete("/api/v1/services/web").status_code in (200, 204)

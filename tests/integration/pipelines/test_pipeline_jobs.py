@@ -53,6 +53,9 @@ def test_a_gpu_gang_step_then_all_cache_hits_with_the_same_keys_in_process(
         job = client.job(train["job"])
         pods = [p for p in job["pods"] if p["attempt"] == 1]
     assert len(pods) == 2
+    # The run's owner (who submitted it) owns its step jobs: their logs and env are theirs.
+    owner = run["metadata"].get("owner") or run["manifest"]["metadata"].get("owner")
+    assert owner and job["manifest"]["metadata"]["owner"] == owner  # type: ignore[index]
     assert len({p["node"] for p in pods}) == 2  # 4 GPUs each: one per virtual node
     assert all(len(p["devices"]) == 4 for p in pods)
     with server.client() as client:
