@@ -377,6 +377,9 @@ class Router:
                 self._acquire(state, endpoint)
                 up.send(client, state, payload, request.method == b"HEAD")
                 return
+            # The slow path picks again: give it the same turn, or a replica with no pooled
+            # connection yet would lose every tie to one that has one, for ever.
+            self._turn -= 1
         task = asyncio.ensure_future(self._slow_path(client, request, state, payload, revision))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from phalanx.api import create_app
 from phalanx.auth import AuditLog, Identity
 from phalanx.backends.local.backend import LocalBackend
 from phalanx.backends.local.nodes import parse_nodes_option
+from phalanx.controllers.errors import NotFoundError
 from phalanx.controllers.plane import ControlPlane, ControlPlaneConfig
 from phalanx.store import IdentityStore, open_store
 
@@ -42,7 +44,8 @@ def site(tmp_path: Path) -> Iterator[Site]:
     finally:
         for j in plane.list_jobs():
             if not j.phase.is_terminal:
-                plane.cancel_job(j.name)
+                with contextlib.suppress(NotFoundError):  # deleted meanwhile (by its owner)
+                    plane.cancel_job(j.name)
         plane.stop()
         audit.close()
         backend.close()
