@@ -9,11 +9,12 @@ import calendar
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated, NoReturn, Protocol
+from typing import Annotated, NoReturn
 
 import typer
 
-from phalanx.client import ApiError, Client, ClientError
+from phalanx.cli.context import client_of
+from phalanx.client import ApiError, ClientError
 
 user_app = typer.Typer(
     name="user", help="Users and their roles (admin only).", no_args_is_help=True
@@ -21,18 +22,6 @@ user_app = typer.Typer(
 token_app = typer.Typer(
     name="token", help="API tokens of users (admin only).", no_args_is_help=True
 )
-
-
-class _Globals(Protocol):
-    def client(self) -> Client: ...
-
-
-def _client(ctx: typer.Context) -> Client:
-    obj = ctx.find_root().obj
-    if obj is None or not hasattr(obj, "client"):
-        return Client()
-    globals_: _Globals = obj
-    return globals_.client()
 
 
 def _fail(message: str) -> NoReturn:
@@ -73,7 +62,7 @@ def user_create(
     ] = None,
 ) -> None:
     """Create a user; then give them a token with `phalanx token create USER`."""
-    with _reported(), _client(ctx) as client:
+    with _reported(), client_of(ctx) as client:
         user = client.create_user(name, role, group or ())
     groups = f" (groups {', '.join(user['groups'])})" if user["groups"] else ""
     typer.echo(f"user {user['name']} created, role {user['role']}{groups}")
@@ -82,7 +71,7 @@ def user_create(
 @user_app.command("list")
 def user_list(ctx: typer.Context) -> None:
     """List users with role and groups."""
-    with _reported(), _client(ctx) as client:
+    with _reported(), client_of(ctx) as client:
         users = client.users()
     _table(
         ["NAME", "ROLE", "GROUPS", "CREATED"],
@@ -96,7 +85,7 @@ def user_list(ctx: typer.Context) -> None:
 @user_app.command("delete")
 def user_delete(ctx: typer.Context, name: str) -> None:
     """Delete a user; every token of theirs stops working at once."""
-    with _reported(), _client(ctx) as client:
+    with _reported(), client_of(ctx) as client:
         client.delete_user(name)
     typer.echo(f"user {name} deleted")
 
@@ -120,7 +109,7 @@ def token_create(
             expires_in_s = parse_duration_text(expires)
         except ValueError as exc:
             _fail(f"--expires: {exc}")
-    with _reported(), _client(ctx) as client:
+    with _reported(), client_of(ctx) as client:
         created = client.create_token(user, name, expires_in_s)
     info = created["info"]
     typer.echo(created["token"])
@@ -137,7 +126,7 @@ def token_list(
     user: Annotated[str | None, typer.Option("--user", help="Only this user's.")] = None,
 ) -> None:
     """List tokens (never the tokens themselves)."""
-    with _reported(), _client(ctx) as client:
+    with _reported(), client_of(ctx) as client:
         tokens = client.tokens(user)
     rows = []
     for t in tokens:
@@ -153,7 +142,7 @@ def token_revoke(
     ctx: typer.Context, token_id: Annotated[str, typer.Argument(metavar="ID")]
 ) -> None:
     """Revoke a token (its ID from `phalanx token list`); it is refused at once."""
-    with _reported(), _client(ctx) as client:
+    with _reported(), client_of(ctx) as client:
         info = client.revoke_token(token_id)
     typer.echo(f"token {info['id']} ({info['name']}) of {info['user']} revoked")
 
@@ -206,7 +195,7 @@ def audit(
         end = parse_time(until) if until else None
     except ValueError as exc:
         _fail(str(exc))
-    with _reported(), _client(ctx) as client:
+    with _reported(), client_of(ctx) as client:
         records = client.audit(
             user=user, kind=kind, name=name or None, since=start, until=end, limit=limit
         )

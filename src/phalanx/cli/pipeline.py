@@ -20,6 +20,7 @@ from typing import Annotated, Any, cast
 import typer
 import yaml
 
+from phalanx.cli.context import client_of
 from phalanx.client import Client
 
 pipeline_app = typer.Typer(
@@ -48,12 +49,6 @@ def _errors() -> Iterator[None]:
             yield
         except (PipelineTypeError, LookupError, ValueError, ImportError) as exc:
             cli_main._fail(str(exc))
-
-
-def _client(ctx: typer.Context) -> Client:
-    from phalanx.cli import main as cli_main
-
-    return cli_main._globals(ctx).client()
 
 
 def _emit(data: object, output: str) -> None:
@@ -192,7 +187,7 @@ def run_command(
         manifest = run_manifest(
             built, name=run_name, queue=queue, artifacts=store_url, no_cache=no_cache
         )
-        with _client(ctx) as client:
+        with client_of(ctx) as client:
             client.apply([manifest])
             typer.echo(f"pipelinerun/{run_name} created")
             if not wait:
@@ -246,7 +241,7 @@ def get_command(
         }.get(kind, kind)
         if plural not in ("pipelines", "pipelineruns"):
             raise ValueError(f"{kind!r}: use pipelines or pipelineruns")
-        with _client(ctx) as client:
+        with client_of(ctx) as client:
             print_objects(client, plural, name, output or None)
 
 
@@ -370,7 +365,7 @@ def describe_command(
     output: Output = "",
 ) -> None:
     """Show a run's DAG as a tree with states, durations and cache hits."""
-    with _errors(), _client(ctx) as client:
+    with _errors(), client_of(ctx) as client:
         print_run(client, name, output or None)
 
 
@@ -382,7 +377,7 @@ def logs_command(
     pod: Annotated[str | None, typer.Option(help="pod of a gang step, e.g. step-1")] = None,
 ) -> None:
     """Print the output of one step's pod."""
-    with _errors(), _client(ctx) as client:
+    with _errors(), client_of(ctx) as client:
         params: dict[str, str | int] = {"step": step}
         if pod:
             params["pod"] = pod
@@ -401,7 +396,7 @@ def resume_command(
     """Run a failed run again from its failed steps: steps whose cache key is unchanged are
     reused, so only failed steps, steps whose code changed, and their dependents run. The
     pipeline is compiled again from its entrypoint when this directory has its code."""
-    with _errors(), _client(ctx) as client:
+    with _errors(), client_of(ctx) as client:
         old = cast(dict[str, Any], client._get(f"/pipelineruns/{name}"))
         spec = dict(old["spec"])
         target = spec.get("entrypoint", "")
@@ -446,7 +441,7 @@ def lineage_command(
 ) -> None:
     """Which run and step made an artifact from which inputs (up), and what was made from
     it (down)."""
-    with _errors(), _client(ctx) as client:
+    with _errors(), client_of(ctx) as client:
         data = cast(dict[str, Any], client._get(f"/lineage/{artifact}", {"direction": direction}))
         if output:
             _emit(data, output)

@@ -15,11 +15,12 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, Protocol
+from typing import Annotated, Any, NoReturn
 from urllib.parse import quote
 
 import typer
 
+from phalanx.cli.context import client_of
 from phalanx.client import ApiError, Client, ClientError
 from phalanx.client._client import API_PREFIX
 
@@ -31,18 +32,6 @@ service_app = typer.Typer(
 
 #: Model files ``phalanx serve`` serves with the built-in model server.
 MODEL_SUFFIXES = (".joblib", ".pkl", ".onnx")
-
-
-class _Globals(Protocol):
-    def client(self) -> Client: ...
-
-
-def _client(ctx: typer.Context) -> Client:
-    obj = ctx.find_root().obj
-    if obj is None or not hasattr(obj, "client"):
-        return Client()
-    globals_: _Globals = obj
-    return globals_.client()
 
 
 def _fail(*lines: str) -> NoReturn:
@@ -218,7 +207,7 @@ def rollback(
 
 def _post(ctx: typer.Context, name: str, action: str, revision: str | None) -> None:
     params = {"revision": revision} if revision else None
-    with _reported(), _client(ctx) as client:
+    with _reported(), client_of(ctx) as client:
         data = client._request(
             "POST", f"{API_PREFIX}/services/{quote(name, safe='')}/{action}", params=params
         ).json()
@@ -355,7 +344,7 @@ def serve(
     if dry_run:
         _emit(manifest, "yaml")
         return
-    with _reported(), _client(ctx) as client:
+    with _reported(), client_of(ctx) as client:
         outcome = client.apply([manifest], "phalanx serve")
         typer.echo(f"service/{service} {outcome[0]['action']}")
         deadline = time.monotonic() + wait_s
