@@ -200,17 +200,7 @@ class HealthTracker:
         return replace(health, quarantined_at=at, quarantine_until=until, quarantine=reason)
 
     def _event(self, at: float, node: str, reason: Reason) -> None:
-        self.store.record_event(
-            EventRecord(
-                at,
-                reason.code.event_type,
-                reason.code.value,
-                reason.message,
-                facts=reason.plain_facts(),
-                kind="Node",
-                name=node,
-            )
-        )
+        self.store.record_event(EventRecord.of(at, reason, kind="Node", name=node))
 
     def release(self, node: str) -> bool:
         """Release ``node`` from quarantine and forget its evidence; False if it had none."""

@@ -130,9 +130,7 @@ def job_reason(reason: Reason) -> dict[str, object]:
 
 def reason_event(at: float, reason: Reason) -> EventRecord:
     """An event that says ``reason`` (its type follows from the code)."""
-    return EventRecord(
-        at, reason.code.event_type, reason.code.value, reason.message, facts=reason.plain_facts()
-    )
+    return EventRecord.of(at, reason)
 
 
 def guarded(

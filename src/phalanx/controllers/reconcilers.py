@@ -471,17 +471,7 @@ class JobsReconciler:
                 {"reconciler": self.name, "step": "read spec", "error": error},
             )
             log.error("%s %s left out of scheduling: %s", kind, name, error)
-            self.store.record_event(
-                EventRecord(
-                    now,
-                    reason.code.event_type,
-                    reason.code.value,
-                    reason.message,
-                    facts=reason.plain_facts(),
-                    kind=kind,
-                    name=name,
-                )
-            )
+            self.store.record_event(EventRecord.of(now, reason, kind=kind, name=name))
 
 
 class GarbageCollector:
@@ -539,17 +529,7 @@ class GarbageCollector:
                 {"owner_kind": owner_kind, "owner": owner, "kind": kind, "name": name},
             )
             log.info("%s", reason.message)
-            self.store.record_event(
-                EventRecord(
-                    now,
-                    reason.code.event_type,
-                    reason.code.value,
-                    reason.message,
-                    facts=reason.plain_facts(),
-                    kind=owner_kind,
-                    name=owner,
-                )
-            )
+            self.store.record_event(EventRecord.of(now, reason, kind=owner_kind, name=owner))
 
     def _orphans(self) -> list[tuple[str, str, str, str]]:
         """(kind, name, owner kind, owner name) of every object with a missing owner (or an

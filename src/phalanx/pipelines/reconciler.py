@@ -57,17 +57,7 @@ def record_error(
         ReasonCode.RECONCILE_ERROR,
         {"reconciler": reconciler, "step": "reconcile", "error": f"{type(exc).__name__}: {exc}"},
     )
-    store.record_event(
-        EventRecord(
-            now,
-            reason.code.event_type,
-            reason.code.value,
-            reason.message,
-            facts=reason.plain_facts(),
-            kind=kind,
-            name=name,
-        )
-    )
+    store.record_event(EventRecord.of(now, reason, kind=kind, name=name))
 
 
 def job_name(run: str, index: int) -> str:

@@ -285,17 +285,7 @@ class ServiceController:
             {"reconciler": self.name, "step": "reconcile service", "error": text},
         )
         try:
-            self.store.record_event(
-                EventRecord(
-                    now,
-                    reason.code.event_type,
-                    reason.code.value,
-                    reason.message,
-                    facts=reason.plain_facts(),
-                    kind=SERVICE_KIND,
-                    name=name,
-                )
-            )
+            self.store.record_event(EventRecord.of(now, reason, kind=SERVICE_KIND, name=name))
         except Exception:  # the store itself failing is logged, not raised
             log.exception("recording the error on Service %s failed", name)
 

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from phalanx.model.reasons import Reason
+
 
 @dataclass(slots=True)
 class JobRecord:
@@ -72,6 +74,20 @@ class EventRecord:
     facts: dict[str, Any] = field(default_factory=dict)
     kind: str = "Job"
     name: str = ""
+
+    @classmethod
+    def of(cls, at: float, reason: Reason, *, kind: str = "Job", name: str = "") -> EventRecord:
+        """The event that says ``reason`` (its type follows from the code), on a job (set
+        ``job_id`` when writing it) or on the object ``kind``/``name``."""
+        return cls(
+            at,
+            reason.code.event_type,
+            reason.code.value,
+            reason.message,
+            facts=reason.plain_facts(),
+            kind=kind,
+            name=name,
+        )
 
 
 @dataclass(slots=True)
