@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from phalanx.kinds.registry import Kind, register
-from phalanx.model.specs import SpecError, _Collector, _header
+from phalanx.model.specs import DEFAULT_MAX_REPLICAS, SpecError, _Collector, _header
 
 _STEP_FIELDS = (
     "name",
@@ -33,6 +33,8 @@ _STEP_FIELDS = (
     "queue",
     "returns",
 )
+#: The most steps one pipeline may list (each becomes a job when it runs).
+MAX_STEPS = 10_000
 _GRAPH_FIELDS = ("entrypoint", "params", "image", "queue", "steps")
 _PIPELINE_FIELDS = (*_GRAPH_FIELDS, "schedule", "artifacts", "code")
 _RUN_FIELDS = (*_GRAPH_FIELDS, "pipeline", "artifacts", "noCache", "resumedFrom", "code")
@@ -139,6 +141,9 @@ def _steps(c: _Collector, value: object, *, required: bool) -> tuple[StepSpec, .
     items = c.sequence("spec.steps", value)
     if required and not items:
         c.add("spec.steps", value, "must list at least one step (name, task, inputs)")
+    if len(items) > MAX_STEPS:
+        c.add("spec.steps", f"{len(items)} steps", f"must list at most {MAX_STEPS} steps")
+        items = items[:MAX_STEPS]
     out: list[StepSpec] = []
     seen: set[str] = set()
     for i, item in enumerate(items):
@@ -183,7 +188,9 @@ def _steps(c: _Collector, value: object, *, required: bool) -> tuple[StepSpec, .
                 c.add(f"{path}.resources.{key}", amount, f"use one of {', '.join(_RESOURCES)}")
             elif isinstance(amount, bool) or not isinstance(amount, str | int | float):
                 c.add(f"{path}.resources.{key}", amount, "must be a quantity such as 2 or 16Gi")
-        replicas = c.integer(f"{path}.replicas", data.get("replicas", 1), minimum=1)
+        replicas = c.integer(
+            f"{path}.replicas", data.get("replicas", 1), minimum=1, maximum=DEFAULT_MAX_REPLICAS
+        )
         retries = c.integer(f"{path}.retries", data.get("retries", 0), minimum=0)
         cache = data.get("cache", True)
         if not isinstance(cache, bool):
