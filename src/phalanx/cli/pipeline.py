@@ -101,6 +101,7 @@ def run_manifest(
     artifacts: str,
     no_cache: bool,
     resumed_from: str = "",
+    artifacts_secret: str = "",
 ) -> dict[str, object]:
     """The PipelineRun manifest for a built pipeline; the code is this directory, on this
     interpreter (the local backend's pods share this machine; see docs/pipelines.md)."""
@@ -110,6 +111,8 @@ def run_manifest(
     spec = spec_manifest(built.spec)
     python_path = [str(Path.cwd()), *os.environ.get("PYTHONPATH", "").split(":")]
     spec["artifacts"] = artifacts
+    if artifacts_secret:
+        spec["artifactsSecret"] = artifacts_secret
     spec["code"] = {
         "workingDir": str(Path.cwd()),
         "pythonPath": [p for p in python_path if p],
@@ -152,6 +155,14 @@ def run_command(
     param: Params = None,
     queue: Annotated[str, typer.Option("--queue", "-q", help="queue of the steps' jobs")] = "",
     artifacts: Annotated[str, typer.Option(help="artifact store: a directory or fsspec URL")] = "",
+    artifacts_secret: Annotated[
+        str,
+        typer.Option(
+            help="Secret with the S3 credentials of an s3:// --artifacts (keys "
+            "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, optional AWS_ENDPOINT_URL, "
+            "AWS_DEFAULT_REGION, AWS_SESSION_TOKEN); the steps get them as variables"
+        ),
+    ] = "",
     name: Annotated[str, typer.Option(help="the run's name (default: pipeline-<time>-<hex>)")] = "",
     no_cache: Annotated[
         bool, typer.Option("--no-cache", help="run every step, reuse nothing")
@@ -185,7 +196,12 @@ def run_command(
         run_name = name or new_run_name(built.spec.name)
         store_url = ArtifactStore(artifacts or None).url
         manifest = run_manifest(
-            built, name=run_name, queue=queue, artifacts=store_url, no_cache=no_cache
+            built,
+            name=run_name,
+            queue=queue,
+            artifacts=store_url,
+            no_cache=no_cache,
+            artifacts_secret=artifacts_secret,
         )
         with client_of(ctx) as client:
             client.apply([manifest])
@@ -414,6 +430,7 @@ def resume_command(
                 artifacts=spec.get("artifacts", ""),
                 no_cache=bool(spec.get("noCache")),
                 resumed_from=name,
+                artifacts_secret=str(spec.get("artifactsSecret") or ""),
             )
         else:
             spec["resumedFrom"] = name

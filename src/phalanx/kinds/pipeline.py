@@ -36,8 +36,16 @@ _STEP_FIELDS = (
 #: The most steps one pipeline may list (each becomes a job when it runs).
 MAX_STEPS = 10_000
 _GRAPH_FIELDS = ("entrypoint", "params", "image", "queue", "steps")
-_PIPELINE_FIELDS = (*_GRAPH_FIELDS, "schedule", "artifacts", "code")
-_RUN_FIELDS = (*_GRAPH_FIELDS, "pipeline", "artifacts", "noCache", "resumedFrom", "code")
+_PIPELINE_FIELDS = (*_GRAPH_FIELDS, "schedule", "artifacts", "artifactsSecret", "code")
+_RUN_FIELDS = (
+    *_GRAPH_FIELDS,
+    "pipeline",
+    "artifacts",
+    "artifactsSecret",
+    "noCache",
+    "resumedFrom",
+    "code",
+)
 _POLICIES = ("Allow", "Forbid", "Replace")
 _RESOURCES = ("cpu", "memory", "nvidia.com/gpu")
 
@@ -105,6 +113,9 @@ class PipelineSpec:
     # PipelineRun only:
     pipeline: str = ""
     artifacts: str = ""
+    #: A Secret holding the S3 credentials of ``artifacts`` (an ``s3://`` URL): the steps'
+    #: jobs get its keys as AWS_* variables, the server reads the store with them.
+    artifacts_secret: str = ""
     no_cache: bool = False
     resumed_from: str = ""
     code: Mapping[str, object] = field(default_factory=dict)
@@ -266,6 +277,17 @@ def _parse(manifest: Mapping[str, object], source: str, kind: str) -> PipelineSp
         c.unknown("spec.code", code, ("workingDir", "pythonPath", "python"))
         _json_value(c, "spec.code", dict(code))
     texts = {key: _text(c, spec, key) for key in ("entrypoint", "image", "queue", "artifacts")}
+    artifacts_secret = ""
+    if spec.get("artifactsSecret") is not None:
+        artifacts_secret = c.name("spec.artifactsSecret", spec.get("artifactsSecret"))
+        if not texts["artifacts"].startswith("s3://"):
+            c.add(
+                "spec.artifacts",
+                texts["artifacts"],
+                "must be an s3:// URL when spec.artifactsSecret is given (only S3 stores "
+                "take their credentials from a Secret); set spec.artifacts: s3://bucket/prefix "
+                "or drop spec.artifactsSecret",
+            )
     resumed_from = _text(c, spec, "resumedFrom") if is_run else ""
     if c.errors:
         raise SpecError(c.errors, source)
@@ -279,6 +301,7 @@ def _parse(manifest: Mapping[str, object], source: str, kind: str) -> PipelineSp
         schedule=schedule,
         pipeline=pipeline,
         artifacts=texts["artifacts"],
+        artifacts_secret=artifacts_secret,
         no_cache=no_cache,
         resumed_from=resumed_from,
         code=dict(code),
@@ -332,6 +355,7 @@ def spec_manifest(spec: PipelineSpec) -> dict[str, object]:
         ("image", spec.image),
         ("queue", spec.queue),
         ("artifacts", spec.artifacts),
+        ("artifactsSecret", spec.artifacts_secret),
         ("noCache", spec.no_cache),
         ("resumedFrom", spec.resumed_from),
         ("code", dict(spec.code)),

@@ -26,17 +26,17 @@ and step that made it) and ``results/<run>/<step>.json`` (what a step's job repo
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
-import pickle
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from phalanx.pipelines.keys import canonical_json, content_hash
+
+# io, pickle and tempfile are imported where they are used: a step's process imports this
+# module to run one trivial task, and its start-up is most of that step's cost.
 
 INLINE_LIMIT_BYTES = 16 * 1024
 ENV_ARTIFACTS = "PHALANX_ARTIFACTS"
@@ -136,6 +136,8 @@ def encode(value: object) -> Encoded:
             parts[digest] = data
             manifest[path.relative_to(root).as_posix()] = digest
         return Encoded("dir", canonical_json(manifest), type_name, parts)
+    import io
+
     module = type(value).__module__
     if module == "numpy" and type_name == "ndarray":
         import numpy as np
@@ -151,6 +153,8 @@ def encode(value: object) -> Encoded:
             return Encoded("parquet", buffer.getvalue(), type_name)
         except ImportError:
             pass
+    import pickle
+
     return Encoded("pickle", pickle.dumps(value, protocol=5), type_name)
 
 
@@ -173,10 +177,11 @@ class _LocalFiles:
     def write(self, path: str, data: bytes) -> None:
         target = self.root / path
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        tmp = target.parent / f".tmp-{os.getpid()}-{os.urandom(6).hex()}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as out:
             out.write(data)
-        Path(tmp).replace(target)  # readers never see half a file
+        tmp.replace(target)  # readers never see half a file
 
     def exists(self, path: str) -> bool:
         return (self.root / path).exists()
@@ -276,6 +281,9 @@ class ArtifactStore:
         data = self._blob(ref.hash)
         if ref.format == "json":
             return json.loads(data)
+        import io
+        import pickle
+
         if ref.format == "npy":
             import numpy as np
 
@@ -295,6 +303,8 @@ class ArtifactStore:
 
     def _materialise(self, digest: str, manifest: Mapping[str, str]) -> Path:
         """A local directory holding the files of ``manifest`` (relative path → hash)."""
+        import tempfile
+
         base = self.local_root or Path(tempfile.gettempdir()) / "phalanx-artifacts"
         target = base / "files" / digest.split(":", 1)[1]
         if not target.exists():

@@ -14,7 +14,12 @@ On every tick, for each PipelineRun not yet finished (observe → decide → app
   4. write the run's status (phase, per-step state, attempts, keys, artifacts, lineage) back
      to the PipelineRun object in one store write, if it changed.
 
-A failure on one run is contained to it: an event on the run, the others go on.
+A run whose artifact store is ``s3://`` may name a Secret (``spec.artifactsSecret``): its
+steps' jobs get the Secret's AWS_* keys through ``secretKeyRef`` (never the values), and this
+reconciler opens the store with the same values; a missing Secret or key fails the run.
+
+A failure on one run is contained to it: an event on the run (credential values masked), the
+others go on.
 """
 
 from __future__ import annotations
@@ -47,15 +52,29 @@ LABEL_RUN = "phalanx.dev/pipelinerun"
 LABEL_STEP = "phalanx.dev/step"
 #: Inputs larger than this (as JSON) go to the artifact store instead of the pod's env.
 ENV_LIMIT_BYTES = 96 * 1024
+#: Step jobs read per store query (one SQL ``IN`` list).
+JOBS_PER_QUERY = 400
+#: The keys of a run's ``artifactsSecret``, each given to its steps as the variable of the
+#: same name (botocore reads them); the first two are required, the rest used when present.
+S3_SECRET_KEYS = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_ENDPOINT_URL",
+    "AWS_DEFAULT_REGION",
+    "AWS_SESSION_TOKEN",
+)
+_REQUIRED_S3_KEYS = S3_SECRET_KEYS[:2]
 
 
 def record_error(
-    store: Store, reconciler: str, kind: str, name: str, exc: Exception, now: float
+    store: Store, reconciler: str, kind: str, name: str, exc: Exception | str, now: float
 ) -> None:
-    """A ReconcileError event on the object a reconciler failed on (the loop goes on)."""
+    """A ReconcileError event on the object a reconciler failed on (the loop goes on);
+    ``exc`` is the exception, or the text to show for it."""
+    error = exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc}"
     reason = Reason(
         ReasonCode.RECONCILE_ERROR,
-        {"reconciler": reconciler, "step": "reconcile", "error": f"{type(exc).__name__}: {exc}"},
+        {"reconciler": reconciler, "step": "reconcile", "error": error},
     )
     store.record_event(EventRecord.of(now, reason, kind=kind, name=name))
 
@@ -75,13 +94,61 @@ class PipelineRunReconciler:
         self.store = plane.store
         self.python = python
         self._stores: dict[str, ArtifactStore] = {}
+        #: Values read from artifact Secrets: masked in anything this reconciler writes.
+        self._secret_values: set[str] = set()
         self._finished: set[tuple[str, str]] = set()  # (name, uid) of finished runs
+        self._parsed: dict[tuple[str, int], PipelineSpec] = {}  # (uid, generation) → spec
 
-    def _artifacts(self, url: str) -> ArtifactStore:
+    def _artifacts(self, url: str, secret_name: str = "") -> ArtifactStore:
+        """The artifact store at ``url``, opened with the S3 credentials in the Secret
+        ``secret_name`` when one is named. Raises LookupError for a missing Secret or key."""
         url = url or default_url()
-        if url not in self._stores:
-            self._stores[url] = ArtifactStore(url)
-        return self._stores[url]
+        if not secret_name:
+            if url not in self._stores:
+                self._stores[url] = ArtifactStore(url)
+            return self._stores[url]
+        record = self.store.get_object("Secret", secret_name)
+        if record is None:
+            raise LookupError(
+                f"spec.artifactsSecret: secret {secret_name} not found; apply a Secret with "
+                f"keys {', '.join(_REQUIRED_S3_KEYS)} (and AWS_ENDPOINT_URL for a server "
+                "other than AWS)"
+            )
+        key = f"{url}\0{secret_name}\0{record.resource_version}"
+        if key not in self._stores:
+            data = self.plane.lifecycle.secrets.open(record.manifest).data
+            missing = [k for k in _REQUIRED_S3_KEYS if k not in data]
+            if missing:
+                raise LookupError(
+                    f"spec.artifactsSecret: secret {secret_name} has no key "
+                    f"{', '.join(missing)} (its keys: {', '.join(sorted(data)) or 'none'}); "
+                    f"give it {', '.join(_REQUIRED_S3_KEYS)}"
+                )
+            values = {k: data[k].decode() for k in S3_SECRET_KEYS if k in data}
+            secrets = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+            self._secret_values |= {values[k] for k in secrets if len(values.get(k, "")) >= 4}
+            client: dict[str, str] = {}
+            if "AWS_ENDPOINT_URL" in values:
+                client["endpoint_url"] = values["AWS_ENDPOINT_URL"]
+            if "AWS_DEFAULT_REGION" in values:
+                client["region_name"] = values["AWS_DEFAULT_REGION"]
+            self._stores = {
+                k: v for k, v in self._stores.items() if not k.startswith(f"{url}\0{secret_name}\0")
+            }
+            self._stores[key] = ArtifactStore(
+                url,
+                key=values["AWS_ACCESS_KEY_ID"],
+                secret=values["AWS_SECRET_ACCESS_KEY"],
+                token=values.get("AWS_SESSION_TOKEN"),
+                client_kwargs=client,
+            )
+        return self._stores[key]
+
+    def _mask(self, text: str) -> str:
+        """``text`` with every credential value read from a Secret replaced by <hidden>."""
+        for value in self._secret_values:
+            text = text.replace(value, "<hidden>")
+        return text
 
     def reconcile(self, now: float) -> None:
         for obj in self.store.list_objects(KIND):
@@ -90,11 +157,22 @@ class PipelineRunReconciler:
             try:
                 self.reconcile_run(obj, now)
             except Exception as exc:  # contained to this run
-                log.exception("pipeline run %s failed to reconcile", obj.name)
-                record_error(self.store, self.name, KIND, obj.name, exc, now)
+                error = self._mask(f"{type(exc).__name__}: {exc}")
+                if self._secret_values:  # a traceback could show a credential: the text only
+                    log.error("pipeline run %s failed to reconcile: %s", obj.name, error)
+                else:
+                    log.exception("pipeline run %s failed to reconcile", obj.name)
+                record_error(self.store, self.name, KIND, obj.name, error, now)
 
     def _spec(self, obj: ObjectRecord) -> PipelineSpec:
-        spec = parse_pipeline_run(obj.manifest)
+        # Parsed once per spec (its generation), not once per tick: a run of many steps
+        # takes milliseconds to validate, every tick while it runs.
+        key = (obj.uid, obj.generation)
+        spec = self._parsed.get(key)
+        if spec is None:
+            spec = parse_pipeline_run(obj.manifest)
+            self._parsed = {k: v for k, v in self._parsed.items() if k[0] != obj.uid}
+            self._parsed[key] = spec
         if spec.pipeline and not spec.steps:
             source = self.store.get_object("Pipeline", spec.pipeline)
             if source is None:
@@ -109,6 +187,7 @@ class PipelineRunReconciler:
                 queue=spec.queue or base.queue,
                 pipeline=spec.pipeline,
                 artifacts=spec.artifacts,
+                artifacts_secret=spec.artifacts_secret,
                 no_cache=spec.no_cache,
                 resumed_from=spec.resumed_from,
                 code=spec.code,
@@ -123,20 +202,25 @@ class PipelineRunReconciler:
         before = json.dumps(status, sort_keys=True)
         try:
             spec = self._spec(obj)
+            store = self._artifacts(spec.artifacts, spec.artifacts_secret)
         except (SpecError, LookupError) as exc:
             status.update(phase=RunPhase.FAILED.value, message=str(exc), finishedAt=now)
             self._write(obj, status, before, now)
             return
-        store = self._artifacts(spec.artifacts)
         steps: dict[str, dict[str, Any]] = status.setdefault("steps", {})
         for s in spec.steps:
             steps.setdefault(s.name, {"state": StepState.PENDING.value, "attempts": 0})
         status.setdefault("phase", RunPhase.RUNNING.value)
         status.setdefault("startedAt", now)
-        # 1. observe the jobs of running steps
-        for index, step in enumerate(spec.steps):
-            if steps[step.name]["state"] == StepState.RUNNING:
-                self._observe(spec, step, steps[step.name], store, job_name(spec.name, index), now)
+        # 1. observe the jobs of running steps (read in one query per few hundred steps)
+        running = [
+            (job_name(spec.name, index), step)
+            for index, step in enumerate(spec.steps)
+            if steps[step.name]["state"] == StepState.RUNNING
+        ]
+        jobs = self._jobs([name for name, _ in running])
+        for name, step in running:
+            self._observe(spec, step, steps[step.name], store, name, jobs.get(name), now)
         # 2.-3. blocked steps, conditions, cache hits and new jobs, until nothing changes
         previous = self._previous_steps(spec)
         new_jobs: list[dict[str, object]] = []
@@ -162,6 +246,7 @@ class PipelineRunReconciler:
         self._write(obj, status, before, now)
         if phase is not RunPhase.RUNNING:
             self._finished.add((obj.name, obj.uid))
+            self._parsed.pop((obj.uid, obj.generation), None)
 
     def _previous_steps(self, spec: PipelineSpec) -> Mapping[str, Mapping[str, Any]]:
         if not spec.resumed_from:
@@ -260,18 +345,36 @@ class PipelineRunReconciler:
             payload["inputsRecord"] = record
             text = json.dumps(payload)
         code = spec.code
-        env = {ENV_STEP: text}
+        env: list[dict[str, object]] = [{"name": ENV_STEP, "value": text}]
         python_path = code.get("pythonPath")
         if isinstance(python_path, list) and python_path:
-            env["PYTHONPATH"] = ":".join(str(p) for p in python_path)
+            env.append({"name": "PYTHONPATH", "value": ":".join(str(p) for p in python_path)})
+        if spec.artifacts_secret:  # references only: the values are read when the pod starts
+            env += [
+                {
+                    "name": key,
+                    "valueFrom": {
+                        "secretKeyRef": {
+                            "name": spec.artifacts_secret,
+                            "key": key,
+                            **({} if key in _REQUIRED_S3_KEYS else {"optional": True}),
+                        }
+                    },
+                }
+                for key in S3_SECRET_KEYS
+            ]
+        # The local backend's pods share this machine: they run the submitter's interpreter in
+        # its directory. Elsewhere those paths mean nothing: the image's `python` runs.
+        is_shared_machine = self.plane.backend.name == "local"
+        python = str(code.get("python") or self.python) if is_shared_machine else "python"
         pod_set: dict[str, object] = {
             "name": "step",
             "replicas": step.replicas,
-            "command": [str(code.get("python") or self.python), "-m", "phalanx.pipelines.step"],
+            "command": [python, "-m", "phalanx.pipelines.step"],
             "env": env,
             "resources": dict(step.resources) or {"cpu": "100m", "memory": "128Mi"},
         }
-        if code.get("workingDir"):
+        if code.get("workingDir") and is_shared_machine:
             pod_set["workingDir"] = str(code["workingDir"])
         if spec.image:
             pod_set["image"] = spec.image
@@ -281,6 +384,8 @@ class PipelineRunReconciler:
             "metadata": {
                 "name": name,
                 "labels": {LABEL_RUN: spec.name, LABEL_STEP: step.name},
+                # annotations reach the pods (Kubernetes: the Pod's own annotations)
+                "annotations": {LABEL_RUN: spec.name, LABEL_STEP: step.name},
                 "ownerReferences": [{"kind": KIND, "name": obj.name, "uid": obj.uid}],
                 # the run's owner owns its steps (their logs, their env)
                 **({"owner": owner} if (owner := _owner(obj.manifest)) else {}),
@@ -320,6 +425,15 @@ class PipelineRunReconciler:
             self.plane.specs.submitted(uid, item.obj)
         self.plane.wake()
 
+    def _jobs(self, names: list[str]) -> dict[str, JobRecord]:
+        """The jobs called ``names`` that exist, without their manifests."""
+        out: dict[str, JobRecord] = {}
+        for i in range(0, len(names), JOBS_PER_QUERY):
+            chunk = names[i : i + JOBS_PER_QUERY]
+            for job in self.store.list_jobs(names=chunk, manifests=False):
+                out[job.name] = job
+        return out
+
     def _observe(
         self,
         spec: PipelineSpec,
@@ -327,9 +441,9 @@ class PipelineRunReconciler:
         status: dict[str, Any],
         store: ArtifactStore,
         name: str,
+        job: JobRecord | None,
         now: float,
     ) -> None:
-        job: JobRecord | None = self.store.get_job(name)
         if job is None:
             status.update(
                 state=StepState.FAILED.value, message=f"job {name} is gone", finishedAt=now
@@ -448,6 +562,7 @@ class ScheduleReconciler:
                         "pipeline": obj.name,
                         "queue": spec.queue,
                         "artifacts": spec.artifacts,
+                        "artifactsSecret": spec.artifacts_secret,
                         "code": dict(spec.code),
                     }.items()
                     if v

@@ -1,10 +1,17 @@
 """A real server (uvicorn on a free port, the local backend with two virtual 4-GPU nodes,
-real processes) for the pipeline tests, and a project directory whose modules they write."""
+real processes) for the pipeline tests, and a project directory whose modules they write;
+and a real S3 server (SeaweedFS's ``weed server -s3``, built by scripts/s3server/s3server from
+the Go module proxy) on free ports, skipped when it has not been built or s3fs is missing,
+unless PHALANX_REQUIRE_S3=1 (CI), where that fails instead."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import json
 import os
+import socket
+import subprocess
 import sys
 import textwrap
 import threading
@@ -118,3 +125,103 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PipelineServer]
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+REPO = Path(__file__).resolve().parents[3]
+S3_BUCKET = "phalanx-artifacts"
+
+
+def require_s3(what: str) -> None:
+    """Skip (or, with PHALANX_REQUIRE_S3=1, fail) a test that needs the S3 server."""
+    if os.environ.get("PHALANX_REQUIRE_S3") == "1":
+        pytest.fail(f"an S3 server is required here: {what}")
+    pytest.skip(what)
+
+
+def _free_port() -> int:
+    """A free port whose +10000 (SeaweedFS's gRPC port for it) is free too."""
+    for _ in range(100):
+        with socket.socket() as a:
+            a.bind(("127.0.0.1", 0))
+            port = int(a.getsockname()[1])
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as b:
+            try:
+                b.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port pair")
+
+
+@contextlib.contextmanager
+def s3_server(data: Path, credentials: tuple[str, str] | None = None) -> Iterator[str]:
+    """Run SeaweedFS with its S3 gateway in ``data``; yield its endpoint once the bucket
+    S3_BUCKET exists. With ``credentials`` (access key, secret key) the gateway refuses every
+    request not signed with them; without, it takes any."""
+    try:
+        import s3fs
+    except ImportError:
+        require_s3("s3fs is not installed (pip install -e '.[pipelines]')")
+    weed = (
+        os.environ.get("PHALANX_S3SERVER_WEED")
+        or subprocess.run(
+            [str(REPO / "scripts" / "s3server" / "s3server"), "path"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
+    )
+    if not weed or not Path(weed).exists():
+        require_s3("SeaweedFS is not built; run scripts/s3server/s3server build")
+    s3, master, volume, filer = (_free_port() for _ in range(4))
+    args = [
+        weed,
+        "server",
+        f"-dir={data}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        f"-master.port={master}",
+        f"-volume.port={volume}",
+        f"-filer.port={filer}",
+        "-s3",
+        f"-s3.port={s3}",
+        "-volume.max=4",
+    ]
+    key, secret = credentials or ("phalanx", "phalanx")
+    if credentials is not None:
+        identity = {
+            "name": "phalanx",
+            "credentials": [{"accessKey": key, "secretKey": secret}],
+            "actions": ["Admin", "Read", "List", "Tagging", "Write"],
+        }
+        (data / "s3.json").write_text(json.dumps({"identities": [identity]}))
+        args.append(f"-s3.config={data / 's3.json'}")
+    log = (data / "weed.log").open("wb")
+    server = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+    endpoint = f"http://127.0.0.1:{s3}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                fs = s3fs.S3FileSystem(
+                    key=key, secret=secret, client_kwargs={"endpoint_url": endpoint}
+                )
+                fs.mkdir(S3_BUCKET)
+                break
+            except Exception:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(
+                        f"weed did not serve S3: {(data / 'weed.log').read_text()[-2000:]}"
+                    ) from None
+                time.sleep(0.5)
+        yield endpoint
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        log.close()

@@ -9,111 +9,24 @@ Skipped when the server has not been built or s3fs is missing, unless PHALANX_RE
 from __future__ import annotations
 
 import importlib
-import os
-import socket
-import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import S3_BUCKET, s3_server
 from phalanx.pipelines import ArtifactStore
 
-REPO = Path(__file__).resolve().parents[3]
-BUCKET = "phalanx-artifacts"
-
-
-def _missing(what: str) -> None:
-    if os.environ.get("PHALANX_REQUIRE_S3") == "1":
-        pytest.fail(f"an S3 server is required here: {what}")
-    pytest.skip(what)
-
-
-def _free_port() -> int:
-    """A free port whose +10000 (SeaweedFS's gRPC port for it) is free too."""
-    for _ in range(100):
-        with socket.socket() as a:
-            a.bind(("127.0.0.1", 0))
-            port = int(a.getsockname()[1])
-        if port + 10000 > 65535:
-            continue
-        with socket.socket() as b:
-            try:
-                b.bind(("127.0.0.1", port + 10000))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free port pair")
+BUCKET = S3_BUCKET
 
 
 @pytest.fixture(scope="module")
 def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    try:
-        import s3fs
-    except ImportError:
-        _missing("s3fs is not installed (pip install -e '.[pipelines]')")
-    weed = (
-        os.environ.get("PHALANX_S3SERVER_WEED")
-        or subprocess.run(
-            [str(REPO / "scripts" / "s3server" / "s3server"), "path"],
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.strip()
-    )
-    if not weed or not Path(weed).exists():
-        _missing("SeaweedFS is not built; run scripts/s3server/s3server build")
-    data = tmp_path_factory.mktemp("weed")
-    s3, master, volume, filer = (_free_port() for _ in range(4))
-    log = (data / "weed.log").open("wb")
-    server = subprocess.Popen(
-        [
-            weed,
-            "server",
-            f"-dir={data}",
-            "-ip=127.0.0.1",
-            "-ip.bind=127.0.0.1",
-            f"-master.port={master}",
-            f"-volume.port={volume}",
-            f"-filer.port={filer}",
-            "-s3",
-            f"-s3.port={s3}",
-            "-volume.max=4",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    endpoint = f"http://127.0.0.1:{s3}"
-    try:
-        import s3fs
-
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                fs = s3fs.S3FileSystem(
-                    key="phalanx", secret="phalanx", client_kwargs={"endpoint_url": endpoint}
-                )
-                fs.mkdir(BUCKET)
-                break
-            except Exception:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(
-                        f"weed did not serve S3: {(data / 'weed.log').read_text()[-2000:]}"
-                    ) from None
-                time.sleep(0.5)
+    with s3_server(tmp_path_factory.mktemp("weed")) as endpoint:
         yield endpoint
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        log.close()
 
 
 @pytest.fixture
