@@ -47,6 +47,9 @@ TESTCLUSTER = ROOT / "scripts" / "testcluster" / "testcluster"
 PEERS = ROOT / "scripts" / "peers" / "peers"
 #: Where ``phalanx up`` is imported from ("": the installed package); see --phalanx-src.
 PHALANX_SRC = {"path": ""}
+#: Where the ``phalanx-base`` system imports phalanx from (--baseline-src; e.g. the previous
+#: commit), to compare two versions of phalanx in one run.
+BASELINE_SRC = {"path": ""}
 #: A py-spy binary to sample `phalanx up` with (--py-spy; "": none).
 PY_SPY = {"path": ""}
 
@@ -57,6 +60,7 @@ QUEUES = (("team-a", 0.4, 0.5), ("team-b", 0.3, 0.3), ("team-c", 0.3, 0.2))  # n
 # Job shapes: (pods, GPUs per pod, share of jobs). 8 x 8 GPUs spans eight whole nodes.
 SHAPES = ((1, 1, 0.6), (4, 2, 0.25), (8, 8, 0.15))
 ALL_SYSTEMS = ("phalanx", "kueue", "kueue-wfpr")
+NODE_BATCH = 100  # KWOK nodes created (and waited for) at a time
 
 
 def log(message: str) -> None:
@@ -122,12 +126,38 @@ class Api:
         request = urllib.request.Request(self.server + path, data=data, method=method)
         request.add_header("Authorization", f"Bearer {self.token}")
         if data is not None:
-            request.add_header("Content-Type", "application/json")
+            kind = "merge-patch+json" if method == "PATCH" else "json"
+            request.add_header("Content-Type", f"application/{kind}")
         return urllib.request.urlopen(request, context=self.ctx, timeout=timeout)
 
     def call(self, method: str, path: str, body: Any = None) -> Any:
         with self.open(method, path, body) as response:
             return json.loads(response.read() or b"null")
+
+    def writes(self) -> dict[str, float]:
+        """The API server's count of write requests so far, by ``VERB resource[/sub] code``
+        (``apiserver_request_total``); the difference over a run is what the run wrote."""
+        with self.open("GET", "/metrics") as response:
+            text = response.read().decode()
+        out: dict[str, float] = {}
+        for line in text.splitlines():
+            if not line.startswith("apiserver_request_total{"):
+                continue
+            labels_text, _, value = line.rpartition("} ")
+            labels = dict(
+                (k, v.strip('"'))
+                for k, _, v in (
+                    item.partition("=") for item in labels_text.split("{", 1)[1].split('",')
+                )
+            )
+            if labels.get("verb") not in ("POST", "PUT", "PATCH", "DELETE", "DELETECOLLECTION"):
+                continue
+            resource = labels.get("resource", "")
+            if labels.get("subresource"):
+                resource += "/" + labels["subresource"]
+            key = f"{labels['verb']} {resource} {labels.get('code', '')}"
+            out[key] = out.get(key, 0.0) + float(value)
+        return out
 
     def kubectl(self, *args: str, input_text: str | None = None) -> str:
         out = subprocess.run(
@@ -390,13 +420,14 @@ class System:
 class Phalanx(System):
     name = "phalanx"
     spy: subprocess.Popen[bytes] | None = None
+    source = PHALANX_SRC
 
     def setup(self) -> None:
         from phalanx.client import Client
 
         self.api.call("POST", "/api/v1/namespaces", {"metadata": {"name": self.namespace}})
         data = self.dir / "data"
-        src = PHALANX_SRC["path"]
+        src = self.source["path"]
         self.procs.start(
             "phalanx",
             [
@@ -784,10 +815,18 @@ class KueueWaitForPodsReady(Kueue):
     wait_for_pods_ready = True
 
 
+class PhalanxBaseline(Phalanx):
+    """phalanx imported from --baseline-src (say, a checkout of the previous commit)."""
+
+    name = "phalanx-base"
+    source = BASELINE_SRC
+
+
 SYSTEMS: dict[str, type[System]] = {
     "phalanx": Phalanx,
     "kueue": Kueue,
     "kueue-wfpr": KueueWaitForPodsReady,
+    "phalanx-base": PhalanxBaseline,
 }
 
 
@@ -957,6 +996,7 @@ def run_system(
     log(f"{system.name}: starting")
     system.setup()
     system.procs.mark()
+    writes0 = api.writes()
     base0 = {name: cpu_seconds(pid) for name, pid in cluster_pids.items()}
     base_peak = {name: 0.0 for name in cluster_pids}
     submitted: dict[str, float] = {}
@@ -997,6 +1037,7 @@ def run_system(
         if all(f.done() for f in futures) and ended >= total:
             break
     pool.shutdown(wait=False, cancel_futures=True)
+    writes1 = api.writes()
     usage = system.procs.usage()
     base = {
         name: {
@@ -1014,6 +1055,13 @@ def run_system(
         "control_plane_cpu_s": round(sum(u["cpu_s"] for u in usage.values()), 1),
         "control_plane_peak_rss_mb": round(sum(u["peak_rss_mb"] for u in usage.values()), 1),
         "apiserver_etcd": base,
+        # Every write the API server served during the run (all clients: the system, KWOK's
+        # status updates, the benchmark's submissions), by verb, resource and status code.
+        "api_writes": {
+            k: int(v - writes0.get(k, 0.0))
+            for k, v in sorted(writes1.items())
+            if v - writes0.get(k, 0.0) > 0
+        },
     }
     try:
         result["profile"] = system.profile()
@@ -1042,6 +1090,20 @@ def cleanup(api: Api, watch: PodWatch, namespace: str) -> None:
         except urllib.error.HTTPError as exc:
             if exc.code != 404:
                 raise
+    # The pods of batch Jobs keep the Job controller's finalizer when kube-controller-manager
+    # was stopped before they ended (a run that timed out): remove it, or they never go.
+    for pod in api.call("GET", f"/api/v1/namespaces/{namespace}/pods").get("items") or []:
+        meta = pod.get("metadata") or {}
+        if meta.get("finalizers"):
+            try:
+                api.call(
+                    "PATCH",
+                    f"/api/v1/namespaces/{namespace}/pods/{meta['name']}",
+                    {"metadata": {"finalizers": None}},
+                )
+            except urllib.error.HTTPError as exc:
+                if exc.code != 404:
+                    raise
     wait_for("benchmark pods gone", lambda: watch.live() == 0, 300)
 
 
@@ -1118,8 +1180,19 @@ def main() -> None:
         help="sample `phalanx up` with this py-spy binary (collapsed stacks in the run "
         "directory; use with --keep)",
     )
+    parser.add_argument(
+        "--baseline-src",
+        default="",
+        help="the source directory (holding phalanx/) the `phalanx-base` system runs, to "
+        "compare two versions of phalanx in one run (add phalanx-base to --systems)",
+    )
     args = parser.parse_args()
     PHALANX_SRC["path"] = args.phalanx_src
+    BASELINE_SRC["path"] = args.baseline_src
+    if "phalanx-base" in args.systems.split(",") and not args.baseline_src:
+        sys.exit(
+            "--systems phalanx-base needs --baseline-src DIR (a source directory holding phalanx/)"
+        )
     PY_SPY["path"] = args.py_spy
     names = [s for s in args.systems.split(",") if s]
     unknown = [s for s in names if s not in SYSTEMS]
@@ -1134,14 +1207,41 @@ def main() -> None:
     cluster_dir = run_dir / "cluster"
     log(f"cluster: {args.nodes} KWOK nodes x 8 GPUs in {cluster_dir}")
     t0 = time.monotonic()
+    # Nodes come in batches: testcluster gives each batch 120 s to become Ready, which a loaded
+    # machine cannot do for 500 nodes at once.
+    first = min(args.nodes, NODE_BATCH)
     out = subprocess.run(
-        [str(TESTCLUSTER), "up", "--nodes", str(args.nodes), "--dir", str(cluster_dir), "--daemon"],
+        [str(TESTCLUSTER), "up", "--nodes", str(first), "--dir", str(cluster_dir), "--daemon"],
         capture_output=True,
         text=True,
         check=False,
     )
     if out.returncode:
         sys.exit(f"testcluster up failed: {out.stderr[-2000:]}")
+    for start in range(first, args.nodes, NODE_BATCH):
+        count = min(NODE_BATCH, args.nodes - start)
+        out = subprocess.run(
+            [
+                str(TESTCLUSTER),
+                "nodes",
+                "--dir",
+                str(cluster_dir),
+                "--nodes",
+                str(count),
+                "--start-index",
+                str(start),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if out.returncode:
+            subprocess.run(
+                [str(TESTCLUSTER), "down", "--dir", str(cluster_dir)],
+                capture_output=True,
+                check=False,
+            )
+            sys.exit(f"testcluster nodes (from {start}) failed: {out.stderr[-2000:]}")
     cluster_up_s = round(time.monotonic() - t0, 1)
     results: list[dict[str, Any]] = []
     watch: PodWatch | None = None

@@ -7,10 +7,17 @@ in-cluster config; we use it only at this edge and type its JSON as plain dicts.
 What it does:
 - watches Nodes and *all* Pods. Pods phalanx did not create still hold capacity on their node:
   ``reservations()`` reports them so the scheduler never counts that capacity as free;
-- ``launch`` creates a Pod bound to the chosen node (``spec.nodeName``: the scheduler already
-  decided), labelled with job, pod set, index, attempt and rank, requesting ``nvidia.com/gpu: k``
-  for whole GPUs so the device plugin keeps working; a headless Service per gang attempt selects
-  its rank-0 pod, so ``MASTER_ADDR`` (the Service's name) resolves to it;
+- ``launch`` creates a Pod on the chosen node (the scheduler already decided), labelled with
+  job, pod set, index, attempt and rank, requesting ``nvidia.com/gpu: k`` for whole GPUs so the
+  device plugin keeps working. A single pod is created bound (``spec.nodeName``). The pods of a
+  gang start together: each is created *unbound* (``schedulerName: phalanx``, so no other
+  scheduler takes it; its node and the gang's size in annotations), and once every pod of the
+  gang exists they are all bound in one burst (the ``pods/binding`` subresource, in parallel).
+  No pod of a gang holds a node while another is still being created. A crash between the two
+  steps leaves unbound pods: after a restart the watch finds them, and ``poll_events`` binds
+  every gang whose pods all exist (the controllers' relaunch creates any that are missing);
+- a headless Service per gang attempt, created once (before the gang's first pod), selects its
+  rank-0 pod, so ``MASTER_ADDR`` (the Service's name) resolves to it;
 - a fractional-GPU pod requests no ``nvidia.com/gpu`` (two of them could not share one device
   through the device plugin). Instead phalanx creates one *reservation pod* per shared device,
   bound to the node and requesting ``nvidia.com/gpu: 1``: the kubelet and device plugin account
@@ -38,11 +45,13 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import json
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from kubernetes import client as k8s
@@ -53,6 +62,8 @@ from kubernetes.client.rest import ApiException
 from phalanx.backends.base import HeldCapacity, PodEvent, PodEventKind, PodLaunch, RendezvousInfo
 from phalanx.backends.kubernetes.convert import (
     ANNOTATION_DEVICES,
+    ANNOTATION_GANG_SIZE,
+    ANNOTATION_NODE,
     LABEL_ATTEMPT,
     LABEL_INDEX,
     LABEL_JOB,
@@ -61,7 +72,10 @@ from phalanx.backends.kubernetes.convert import (
     LABEL_ROLE,
     MANAGED_BY,
     MANAGER,
+    SCHEDULER_NAME,
     Obj,
+    annotations_of,
+    is_deleting,
     is_managed,
     is_ready,
     is_terminal,
@@ -99,6 +113,20 @@ class KubernetesError(RuntimeError):
     """The cluster could not be reached or refused a request phalanx cannot do without."""
 
 
+#: One attempt of a gang: (namespace, job, attempt), as in the pods' labels.
+GangKey = tuple[str, str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class _Unbound:
+    """A pod of a gang that exists on the cluster and waits to be bound with the others."""
+
+    namespace: str
+    node: str
+    gang: GangKey
+    size: int
+
+
 class KubernetesBackend:
     """Runs pods on a Kubernetes cluster; see the module docstring."""
 
@@ -118,7 +146,9 @@ class KubernetesBackend:
         self.namespace = namespace
         self.default_image = default_image
         self.clock = clock
-        self.api = api_client or _api_client(kubeconfig, context)
+        # Connections for every API worker, binder, watch and the garbage collector at once:
+        # a smaller pool discards connections and pays a TLS handshake for each new one.
+        self.api = api_client or _api_client(kubeconfig, context, 2 * api_workers + 8)
         self.core = k8s.CoreV1Api(self.api)
         self._lock = threading.RLock()
         self._nodes: dict[str, Obj] = {}
@@ -133,10 +163,22 @@ class KubernetesBackend:
         self._waiting: dict[str, str] = {}
         self._next_gc = 0.0
         self._converted: dict[str, tuple[str, Node]] = {}  # node name -> (resourceVersion, Node)
+        #: Every phalanx pod of a gang on the cluster (watched, or created by us), by gang.
+        self._gang_pods: dict[GangKey, set[str]] = {}
+        #: Pod creations of a gang in flight in this process (its pods are not bound before).
+        self._creating: dict[GangKey, int] = {}
+        #: Gang pods on the cluster that are not bound yet, and those being bound now.
+        self._unbound: dict[str, _Unbound] = {}
+        self._binding: set[str] = set()
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=api_workers, thread_name_prefix="phalanx-k8s-api"
         )
+        # Binds have their own workers, so a gang's burst never queues behind other creations.
+        self._bind_pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=api_workers, thread_name_prefix="phalanx-k8s-bind"
+        )
         self._stop = threading.Event()
+        self._collecting = threading.Event()  # a garbage collection is queued or running
         self._threads: list[threading.Thread] = []
         try:
             self._relist_nodes()
@@ -156,7 +198,7 @@ class KubernetesBackend:
     # ---- informers ----
 
     def _relist_nodes(self) -> str:
-        listing = self.api.sanitize_for_serialization(self.core.list_node())
+        listing = _raw(self.core.list_node(_preload_content=False))
         with self._lock:
             self._nodes = {name_of(n): n for n in listing.get("items") or []}
             for name, node in self._nodes.items():
@@ -164,7 +206,7 @@ class KubernetesBackend:
         return str((listing.get("metadata") or {}).get("resourceVersion", ""))
 
     def _relist_pods(self) -> str:
-        listing = self.api.sanitize_for_serialization(self.core.list_pod_for_all_namespaces())
+        listing = _raw(self.core.list_pod_for_all_namespaces(_preload_content=False))
         with self._lock:
             seen = set()
             for pod in listing.get("items") or []:
@@ -186,13 +228,19 @@ class KubernetesBackend:
             try:
                 if not version:
                     version = relist()
+                # Events stay JSON dicts (deserialize=False): the client's models would cost
+                # more CPU than everything else the watch does, and are never used.
                 stream = k8s_watch.Watch().stream(
-                    lister, resource_version=version, timeout_seconds=60, allow_watch_bookmarks=True
+                    lister,
+                    resource_version=version,
+                    timeout_seconds=60,
+                    allow_watch_bookmarks=True,
+                    deserialize=False,
                 )
                 for event in stream:
                     if self._stop.is_set():
                         return
-                    obj = event["raw_object"]
+                    obj = event.get("object") or {}
                     kind = event["type"]
                     if kind == "ERROR":
                         version = ""  # 410 Gone and friends: relist
@@ -243,6 +291,7 @@ class KubernetesBackend:
             return
         pod_id = key[1]
         self._ours[pod_id] = key
+        self._track_gang(kind, pod_id, pod)
         if kind == "DELETED":
             self._ours.pop(pod_id, None)
             self._waiting.pop(pod_id, None)
@@ -286,6 +335,29 @@ class KubernetesBackend:
                     ended.reason or "Error",
                     ended.message,
                 )
+
+    def _track_gang(self, kind: str, pod_id: str, pod: Obj) -> None:
+        """Keep the gang indexes in step with one watched pod of ours."""
+        annotations = annotations_of(pod)
+        size = _int(annotations.get(ANNOTATION_GANG_SIZE, ""))
+        if size < 2:
+            return
+        labels = labels_of(pod)
+        gang = (namespace_of(pod), labels.get(LABEL_JOB, ""), labels.get(LABEL_ATTEMPT, ""))
+        if kind == "DELETED":
+            members = self._gang_pods.get(gang)
+            if members is not None:
+                members.discard(pod_id)
+                if not members:
+                    del self._gang_pods[gang]
+        else:
+            self._gang_pods.setdefault(gang, set()).add(pod_id)
+        if kind == "DELETED" or node_of(pod) or is_deleting(pod) or is_terminal(pod):
+            self._unbound.pop(pod_id, None)
+            self._binding.discard(pod_id)
+        elif pod_id not in self._stopping:
+            node = annotations.get(ANNOTATION_NODE, "")
+            self._unbound[pod_id] = _Unbound(gang[0], node, gang, size)
 
     def _report(
         self, pod_id: str, kind: PodEventKind, exit_code: int | None, reason: str, message: str
@@ -340,15 +412,25 @@ class KubernetesBackend:
             ):
                 return
             self._launching.add(pod.pod_id)
-        self._pool.submit(self._create, pod)
+            gang = _gang_key(pod) if _gang_size(pod) > 1 else None
+            # The gang's Service is made once, with its first pod: none of its pods is on the
+            # cluster or being created (after a restart, pods found there mean it exists).
+            with_service = gang is not None and not (
+                self._creating.get(gang) or self._gang_pods.get(gang)
+            )
+            if gang is not None:
+                self._creating[gang] = self._creating.get(gang, 0) + 1
+        self._pool.submit(self._create, pod, with_service)
 
-    def _create(self, pod: PodLaunch) -> None:
+    def _create(self, pod: PodLaunch, with_service: bool = False) -> None:
+        size = _gang_size(pod)
+        created = False
         try:
             env = dict(pod.env)
-            if env.get("WORLD_SIZE", "1") == "1":
+            if size == 1:
                 # A gang of one meets itself: its own hostname (in its /etc/hosts) needs no Service.
                 env["MASTER_ADDR"] = _hostname(pod)
-            else:
+            elif with_service:
                 self._ensure_service(pod)
             self._ensure_secrets(pod)
             shares = [d for d in pod.devices if d.milli < 1000]
@@ -360,15 +442,110 @@ class KubernetesBackend:
                 self._pod_manifest(pod, env),
                 f"pod {pod.pod_id}",
             )
+            created = True
         except Exception as exc:  # any failure to create is the pod's failure, never the loop's
             with self._lock:
                 self._report(pod.pod_id, PodEventKind.FAILED, 128, "LaunchError", str(exc))
         finally:
             with self._lock:
                 self._launching.discard(pod.pod_id)
+                if size > 1:
+                    gang = _gang_key(pod)
+                    left = self._creating.get(gang, 1) - 1
+                    if left > 0:
+                        self._creating[gang] = left
+                    else:
+                        self._creating.pop(gang, None)
+                    if created and pod.pod_id not in self._ours:  # the watch has not seen it yet
+                        self._gang_pods.setdefault(gang, set()).add(pod.pod_id)
+                        self._unbound.setdefault(
+                            pod.pod_id, _Unbound(pod.namespace, pod.node, gang, size)
+                        )
+        if size > 1:
+            self._bind_complete_gangs()
+
+    def _bind_complete_gangs(self) -> None:
+        """Bind, in one burst, the unbound pods of every gang whose pods all exist and none of
+        whose creations are still in flight in this process."""
+        with self._lock:
+            if not self._unbound:
+                return
+            waiting: dict[GangKey, list[tuple[str, _Unbound]]] = {}
+            for pod_id, unbound in self._unbound.items():
+                if pod_id not in self._binding and pod_id not in self._stopping:
+                    waiting.setdefault(unbound.gang, []).append((pod_id, unbound))
+            burst: list[tuple[str, _Unbound]] = []
+            for gang, pods in waiting.items():
+                size = max(u.size for _, u in pods)
+                if self._creating.get(gang) or len(self._gang_pods.get(gang, ())) < size:
+                    continue
+                burst += pods
+            self._binding.update(pod_id for pod_id, _ in burst)
+            # Whether each target node can take the pod is read now, under the lock.
+            refused = {pod_id: self._refusal(unbound.node) for pod_id, unbound in burst}
+        for pod_id, unbound in burst:
+            self._bind_pool.submit(self._bind, pod_id, unbound, refused[pod_id])
+
+    def _refusal(self, node: str) -> tuple[str, str] | None:
+        """Why a pod cannot be bound to ``node`` now ((reason, message)), or None."""
+        found = self._nodes.get(node)
+        if found is None:
+            return "NodeDeleted", f"node {node} was deleted before the gang was bound"
+        if not is_ready(found):
+            return "NodeNotReady", f"node {node} went NotReady before the gang was bound"
+        return None
+
+    def _bind(self, pod_id: str, unbound: _Unbound, refusal: tuple[str, str] | None) -> None:
+        """Bind one pod of a complete gang to its node (409, bound already, is fine)."""
+        failure: tuple[PodEventKind, str, str] | None = None
+        if refusal is not None:
+            failure = (PodEventKind.LOST, *refusal)
+        else:
+            body: Obj = {
+                "apiVersion": "v1",
+                "kind": "Binding",
+                "metadata": {"name": pod_id, "namespace": unbound.namespace},
+                "target": {"apiVersion": "v1", "kind": "Node", "name": unbound.node},
+            }
+            try:
+                self.core.create_namespaced_pod_binding(
+                    pod_id, unbound.namespace, body, _preload_content=False
+                )
+            except ApiException as exc:
+                if exc.status not in (404, 409):  # gone (the watch says so) or bound already
+                    failure = (
+                        PodEventKind.FAILED,
+                        "LaunchError",
+                        f"cannot bind pod {pod_id} to node {unbound.node}: {exc.status} "
+                        f"{exc.reason}: {_body(exc)}",
+                    )
+            except Exception as exc:  # connection errors: the pod's failure, never the loop's
+                failure = (
+                    PodEventKind.FAILED,
+                    "LaunchError",
+                    f"cannot bind pod {pod_id} to node {unbound.node}: {exc}",
+                )
+        if failure is None:
+            return  # stays in _binding until the watch shows it bound
+        kind, reason, message = failure
+        log.warning("pod %s not bound: %s: %s", pod_id, reason, message)
+        with self._lock:
+            self._binding.discard(pod_id)
+            self._unbound.pop(pod_id, None)
+            self._report(
+                pod_id, kind, 128 if kind is PodEventKind.FAILED else None, reason, message
+            )
+        if kind is PodEventKind.LOST:
+            self._delete((unbound.namespace, pod_id), grace_period_s=0)
 
     def _pod_manifest(self, pod: PodLaunch, env: dict[str, str]) -> Obj:
         whole = sum(1 for d in pod.devices if d.milli >= 1000)
+        size = _gang_size(pod)
+        # A single pod is created bound; a gang's pods wait unbound for the gang's burst.
+        placement: Obj = {"nodeName": pod.node} if size == 1 else {"schedulerName": SCHEDULER_NAME}
+        gang_annotations = (
+            {} if size == 1 else {ANNOTATION_NODE: pod.node, ANNOTATION_GANG_SIZE: str(size)}
+        )
         requests = {
             "cpu": format_cpu(pod.resources.cpu_milli or 1),
             "memory": format_memory(pod.resources.memory_bytes or 1),
@@ -429,10 +606,11 @@ class KubernetesBackend:
                 "annotations": {
                     **pod.annotations,
                     ANNOTATION_DEVICES: ",".join(f"{d.index}:{d.milli}" for d in pod.devices),
+                    **gang_annotations,
                 },
             },
             "spec": {
-                "nodeName": pod.node,
+                **placement,
                 "restartPolicy": "Never",
                 "terminationGracePeriodSeconds": max(0, round(pod.grace_period_s)),
                 "hostname": _hostname(pod),
@@ -565,6 +743,7 @@ class KubernetesBackend:
             ):
                 return
             self._stopping.add(pod_id)
+            self._unbound.pop(pod_id, None)  # a gang being stopped is never bound
         self._delete(key, grace_period_s)
 
     def _delete(self, key: tuple[str, str], grace_period_s: float) -> None:
@@ -598,26 +777,43 @@ class KubernetesBackend:
         return str(ip), is_ready
 
     def poll_events(self) -> list[PodEvent]:
-        # Collecting garbage lists Services from the API: every few seconds is plenty.
-        if time.monotonic() >= self._next_gc:
+        # Gangs whose pods all exist but were not bound (a restart between creating and
+        # binding, a bind that found its pod missing from the watch yet): bind them now.
+        self._bind_complete_gangs()
+        # Collecting garbage lists Services from the API: every few seconds is plenty, and on
+        # an API worker, so the control loop never waits for the API server.
+        if time.monotonic() >= self._next_gc and not self._collecting.is_set():
             self._next_gc = time.monotonic() + GC_INTERVAL_S
-            self._collect_garbage()
+            self._collecting.set()
+            self._pool.submit(self._collect_garbage)
         with self._lock:
             events, self._events = self._events, []
         return events
 
     def _collect_garbage(self) -> None:
         """Delete gang Services and GPU reservations no live phalanx pod needs any more."""
+        try:
+            self._collect_garbage_once()
+        except Exception as exc:  # best effort; the next round tries again
+            log.warning("collecting Kubernetes garbage failed: %s", exc)
+        finally:
+            self._collecting.clear()
+
+    def _collect_garbage_once(self) -> None:
         with self._lock:
             live = [
                 p
                 for p in self._pods.values()
                 if is_managed(p) and labels_of(p).get(LABEL_ROLE) == "pod" and not is_terminal(p)
             ]
-            gangs = {
+            gangs: set[tuple[str, str | None, str | None]] = {
                 (namespace_of(p), labels_of(p).get(LABEL_JOB), labels_of(p).get(LABEL_ATTEMPT))
                 for p in live
             }
+            # A gang whose first pod is being created has its Service but no pod yet, and pods
+            # just created may not have reached the watch yet.
+            gangs.update(self._creating)
+            gangs.update(u.gang for u in self._unbound.values())
             shared = {
                 (node_of(p), d.split(":")[0])
                 for p in live
@@ -637,8 +833,10 @@ class KubernetesBackend:
                 self._delete((namespace_of(pod), name_of(pod)), 0)
                 self._share_devices.pop(name_of(pod), None)
         try:
-            services = self.api.sanitize_for_serialization(
-                self.core.list_service_for_all_namespaces(label_selector=f"{MANAGED_BY}={MANAGER}")
+            services = _raw(
+                self.core.list_service_for_all_namespaces(
+                    label_selector=f"{MANAGED_BY}={MANAGER}", _preload_content=False
+                )
             )
         except Exception:  # best effort; next poll tries again
             return
@@ -695,6 +893,23 @@ class KubernetesBackend:
     def close(self) -> None:
         self._stop.set()
         self._pool.shutdown(wait=True)
+        self._bind_pool.shutdown(wait=True)
+
+
+def _gang_size(pod: PodLaunch) -> int:
+    """How many pods the pod's gang has (``WORLD_SIZE``; 1: a single pod)."""
+    return max(1, _int(pod.env.get("WORLD_SIZE", "1")))
+
+
+def _gang_key(pod: PodLaunch) -> GangKey:
+    return (pod.namespace, pod.job, str(pod.attempt))
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        return 0
 
 
 def _hostname(pod: PodLaunch) -> str:
@@ -723,18 +938,34 @@ def _body(exc: ApiException) -> str:
     return str(getattr(exc, "body", "") or "")[:300]
 
 
-def _api_client(kubeconfig: str | None, context: str | None) -> Any:
-    """An API client from a kubeconfig, ``$KUBECONFIG``, or the in-cluster service account."""
+def _raw(response: Any) -> Obj:
+    """The JSON body of a response read with ``_preload_content=False`` (no client models)."""
     try:
+        body = json.loads(response.data or b"{}")
+    finally:
+        response.release_conn()
+    return body if isinstance(body, dict) else {}
+
+
+def _api_client(kubeconfig: str | None, context: str | None, pool_size: int) -> Any:
+    """An API client from a kubeconfig, ``$KUBECONFIG``, or the in-cluster service account,
+    keeping up to ``pool_size`` connections open."""
+    try:
+        configuration = k8s.Configuration()
         if (
             kubeconfig is None
             and not os.environ.get("KUBECONFIG")
             and os.environ.get("KUBERNETES_SERVICE_HOST")
         ):
-            configuration = k8s.Configuration()
             k8s_config.load_incluster_config(client_configuration=configuration)
-            return k8s.ApiClient(configuration)
-        return k8s_config.new_client_from_config(config_file=kubeconfig, context=context)
+        else:
+            k8s_config.load_kube_config(
+                config_file=kubeconfig, context=context, client_configuration=configuration
+            )
+        configuration.connection_pool_maxsize = max(
+            pool_size, configuration.connection_pool_maxsize or 0
+        )
+        return k8s.ApiClient(configuration)
     except (k8s_config.ConfigException, OSError) as exc:
         where = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
         raise KubernetesError(

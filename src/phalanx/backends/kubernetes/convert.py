@@ -22,6 +22,13 @@ LABEL_ATTEMPT = "phalanx.dev/attempt"
 LABEL_RANK = "phalanx.dev/rank"
 LABEL_ROLE = "phalanx.dev/role"  # "pod" for workload pods, "gpu-share" for device reservations
 ANNOTATION_DEVICES = "phalanx.dev/devices"
+#: On the pods of a gang, created unbound: the node phalanx decided, and how many pods the
+#: gang has. The backend binds them all once every pod of the gang exists.
+ANNOTATION_NODE = "phalanx.dev/node"
+ANNOTATION_GANG_SIZE = "phalanx.dev/gang-size"
+#: The scheduler name of a gang's unbound pods: no other scheduler takes them, phalanx binds
+#: them itself (the ``pods/binding`` subresource).
+SCHEDULER_NAME = "phalanx"
 GPU_PRODUCT = "nvidia.com/gpu.product"
 
 TERMINAL_PHASES = ("Succeeded", "Failed")
@@ -105,6 +112,14 @@ def is_terminal(pod: Obj) -> bool:
 
 def node_of(pod: Obj) -> str:
     return str((pod.get("spec") or {}).get("nodeName") or "")
+
+
+def annotations_of(obj: Obj) -> dict[str, str]:
+    return {str(k): str(v) for k, v in (_meta(obj).get("annotations") or {}).items()}
+
+
+def is_deleting(obj: Obj) -> bool:
+    return bool(_meta(obj).get("deletionTimestamp"))
 
 
 @dataclass(frozen=True, slots=True)

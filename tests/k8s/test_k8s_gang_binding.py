@@ -1,0 +1,190 @@
+"""The pods of a gang start together: all are created unbound, then bound in one burst once
+every one exists; a crash between the two steps is repaired after a restart; the gang's
+rendezvous Service is created once."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+from typing import Any
+
+import pytest
+from cluster import Cluster, Plane, job, queue
+
+pytestmark = pytest.mark.k8s
+
+
+class _PodEvents:
+    """One watch of the pods of a job, in the API server's order: (name, bound?) per event."""
+
+    def __init__(self, cluster: Cluster, selector: str) -> None:
+        self.events: list[tuple[str, str, bool]] = []
+        self._proc = subprocess.Popen(
+            [
+                cluster.kubectl_bin,
+                "--kubeconfig",
+                cluster.kubeconfig,
+                "get",
+                "pods",
+                "-l",
+                selector,
+                "--watch",
+                "--output-watch-events",
+                "-o",
+                "json",
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+        time.sleep(1.0)  # the watch is established before anything is created
+
+    def _read(self) -> None:
+        assert self._proc.stdout is not None
+        decoder = json.JSONDecoder()
+        buffer = ""
+        for line in self._proc.stdout:
+            buffer += line
+            try:
+                event, _ = decoder.raw_decode(buffer.strip())
+            except ValueError:
+                continue
+            buffer = ""
+            pod: dict[str, Any] = event["object"]
+            self.events.append(
+                (event["type"], pod["metadata"]["name"], bool(pod["spec"].get("nodeName")))
+            )
+
+    def stop(self) -> None:
+        self._proc.terminate()
+        self._proc.wait(10)
+        self._thread.join(10)
+        assert self._proc.stdout is not None
+        self._proc.stdout.close()
+
+
+def test_a_gang_is_created_whole_before_any_pod_is_bound(cluster: Cluster, plane: Plane) -> None:
+    watch = _PodEvents(cluster, "phalanx.dev/job=wide")
+    try:
+        plane.plane.apply(queue())
+        plane.plane.apply([job("wide", gpus=8, replicas=4)])
+        plane.run_until(lambda: plane.job("wide").phase.value == "Running")
+        plane.run_until(lambda: sum(bound for _, _, bound in watch.events) >= 4)
+    finally:
+        watch.stop()
+    created = [name for kind, name, bound in watch.events if kind == "ADDED"]
+    assert len(created) == 4
+    # Every pod appears unbound; no pod is bound before the last one exists.
+    first_bound = next(i for i, (_, _, bound) in enumerate(watch.events) if bound)
+    last_created = max(i for i, (kind, _, _) in enumerate(watch.events) if kind == "ADDED")
+    assert all(not bound for kind, _, bound in watch.events if kind == "ADDED")
+    assert last_created < first_bound, watch.events
+    pods = cluster.pods("phalanx.dev/job=wide")
+    assert sorted(p["spec"]["nodeName"] for p in pods) == sorted(
+        p.node for p in plane.job("wide").pods
+    )
+    for pod in pods:
+        assert pod["spec"]["schedulerName"] == "phalanx"
+        assert pod["metadata"]["annotations"]["phalanx.dev/gang-size"] == "4"
+        assert pod["metadata"]["annotations"]["phalanx.dev/node"] == pod["spec"]["nodeName"]
+
+
+def test_a_single_pod_is_created_bound(cluster: Cluster, plane: Plane) -> None:
+    watch = _PodEvents(cluster, "phalanx.dev/job=solo")
+    try:
+        plane.plane.apply(queue())
+        plane.plane.apply([job("solo", gpus=1)])
+        plane.run_until(lambda: plane.job("solo").phase.value == "Running")
+        plane.run_until(lambda: bool(watch.events))
+    finally:
+        watch.stop()
+    assert watch.events[0][0] == "ADDED" and watch.events[0][2], watch.events
+
+
+def test_the_gang_service_is_created_once(cluster: Cluster, plane: Plane) -> None:
+    backend = plane.plane.backend
+    calls: list[str] = []
+    create = backend.core.create_namespaced_service
+
+    def counting(namespace: str, body: dict[str, Any], **kwargs: Any) -> Any:
+        calls.append(body["metadata"]["name"])
+        return create(namespace, body, **kwargs)
+
+    backend.core.create_namespaced_service = counting
+    plane.plane.apply(queue())
+    plane.plane.apply([job("eight", gpus=2, replicas=8), job("one", gpus=1)])
+    plane.run_until(
+        lambda: (
+            plane.job("eight").phase.value == "Running"
+            and plane.job("one").phase.value == "Running"
+        )
+    )
+    assert calls == ["px-eight-a1"]
+    cluster.kubectl("get", "service", "px-eight-a1")
+
+
+def test_a_crash_between_creating_and_binding_is_repaired_after_restart(
+    cluster: Cluster, plane: Plane
+) -> None:
+    """The first control plane creates the pods of a gang but dies before binding them, and
+    creates only two of the other gang's four pods: the next one binds both, creating only the
+    missing pods."""
+    backend = plane.plane.backend
+    backend._bind_complete_gangs = lambda: None  # type: ignore[method-assign]
+    launch = backend.launch
+    backend.launch = lambda pod: (  # type: ignore[method-assign]
+        None if pod.job == "half" and pod.index >= 2 else launch(pod)
+    )
+    plane.plane.apply(queue())
+    plane.plane.apply([job("whole", gpus=8, replicas=2), job("half", gpus=4, replicas=4)])
+
+    def created() -> bool:
+        return (
+            len(cluster.pods("phalanx.dev/job=whole")) == 2
+            and len(cluster.pods("phalanx.dev/job=half")) == 2
+        )
+
+    plane.run_until(created)
+    for _ in range(5):  # more passes change nothing: no pod is bound while its gang is partial
+        plane.plane.tick()
+    assert not any(
+        p["spec"].get("nodeName") for p in cluster.pods("app.kubernetes.io/managed-by=phalanx")
+    )
+    before = {p["metadata"]["name"]: p["metadata"]["uid"] for p in cluster.pods("phalanx.dev/job")}
+
+    plane.restart()
+    plane.run_until(
+        lambda: (
+            plane.job("whole").phase.value == "Running"
+            and plane.job("half").phase.value == "Running"
+        )
+    )
+    after = {p["metadata"]["name"]: p for p in cluster.pods("phalanx.dev/job")}
+    assert len(after) == 6
+    for name, uid in before.items():  # the pods made before the crash are the same objects
+        assert after[name]["metadata"]["uid"] == uid
+    decided = {p.pod_id: p.node for j in ("whole", "half") for p in plane.job(j).pods}
+    assert {name: p["spec"]["nodeName"] for name, p in after.items()} == decided
+    cluster.kubectl("get", "service", "px-whole-a1", "px-half-a1")
+
+
+def test_a_gang_created_whole_but_never_bound_is_bound_after_restart(
+    cluster: Cluster, plane: Plane
+) -> None:
+    """Nothing is left to create: the new control plane's backend binds what it finds."""
+    backend = plane.plane.backend
+    backend._bind_complete_gangs = lambda: None  # type: ignore[method-assign]
+    plane.plane.apply(queue())
+    plane.plane.apply([job("pair", gpus=8, replicas=2)])
+    plane.run_until(lambda: len(cluster.pods("phalanx.dev/job=pair")) == 2)
+    uids = {p["metadata"]["uid"] for p in cluster.pods("phalanx.dev/job=pair")}
+    plane.restart()
+    plane.run_until(lambda: plane.job("pair").phase.value == "Running")
+    pods = cluster.pods("phalanx.dev/job=pair")
+    assert {p["metadata"]["uid"] for p in pods} == uids
+    assert sorted(p["spec"]["nodeName"] for p in pods) == sorted(
+        p.node for p in plane.job("pair").pods
+    )
