@@ -21,6 +21,9 @@ settings.load_profile("ci" if os.environ.get("CI") else "dev")
 # workloads expect (they write files under tmp_path, which is 0700); the pod-user
 # isolation is tested on its own, in tests/integration/backends/test_isolation.py.
 os.environ.setdefault("PHALANX_POD_USER", "none")
+# Each server's start-up warm-up (phalanx.api.ui.warm_up) costs about 0.7 s of CPU; the
+# suite starts hundreds of servers. The warm-up has its own tests, which call it directly.
+os.environ.setdefault("PHALANX_UI_WARM_UP", "0")
 
 
 @pytest.fixture(scope="session")

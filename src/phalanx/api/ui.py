@@ -6,14 +6,15 @@ authentication and any role checks decide what a page may show, and there is one
 (``controllers.queries`` and ``ops`` behind the API). A section the API refuses (403) is
 replaced by "not allowed for your role"; a 401 sends the browser to the sign-in page. The
 HTML comes from ``phalanx.web`` (pure renderers); live updates come from ``/ui/watch``, which
-relays ``GET /api/v1/watch`` (server-sent events) for the same token.
+relays ``GET /api/v1/watch`` (server-sent events) for the same token, or, for Services and
+pipeline runs, draws each changed one afresh (``phalanx.api.ui_live``).
 
 Sign-in: the token is kept in an HttpOnly, ``SameSite=Strict`` cookie (``Secure`` over
 HTTPS), so page scripts never see it and other sites' pages never send it. The dashboard only
 reads; its two form posts (sign in, sign out) also check that ``Origin`` names this server.
-This module is the dashboard's whole HTTP edge (routes, the in-process reader of the API,
-the stream relay), hence its length; the HTML is ``phalanx.web``'s. Must not import client or
-cli.
+This module is the dashboard's HTTP edge (routes, the in-process reader of the API, the
+start-up warm-up), hence its length; the streams are ``ui_live``'s, the HTML is
+``phalanx.web``'s. Must not import client or cli.
 """
 
 from __future__ import annotations
@@ -21,23 +22,37 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
+import os
 import re
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
-from urllib.parse import parse_qs, urlencode, urlsplit
+from typing import Any, Protocol
+from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 import httpx
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, FastAPI, Request, Response
 from prometheus_client.parser import text_string_to_metric_families
-from starlette.responses import HTMLResponse, RedirectResponse, StreamingResponse
-from starlette.types import ASGIApp, Message
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import HTMLResponse, RedirectResponse
+from starlette.types import ASGIApp
 
 from phalanx.api.schemas import CONTINUE_HEADER, RESOURCE_VERSION_HEADER
+from phalanx.api.ui_live import (
+    LIVE_KINDS,
+    SERVICE,
+    LiveSettings,
+    LiveStream,
+    NotAllowedError,
+    relay,
+    streaming,
+    unauthorized,
+)
+from phalanx.controllers.queries import Queries
 from phalanx.web import (
     render_job,
     render_jobs,
@@ -52,7 +67,13 @@ from phalanx.web import (
 from phalanx.web.jobs import SORT_KEYS, JobFilter, LogTail, tail_lines
 from phalanx.web.markup import Json, quantity
 from phalanx.web.pages import Overview, Refused
-from phalanx.web.workloads import render_pipeline_run, render_pipeline_runs, render_services
+from phalanx.web.workloads import (
+    render_pipeline_run,
+    render_pipeline_runs,
+    render_services,
+    run_row,
+    service_section,
+)
 
 COOKIE = "phalanx_token"
 #: How much of a pod's output the job page reads to show its tail.
@@ -61,6 +82,7 @@ LOG_READ_BYTES = 256 * 1024
 HISTORY_SAMPLES = 720
 HISTORY_MIN_GAP_S = 2.0
 _INTERNAL = "http://phalanx.internal"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +102,16 @@ class Answer:
             error = self.body.get("error")
             message = str(error.get("message", "")) if isinstance(error, dict) else ""
         return Refused(self.status, message or f"HTTP {self.status}")
+
+
+#: Draws a page from one API answer and the browser's token.
+PageDraw = Callable[["Answer", str | None], str | Awaitable[str]]
+
+
+class LiveRender(Protocol):
+    """Draws a live page: the API's answer, the revision its stream starts from."""
+
+    def __call__(self, body: Any, revision: str = "", /, *, partial: bool = False) -> str: ...
 
 
 class NotSignedInError(Exception):
@@ -169,14 +201,54 @@ def _is_partial(request: Request) -> bool:
     return request.query_params.get("partial") == "1"
 
 
-def ui_router(reports_dir: Path) -> APIRouter:
+def warm_up(app: FastAPI, queries: Queries) -> None:
+    """Build, off the request path, what a fresh server's first requests would otherwise
+    pay for (measured on the jobs page with 10,000 jobs stored, bench/dashboard_bench.py):
+    the request and response models of every route, which FastAPI builds on the first
+    request that reaches a router (about 0.4 s of CPU: building the OpenAPI document builds
+    them), the compiled SQL of a page of jobs, and what the first requests import or read
+    (the event loop's worker threads, the page assets and their hashes): two requests that
+    need no token are served in-process. Run in a thread at start; what a request needs
+    meanwhile waits for the part it needs, as it would have built it itself."""
+    try:
+        app.openapi()
+        # Built again when asked for, so routes added after start are documented too.
+        app.openapi_schema = None
+        queries.page_jobs(limit=1)
+        asyncio.run(_first_requests(app))
+    except Exception:  # a store closed before the warm-up ran: nothing to warm
+        log.debug("warm-up stopped", exc_info=True)
+
+
+async def _first_requests(app: FastAPI) -> None:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url=_INTERNAL) as client:
+        for path in ("/healthz", "/ui/login"):  # a route run in a worker thread; a page
+            await client.get(path)
+
+
+def start_warm_up(app: FastAPI, queries: Queries) -> None:
+    """Run ``warm_up`` in a daemon thread, unless ``PHALANX_UI_WARM_UP=0`` (the test suite
+    starts hundreds of short-lived servers, each of which would spend the warm-up's CPU)."""
+    if os.environ.get("PHALANX_UI_WARM_UP", "1") == "0":
+        return
+    threading.Thread(target=warm_up, args=(app, queries), name="warm-up", daemon=True).start()
+
+
+def ui_router(
+    reports_dir: Path,
+    queries: Queries | None = None,
+    is_stopping: Callable[[], bool] = lambda: False,
+) -> APIRouter:
     """Return the dashboard's routes; ``reports_dir`` is where simulator reports are read
-    from (``*.html`` files that ``phalanx simulate --report`` wrote)."""
+    from (``*.html`` files that ``phalanx simulate --report`` wrote). With ``queries`` the
+    services and pipeline-run pages are live (``ui_live.LiveStream`` reads its revision
+    log); ``is_stopping`` ends their streams when the server shuts down."""
     router = APIRouter(include_in_schema=False)
     api = ApiReader()
     history = AllocationHistory()
 
-    async def page(request: Request, render: Any) -> Response:
+    async def page(request: Request, render: Callable[[str | None], Awaitable[str]]) -> Response:
         try:
             return _html(await render(_token(request)))
         except NotSignedInError:
@@ -184,6 +256,26 @@ def ui_router(reports_dir: Path) -> APIRouter:
                 return _html(render_problem(401, "sign in again"), 401)
             target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
             return RedirectResponse("/ui/login?" + urlencode({"next": target}), status_code=303)
+
+    async def read_page(
+        request: Request, path: str, draw: PageDraw, params: Mapping[str, object] | None = None
+    ) -> Response:
+        """A page drawn from one API read (``draw(answer, token)``), or the API's refusal."""
+
+        async def render(token: str | None) -> str:
+            answer = await api.get(request, path, token, params)
+            refused = answer.refusal()
+            if refused is not None:
+                return render_problem(refused.status, refused.message)
+            drawn = draw(answer, token)
+            return drawn if isinstance(drawn, str) else await drawn
+
+        return await page(request, render)
+
+    async def live_revision() -> str:
+        """The revision log's newest revision, read before a live page's list (a write in
+        between is sent again, which redraws the same object): "" when pages are not live."""
+        return "" if queries is None else str(await run_in_threadpool(queries.revision))
 
     async def nodes_sampled(request: Request, token: str | None) -> Answer:
         answer = await api.get(request, "/api/v1/nodes", token)
@@ -223,73 +315,46 @@ def ui_router(reports_dir: Path) -> APIRouter:
 
     @router.get("/ui/queues", response_class=HTMLResponse)
     async def queues_page(request: Request) -> Response:
-        async def render(token: str | None) -> str:
-            answer = await api.get(request, "/api/v1/queues", token)
-            refused = answer.refusal()
-            if refused is not None:
-                return render_problem(refused.status, refused.message)
-            revision = answer.headers.get(RESOURCE_VERSION_HEADER, "")
-            return render_queues(answer.body, revision, partial=_is_partial(request))
-
-        return await page(request, render)
+        return await read_page(
+            request,
+            "/api/v1/queues",
+            lambda answer, _: render_queues(
+                answer.body, _revision(answer), partial=_is_partial(request)
+            ),
+        )
 
     @router.get("/ui/jobs", response_class=HTMLResponse)
     async def jobs_page(request: Request) -> Response:
-        params = request.query_params
-        try:
-            limit = max(1, min(5000, int(params.get("limit") or 100)))
-        except ValueError:
-            limit = 100
-        sort = params.get("sort") or "created"
-        flt = JobFilter(
-            queue=params.get("queue", ""),
-            selector=params.get("labelSelector", ""),
-            phase=params.get("phase", ""),
-            sort=sort if sort in SORT_KEYS else "created",
-            is_descending=params.get("desc") == "1",
-            limit=limit,
-            continue_token=params.get("continue", ""),
-        )
-
-        async def render(token: str | None) -> str:
-            # One read: the page of jobs (the queue filter is a text field, not a list of
-            # queues, whose usage figures cost a pass over every active job).
-            jobs = await api.get(
-                request,
-                "/api/v1/jobs",
-                token,
-                {
-                    "queue": flt.queue,
-                    "labelSelector": flt.selector,
-                    "limit": flt.limit,
-                    "continue": flt.continue_token,
-                },
-            )
-            refused = jobs.refusal()
-            if refused is not None:
-                return render_problem(refused.status, refused.message)
-            return render_jobs(
-                jobs.body,
+        flt = _job_filter(request)
+        # One read: the page of jobs (the queue filter is a text field, not a list of
+        # queues, whose usage figures cost a pass over every active job).
+        params = {
+            "queue": flt.queue,
+            "labelSelector": flt.selector,
+            "limit": flt.limit,
+            "continue": flt.continue_token,
+        }
+        return await read_page(
+            request,
+            "/api/v1/jobs",
+            lambda answer, _: render_jobs(
+                answer.body,
                 flt,
-                jobs.headers.get(CONTINUE_HEADER, ""),
-                jobs.headers.get(RESOURCE_VERSION_HEADER, ""),
+                answer.headers.get(CONTINUE_HEADER, ""),
+                _revision(answer),
                 partial=_is_partial(request),
-            )
-
-        return await page(request, render)
+            ),
+            params,
+        )
 
     @router.get("/ui/jobs/{name}", response_class=HTMLResponse)
     async def job_page(request: Request, name: str) -> Response:
-        async def render(token: str | None) -> str:
-            answer = await api.get(request, f"/api/v1/jobs/{name}", token)
-            refused = answer.refusal()
-            if refused is not None:
-                return render_problem(refused.status, refused.message)
-            job = answer.body
-            logs = await _log_tail(request, token, job, request.query_params.get("pod", ""))
-            return render_job(job, logs, partial=_is_partial(request))
+        async def draw(answer: Answer, token: str | None) -> str:
+            pod = request.query_params.get("pod", "")
+            logs = await _log_tail(request, token, answer.body, pod)
+            return render_job(answer.body, logs, partial=_is_partial(request))
 
-        return await page(request, render)
+        return await read_page(request, f"/api/v1/jobs/{quote(name, safe='')}", draw)
 
     async def _log_tail(request: Request, token: str | None, job: Json, pod: str) -> LogTail | None:
         latest = max((p["attempt"] for p in job["pods"]), default=None)
@@ -297,28 +362,22 @@ def ui_router(reports_dir: Path) -> APIRouter:
             return None
         names = [p["name"] for p in job["pods"] if p["attempt"] == latest]
         chosen = pod if pod in names else names[0]
-        answer = await api.get(
-            request,
-            f"/api/v1/jobs/{job['name']}/logs",
-            token,
-            {"pod": chosen, "attempt": latest},
-        )
+        path = f"/api/v1/jobs/{quote(job['name'], safe='')}/logs"
+        params: dict[str, object] = {"pod": chosen, "attempt": latest}
+        answer = await api.get(request, path, token, params)
         refused = answer.refusal()
         if refused is not None:
             return LogTail(chosen, refused=refused, pods=names)
-        chunks = [answer.body["data"]]
-        offset, size = answer.body["next_offset"], len(answer.body["data"])
-        while not answer.body["finished"] and answer.body["data"] and size < LOG_READ_BYTES:
-            answer = await api.get(
-                request,
-                f"/api/v1/jobs/{job['name']}/logs",
-                token,
-                {"pod": chosen, "attempt": latest, "offset": offset},
-            )
-            if answer.status != 200:
-                break
+        chunks: list[str] = []
+        size = 0
+        while answer.status == 200:
             chunks.append(answer.body["data"])
-            offset, size = answer.body["next_offset"], size + len(answer.body["data"])
+            size += len(answer.body["data"])
+            if answer.body["finished"] or not answer.body["data"] or size >= LOG_READ_BYTES:
+                break
+            answer = await api.get(
+                request, path, token, {**params, "offset": answer.body["next_offset"]}
+            )
         return LogTail(chosen, tail_lines("".join(chunks)), pods=names)
 
     @router.get("/ui/nodes", response_class=HTMLResponse)
@@ -329,8 +388,9 @@ def ui_router(reports_dir: Path) -> APIRouter:
             if refused is not None:
                 return render_problem(refused.status, refused.message)
             holders = await _holders(request, token, answer.body)
-            revision = answer.headers.get(RESOURCE_VERSION_HEADER, "")
-            return render_nodes(answer.body, holders, revision, partial=_is_partial(request))
+            return render_nodes(
+                answer.body, holders, _revision(answer), partial=_is_partial(request)
+            )
 
         return await page(request, render)
 
@@ -341,7 +401,7 @@ def ui_router(reports_dir: Path) -> APIRouter:
         jobs on nodes now, not every job)."""
         jobs = sorted({ref.partition("/")[0] for n in nodes for ref in n["pods"]})
         answers = await asyncio.gather(
-            *(api.get(request, f"/api/v1/jobs/{job}", token) for job in jobs)
+            *(api.get(request, f"/api/v1/jobs/{quote(job, safe='')}", token) for job in jobs)
         )
         out: dict[tuple[str, int], list[tuple[str, str, int]]] = {}
         for answer in answers:
@@ -357,50 +417,37 @@ def ui_router(reports_dir: Path) -> APIRouter:
                     )
         return out
 
+    async def live_page(request: Request, path: str, render: LiveRender) -> Response:
+        """A page of ``path``'s answer that its stream (``/ui/watch``) keeps live from the
+        revision read before it."""
+        revision = await live_revision()
+        return await read_page(
+            request,
+            path,
+            lambda answer, _: render(answer.body, revision, partial=_is_partial(request)),
+        )
+
     @router.get("/ui/services", response_class=HTMLResponse)
     async def services_page(request: Request) -> Response:
-        async def render(token: str | None) -> str:
-            answer = await api.get(request, "/api/v1/services", token)
-            refused = answer.refusal()
-            if refused is not None:
-                return render_problem(refused.status, refused.message)
-            return render_services(answer.body, partial=_is_partial(request))
-
-        return await page(request, render)
+        return await live_page(request, "/api/v1/services", render_services)
 
     @router.get("/ui/pipelineruns", response_class=HTMLResponse)
     async def runs_page(request: Request) -> Response:
-        async def render(token: str | None) -> str:
-            answer = await api.get(request, "/api/v1/pipelineruns", token)
-            refused = answer.refusal()
-            if refused is not None:
-                return render_problem(refused.status, refused.message)
-            return render_pipeline_runs(answer.body, partial=_is_partial(request))
-
-        return await page(request, render)
+        return await live_page(request, "/api/v1/pipelineruns", render_pipeline_runs)
 
     @router.get("/ui/pipelineruns/{name}", response_class=HTMLResponse)
     async def run_page(request: Request, name: str) -> Response:
-        async def render(token: str | None) -> str:
-            answer = await api.get(request, f"/api/v1/pipelineruns/{name}", token)
-            refused = answer.refusal()
-            if refused is not None:
-                return render_problem(refused.status, refused.message)
-            return render_pipeline_run(answer.body, partial=_is_partial(request))
-
-        return await page(request, render)
+        path = f"/api/v1/pipelineruns/{quote(name, safe='')}"
+        return await live_page(request, path, render_pipeline_run)
 
     @router.get("/ui/reports", response_class=HTMLResponse)
     async def reports_page(request: Request) -> Response:
-        async def render(token: str | None) -> str:
-            # The same sign-in as every page: the API must accept the token.
-            answer = await api.get(request, "/api/v1/version", token)
-            refused = answer.refusal()
-            if refused is not None:
-                return render_problem(refused.status, refused.message)
-            return render_reports(_read_reports(reports_dir), str(reports_dir))
-
-        return await page(request, render)
+        # The same sign-in as every page: the API must accept the token.
+        return await read_page(
+            request,
+            "/api/v1/version",
+            lambda *_: render_reports(_read_reports(reports_dir), str(reports_dir)),
+        )
 
     @router.get("/ui/reports/files/{name:path}")
     async def report_file(request: Request, name: str) -> Response:
@@ -419,8 +466,63 @@ def ui_router(reports_dir: Path) -> APIRouter:
 
     @router.get("/ui/watch")
     async def watch(request: Request) -> Response:
+        """Jobs, queues and flavors: the API's watch, relayed. Services and pipeline runs
+        (``kinds=Service`` or ``PipelineRun``, one kind; ``name`` for one object;
+        ``resourceVersion``, ``timeoutSeconds`` as the API's): drawn afresh on each change
+        (``ui_live``)."""
         token = _token(request)
-        return await _relay(request.app, "/api/v1/watch", request.url.query, token, request)
+        params = request.query_params
+        kind = params.get("kinds", "")
+        if kind not in LIVE_KINDS:
+            return await relay(request.app, "/api/v1/watch", request.url.query, token, request)
+        if queries is None:
+            return Response(status_code=404)
+        try:
+            # Refused here rather than in the stream: the page signs in again.
+            await api.get(request, "/api/v1/version", token)
+        except NotSignedInError:
+            return unauthorized()
+        after = params.get("resourceVersion") or request.headers.get("last-event-id") or ""
+        if not after.isdigit():
+            after = str(await run_in_threadpool(queries.revision))
+
+        async def draw(kind: str, name: str) -> str | None:
+            plural = "services" if kind == SERVICE else "pipelineruns"
+            try:
+                answer = await api.get(request, f"/api/v1/{plural}/{quote(name, safe='')}", token)
+            except NotSignedInError:
+                raise NotAllowedError from None
+            if answer.status == 404:
+                return None
+            if answer.status != 200:
+                return ""  # refused to this token: not sent
+            if kind == SERVICE:
+                return service_section(answer.body)
+            if params.get("name"):
+                return render_pipeline_run(answer.body, partial=True)
+            return run_row(answer.body)
+
+        async def routes() -> dict[str, str]:
+            answer = await api.get(request, "/api/v1/routes", token)
+            if answer.status != 200:
+                return {}
+            return {str(r["service"]): json.dumps(r, sort_keys=True) for r in answer.body}
+
+        settings = LiveSettings()
+        with contextlib.suppress(ValueError):  # as the API's watch: end after this long
+            timeout_s = float(params.get("timeoutSeconds") or settings.timeout_s)
+            settings = replace(settings, timeout_s=max(0.0, min(timeout_s, settings.timeout_s)))
+        stream = LiveStream(
+            queries,
+            kind,
+            int(after),
+            draw,
+            only=params.get("name", ""),
+            settings=settings,
+            is_stopping=is_stopping,
+            routes=routes if kind == SERVICE else None,
+        )
+        return streaming(stream.stream())
 
     @router.get("/ui/login", response_class=HTMLResponse)
     async def login_form(request: Request) -> Response:
@@ -471,6 +573,29 @@ def ui_router(reports_dir: Path) -> APIRouter:
     return router
 
 
+def _revision(answer: Answer) -> str:
+    return str(answer.headers.get(RESOURCE_VERSION_HEADER, ""))
+
+
+def _job_filter(request: Request) -> JobFilter:
+    """The jobs page's filter from its query string (bad numbers fall back to defaults)."""
+    params = request.query_params
+    try:
+        limit = max(1, min(5000, int(params.get("limit") or 100)))
+    except ValueError:
+        limit = 100
+    sort = params.get("sort") or "created"
+    return JobFilter(
+        queue=params.get("queue", ""),
+        selector=params.get("labelSelector", ""),
+        phase=params.get("phase", ""),
+        sort=sort if sort in SORT_KEYS else "created",
+        is_descending=params.get("desc") == "1",
+        limit=limit,
+        continue_token=params.get("continue", ""),
+    )
+
+
 def _job_counts(metrics_text: str) -> tuple[list[tuple[str, float]], dict[str, float]]:
     """(pending jobs per reason code, most first; jobs per phase) from ``/metrics``."""
     pending: dict[str, float] = {}
@@ -502,83 +627,3 @@ def _read_reports(directory: Path) -> list[tuple[str, str]]:
         body = re.sub(r'src="(?![a-z]+:|/)', 'src="/ui/reports/files/', body)
         out.append((path.name, body))
     return out
-
-
-async def _relay(
-    app: ASGIApp, path: str, query_string: str, token: str | None, request: Request
-) -> Response:
-    """Call ``path`` of ``app`` in-process as ``token`` and stream its answer back as it
-    comes (httpx's ASGI transport would wait for the end of a stream that never ends)."""
-    headers = [(b"host", b"phalanx.internal")]
-    if token:
-        headers.append((b"authorization", f"Bearer {token}".encode()))
-    last_id = request.headers.get("last-event-id")
-    if last_id:
-        headers.append((b"last-event-id", last_id.encode()))
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": query_string.encode(),
-        "root_path": "",
-        "headers": headers,
-        "client": ("127.0.0.1", 0),
-        "server": ("phalanx.internal", 80),
-    }
-    messages: asyncio.Queue[Message] = asyncio.Queue()
-    gone = asyncio.Event()
-
-    async def receive() -> Message:
-        await gone.wait()
-        return {"type": "http.disconnect"}
-
-    async def send(message: Message) -> None:
-        await messages.put(message)
-
-    async def call() -> None:
-        await app(scope, receive, send)
-
-    task = asyncio.create_task(call())
-    first = asyncio.create_task(messages.get())
-    await asyncio.wait({task, first}, return_when=asyncio.FIRST_COMPLETED)
-    if not first.done():
-        first.cancel()
-        task.result()  # raises what the app raised
-        return Response(status_code=502)
-    start = first.result()
-    status = int(start.get("status", 500))
-    response_headers = {
-        k.decode(): v.decode()
-        for k, v in start.get("headers", [])
-        if k.lower() not in (b"content-length", b"transfer-encoding")
-    }
-    if status == 401:
-        gone.set()
-        task.cancel()
-        return Response(
-            json.dumps({"error": {"code": "Unauthorized", "message": "sign in again"}}),
-            401,
-            media_type="application/json",
-        )
-
-    async def body() -> AsyncIterator[bytes]:
-        try:
-            while True:
-                message = await messages.get()
-                if message["type"] != "http.response.body":
-                    continue
-                chunk = message.get("body", b"")
-                if chunk:
-                    yield chunk
-                if not message.get("more_body", False):
-                    return
-        finally:
-            gone.set()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(task, timeout=5)
-
-    return StreamingResponse(body(), status_code=status, headers=response_headers)

@@ -1,30 +1,40 @@
 """Pages of the long-lived and composite workloads: Services (revisions, traffic split,
 replicas, the autoscaler's decisions) and pipeline runs (the DAG drawn with each step's state
-and cache hits). Like ``pages``: the API's JSON in, HTML out."""
+and cache hits). Like ``pages``: the API's JSON in, HTML out.
+
+The pages are live: ``service_section``, ``run_row`` and ``render_pipeline_run(partial=True)``
+are also what the dashboard's watch stream sends for one changed Service or run (the script
+puts it in place of the old one), so a page and its updates are drawn by the same code."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-from phalanx.web.markup import Json, ago, badge, esc, layout, q, table, when
+from phalanx.web.markup import Json, ago, badge, esc, q, table, when
+from phalanx.web.pages import page_html
 
 STEP_WIDTH, STEP_HEIGHT, COLUMN_GAP, ROW_GAP = 150, 34, 60, 14
 
 
-def render_services(services: list[Json], *, partial: bool = False) -> str:
+def render_services(services: list[Json], revision: str = "", *, partial: bool = False) -> str:
     """Return every Service: replicas ready of desired, revisions with their traffic share,
-    replicas with their phase, and the autoscaler's latest decisions."""
-    sections = "".join(_service(s) for s in services) or (
+    replicas with their phase, and the autoscaler's latest decisions; live from ``revision``
+    (the revision log's, read before the list) when given."""
+    sections = "".join(service_section(s) for s in services) or (
         '<p class="empty">No services: apply a Service manifest.</p>'
     )
-    body = f'<h1>Services</h1><div id="services">{sections}</div>'
-    if partial:
-        return body
-    return layout("Services", body, active="/ui/services", page="services")
+    body = (
+        f'<h1>Services</h1><div id="services">{sections}</div>'
+        '<p class="live" id="live">live updates: connecting…</p>'
+    )
+    return page_html(
+        "Services", body, "/ui/services", "services", partial, rv=revision, watch="Service"
+    )
 
 
-def _service(service: Json) -> str:
+def service_section(service: Json) -> str:
+    """Return one Service's section of the services page."""
     revisions = table(
         ("Revision", "Traffic", "Ready / replicas", "Latest", "Created"),
         (
@@ -53,7 +63,8 @@ def _service(service: Json) -> str:
     )
     error = f'<p class="refused">{esc(service["error"])}</p>' if service.get("error") else ""
     return (
-        f'<section class="service" data-service="{esc(service["name"])}">'
+        f'<section class="service" data-service="{esc(service["name"])}" '
+        f'data-ready="{service["ready"]}">'
         f"<h2>{esc(service['name'])} <small>{service['ready']} ready of {service['desired']} "
         f"({service['min_replicas']}–{service['max_replicas']}), queue {esc(service['queue'])}"
         f"</small></h2>{error}<p><code>{esc(service.get('url', ''))}</code></p>"
@@ -63,29 +74,44 @@ def _service(service: Json) -> str:
     )
 
 
-def render_pipeline_runs(runs: list[Json], *, partial: bool = False) -> str:
-    """Return the pipeline runs: phase and how many steps ran, were cached or failed."""
-    rows = []
-    for run in runs:
-        steps: Mapping[str, Json] = run.get("status", {}).get("steps") or {}
-        states = [s.get("state", "Pending") for s in steps.values()]
-        name = run["metadata"]["name"]
-        rows.append(
-            f'<tr data-run="{esc(name)}"><td><a href="/ui/pipelineruns/{q(name)}">{esc(name)}</a></td>'
-            f"<td>{esc(run.get('spec', {}).get('pipeline', ''))}</td>"
-            f"<td>{badge(run.get('status', {}).get('phase', 'Pending'))}</td>"
-            f"<td>{len(steps)}</td><td>{states.count('Succeeded')}</td>"
-            f"<td>{states.count('Cached')}</td><td>{states.count('Failed')}</td></tr>"
-        )
-    body = "<h1>Pipeline runs</h1>" + table(
-        ("Run", "Pipeline", "Phase", "Steps", "Succeeded", "Cached", "Failed"),
-        rows,
-        table_id="runs",
-        empty="No pipeline runs.",
+def run_row(run: Json) -> str:
+    """Return one run's row of the pipeline runs table: phase and how many steps ran, were
+    cached or failed."""
+    steps: Mapping[str, Json] = run.get("status", {}).get("steps") or {}
+    states = [s.get("state", "Pending") for s in steps.values()]
+    name = run["metadata"]["name"]
+    phase = run.get("status", {}).get("phase", "Pending")
+    return (
+        f'<tr data-run="{esc(name)}" data-phase="{esc(phase)}">'
+        f'<td><a href="/ui/pipelineruns/{q(name)}">{esc(name)}</a></td>'
+        f"<td>{esc(run.get('spec', {}).get('pipeline', ''))}</td>"
+        f'<td class="phase">{badge(phase)}</td>'
+        f"<td>{len(steps)}</td><td>{states.count('Succeeded')}</td>"
+        f"<td>{states.count('Cached')}</td><td>{states.count('Failed')}</td></tr>"
     )
-    if partial:
-        return body
-    return layout("Pipeline runs", body, active="/ui/pipelineruns", page="pipelineruns")
+
+
+def render_pipeline_runs(runs: list[Json], revision: str = "", *, partial: bool = False) -> str:
+    """Return the pipeline runs, one ``run_row`` each; live from ``revision`` when given."""
+    body = (
+        "<h1>Pipeline runs</h1>"
+        + table(
+            ("Run", "Pipeline", "Phase", "Steps", "Succeeded", "Cached", "Failed"),
+            (run_row(r) for r in runs),
+            table_id="runs",
+            empty="No pipeline runs.",
+        )
+        + '<p class="live" id="live">live updates: connecting…</p>'
+    )
+    return page_html(
+        "Pipeline runs",
+        body,
+        "/ui/pipelineruns",
+        "pipelineruns",
+        partial,
+        rv=revision,
+        watch="PipelineRun",
+    )
 
 
 def step_layers(steps: list[Json]) -> dict[str, int]:
@@ -104,9 +130,9 @@ def step_layers(steps: list[Json]) -> dict[str, int]:
     return layer
 
 
-def render_pipeline_run(run: Json, *, partial: bool = False) -> str:
+def render_pipeline_run(run: Json, revision: str = "", *, partial: bool = False) -> str:
     """Return one run: its DAG with each step's state (cache hits marked), and a table of the
-    steps with their jobs."""
+    steps with their jobs; live from ``revision`` when given."""
     steps: list[Json] = list(run.get("spec", {}).get("steps") or [])
     status: Mapping[str, Any] = run.get("status", {}).get("steps") or {}
     layer = step_layers(steps)
@@ -157,15 +183,24 @@ def render_pipeline_run(run: Json, *, partial: bool = False) -> str:
         for s in steps
     )
     name = run["metadata"]["name"]
+    phase = run.get("status", {}).get("phase", "Pending")
     body = (
         f'<h1>Pipeline run <span class="name">{esc(name)}</span> '
-        f"{badge(run.get('status', {}).get('phase', 'Pending'))}</h1>"
+        f'<span id="phase" data-phase="{esc(phase)}">{badge(phase)}</span></h1>'
         f'<section id="dag"><h2>Steps</h2>{dag}</section>'
         + table(("Step", "Task", "State", "Job", "Attempts"), table_rows, empty="No steps.")
+        + '<p class="live" id="live">live updates: connecting…</p>'
     )
-    if partial:
-        return body
-    return layout(f"Run {name}", body, active="/ui/pipelineruns", page="pipelinerun")
+    return page_html(
+        f"Run {name}",
+        body,
+        "/ui/pipelineruns",
+        "pipelinerun",
+        partial,
+        rv=revision,
+        watch="PipelineRun",
+        run=name,
+    )
 
 
 def _job_link(job: object) -> str:

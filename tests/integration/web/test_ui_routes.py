@@ -164,3 +164,23 @@ def test_static_assets_are_served_and_cached(run: Run) -> None:
         assert (await client.get("/ui/static/nope.js")).status_code == 404
 
     run(body)
+
+
+def test_the_start_up_warm_up_leaves_the_api_document_to_be_built_when_asked(
+    tmp_path: Path,
+) -> None:
+    from fastapi import FastAPI
+
+    from phalanx.api.ui import warm_up
+
+    clock = VirtualClock(1_700_000_000.0)
+    store = Store(f"sqlite:///{tmp_path}/phalanx.db")
+    backend = SimBackend([make_node("n1").gpus(8).obj()], clock)
+    plane = ControlPlane(store, backend, ControlPlaneConfig(tmp_path), clock=lambda: clock.now)
+    app: FastAPI = create_app(plane, TOKEN)
+    warm_up(app, plane.queries)
+    assert app.openapi_schema is None  # a route added after start is documented too
+    app.add_api_route("/api/v1/later", lambda: {}, methods=["GET"])
+    assert "/api/v1/later" in app.openapi()["paths"]
+    store.close()
+    warm_up(app, plane.queries)  # a closed store: nothing to warm, nothing raised

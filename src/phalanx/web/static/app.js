@@ -1,6 +1,8 @@
 // phalanx dashboard: live updates from /ui/watch (the API's watch stream, relayed with the
 // signed-in token). The server renders every page; this script only patches it:
 // - jobs: each Job event rewrites that job's row from the event's object (no list re-read);
+// - services, pipeline runs, one run: each event carries one changed Service or run drawn
+//   by the server (its section, its row, or the run's <main>), put in place of the old one;
 // - one job, nodes, queues, overview: an event that concerns the page fetches the page's
 //   <main> again (?partial=1), at most once per second.
 "use strict";
@@ -13,15 +15,16 @@
 
   let lastId = body.dataset.rv;
   let source = null;
-  const live = document.getElementById("live");
+  let live = document.getElementById("live");
 
   function status(text) {
     if (live) live.textContent = "live updates: " + text;
   }
 
   function connect() {
-    const url = "/ui/watch?kinds=" + encodeURIComponent(watchKinds) +
+    let url = "/ui/watch?kinds=" + encodeURIComponent(watchKinds) +
       "&resourceVersion=" + encodeURIComponent(lastId);
+    if (page === "pipelinerun") url += "&name=" + encodeURIComponent(body.dataset.run);
     source = new EventSource(url);
     source.onopen = function () { status("on"); };
     source.onmessage = function (message) {
@@ -144,8 +147,56 @@
     }
   }
 
+  // ---- services and pipeline runs: the server sends the changed object drawn ----
+  function drawn(html) {
+    const template = document.createElement("template");
+    template.innerHTML = html;
+    return template.content.firstElementChild;
+  }
+
+  // Put ``html`` (or nothing, when deleted) in place of the element ``selector`` finds in
+  // ``container``; a new one goes last, and the "nothing here" note goes.
+  function replaceIn(container, selector, event, html) {
+    if (!container) return;
+    const old = container.querySelector(selector);
+    if (event.type === "DELETED") {
+      if (old) old.remove();
+      return;
+    }
+    const fresh = drawn(html);
+    if (!fresh) return;
+    if (old) old.replaceWith(fresh);
+    else container.appendChild(fresh);
+  }
+
+  function onWorkloadEvent(event) {
+    const name = CSS.escape(event.name);
+    if (page === "services" && event.kind === "Service") {
+      const list = document.getElementById("services");
+      replaceIn(list, 'section[data-service="' + name + '"]', event, event.html);
+      const empty = list && list.querySelector("p.empty");
+      if (empty && list.querySelector("section")) empty.remove();
+    } else if (page === "pipelineruns" && event.kind === "PipelineRun") {
+      const table = document.getElementById("runs");
+      if (!table) return;
+      replaceIn(table.tBodies[0], 'tr[data-run="' + name + '"]', event, event.html);
+      table.hidden = table.tBodies[0].rows.length === 0;
+      const empty = table.nextElementSibling;
+      if (!table.hidden && empty && empty.classList.contains("empty")) empty.remove();
+    } else if (page === "pipelinerun" && event.name === body.dataset.run) {
+      if (event.type === "DELETED") status("the run was deleted");
+      else {
+        document.getElementById("main").innerHTML = event.html;
+        live = document.getElementById("live");
+        status("on");
+      }
+    }
+  }
+
   function onEvent(event) {
-    if (page === "jobs") onJobsEvent(event);
+    if (typeof event.html === "string" || (event.type === "DELETED" &&
+        (event.kind === "Service" || event.kind === "PipelineRun"))) onWorkloadEvent(event);
+    else if (page === "jobs") onJobsEvent(event);
     else if (page === "job") { if (event.name === body.dataset.job) refresh(); }
     else refresh();
   }
