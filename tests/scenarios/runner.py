@@ -3,8 +3,11 @@ the fault injected, then the doctor over everything; scores the named causes.
 
 A scenario is a folder: ``setup.yaml`` (the manifests applied first: flavors, queues, jobs),
 ``scenario.yaml`` with ``nodes`` (the simulated cluster), ``workloads`` (what each job's pods
-do: ``runtime_s``, ``fail_attempts``, ``oom``), ``fault`` (steps run in order) and ``expect``
-(the root causes: ``code`` and ``object``).
+do: ``runtime_s``, ``fail_attempts``, ``oom``; a key ending in ``*`` is a prefix, for jobs
+named by the control plane such as a Service's replicas), ``fault`` (steps run in order) and
+``expect`` (the root causes: ``code`` and ``object``). A setup with a Service runs the
+Service controller (readiness probed over HTTP: a simulated replica never answers, so it is
+never ready); one with a PipelineRun runs the PipelineRun reconciler.
 
 Steps: ``run_s: N`` (move virtual time N seconds on, ticking every ``tick_s``, default 1),
 ``apply: FILE`` (more manifests), ``fail_node: NAME`` (its pods lost, not ready until
@@ -17,6 +20,7 @@ precision of the findings ((code, object) pairs expected / pairs named).
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -33,7 +37,11 @@ from phalanx.controllers.progress import checkpoint_dir
 from phalanx.model.objects import Node, Taint
 from phalanx.ops.doctor import diagnose
 from phalanx.ops.findings import Finding
+from phalanx.ops.gpu_usage import UsageSources
 from phalanx.ops.observation import observe
+from phalanx.pipelines.artifacts import ENV_ARTIFACTS
+from phalanx.pipelines.reconciler import PipelineRunReconciler
+from phalanx.serving.controller import ServiceController
 from phalanx.store import Store
 from phalanx.testing import make_node
 from phalanx.train.status import VERSION, status_path, write_status
@@ -51,6 +59,8 @@ class ScenarioBackend(SimBackend):
         self.oom: set[str] = set()
         self.pod_jobs: dict[str, str] = {}
         self.told: set[str] = set()
+        #: Workloads of jobs named by the control plane, by name prefix.
+        self.prefixed: dict[str, SimWorkload] = {}
 
     def set_workload(self, job: str, workload: SimWorkload) -> None:
         self.told.add(job)
@@ -66,6 +76,12 @@ class ScenarioBackend(SimBackend):
 
     def launch(self, pod):  # type: ignore[no-untyped-def]
         self.pod_jobs[pod.pod_id] = pod.job
+        if pod.job not in self.told:
+            for prefix, workload in self.prefixed.items():
+                if pod.job.startswith(prefix):
+                    self.set_workload(pod.job, workload)
+                    if prefix in self.oom:
+                        self.oom.add(pod.job)
         super().launch(pod)
 
     def poll_events(self) -> list[PodEvent]:
@@ -124,15 +140,18 @@ def scenario_plane(folder: Path) -> Iterator[tuple[ControlPlane, ScenarioBackend
     clock = VirtualClock(START_S)
     backend = ScenarioBackend([_node(n) for n in spec["nodes"]], clock)
     for job, w in (spec.get("workloads") or {}).items():
-        backend.set_workload(
-            job,
-            SimWorkload(
-                float(w.get("runtime_s", 1e7)),
-                failing_attempts=tuple(w.get("fail_attempts", ())),
-            ),
+        workload = SimWorkload(
+            float(w.get("runtime_s", 1e7)),
+            failing_attempts=tuple(w.get("fail_attempts", ())),
         )
+        if job.endswith("*"):
+            backend.prefixed[job.removesuffix("*")] = workload
+        else:
+            backend.set_workload(job, workload)
         if w.get("oom"):
-            backend.oom.add(job)
+            backend.oom.add(job.removesuffix("*"))
+    setup = _manifests(folder / "setup.yaml")
+    kinds = {m.get("kind") for m in setup}
     with tempfile.TemporaryDirectory(prefix="phalanx-scenario-") as tmp:
         store = Store(f"sqlite:///{tmp}/phalanx.db")
         plane = ControlPlane(
@@ -141,14 +160,25 @@ def scenario_plane(folder: Path) -> Iterator[tuple[ControlPlane, ScenarioBackend
             ControlPlaneConfig(Path(tmp), grace_period_s=0.0),
             clock=lambda: clock.now,
         )
-        backend.apply(plane, _manifests(folder / "setup.yaml"))
-        plane.tick()
+        services = ServiceController.attach(plane) if "Service" in kinds else None
+        if "PipelineRun" in kinds:
+            plane.reconcilers.append(PipelineRunReconciler(plane))
+        artifacts = os.environ.get(ENV_ARTIFACTS)
+        os.environ[ENV_ARTIFACTS] = f"{tmp}/artifacts"
         try:
+            backend.apply(plane, setup)
+            plane.tick()
             for step in spec.get("fault") or ():
                 _step(plane, backend, clock, folder, step)
             plane.tick()
             yield plane, backend, clock
         finally:
+            if services is not None:
+                services.close()
+            if artifacts is None:
+                os.environ.pop(ENV_ARTIFACTS, None)
+            else:
+                os.environ[ENV_ARTIFACTS] = artifacts
             store.close()
 
 
@@ -199,7 +229,7 @@ def run_scenario(folder: Path) -> Outcome:
     spec = yaml.safe_load((folder / "scenario.yaml").read_text())
     expected = {(str(e["code"]), str(e["object"])) for e in spec["expect"]}
     with scenario_plane(folder) as (plane, _, _):
-        findings = diagnose(observe(plane))
+        findings = diagnose(observe(plane, usage=UsageSources(use_nvml=False)))
     return Outcome(folder.name, findings, expected)
 
 

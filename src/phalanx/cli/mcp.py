@@ -34,6 +34,13 @@ def _json(value: object) -> dict[str, object]:
     return cast("dict[str, object]", value)
 
 
+def _list(value: object) -> list[dict[str, object]]:
+    """A list answer, or the ``items`` of a paginated one."""
+    if isinstance(value, Mapping):
+        value = value.get("items", [])
+    return [_json(v) for v in value] if isinstance(value, list) else []
+
+
 class ClientTools:
     """The MCP tools' reads through the API client (see phalanx.ops.mcp_server.Tools)."""
 
@@ -94,6 +101,18 @@ class ClientTools:
 
     def cancel(self, name: str) -> dict[str, object]:
         return _json(self.client.cancel(name))
+
+    def services(self) -> list[dict[str, object]]:
+        return _list(self.client._get("/services"))
+
+    def service(self, name: str) -> dict[str, object]:
+        return _json(self.client._get(f"/services/{name}"))
+
+    def runs(self) -> list[dict[str, object]]:
+        return _list(self.client._get("/pipelineruns"))
+
+    def run(self, name: str) -> dict[str, object]:
+        return _json(self.client._get(f"/pipelineruns/{name}"))
 
 
 def run_mcp(client: Client, transport: str, host: str, port: int, *, allow_write: bool) -> None:

@@ -9,26 +9,39 @@ Each analyzer is a pure function of an ``Observation`` (observation.py) and retu
    not-ready node, or capacity in use by others;
 2. history: preemption (by whom), OOM and crash loops, hangs, deadlines, lost nodes,
    Kubernetes pods that never start (image pulls, config errors);
-3. running jobs: GPUs held with no progress reported, checkpoints gone stale;
-4. nodes: quarantine, not ready, node-side failures piling up.
+3. running jobs: GPUs held but idle (measured utilisation from NVML or DCGM when there is
+   one, else no progress reported), checkpoints gone stale;
+   (pods that never start and GPUs measured idle are read in pod_analysis.py)
+4. nodes: quarantine, not ready, node-side failures piling up;
+5. services (workloads.py): no ready replica (pending replicas, failing replicas, readiness
+   never passed), repeated cold starts;
+6. pipeline runs (workloads.py): a failed step, with its job's root cause from 1–3.
 
-``diagnose(obs)`` runs them all; ``diagnose_job``, ``diagnose_node`` and ``diagnose_queue``
-keep what concerns one object. Services and pipelines have no analyzers: those kinds do not
-exist yet.
+Runtime findings carry the GPU-hours the job lost, per cause (losses.py).
+``diagnose(obs)`` runs them all; ``diagnose_job``, ``diagnose_node``, ``diagnose_queue``,
+``diagnose_service`` and ``diagnose_run`` keep what concerns one object.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from phalanx.controllers.views import EventView, JobView, NodeView
 from phalanx.model.objects import JobPhase
 from phalanx.model.reasons import ReasonCode
 from phalanx.model.resources import GPU, GPU_MILLI_PER_DEVICE, format_amount
 from phalanx.ops.findings import Finding, FindingCode, Severity, ordered
+from phalanx.ops.losses import gpu_hours, lost_gpu_seconds
 from phalanx.ops.observation import Observation, free_gpus, gpu_count, node_gpus
+from phalanx.ops.pod_analysis import (
+    idle_measured,
+    job_ref,
+    measured_usage,
+    pods_not_starting,
+    quote,
+)
+from phalanx.ops.workloads import analyze_pipeline_runs, analyze_services
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,24 +56,24 @@ class DoctorSettings:
     loop_failures: int = 2
     #: Node-side failures on a node not (yet) quarantined that are worth a warning.
     node_failures: int = 2
+    #: Measured utilisation (percent) under which a held GPU counts as idle.
+    idle_util_pct: float = 5.0
+    #: A replica running this long without passing its readiness probe fails it.
+    readiness_grace_s: float = 120.0
+    #: Wake-ups from zero replicas within ``cold_start_window_s`` worth a warning.
+    cold_starts: int = 3
+    cold_start_window_s: float = 3600.0
+    #: Replicas of a Service with none ready, replaced within this window, make a crash loop
+    #: (``loop_failures`` of them).
+    replaced_window_s: float = 600.0
+    #: Pods placed this long ago that still have not started, with no reason given.
+    startup_grace_s: float = 600.0
 
 
 Analyzer = Callable[[Observation, DoctorSettings], list[Finding]]
 
-# Kubernetes pod reasons of pods that never start.
-_IMAGE_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName"})
-_CONFIG_REASONS = frozenset(
-    {"CreateContainerConfigError", "CreateContainerError", "RunContainerError"}
-)
-
-
-def _job(name: str) -> str:
-    return f"job/{name}"
-
-
-def _quote(event: EventView) -> str:
-    at = datetime.fromtimestamp(event.at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return f"{at} {event.reason}: {event.message}"
+_job = job_ref
+_quote = quote
 
 
 def _int(facts: Mapping[str, object], key: str) -> int:
@@ -370,7 +383,7 @@ def analyze_history(obs: Observation, settings: DoctorSettings) -> list[Finding]
     for job in obs.jobs:
         if job.events:
             out += _job_history(obs, job, settings)
-        out += _pods_not_starting(job)
+        out += pods_not_starting(obs, job, settings)
     return out
 
 
@@ -392,6 +405,7 @@ def _job_history(obs: Observation, job: JobView, settings: DoctorSettings) -> li
         by_cause.setdefault(_str(e.facts, "cause") or "Application", []).append(e)
     is_over = job.phase is JobPhase.FAILED
     severity = Severity.CRITICAL if is_over else Severity.WARNING
+    lost = gpu_hours(lost_gpu_seconds(job))
     oom = by_cause.get("OOM", [])
     if oom and (len(oom) >= settings.loop_failures or is_over):
         limit = _int(oom[-1].facts, "memory_limit_bytes")
@@ -406,7 +420,11 @@ def _job_history(obs: Observation, job: JobView, settings: DoctorSettings) -> li
                 "size; restarting will OOM again",
                 0.95,
                 subject,
-                {"oom_kills": len(oom), "memory_limit_bytes": limit},
+                {
+                    "oom_kills": len(oom),
+                    "memory_limit_bytes": limit,
+                    "lost_gpu_hours": lost.get("OOM", 0.0),
+                },
                 tuple(_quote(e) for e in oom[-3:]),
             )
         )
@@ -423,7 +441,12 @@ def _job_history(obs: Observation, job: JobView, settings: DoctorSettings) -> li
                 f"read the pod logs (phalanx logs {job.name}), fix the program, resubmit",
                 0.9,
                 subject,
-                {"failures": len(app), "exit_codes": codes, "restarts": job.restarts},
+                {
+                    "failures": len(app),
+                    "exit_codes": codes,
+                    "restarts": job.restarts,
+                    "lost_gpu_hours": lost.get("Application", 0.0),
+                },
                 tuple(_quote(e) for e in app[-3:]),
             )
         )
@@ -440,7 +463,11 @@ def _job_history(obs: Observation, job: JobView, settings: DoctorSettings) -> li
                 f"{job.name}); NCCL_DEBUG=INFO shows which rank waits",
                 0.85,
                 subject,
-                {"hangs": len(hangs), "silent_s": hangs[-1].facts.get("silent_s")},
+                {
+                    "hangs": len(hangs),
+                    "silent_s": hangs[-1].facts.get("silent_s"),
+                    "lost_gpu_hours": lost.get("Hang", 0.0),
+                },
                 tuple(_quote(e) for e in hangs[-3:]),
             )
         )
@@ -461,7 +488,11 @@ def _job_history(obs: Observation, job: JobView, settings: DoctorSettings) -> li
                 "from its last checkpoint",
                 0.85,
                 subject,
-                {"losses": len(events), "pod_reason": _str(events[-1].facts, "pod_reason")},
+                {
+                    "losses": len(events),
+                    "pod_reason": _str(events[-1].facts, "pod_reason"),
+                    "lost_gpu_hours": lost.get("Node", 0.0),
+                },
                 tuple(_quote(e) for e in events[-3:]),
             )
         )
@@ -529,41 +560,6 @@ def _preemptions(job: JobView) -> list[Finding]:
     ]
 
 
-def _pods_not_starting(job: JobView) -> list[Finding]:
-    """Kubernetes pods stuck before their program starts (their reason, as reported)."""
-    subject = _job(job.name)
-    if job.phase not in (JobPhase.ADMITTED, JobPhase.RUNNING):
-        return []
-    for pod in job.pods:
-        if pod.reason in _IMAGE_REASONS:
-            return [
-                Finding(
-                    FindingCode.IMAGE_PULL_FAILED,
-                    Severity.CRITICAL,
-                    subject,
-                    f"pod {pod.pod_set}-{pod.index} of job {job.name} cannot pull its image ({pod.reason})",
-                    "fix spec.podSets[].image (name, tag, registry credentials)",
-                    0.95,
-                    subject,
-                    {"pod_reason": pod.reason, "node": pod.node},
-                )
-            ]
-        if pod.reason in _CONFIG_REASONS:
-            return [
-                Finding(
-                    FindingCode.CONTAINER_CONFIG_ERROR,
-                    Severity.CRITICAL,
-                    subject,
-                    f"pod {pod.pod_set}-{pod.index} of job {job.name} cannot start ({pod.reason})",
-                    "fix the pod's env, secrets or volumes it references",
-                    0.9,
-                    subject,
-                    {"pod_reason": pod.reason, "node": pod.node},
-                )
-            ]
-    return []
-
-
 # ---- 3. running jobs ------------------------------------------------------------------------
 
 
@@ -578,7 +574,10 @@ def analyze_running(obs: Observation, settings: DoctorSettings) -> list[Finding]
         started = job.started_at or job.admitted_at or obs.now
         last_report = progress.reported_at if progress and progress.reported_at else None
         silent_s = obs.now - (last_report or started)
-        if silent_s >= settings.idle_after_s:
+        measured = measured_usage(obs, job)
+        if measured:
+            out += idle_measured(obs, job, measured, settings)
+        elif silent_s >= settings.idle_after_s:
             gpus = gpu_count(job.request.gpu_milli)
             out.append(
                 Finding(
@@ -655,15 +654,23 @@ def analyze_nodes(obs: Observation, settings: DoctorSettings) -> list[Finding]:
     return out
 
 
-ANALYZERS: tuple[Analyzer, ...] = (analyze_pending, analyze_history, analyze_running, analyze_nodes)
+ANALYZERS: tuple[Analyzer, ...] = (
+    analyze_pending,
+    analyze_history,
+    analyze_running,
+    analyze_nodes,
+    analyze_services,
+)
 
 
 def diagnose(obs: Observation, settings: DoctorSettings | None = None) -> list[Finding]:
-    """Every analyzer over ``obs``: findings most urgent first, without duplicates."""
+    """Every analyzer over ``obs``: findings most urgent first, without duplicates. Pipeline
+    runs come last: a failed step's finding quotes its job's root cause."""
     settings = settings or DoctorSettings()
     found: list[Finding] = []
     for analyzer in ANALYZERS:
         found += analyzer(obs, settings)
+    found += analyze_pipeline_runs(obs, found)
     return ordered(_root_causes(found))
 
 
@@ -721,3 +728,31 @@ def diagnose_queue(
     cohort = obs.queue_specs[name].cohort if name in obs.queue_specs else ""
     refs = {ref, *jobs} | ({f"cohort/{cohort}"} if cohort else set())
     return [f for f in diagnose(obs, settings) if f.object in refs or f.subject in jobs]
+
+
+def diagnose_service(
+    obs: Observation, name: str, settings: DoctorSettings | None = None
+) -> list[Finding]:
+    """Findings about Service ``name``: its own, and its replicas' causes."""
+    ref = f"service/{name}"
+    service = next((s for s in obs.services if s.name == name), None)
+    replicas = {_job(r.name) for r in service.replicas} if service else set()
+    return [
+        f
+        for f in diagnose(obs, settings)
+        if ref in (f.object, f.subject) or f.subject in replicas or f.object in replicas
+    ]
+
+
+def diagnose_run(
+    obs: Observation, name: str, settings: DoctorSettings | None = None
+) -> list[Finding]:
+    """Findings about PipelineRun ``name``: its failed steps, and its step jobs' causes."""
+    ref = f"pipelinerun/{name}"
+    run = next((r for r in obs.runs if r.name == name), None)
+    jobs = {_job(s.job) for s in run.steps if s.job} if run else set()
+    return [
+        f
+        for f in diagnose(obs, settings)
+        if ref in (f.object, f.subject) or f.subject in jobs or f.object in jobs
+    ]

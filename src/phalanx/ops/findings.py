@@ -1,7 +1,8 @@
 """Findings: what the doctor concludes, as data.
 
 A finding names a root cause: ``code`` (from ``FindingCode``), the ``object`` the cause lies in
-(``job/NAME``, ``queue/NAME``, ``node/NAME``, ``flavor/NAME``, ``cohort/NAME``), the ``subject``
+(``job/NAME``, ``queue/NAME``, ``node/NAME``, ``flavor/NAME``, ``cohort/NAME``,
+``service/NAME``, ``pipelinerun/NAME``), the ``subject``
 it affects (the job that waits, fails or idles; equal to ``object`` when the cause is the
 subject itself), the ``evidence`` (facts with the numbers, and quoted events), the ``fix`` (a
 command or a spec change) and a ``confidence`` in [0, 1]. Pure: standard library only.
@@ -64,7 +65,14 @@ class FindingCode(StrEnum):
     IDLE_GPUS = "IdleGPUs"
     IMAGE_PULL_FAILED = "ImagePullFailed"
     CONTAINER_CONFIG_ERROR = "ContainerConfigError"
+    PODS_NEVER_STARTED = "PodsNeverStarted"
     RECONCILE_ERROR = "ReconcileError"
+    # Services and pipelines
+    SERVICE_UNAVAILABLE = "ServiceUnavailable"
+    SERVICE_CRASH_LOOP = "ServiceCrashLoop"
+    SERVICE_NOT_READY = "ServiceNotReady"
+    SERVICE_COLD_STARTS = "ServiceColdStarts"
+    PIPELINE_STEP_FAILED = "PipelineStepFailed"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,6 @@
 """The MCP server: phalanx's read side as tools for agents (the official ``mcp`` SDK).
 
-Tools list and describe jobs, queues and nodes, say why a job is pending (with its start
+Tools list and describe jobs, queues, nodes, Services and pipeline runs, say why a job is pending (with its start
 estimate and the doctor's findings), run the doctor, list start estimates, a job's events, and
 a bounded tail of a pod's log with secrets masked, and what-if estimates (other queue quotas,
 drained nodes). Every tool is read-only
@@ -9,8 +9,8 @@ drained nodes). Every tool is read-only
 the token's: all or nothing.
 
 The tools call a ``Tools`` implementation: ``phalanx mcp`` (cli/mcp.py) passes one that talks
-to a running server over its API. Services and pipeline runs have no tools yet: those kinds do
-not exist.
+to a running server over its API; ``phalanx ask`` (ops/ask.py) offers the same tools to a
+model.
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ _WRITE = ToolAnnotations(
 INSTRUCTIONS = (
     "phalanx queues, gang-schedules and places GPU jobs. To explain why a job waits or fails, "
     "call why_pending or doctor first: findings name the root cause (code, object), the "
-    "evidence and the fix. Objects are named kind/name (job/x, queue/x, node/x, flavor/x)."
+    "evidence and the fix. Objects are named kind/name (job/x, queue/x, node/x, flavor/x, "
+    "service/x, pipelinerun/x)."
 )
 
 
@@ -53,6 +54,10 @@ class Tools(Protocol):
         self, queue_gpus: dict[str, float], drain: list[str]
     ) -> list[dict[str, object]]: ...
     def log_bytes(self, job: str, pod: str, max_bytes: int) -> tuple[str, list[str]]: ...
+    def services(self) -> list[dict[str, object]]: ...
+    def service(self, name: str) -> dict[str, object]: ...
+    def runs(self) -> list[dict[str, object]]: ...
+    def run(self, name: str) -> dict[str, object]: ...
     def cancel(self, name: str) -> dict[str, object]: ...
 
 
@@ -108,6 +113,27 @@ def build_server(
         return tools.node(name)
 
     @server.tool(annotations=_READ)
+    def list_services() -> list[dict[str, object]]:
+        """Services with their replicas (phase, revision), desired count and route."""
+        return tools.services()
+
+    @server.tool(annotations=_READ)
+    def describe_service(name: str) -> dict[str, object]:
+        """One Service: replicas with why each waits, revisions and traffic, the
+        autoscaler's last decisions."""
+        return tools.service(name)
+
+    @server.tool(annotations=_READ)
+    def list_pipeline_runs() -> list[dict[str, object]]:
+        """Pipeline runs with their phase and each step's state."""
+        return tools.runs()
+
+    @server.tool(annotations=_READ)
+    def describe_pipeline_run(name: str) -> dict[str, object]:
+        """One pipeline run: each step's state, job, attempts, cache hits and message."""
+        return tools.run(name)
+
+    @server.tool(annotations=_READ)
     def why_pending(job: str) -> dict[str, object]:
         """Why a job is not running: its phase and reason (code, facts, message), its start
         estimate, and the doctor's findings about it (root cause, evidence, fix)."""
@@ -125,8 +151,9 @@ def build_server(
 
     @server.tool(annotations=_READ)
     def doctor(kind: str = "", name: str = "") -> dict[str, object]:
-        """Root causes across queues, quotas, gangs, nodes and runtimes, each with evidence
-        and a fix: for everything, or one object (kind job, node or queue, and its name)."""
+        """Root causes across queues, quotas, gangs, nodes, runtimes, Services and pipeline
+        runs, each with evidence and a fix: for everything, or one object (kind job, node,
+        queue, service or pipelinerun, and its name)."""
         return tools.doctor(kind, name)
 
     @server.tool(annotations=_READ)

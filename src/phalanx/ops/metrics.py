@@ -26,7 +26,6 @@ from prometheus_client.registry import Collector
 
 from phalanx.controllers.plane import ControlPlane
 from phalanx.model.objects import JobPhase
-from phalanx.model.reasons import ReasonCode
 from phalanx.model.resources import (
     CPU,
     GPU,
@@ -35,6 +34,8 @@ from phalanx.model.resources import (
     RESOURCE_NAMES,
     UNLIMITED,
 )
+from phalanx.ops.losses import lost_gpu_seconds
+from phalanx.ops.workloads import read_runs, read_services
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +95,7 @@ class PlaneCollector(Collector):
         yield from self._queues()
         yield from self._jobs(jobs)
         yield from self._nodes()
+        yield from self._workloads()
         yield from self._loop()
 
     def _job_facts(self) -> list[_JobFacts]:
@@ -201,10 +203,13 @@ class PlaneCollector(Collector):
             restart_family.add_metric([queue], n)
         lost = GaugeMetricFamily(
             "phalanx_lost_gpu_hours",
-            "GPU-hours of work lost by preempted jobs still stored (since their last checkpoint)",
+            "GPU-hours of work lost by jobs still stored, by cause: preemption (since the last "
+            "checkpoint) and failures (OOM, Application, Node, Hang, Startup: since the attempt "
+            "started or its last checkpoint)",
             labels=["cause"],
         )
-        lost.add_metric(["Preempted"], self._lost_gpu_s(jobs) / 3600)
+        for cause, seconds in sorted(self._lost_gpu_s(jobs).items()):
+            lost.add_metric([cause], seconds / 3600)
         holding = GaugeMetricFamily(
             "phalanx_job_gpus", "GPUs held by running jobs, per queue", labels=["queue"]
         )
@@ -216,21 +221,20 @@ class PlaneCollector(Collector):
             holding.add_metric([queue], milli / GPU_MILLI_PER_DEVICE)
         yield from (by_phase, reasons, outcomes, admission, restart_family, lost, holding)
 
-    def _lost_gpu_s(self, jobs: list[_JobFacts]) -> float:
-        """GPU-seconds lost to preemption, from the ``Preempted`` events of jobs that ran more
-        than one attempt (only those can have been preempted)."""
-        total = 0.0
+    def _lost_gpu_s(self, jobs: list[_JobFacts]) -> dict[str, float]:
+        """GPU-seconds lost per cause (phalanx.ops.losses), read from the events of the jobs
+        that can have lost any: more than one attempt, or failed. ``Preempted`` is always
+        there (0 when nothing was lost), so the series exists from the first scrape."""
+        total: dict[str, float] = {"Preempted": 0.0}
         for j in jobs:
-            if j.attempt < 2 and j.phase is not JobPhase.PREEMPTED:
+            if j.attempt < 2 and j.phase not in (JobPhase.PREEMPTED, JobPhase.FAILED):
                 continue
             try:
                 view = self.plane.queries.get_job(j.name)
             except LookupError:
                 continue  # deleted meanwhile
-            for e in view.events:
-                if e.reason == ReasonCode.PREEMPTED:
-                    lost = e.facts.get("lost_gpu_s")
-                    total += float(lost) if isinstance(lost, int | float) else 0.0
+            for cause, seconds in lost_gpu_seconds(view).items():
+                total[cause] = total.get(cause, 0.0) + seconds
         return total
 
     # ---- nodes ----
@@ -272,6 +276,47 @@ class PlaneCollector(Collector):
             for r in (CPU, MEMORY, GPU):
                 allocatable.add_metric([n.name, r], base_units(r, n.allocatable.get(r)))
         yield from (gpus, allocated, device, ready, quarantined, failures, allocatable)
+
+    # ---- services and pipeline runs ----
+
+    def _workloads(self) -> Iterator[Metric]:
+        replicas = GaugeMetricFamily(
+            "phalanx_service_replicas",
+            "Replicas of a Service by phase (Ready, Starting, Pending, Failed, Running: "
+            "readiness unknown)",
+            labels=["service", "phase"],
+        )
+        desired = GaugeMetricFamily(
+            "phalanx_service_desired_replicas",
+            "Replicas a Service wants (the autoscaler's last decision, else minReplicas)",
+            labels=["service"],
+        )
+        cold = GaugeMetricFamily(
+            "phalanx_service_cold_starts",
+            "Wake-ups from zero replicas among the autoscaler's last decisions",
+            labels=["service"],
+        )
+        for s in read_services(self.plane, with_history=False):
+            phases = Counter(r.phase for r in s.replicas)
+            for phase in sorted({"Ready", "Pending", *phases}):
+                replicas.add_metric([s.name, phase], phases.get(phase, 0))
+            desired.add_metric([s.name], max(s.desired, s.min_replicas))
+            cold.add_metric([s.name], len(s.cold_starts))
+        runs = GaugeMetricFamily(
+            "phalanx_pipeline_runs", "Pipeline runs stored, by phase", labels=["phase"]
+        )
+        steps = GaugeMetricFamily(
+            "phalanx_pipeline_steps",
+            "Steps of stored pipeline runs, by state (Succeeded, Cached, Failed, ...)",
+            labels=["state"],
+        )
+        all_runs = read_runs(self.plane)
+        for phase, n in sorted(Counter(r.phase or "Pending" for r in all_runs).items()):
+            runs.add_metric([phase], n)
+        states = Counter(step.state for r in all_runs for step in r.steps)
+        for state, n in sorted(states.items()):
+            steps.add_metric([state], n)
+        yield from (replicas, desired, cold, runs, steps)
 
     # ---- the loop ----
 

@@ -1,8 +1,9 @@
 """What the doctor and the estimates look at: one read of the control plane's read side.
 
 ``observe(plane)`` reads jobs (with events for those whose history matters: failed, restarted,
-preempted), queues with their parsed specs, flavors and nodes, at one moment. The analyzers
-(doctor.py) are pure functions of an ``Observation``; tests build one by hand.
+preempted), queues with their parsed specs, flavors, nodes, Services, PipelineRuns and measured
+GPU utilisation, at one moment. The analyzers
+(doctor.py, workloads.py) are pure functions of an ``Observation``; tests build one by hand.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from phalanx.controllers.plane import ControlPlane
 from phalanx.controllers.views import JobView, NodeView, QueueView
 from phalanx.model.objects import JobPhase, Node, Queue, ResourceFlavor
 from phalanx.model.resources import GPU_MILLI_PER_DEVICE
+from phalanx.ops.gpu_usage import DeviceUsage, UsageSources, read_usage
+from phalanx.ops.workloads import RunFacts, ServiceFacts, read_runs, read_services
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +32,11 @@ class Observation:
     nodes: tuple[NodeView, ...]
     #: Names of jobs whose start estimate is known: name → (estimated start, waits on).
     estimates: Mapping[str, tuple[float | None, str]] = field(default_factory=dict)
+    #: Services with their replicas, and PipelineRuns with their steps.
+    services: tuple[ServiceFacts, ...] = ()
+    runs: tuple[RunFacts, ...] = ()
+    #: Measured utilisation of GPU devices (gpu_usage.device_key): NVML or DCGM.
+    gpu_usage: Mapping[str, DeviceUsage] = field(default_factory=dict)
 
     def job(self, name: str) -> JobView | None:
         """The job named ``name``, if observed."""
@@ -73,10 +81,13 @@ def observe(
     *,
     jobs: Sequence[str] | None = None,
     recent_s: float = 86_400.0,
+    usage: UsageSources | None = None,
 ) -> Observation:
     """Read the control plane once. ``jobs``: only these jobs (with their events), else every
     job that is active, or ended within ``recent_s`` (events only for those with a history of
-    failures or preemptions). Raises NotFoundError for a job in ``jobs`` that does not exist."""
+    failures or preemptions), with Services, PipelineRuns and measured GPU utilisation
+    (``usage``; default: from the environment, see gpu_usage.py). Raises NotFoundError for a
+    job in ``jobs`` that does not exist."""
     now = plane.clock()
     queries = plane.queries
     if jobs is not None:
@@ -97,4 +108,7 @@ def observe(
         queue_specs={q.name: q for q in plane.specs.queues(plane.store)},
         flavors=tuple(plane.specs.flavors(plane.store)),
         nodes=tuple(queries.list_nodes()),
+        services=read_services(plane),
+        runs=read_runs(plane),
+        gpu_usage=read_usage(usage or UsageSources.from_env()),
     )

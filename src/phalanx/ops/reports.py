@@ -2,13 +2,14 @@
 
 ``doctor_report(plane, kind, name)`` observes the control plane, estimates start times (the
 evidence of jobs that wait their turn), runs the analyzers and keeps what concerns the target:
-everything, or one job, node or queue. ``estimates_report(plane)`` lists every pending job's
+everything, or one job, node, queue, Service or PipelineRun. ``estimates_report(plane)`` lists every pending job's
 estimate. Raises NotFoundError for an unknown target and ValueError for an unknown kind.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 from phalanx.controllers.errors import NotFoundError
 from phalanx.controllers.plane import ControlPlane
@@ -18,6 +19,8 @@ from phalanx.ops.doctor import (
     diagnose_job,
     diagnose_node,
     diagnose_queue,
+    diagnose_run,
+    diagnose_service,
 )
 from phalanx.ops.estimates import Estimate, WhatIf, estimate_plane
 from phalanx.ops.observation import Observation, observe
@@ -30,32 +33,30 @@ DOCTOR_KINDS: Mapping[str, str] = {
     "nodes": "node",
     "queue": "queue",
     "queues": "queue",
+    "service": "service",
+    "services": "service",
+    "svc": "service",
+    "pipelinerun": "pipelinerun",
+    "pipelineruns": "pipelinerun",
+    "run": "pipelinerun",
 }
 
 
 def doctor_kind(kind: str) -> str:
-    """``job``, ``node`` or ``queue`` for any of their names. Raises ValueError naming the
-    kinds the doctor knows."""
+    """``job``, ``node``, ``queue``, ``service`` or ``pipelinerun`` for any of their names.
+    Raises ValueError naming the kinds the doctor knows."""
     try:
         return DOCTOR_KINDS[kind.lower()]
     except KeyError:
         raise ValueError(
-            f"the doctor looks at jobs, nodes and queues, not {kind!r}: use "
-            "`phalanx doctor job NAME`, `phalanx doctor node NAME`, `phalanx doctor queue "
-            "NAME`, or `phalanx doctor` for everything"
+            f"the doctor looks at jobs, nodes, queues, services and pipeline runs, not "
+            f"{kind!r}: use `phalanx doctor job|node|queue|service|pipelinerun NAME`, or "
+            "`phalanx doctor` for everything"
         ) from None
 
 
 def _with_estimates(obs: Observation, estimates: Mapping[str, Estimate]) -> Observation:
-    return Observation(
-        obs.now,
-        obs.jobs,
-        obs.queues,
-        obs.queue_specs,
-        obs.flavors,
-        obs.nodes,
-        {name: (e.start_at, e.waits_on) for name, e in estimates.items()},
-    )
+    return replace(obs, estimates={name: (e.start_at, e.waits_on) for name, e in estimates.items()})
 
 
 def doctor_report(
@@ -78,6 +79,10 @@ def doctor_report(
             raise NotFoundError("node", name)
         elif kind == "queue" and name not in obs.queue_specs:
             raise NotFoundError("queue", name)
+        elif kind == "service" and all(s.name != name for s in obs.services):
+            raise NotFoundError("service", name)
+        elif kind == "pipelinerun" and all(r.name != name for r in obs.runs):
+            raise NotFoundError("pipelinerun", name)
     obs = _with_estimates(obs, estimate_plane(plane))
     if kind == "job":
         findings = diagnose_job(obs, name, settings)
@@ -85,6 +90,10 @@ def doctor_report(
         findings = diagnose_node(obs, name, settings)
     elif kind == "queue":
         findings = diagnose_queue(obs, name, settings)
+    elif kind == "service":
+        findings = diagnose_service(obs, name, settings)
+    elif kind == "pipelinerun":
+        findings = diagnose_run(obs, name, settings)
     else:
         findings = diagnose(obs, settings)
     return {

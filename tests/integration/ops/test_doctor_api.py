@@ -61,8 +61,8 @@ def test_doctor_refuses_unknown_kinds_and_objects(sim: SimPlane, client: Client)
     with pytest.raises(ApiError) as bad_kind:
         client.doctor("pod", "x")
     assert bad_kind.value.status == 400
-    assert "phalanx doctor job NAME" in bad_kind.value.message
-    for kind in ("job", "node", "queue"):
+    assert "phalanx doctor job|node|queue|service|pipelinerun NAME" in bad_kind.value.message
+    for kind in ("job", "node", "queue", "service", "pipelinerun"):
         with pytest.raises(ApiError) as missing:
             client.doctor(kind, "nope")
         assert missing.value.status == 404

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import shutil
 import socket
@@ -169,10 +170,14 @@ def test_cli_doctor_names_the_cause(live: Live) -> None:
     assert fine.stdout.strip() == "No problems found in job/holder."
     bad = live.cli("doctor", "pod", "x")
     assert bad.exit_code == 1
-    assert "the doctor looks at jobs, nodes and queues, not 'pod'" in bad.stderr
+    assert "the doctor looks at jobs, nodes, queues, services and pipeline runs, not 'pod'" in (
+        bad.stderr
+    )
     missing = live.cli("doctor", "job")
     assert missing.exit_code == 1
     assert "phalanx doctor job NAME" in missing.stderr
+    no_service = live.cli("doctor", "service", "web")
+    assert no_service.exit_code == 1 and "web" in no_service.stderr
 
 
 def test_cli_shows_start_estimates(live: Live) -> None:
@@ -286,6 +291,10 @@ READ_TOOLS = {
     "job_events",
     "log_tail",
     "what_if",
+    "list_services",
+    "describe_service",
+    "list_pipeline_runs",
+    "describe_pipeline_run",
 }
 
 
@@ -315,6 +324,10 @@ async def _exercise(session: ClientSession) -> None:
     assert "API_TOKEN=****" in text
     missing = await session.call_tool("describe_job", {"name": "nope"})
     assert missing.isError
+    services = (await session.call_tool("list_services", {})).structuredContent
+    assert services == {"result": []}
+    no_run = await session.call_tool("describe_pipeline_run", {"name": "nope"})
+    assert no_run.isError
 
 
 def test_mcp_over_stdio(live: Live) -> None:
@@ -395,3 +408,123 @@ def test_mcp_refuses_to_listen_beyond_loopback(live: Live) -> None:
     result = live.cli("mcp", "--transport", "http", "--host", "0.0.0.0")
     assert result.exit_code == 1
     assert "loopback only" in result.stderr
+
+
+# ---- phalanx ask ----
+
+
+def test_ask_without_a_model_runs_the_doctor_on_what_the_question_names(live: Live) -> None:
+    env = {"PHALANX_ASK_URL": ""}
+    named = CliRunner().invoke(
+        app, ["--data-dir", str(live.data_dir), "ask", "why is waiter still pending?"], env=env
+    )
+    assert named.exit_code == 0, named.output
+    assert "No model configured" in named.stdout
+    assert "findings in job/waiter" in named.stdout
+    assert "QuotaExhausted  queue/team-a  (affects job/waiter)" in named.stdout
+    as_json = live.cli("ask", "what about job/holder, node-0 and job/nope?", "-o", "json")
+    assert as_json.exit_code == 0, as_json.output
+    reports = json.loads(as_json.stdout)["reports"]
+    assert [r["target"] for r in reports] == ["job/holder", "job/nope", "node/node-0"]
+    assert reports[0]["findings"] == [] and reports[2]["findings"] == []
+    assert "nope" in reports[1]["error"]
+    everything = live.cli("ask", "anything wrong?", "-o", "json")
+    (report,) = json.loads(everything.stdout)["reports"]
+    assert report["target"] == "" and [f["code"] for f in report["findings"]] == ["QuotaExhausted"]
+
+
+def _openai_or_skip() -> None:
+    try:
+        import openai  # noqa: F401
+    except ImportError:
+        if os.environ.get("PHALANX_REQUIRE_OPENAI") == "1":
+            pytest.fail("the openai package is required here (pip install -e '.[ask]')")
+        pytest.skip("no openai package (the `ask` extra)")
+
+
+ASK_KEY = "sk-ask-test-0b9f1c2d3e4f5a6b"
+
+
+def test_ask_with_a_model_over_an_openai_compatible_server_never_shows_the_key(
+    live: Live, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The transport and the key's masking, against phalanx's OpenAI-compatible simulator
+    (it answers with the last message in echo mode and makes no tool calls)."""
+    _openai_or_skip()
+    from phalanx.testing.llmsim import start_llm_sims
+
+    caplog.set_level(logging.DEBUG)
+    env = {"PHALANX_ASK_KEY": ASK_KEY, "OPENAI_LOG": "debug"}
+    with start_llm_sims(1, model="ops-sim", engine="phalanx", extra_args=["--mode=echo"]) as sims:
+        result = CliRunner().invoke(
+            app,
+            [
+                "--data-dir",
+                str(live.data_dir),
+                "ask",
+                "why is waiter pending?",
+                "--model-url",
+                sims[0].url,
+                "-o",
+                "json",
+            ],
+            env=env,
+        )
+    assert result.exit_code == 0, result.output
+    answer = json.loads(result.stdout)
+    assert answer["model"] == "ops-sim"  # the server's first model, asked over /v1/models
+    # echoed as the simulator's tokens: our question reached it
+    assert answer["answer"].split() == ["why", "is", "waiter", "pending", "?"]
+    assert answer["calls"] == [] and answer["rounds"] == 1
+    # a server that is not there: a one-line error, still without the key
+    port = _free_port()
+    down = CliRunner().invoke(
+        app,
+        [
+            "--data-dir",
+            str(live.data_dir),
+            "ask",
+            "hi",
+            "--model-url",
+            f"http://127.0.0.1:{port}",
+            "--model",
+            "m",
+        ],
+        env=env,
+    )
+    assert down.exit_code == 1 and "the model server failed" in down.stderr
+    seen = result.output + down.output + caplog.text + "".join(capfd.readouterr())
+    assert "/v1/chat/completions" in caplog.text  # the client's debug log was captured
+    assert ASK_KEY not in seen
+
+
+def test_ask_with_a_model_that_calls_tools(live: Live) -> None:
+    """llm-d-inference-sim answers tool definitions with tool calls (random arguments from
+    each tool's schema); run only where it is built (scripts/llmsim/llmsim)."""
+    _openai_or_skip()
+    from phalanx.testing.llmsim import LLMSimUnavailableError, start_llm_sims
+
+    try:
+        sims_context = start_llm_sims(1, model="ops-sim", engine="llm-d")
+        sims = sims_context.__enter__()
+    except LLMSimUnavailableError as exc:
+        if os.environ.get("PHALANX_REQUIRE_LLMSIM") == "1":
+            pytest.fail(str(exc))
+        pytest.skip(str(exc))
+    try:
+        result = live.cli(
+            "ask",
+            "why is waiter pending?",
+            "--model-url",
+            sims[0].url,
+            "--require-tool",
+            "-o",
+            "json",
+        )
+    finally:
+        sims_context.__exit__(None, None, None)
+    assert result.exit_code == 0, result.output
+    answer = json.loads(result.stdout)
+    assert answer["calls"], answer
+    assert {c["tool"] for c in answer["calls"]} <= READ_TOOLS
+    assert answer["rounds"] >= 2 and answer["answer"]

@@ -7,6 +7,8 @@ from opsharness import FLAVOR, SimPlane, job, queue
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+from phalanx.backends.sim import SimWorkload
+
 
 def scrape(http: httpx.Client) -> dict[str, list[Sample]]:
     response = http.get("/metrics")
@@ -75,6 +77,50 @@ def test_metrics_count_outcomes_borrowing_and_preemption_losses(
     sim.run(2)
     m = scrape(http)
     assert value(m["phalanx_finished_jobs"], phase="Cancelled", reason="Cancelled") == 1
+
+
+def test_metrics_count_gpu_hours_lost_to_failures_per_cause(
+    sim: SimPlane, http: httpx.Client
+) -> None:
+    sim.apply([FLAVOR, queue("q", gpus=8)])
+    restart = {"policy": "OnFailure", "maxRestarts": 3, "backoff": "1s"}
+    sim.backend.set_workload("flaky", SimWorkload(50, failing_attempts=(1, 2)))
+    sim.plane.apply([job("flaky", 2, restartPolicy=restart)])
+    sim.run(200)
+    m = scrape(http)
+    # two failed attempts of 50 s each on 2 GPUs (no checkpoint): 200 GPU-s; then it succeeded
+    assert sim.plane.get_job("flaky").phase.value == "Succeeded"
+    assert abs(value(m["phalanx_lost_gpu_hours"], cause="Application") - 200 / 3600) < 1e-3
+    assert value(m["phalanx_lost_gpu_hours"], cause="Preempted") == 0
+
+
+def test_metrics_report_services_and_pipeline_runs(sim: SimPlane, http: httpx.Client) -> None:
+    m = scrape(http)
+    assert "phalanx_service_replicas" not in m or not m["phalanx_service_replicas"]
+    service = {
+        "apiVersion": "phalanx.dev/v1alpha1",
+        "kind": "Service",
+        "metadata": {"name": "web"},
+        "spec": {
+            "queue": "q",
+            "minReplicas": 2,
+            "maxReplicas": 3,
+            "template": {"command": ["serve"], "resources": {"cpu": 1}},
+        },
+    }
+    run = {
+        "apiVersion": "phalanx.dev/v1alpha1",
+        "kind": "PipelineRun",
+        "metadata": {"name": "etl"},
+        "spec": {"queue": "q", "steps": [{"name": "a", "task": "m:f"}]},
+    }
+    sim.apply([FLAVOR, queue("q"), service, run])
+    m = scrape(http)
+    # no controller runs here: the Service wants its minReplicas and has none
+    assert value(m["phalanx_service_desired_replicas"], service="web") == 2
+    assert value(m["phalanx_service_replicas"], service="web", phase="Ready") == 0
+    assert value(m["phalanx_service_cold_starts"], service="web") == 0
+    assert value(m["phalanx_pipeline_runs"], phase="Pending") == 1
 
 
 def test_metrics_need_the_token(sim: SimPlane, http: httpx.Client) -> None:
