@@ -74,6 +74,16 @@ def service_out(view: ServiceView) -> dict[str, Any]:
         ],
         "rollout_waiting": view.waiting,
         "error": view.error,
+        "events": [
+            {
+                "at": e.at,
+                "type": e.type,
+                "reason": e.reason,
+                "message": e.message,
+                "facts": dict(e.facts),
+            }
+            for e in view.events
+        ],
     }
 
 

@@ -99,7 +99,7 @@ def services_table(services: Sequence[Mapping[str, Any]], now: float) -> str:
 
 def describe_service(s: Mapping[str, Any], now: float) -> str:
     """``describe service``: spec, revisions with traffic, replicas (a pending one with its
-    reason), the autoscaler's last decisions and why."""
+    reason), the autoscaler's last decisions and why, and the Service's events."""
     spec = s["manifest"].get("spec", {})
     template = spec.get("template", {})
     lines = [
@@ -148,6 +148,11 @@ def describe_service(s: Mapping[str, Any], now: float) -> str:
         lines.append(
             f"  {_age(now - d['at'])} ago: {d['replicas']} replica(s), {d['code']}: {d['reason']}"
         )
+    lines += ["", "Events (newest last):"]
+    if not s.get("events"):
+        lines.append("  (none)")
+    for e in s.get("events", [])[-10:]:
+        lines.append(f"  {_age(now - e['at'])} ago  {e['type']:<8} {e['reason']}: {e['message']}")
     return "\n".join(lines)
 
 

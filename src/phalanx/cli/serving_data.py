@@ -15,8 +15,10 @@ Heavy imports (numpy, onnxruntime, uvicorn) happen inside the commands.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Sequence
@@ -70,6 +72,8 @@ class RemoteRoutes:
         self._thread: threading.Thread | None = None
         self._fast_until = 0.0
         self._failing = False
+        #: Names this router's samples, so that the server sums them with other routers'.
+        self.source = f"router:{socket.gethostname()}:{os.getpid()}"
 
     # -- RouteSource / LoadSink (called on the router's loop: never block) -------------------
 
@@ -78,7 +82,7 @@ class RemoteRoutes:
 
     def report(self, samples: Sequence[LoadSample]) -> None:
         with self._lock:
-            self._samples.extend(samples)
+            self._samples.extend(dataclasses.replace(s, source=self.source) for s in samples)
             del self._samples[:-1000]  # a server away for long: keep the newest
 
     def demand(self, service: str) -> None:

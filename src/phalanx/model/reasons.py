@@ -72,6 +72,10 @@ class ReasonCode(StrEnum):
     # What happened to a node.
     QUARANTINED = "Quarantined"
     RELEASED = "Released"
+    # What happened to a Service (its autoscaler's decisions).
+    SCALED_UP = "ScaledUp"
+    SCALED_DOWN = "ScaledDown"
+    SCALED_TO_ZERO = "ScaledToZero"
     # The control plane itself.
     RECONCILE_ERROR = "ReconcileError"
     OWNER_DELETED = "OwnerDeleted"
@@ -646,6 +650,37 @@ def _reconcile_error(f: Facts) -> str:
     )
 
 
+def _scaled(f: Facts) -> str:
+    """ScaledUp, ScaledDown, ScaledToZero: the Service, the counts and what drove them."""
+    head = (
+        f"Service {_str(f, 'service')} scaled from {_int(f, 'from_replicas')} to "
+        f"{_int(f, 'to_replicas')} replica(s)"
+    )
+    decision = _str(f, "decision")
+    unit = "requests/s" if f.get("metric") == "rps" else "concurrent requests"
+    if decision == "ScaleFromZero":
+        why = f"{_int(f, 'waiting')} request(s) waiting at zero replicas"
+    elif decision in ("ScaleToZero", "IdleGrace"):
+        idle = f.get("idle_s")
+        idle_text = "no request seen" if idle is None else f"idle for {_float(f, 'idle_s'):.0f} s"
+        why = f"{idle_text} (scaleToZeroAfter {_float(f, 'scale_to_zero_after_s'):g} s)"
+    elif decision in ("Stable", "Panic"):
+        window = "panic" if decision == "Panic" else "stable"
+        value = _float(f, "panic_value" if decision == "Panic" else "stable_value")
+        why = (
+            f"{window} window: {value:.2f} {unit} at a target of {_float(f, 'target'):g} per "
+            f"replica wants {_int(f, 'wanted')} (ready {_int(f, 'ready')})"
+        )
+    else:
+        why = f"decision {decision or 'unknown'}"
+    if f.get("clamped"):
+        why += f", bounded by minReplicas {_int(f, 'min')} / maxReplicas {_int(f, 'max')}"
+    coalesced = _int(f, "coalesced")
+    if coalesced:
+        why += f"; {coalesced} change(s) in between not recorded"
+    return f"{head}: {why}"
+
+
 def _owner_deleted(f: Facts) -> str:
     return (
         f"{_str(f, 'owner_kind')} {_str(f, 'owner')} was deleted, and with it what it owned: "
@@ -679,6 +714,9 @@ _RENDERERS: Mapping[ReasonCode, Callable[[Facts], str]] = {
     ReasonCode.CANCELLED: _cancelled,
     ReasonCode.QUARANTINED: _quarantined,
     ReasonCode.RELEASED: _released,
+    ReasonCode.SCALED_UP: _scaled,
+    ReasonCode.SCALED_DOWN: _scaled,
+    ReasonCode.SCALED_TO_ZERO: _scaled,
     ReasonCode.RECONCILE_ERROR: _reconcile_error,
     ReasonCode.OWNER_DELETED: _owner_deleted,
 }

@@ -15,15 +15,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from phalanx.model.llm import LLMSpec, llm_to_manifest, parse_llm
+from phalanx.model.objects import SecretKeyRef
 from phalanx.model.resources import Resources
 from phalanx.model.specs import (
     API_VERSION,
     SpecError,
     _Collector,
-    _env,
+    _env_and_refs,
     _header,
     _labels,
     _pod_resources,
+    _secret_ref_manifest,
     format_duration,
     parse_duration_s,
 )
@@ -58,6 +61,9 @@ class ReplicaTemplate:
     resources: Resources = field(default_factory=Resources)
     args: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)
+    #: Variables read from Secrets when each replica's pods launch (``valueFrom.secretKeyRef``),
+    #: resolved as for a Job's pods: the value is never in the template, the Job or describe.
+    secret_env: Mapping[str, SecretKeyRef] = field(default_factory=dict)
     working_dir: str = ""
     image: str = ""
     #: Pods per replica, admitted together as one gang.
@@ -127,6 +133,8 @@ class ServiceSpec:
     hosts: tuple[str, ...] = ()
     labels: Mapping[str, str] = field(default_factory=dict)
     annotations: Mapping[str, str] = field(default_factory=dict)
+    #: ``spec.llm``: an OpenAI-compatible model server behind the LLM gateway (None: not one).
+    llm: LLMSpec | None = None
 
     @property
     def revision(self) -> str:
@@ -144,7 +152,9 @@ def template_manifest(template: ReplicaTemplate) -> dict[str, object]:
     out: dict[str, object] = {"command": list(template.command)}
     if template.args:
         out["args"] = list(template.args)
-    if template.env:
+    if template.secret_env:  # the list form: a mapping cannot say valueFrom
+        out["env"] = template_env(template)
+    elif template.env:
         out["env"] = dict(template.env)
     if template.working_dir:
         out["workingDir"] = template.working_dir
@@ -153,6 +163,16 @@ def template_manifest(template: ReplicaTemplate) -> dict[str, object]:
     out["resources"] = template.resources.to_quantities()
     out["pods"] = template.pods
     return out
+
+
+def template_env(template: ReplicaTemplate) -> list[dict[str, object]]:
+    """``template``'s environment in the list form: plain variables, then those read from
+    Secrets (``{name, valueFrom: {secretKeyRef: {name, key[, optional]}}}``)."""
+    plain: list[dict[str, object]] = [{"name": k, "value": v} for k, v in template.env.items()]
+    return plain + [
+        {"name": k, "valueFrom": {"secretKeyRef": _secret_ref_manifest(ref)}}
+        for k, ref in template.secret_env.items()
+    ]
 
 
 def revision_of(template: ReplicaTemplate, port: int) -> str:
@@ -179,6 +199,7 @@ _SERVICE_FIELDS = (
     "queueLimit",
     "coldStartTimeout",
     "route",
+    "llm",
 )
 _TEMPLATE_FIELDS = ("command", "args", "env", "workingDir", "image", "resources", "pods")
 
@@ -243,6 +264,7 @@ def parse_service(manifest: Mapping[str, object], source: str = "") -> ServiceSp
         "spec.coldStartTimeout", spec.get("coldStartTimeout", 60.0), parse_duration_s
     )
     path_prefix, hosts = _route(c, spec.get("route"))
+    llm = parse_llm(c, spec.get("llm"))
     if c.errors:
         raise SpecError(c.errors, source)
     assert template is not None
@@ -267,6 +289,7 @@ def parse_service(manifest: Mapping[str, object], source: str = "") -> ServiceSp
         hosts=hosts,
         labels=labels,
         annotations=annotations,
+        llm=llm,
     )
 
 
@@ -285,12 +308,12 @@ def _template(c: _Collector, value: object) -> ReplicaTemplate | None:
             "is required: the server to run, listening on $PORT",
         )
     args = c.strings("spec.template.args", data.get("args"))
-    env = _env(c, "spec.template.env", data.get("env"))
+    env, secret_env = _env_and_refs(c, "spec.template.env", data.get("env"))
     for reserved in ("PORT", "PHALANX_PORT"):
-        if reserved in env:
+        if reserved in env or reserved in secret_env:
             c.add(
                 f"spec.template.env.{reserved}",
-                env[reserved],
+                env.get(reserved, "valueFrom"),
                 "is set by phalanx (the port the replica must listen on); remove it",
             )
     texts: dict[str, str] = {}
@@ -309,6 +332,7 @@ def _template(c: _Collector, value: object) -> ReplicaTemplate | None:
         resources=resources,
         args=args,
         env=env,
+        secret_env=secret_env,
         working_dir=texts["workingDir"],
         image=texts["image"],
         pods=pods or 1,
@@ -486,6 +510,8 @@ def service_to_manifest(service: ServiceSpec) -> dict[str, object]:
         route["hosts"] = list(service.hosts)
     if route:
         spec["route"] = route
+    if service.llm is not None:
+        spec["llm"] = llm_to_manifest(service.llm)
     metadata: dict[str, object] = {"name": service.name}
     if service.labels:
         metadata["labels"] = dict(service.labels)

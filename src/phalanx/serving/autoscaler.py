@@ -22,6 +22,12 @@ The rules (``decide``), with Knative's defaults:
    waited for ``scale_to_zero_after_s``; until then it keeps one replica.
 6. Bounds: the result is clamped to ``[min_replicas, max_replicas]``.
 
+7. LLM signals (an LLM service's ``spec.llm.autoscaling``; the gateway reports them): with
+   ``waiting_target``, the requests waiting in the replicas' engines, summed, want
+   ``ceil(waiting / waiting_target)`` replicas; with ``kv_cache_target``, the mean KV-cache
+   usage wants ``ceil(ready × usage / kv_cache_target)``. Each is averaged over both windows
+   like the metric, and each window wants the most of the metric and these signals.
+
 Each ``ScaleDecision`` says ``desired``, a ``code`` (``ScaleCode``) and ``facts`` (the numbers
 behind it) for ``describe service``, and a readable ``message``.
 """
@@ -63,6 +69,9 @@ class AutoscalerSpec:
     panic_threshold: float = 2.0
     max_scale_up_rate: float = 1000.0
     max_scale_down_rate: float = 2.0
+    #: LLM signals (rule 7): engine-waiting requests per replica, KV-cache usage (0-1].
+    waiting_target: float | None = None
+    kv_cache_target: float | None = None
 
     def __post_init__(self) -> None:
         if not self.target > 0:
@@ -73,6 +82,10 @@ class AutoscalerSpec:
             raise ValueError(
                 f"need 0 <= minReplicas ({self.min_replicas}) <= maxReplicas ({self.max_replicas})"
             )
+        if self.waiting_target is not None and not self.waiting_target > 0:
+            raise ValueError(f"waiting target must be > 0, got {self.waiting_target}")
+        if self.kv_cache_target is not None and not 0 < self.kv_cache_target <= 1:
+            raise ValueError(f"KV-cache target must be in (0, 1], got {self.kv_cache_target}")
         if not 0 < self.panic_window_s <= self.stable_window_s:
             raise ValueError(
                 f"need 0 < panic window ({self.panic_window_s} s) <= stable window "
@@ -101,6 +114,9 @@ class AutoscalerState:
     waiting: int = 0
     panic_since: float | None = None
     panic_desired: int = 0
+    #: LLM signals (rule 7): engine-waiting requests and KV-cache usage, per sample.
+    waiting_observations: tuple[Observation, ...] = ()
+    kv_observations: tuple[Observation, ...] = ()
 
 
 class ScaleCode(StrEnum):
@@ -141,9 +157,12 @@ class ScaleDecision:
             return f"no load, {idle_text} ({grace}): keep {self.desired}{bounds}"
         window = "panic" if self.code is ScaleCode.PANIC else "stable"
         value = f["panic_value"] if self.code is ScaleCode.PANIC else f["stable_value"]
+        llm = f.get(f"llm_{window}_wanted")
+        engines = f" (the engines' waiting requests and KV cache want {llm})" if llm else ""
         return (
-            f"{window} window: {value:.2f} {unit} at a target of {f['target']:g} per replica "
-            f"wants {f['wanted']} replica(s) (ready {f['ready']}): {self.desired}{bounds}"
+            f"{window} window: {value:.2f} {unit} at a target of {f['target']:g} per replica"
+            f"{engines} wants {f['wanted']} replica(s) (ready {f['ready']}): "
+            f"{self.desired}{bounds}"
         )
 
 
@@ -167,9 +186,17 @@ def observe(spec: AutoscalerSpec, state: AutoscalerState, sample: LoadSample) ->
     active = new_requests or sample.in_flight > 0 or sample.waiting > 0
     horizon = at - spec.stable_window_s
     kept = tuple(o for o in added if o.at > horizon)
+    waiting_obs = state.waiting_observations
+    if spec.waiting_target is not None and sample.engine_waiting is not None:
+        waiting_obs = (*waiting_obs, Observation(at, sample.engine_waiting))
+    kv_obs = state.kv_observations
+    if spec.kv_cache_target is not None and sample.kv_cache_usage is not None:
+        kv_obs = (*kv_obs, Observation(at, sample.kv_cache_usage))
     return replace(
         state,
         observations=kept,
+        waiting_observations=tuple(o for o in waiting_obs if o.at > horizon),
+        kv_observations=tuple(o for o in kv_obs if o.at > horizon),
         last_requests_total=sample.requests_total,
         last_at=at,
         last_active_at=at if active else state.last_active_at,
@@ -180,6 +207,20 @@ def observe(spec: AutoscalerSpec, state: AutoscalerState, sample: LoadSample) ->
 def _mean(observations: tuple[Observation, ...], since: float) -> float | None:
     values = [o.value for o in observations if o.at > since]
     return sum(values) / len(values) if values else None
+
+
+def _llm_wanted(spec: AutoscalerSpec, state: AutoscalerState, since: float, ready: int) -> int:
+    """Replicas the LLM signals (rule 7) want over the window after ``since`` (0: none)."""
+    wanted = 0
+    if spec.waiting_target is not None:
+        waiting = _mean(state.waiting_observations, since)
+        if waiting is not None:
+            wanted = max(wanted, math.ceil(waiting / spec.waiting_target - 1e-9))
+    if spec.kv_cache_target is not None and ready > 0:
+        usage = _mean(state.kv_observations, since)
+        if usage is not None:
+            wanted = max(wanted, math.ceil(ready * usage / spec.kv_cache_target - 1e-9))
+    return wanted
 
 
 def decide(spec: AutoscalerSpec, state: AutoscalerState, now: float, ready: int) -> ScaleDecision:
@@ -217,6 +258,11 @@ def decide(spec: AutoscalerSpec, state: AutoscalerState, now: float, ready: int)
     # 2. Wanted replicas per window.
     want_stable = math.ceil(stable / spec.target - 1e-9)
     want_panic = math.ceil(panic_value / spec.target - 1e-9)
+    # 7. LLM signals: each window wants the most of the metric and the engines' signals.
+    llm_stable = _llm_wanted(spec, state, now - spec.stable_window_s, ready)
+    llm_panic = _llm_wanted(spec, state, now - spec.panic_window_s, ready)
+    want_stable = max(want_stable, llm_stable)
+    want_panic = max(want_panic, llm_panic)
     # 4. Rate limits around the ready count (at least one, as from zero).
     basis = max(1, ready)
     up_limit = math.ceil(spec.max_scale_up_rate * basis)
@@ -234,6 +280,9 @@ def decide(spec: AutoscalerSpec, state: AutoscalerState, now: float, ready: int)
         "stable_wanted": want_stable,
         "panic_wanted": want_panic,
     }
+    if spec.waiting_target is not None or spec.kv_cache_target is not None:
+        facts["llm_stable_wanted"] = llm_stable
+        facts["llm_panic_wanted"] = llm_panic
     if panic_since is not None:
         wanted = max(want_panic, state.panic_desired, ready)
         wanted = min(wanted, up_limit)

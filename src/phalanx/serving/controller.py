@@ -24,11 +24,20 @@ the truth: everything else here is rebuilt from them after a restart. One pass
 
 Local replicas listen on a free port the controller picks (env ``PORT`` and
 ``PHALANX_PORT``) on 127.0.0.1; on Kubernetes on ``spec.port`` at the pod's IP.
+
+Several servers on one store (leader election): only the leader reconciles, but every
+server's router routes. The leader writes each Service's route as a ``ServiceEndpoints``
+object whenever it changes (step 3); a follower's controller runs a small thread
+(``_follow``) that reads them when the store's revision moves and serves them as its routes,
+and writes what its router reports (load samples, and demand at zero) as its own
+``ServiceLoad`` object, which the leader folds into its autoscaler at its next pass (step 1).
+The samples of several routers are summed, not interleaved (``serving.load.LoadMerger``).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 import socket
 import threading
@@ -38,7 +47,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from phalanx.controllers.errors import ConflictError, NotFoundError
+from phalanx.controllers.leader import Role
 from phalanx.controllers.plane import ControlPlane
+from phalanx.model.llm import llm_to_manifest
 from phalanx.model.objects import JobPhase
 from phalanx.model.reasons import Reason, ReasonCode
 from phalanx.model.service import (
@@ -60,11 +71,24 @@ from phalanx.serving.autoscaler import (
     decide,
     observe,
 )
-from phalanx.serving.endpoints import Endpoint, LoadSample, Route
+from phalanx.serving.endpoints import (
+    Endpoint,
+    LoadSample,
+    Route,
+    load_from_json,
+    load_to_json,
+    route_from_json,
+    route_to_json,
+)
+from phalanx.serving.load import LoadMerger
 from phalanx.serving.prober import ProbeTarget, ReadinessProber
 from phalanx.serving.replicas import (
+    ENDPOINTS_KIND,
+    LOAD_KIND,
     REVISION_KIND,
     SERVICE_KIND,
+    endpoints_manifest,
+    load_manifest,
     replica_manifest,
     revision_manifest,
     revision_template,
@@ -76,6 +100,7 @@ from phalanx.serving.rollout import (
     plan_rollout,
     split_replicas,
 )
+from phalanx.serving.scale_events import ScaleEventState, scale_event
 from phalanx.serving.views import ReplicaView, RevisionView, ScaleRecord, ServiceView
 from phalanx.store import EventRecord, JobRecord
 
@@ -95,6 +120,10 @@ _BLOCKED = frozenset(
 )
 
 
+#: The newest events of a Service that its view carries.
+EVENTS_SHOWN = 20
+
+
 def autoscaler_spec(spec: ServiceSpec) -> AutoscalerSpec:
     """The autoscaler's settings of Service ``spec``."""
     a = spec.autoscaling
@@ -107,6 +136,8 @@ def autoscaler_spec(spec: ServiceSpec) -> AutoscalerSpec:
         stable_window_s=a.stable_window_s,
         panic_window_s=a.panic_window_s,
         panic_threshold=a.panic_threshold,
+        waiting_target=spec.llm.autoscaling.waiting_target if spec.llm else None,
+        kv_cache_target=spec.llm.autoscaling.kv_cache_target if spec.llm else None,
     )
 
 
@@ -118,8 +149,12 @@ class _Runtime:
     #: The settings ``autoscaler`` was folded with (a changed spec starts it again).
     autoscaler_spec: AutoscalerSpec | None = None
     pending: list[LoadSample] = field(default_factory=list)
+    #: The routers' samples, summed into one stream for the autoscaler.
+    merger: LoadMerger = field(default_factory=LoadMerger)
     demand_at: float | None = None
     decisions: deque[ScaleRecord] = field(default_factory=lambda: deque(maxlen=20))
+    #: What was last recorded as a scaling event (phalanx.serving.scale_events).
+    events: ScaleEventState = field(default_factory=ScaleEventState)
     desired: int = 0
     waiting: str = ""
     error: str = ""
@@ -135,6 +170,13 @@ class ServingConfig:
     drain_s: float = 2.0
     #: The router's address, to show in describe ("" until it listens).
     router_url: str = ""
+    #: With leader election: how often a follower reads the leader's routes and writes its
+    #: router's load (demand is written at once).
+    follow_interval_s: float = 0.1
+    #: A follower's ServiceLoad older than this is deleted by the leader (its server is gone).
+    load_expiry_s: float = 600.0
+    #: At most one scaling event per Service this often (phalanx.serving.scale_events).
+    scale_event_interval_s: float = 10.0
 
 
 def _free_port(host: str) -> int:
@@ -176,6 +218,32 @@ class ServiceController:
         self._started = False
         #: Kubernetes: each replica's pod Ready condition, as last seen.
         self._pod_ready: dict[str, bool] = {}
+        # With leader election (see the module docstring).
+        #: Leader: the routes as last written to the store (None: not read yet).
+        self._stored_routes: dict[str, Route] | None = None
+        #: Leader: the newest ``seq`` folded in, per follower's ServiceLoad.
+        self._load_seq: dict[str, int] = {}
+        #: Follower: what its router reported since the last write, and when it waited.
+        self._outbox: list[LoadSample] = []
+        self._outbox_demand: dict[str, float] = {}
+        self._outbox_seq = 0
+        self._outbox_totals: dict[tuple[str, str], int] = {}
+        #: Follower: the store revision its routes were read at; the replicas they say are
+        #: ready.
+        self._follow_seen: int | None = None
+        self._follower_ready: frozenset[str] = frozenset()
+        self._follow_wake = threading.Event()
+        self._follow_stop = threading.Event()
+        self._follower: threading.Thread | None = None
+        elector = plane.elector
+        self._server_name = (
+            re.sub(r"[^A-Za-z0-9.-]", "-", elector.holder)[:200] if elector is not None else ""
+        )
+        if elector is not None:
+            self._follower = threading.Thread(
+                target=self._follow, name="phalanx-serving-follow", daemon=True
+            )
+            self._follower.start()
 
     @classmethod
     def attach(cls, plane: ControlPlane, config: ServingConfig | None = None) -> ServiceController:
@@ -188,6 +256,10 @@ class ServiceController:
         return controller
 
     def close(self) -> None:
+        self._follow_stop.set()
+        self._follow_wake.set()
+        if self._follower is not None:
+            self._follower.join(10)
         self.prober.stop()
 
     # ---- the loop ----
@@ -209,6 +281,11 @@ class ServiceController:
         if not self._is_local():
             self._routes_dirty = True  # pod IPs and Ready conditions change without a write
         self._publish()
+        if self.plane.elector is not None:
+            try:
+                self._store_routes(now)
+            except Exception:  # the store failing: written again at the next pass
+                log.exception("writing the routes for the other servers failed")
 
     def _observe(self) -> None:
         """1. Read Services and replica Jobs again where the revision log shows writes."""
@@ -217,6 +294,7 @@ class ServiceController:
             return
         changed_jobs: set[str] | None = None
         services_changed = True
+        loads_changed = self.plane.elector is not None
         if self._revision_seen is not None:
             changes, oldest = self.store.changes(self._revision_seen, limit=50_000)
             if (
@@ -225,9 +303,12 @@ class ServiceController:
             ):
                 changed_jobs = {c.name for c in changes if c.kind == "Job"}
                 services_changed = any(c.kind in (SERVICE_KIND, REVISION_KIND) for c in changes)
+                loads_changed = loads_changed and any(c.kind == LOAD_KIND for c in changes)
         self._revision_seen = revision
         if services_changed:
             self._load_services()
+        if loads_changed:
+            self._read_loads()
         if changed_jobs is None:
             jobs = [j for j in self.store.list_jobs(manifests=False) if SERVICE_LABEL in j.labels]
             with self._lock:
@@ -357,19 +438,37 @@ class ServiceController:
         if runtime.autoscaler_spec != settings:
             runtime.autoscaler, runtime.autoscaler_spec = AutoscalerState(), settings
         state = runtime.autoscaler
-        for sample in samples:
-            state = observe(settings, state, sample)
+        merged = runtime.merger.merge(samples, now)
+        if merged is not None:
+            state = observe(settings, state, merged)
         ready = sum(1 for s in states if s.phase is ReplicaPhase.READY)
         decision = decide(settings, state, now, ready)
         runtime.autoscaler = decision.state
         desired, code, why = decision.desired, decision.code.value, decision.message
+        facts = dict(decision.facts)
         is_waiting = demand_at is not None and now - demand_at < spec.scale_to_zero_after_s
         if desired == 0 and is_waiting:
             desired, code = 1, ScaleCode.SCALE_FROM_ZERO.value
             why = "a request waits and no replica is ready: scale to 1"
+            facts["waiting"] = max(1, state.waiting)
         if desired != runtime.desired or not runtime.decisions:
             runtime.decisions.append(ScaleRecord(now, desired, code, why))
         runtime.desired = desired
+        live = sum(
+            1 for s in states if s.phase not in (ReplicaPhase.TERMINATING, ReplicaPhase.FAILED)
+        )
+        event, runtime.events = scale_event(
+            runtime.events,
+            service=spec.name,
+            desired=desired,
+            live=live,
+            decision=code,
+            facts=facts,
+            now=now,
+            interval_s=self.config.scale_event_interval_s,
+        )
+        if event is not None:
+            self.store.record_event(EventRecord.of(now, event, kind=SERVICE_KIND, name=spec.name))
         return desired
 
     def _apply_plan(
@@ -503,7 +602,10 @@ class ServiceController:
         return f"http://{host}:{port}"
 
     def _is_ready(self, replica: str) -> bool:
-        """Locally: the readiness probe answers; on Kubernetes: the pod's Ready condition."""
+        """Locally: the readiness probe answers; on Kubernetes: the pod's Ready condition; on
+        a follower: the leader's routes say so."""
+        if self._is_following():
+            return replica in self._follower_ready
         if self._is_local():
             return self.prober.is_ready(replica)
         return self._pod_ready.get(replica, False)
@@ -569,6 +671,8 @@ class ServiceController:
                     max_concurrency=spec.max_concurrency,
                     queue_limit=spec.queue_limit,
                     cold_start_timeout_s=spec.cold_start_timeout_s,
+                    # The LLM gateway routes by these (phalanx.serving.llm.gateway).
+                    extra={"llm": llm_to_manifest(spec.llm)} if spec.llm else {},
                 )
             )
         self.prober.set_targets(targets)
@@ -582,6 +686,11 @@ class ServiceController:
         return self._routes
 
     def report(self, samples: Sequence[LoadSample]) -> None:
+        if self._is_following():  # for the leader, through the store
+            with self._lock:
+                self._outbox.extend(samples)
+                del self._outbox[:-10_000]
+            return
         with self._lock:
             for sample in samples:
                 if sample.service in self._services:
@@ -591,11 +700,137 @@ class ServiceController:
 
     def demand(self, service: str) -> None:
         now = self.clock()
+        if self._is_following():  # for the leader, through the store, at once
+            with self._lock:
+                self._outbox_demand[service] = now
+            self._follow_wake.set()
+            return
         with self._lock:
             if service not in self._services:
                 return
             self._runtime.setdefault(service, _Runtime()).demand_at = now
         self.plane.wake()
+
+    # ---- several servers on one store ----
+
+    def _is_following(self) -> bool:
+        return self.plane.elector is not None and self.plane.role is Role.FOLLOWER
+
+    def _store_routes(self, now: float) -> None:
+        """Leader, 3 (continued): write the routes that changed as ServiceEndpoints objects,
+        delete those of Services gone."""
+        if self._stored_routes is None:
+            stored: dict[str, Route] = {}
+            for obj in self.store.list_objects(ENDPOINTS_KIND):
+                try:
+                    stored[obj.name] = route_from_json(obj.manifest["spec"])
+                except (KeyError, TypeError, ValueError):
+                    stored[obj.name] = Route(service=obj.name, path_prefix="")  # rewritten
+            self._stored_routes = stored
+        routes = {r.service: r for r in self._routes}
+        changed = [r for name, r in routes.items() if self._stored_routes.get(name) != r]
+        if changed:
+            configs = [
+                (ENDPOINTS_KIND, r.service, endpoints_manifest(route_to_json(r))) for r in changed
+            ]
+            self.store.apply(configs, [], now)
+            for route in changed:
+                self._stored_routes[route.service] = route
+        for name in set(self._stored_routes) - set(routes):
+            self.store.delete_config(ENDPOINTS_KIND, name)
+            del self._stored_routes[name]
+
+    def _read_loads(self) -> None:
+        """Leader, 1 (continued): fold the followers' new ServiceLoad writes in (their
+        samples as if their routers had reported here; their demand as demand); delete
+        those of servers gone for ``load_expiry_s``."""
+        now = self.clock()
+        fresh_s = 5.0
+        for obj in self.store.list_objects(LOAD_KIND):
+            spec = obj.manifest.get("spec", {})
+            try:
+                seq, at = int(spec["seq"]), float(spec["at"])
+                if now - at > self.config.load_expiry_s:
+                    self.store.delete_config(LOAD_KIND, obj.name)
+                    continue
+                if obj.name == self._server_name or seq <= self._load_seq.get(obj.name, -1):
+                    continue
+                self._load_seq[obj.name] = seq
+                samples = [load_from_json(item) for item in spec.get("samples", ())]
+                demand = {str(k): float(v) for k, v in dict(spec.get("demand", {})).items()}
+            except (KeyError, TypeError, ValueError) as exc:
+                log.warning("ignoring ServiceLoad %s: %s", obj.name, exc)
+                continue
+            self.report([s for s in samples if now - s.at <= fresh_s])
+            for service, waited_at in sorted(demand.items()):
+                if now - waited_at <= fresh_s:
+                    self.demand(service)
+
+    def _follow(self) -> None:
+        """A follower's thread: read the leader's routes when the store moves, and write the
+        router's load (see the module docstring). Does nothing while this server leads."""
+        was_following = False
+        while not self._follow_stop.is_set():
+            self._follow_wake.wait(self.config.follow_interval_s)
+            self._follow_wake.clear()
+            is_following = self._is_following()
+            if is_following != was_following:
+                # Changes of role start each side afresh.
+                self._follow_seen, self._stored_routes = None, None
+                with self._lock:
+                    self._outbox.clear()
+                    self._outbox_demand.clear()
+                    self._routes_dirty = True
+                was_following = is_following
+            if not is_following:
+                continue
+            try:
+                self._send_load()
+                self._read_routes()
+            except Exception:  # the store failing: tried again at the next turn
+                log.exception("following the leader's routes failed")
+
+    def _send_load(self) -> None:
+        """Write what the router reported since the previous write, unless it is all idle
+        (nothing in flight or waiting, no new request): an idle router counts as absent."""
+        with self._lock:
+            samples, self._outbox = self._outbox, []
+            demand, self._outbox_demand = self._outbox_demand, {}
+        source = f"server:{self._server_name}"
+        busy = []
+        for sample in samples:
+            key = (sample.service, sample.source)
+            is_new = self._outbox_totals.get(key) != sample.requests_total
+            self._outbox_totals[key] = sample.requests_total
+            if is_new or sample.in_flight or sample.waiting or (sample.in_flight_avg or 0) > 0:
+                busy.append(replace(sample, source=sample.source or source))
+        if not busy and not demand:
+            return
+        self._outbox_seq += 1
+        now = self.clock()
+        manifest = load_manifest(
+            self._server_name, self._outbox_seq, now, [load_to_json(s) for s in busy], demand
+        )
+        self.store.apply([(LOAD_KIND, self._server_name, manifest)], [], now)
+
+    def _read_routes(self) -> None:
+        """A follower's routes: the leader's ServiceEndpoints, read again when the store's
+        revision moved."""
+        revision = self.store.revision()
+        if revision == self._follow_seen:
+            return
+        routes: list[Route] = []
+        for obj in self.store.list_objects(ENDPOINTS_KIND):
+            try:
+                routes.append(route_from_json(obj.manifest["spec"]))
+            except (KeyError, TypeError, ValueError) as exc:
+                log.warning("ignoring ServiceEndpoints %s: %s", obj.name, exc)
+        ready = frozenset(e.replica for r in routes for e in r.endpoints if e.ready)
+        with self._lock:
+            if self._is_following():  # not if this server began to lead meanwhile
+                self._routes = tuple(routes)
+                self._follower_ready = ready
+        self._follow_seen = revision
 
     # ---- reads (describe, get) ----
 
@@ -694,6 +929,9 @@ class ServiceController:
             waiting=waiting,
             error=error,
             url=url,
+            events=tuple(
+                e for e in self.store.object_events(SERVICE_KIND, name) if e.at >= obj.created_at
+            )[-EVENTS_SHOWN:],
         )
 
     # ---- writes: promote, rollback ----

@@ -61,7 +61,9 @@ class LoadSample:
     requests received, ``rejected_total`` of those answered 429/503 by the router.
     ``in_flight_avg`` is the time-weighted mean of ``in_flight`` since the router's previous
     sample (None from a router that does not measure it): the concurrency the autoscaler
-    wants, which an instant count misses for short requests."""
+    wants, which an instant count misses for short requests. ``source`` names the router
+    that measured it ("" for the router beside the server), so that the samples of several
+    routers are summed rather than interleaved (``phalanx.serving.load``)."""
 
     service: str
     at: float
@@ -70,6 +72,11 @@ class LoadSample:
     requests_total: int
     rejected_total: int = 0
     in_flight_avg: float | None = None
+    #: From the LLM gateway, what the replicas' engines report (None: not known): requests
+    #: waiting in them, summed, and their KV-cache usage (a fraction), averaged.
+    engine_waiting: float | None = None
+    kv_cache_usage: float | None = None
+    source: str = ""
 
 
 class RouteSource(Protocol):
@@ -140,6 +147,9 @@ def load_to_json(sample: LoadSample) -> dict[str, Any]:
         "requestsTotal": sample.requests_total,
         "rejectedTotal": sample.rejected_total,
         "inFlightAvg": sample.in_flight_avg,
+        "engineWaiting": sample.engine_waiting,
+        "kvCacheUsage": sample.kv_cache_usage,
+        "source": sample.source,
     }
 
 
@@ -152,4 +162,9 @@ def load_from_json(data: Mapping[str, Any]) -> LoadSample:
         requests_total=int(data["requestsTotal"]),
         rejected_total=int(data.get("rejectedTotal", 0)),
         in_flight_avg=(None if data.get("inFlightAvg") is None else float(data["inFlightAvg"])),
+        engine_waiting=(
+            None if data.get("engineWaiting") is None else float(data["engineWaiting"])
+        ),
+        kv_cache_usage=(None if data.get("kvCacheUsage") is None else float(data["kvCacheUsage"])),
+        source=str(data.get("source", "")),
     )

@@ -1,11 +1,13 @@
 """The objects a Service owns, as manifests: its replica Jobs and its ServiceRevisions (the
 templates of its revisions, kept so that a canary or a rollback can create replicas of an older
-one). Pure: no I/O; the Service controller stores them.
+one); and, when several servers share one store, the ServiceEndpoints the leader publishes and
+the ServiceLoad each follower reports. Pure: no I/O; the Service controller stores them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from phalanx.model.service import (
@@ -15,12 +17,17 @@ from phalanx.model.service import (
     ReplicaTemplate,
     ServiceSpec,
     parse_service,
+    template_env,
     template_manifest,
 )
 from phalanx.model.specs import API_VERSION
 
 SERVICE_KIND = "Service"
 REVISION_KIND = "ServiceRevision"
+#: With leader election: the leader's routes, one object per Service, for the other servers.
+ENDPOINTS_KIND = "ServiceEndpoints"
+#: With leader election: a follower's router load and demand, one object per follower.
+LOAD_KIND = "ServiceLoad"
 
 
 def replica_manifest(
@@ -35,7 +42,7 @@ def replica_manifest(
     """The Job of replica ``replica`` of Service ``name`` (uid ``uid``): ``template`` of
     ``revision`` listening on ``port``, owned by the Service, labelled with both, never
     restarted in place (a failed replica is replaced)."""
-    env = {
+    env: dict[str, str] = {
         **template.env,
         "PORT": str(port),
         "PHALANX_PORT": str(port),
@@ -48,7 +55,8 @@ def replica_manifest(
         "replicas": template.pods,
         "resources": template.resources.to_quantities(),
         "command": list(template.command),
-        "env": env,
+        # Variables from Secrets stay references: the Job's pods resolve them at launch.
+        "env": (template_env(replace(template, env=env)) if template.secret_env else env),
     }
     if template.args:
         pod_set["args"] = list(template.args)
@@ -106,3 +114,37 @@ def revision_template(manifest: Mapping[str, Any]) -> tuple[ReplicaTemplate, int
     }
     parsed = parse_service(probe, f"ServiceRevision {manifest['metadata']['name']}")
     return parsed.template, parsed.port
+
+
+def endpoints_manifest(route_json: Mapping[str, Any]) -> dict[str, Any]:
+    """The ServiceEndpoints object of one route (``endpoints.route_to_json``): what the
+    leader's Service controller publishes so that every server's router can route."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": ENDPOINTS_KIND,
+        "metadata": {
+            "name": str(route_json["service"]),
+            "labels": {SERVICE_LABEL: str(route_json["service"])},
+        },
+        "spec": dict(route_json),
+    }
+
+
+def load_manifest(
+    server: str, seq: int, at: float, samples: list[dict[str, Any]], demand: Mapping[str, float]
+) -> dict[str, Any]:
+    """The ServiceLoad object of server ``server`` (a follower): the load samples its router
+    took since its previous write (``endpoints.load_to_json``), numbered ``seq``, and when a
+    request last waited at zero per service (``demand``)."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": LOAD_KIND,
+        "metadata": {"name": server},
+        "spec": {
+            "server": server,
+            "seq": seq,
+            "at": at,
+            "samples": samples,
+            "demand": dict(demand),
+        },
+    }

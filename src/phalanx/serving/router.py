@@ -100,6 +100,10 @@ class _ServiceState:
 class Router:
     """The reverse proxy; see the module docstring. Not thread-safe: use it on one loop."""
 
+    #: The status of a request that waited ``cold_start_timeout_s`` in vain (the LLM gateway,
+    #: like OpenAI's API, answers 429 so that clients retry after Retry-After).
+    cold_start_status = 503
+
     def __init__(
         self,
         source: RouteSource,
@@ -507,7 +511,7 @@ class Router:
             if not state.revisions:
                 state.rejected_total += 1
                 client.respond_error(
-                    503,
+                    self.cold_start_status,
                     f"service {route.service} has no ready replica after waiting "
                     f"{route.cold_start_timeout_s:g} s (coldStartTimeoutSeconds); it may be "
                     "starting or blocked by quota: phalanx describe service "

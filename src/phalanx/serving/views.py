@@ -9,6 +9,7 @@ from typing import Any
 
 from phalanx.model.service import ServiceSpec
 from phalanx.serving.rollout import ReplicaPhase
+from phalanx.store import EventRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +65,8 @@ class ServiceView:
     waiting: str
     error: str
     url: str
+    #: Its newest events (scaling decisions, errors), oldest first.
+    events: tuple[EventRecord, ...] = ()
 
     @property
     def ready(self) -> int:

@@ -1,6 +1,7 @@
 """A tiny HTTP/1.1 replica for the Service tests: listens on $PORT, answers ``GET /healthz``
 with 200 once started (after ``STARTUP_DELAY_S`` seconds), anything else with its revision,
-replica name and process id as JSON. Standard library only."""
+replica name and process id as JSON (``?sleep=SECONDS``: after that long). Standard library
+only."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ class Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
 
     def do_GET(self) -> None:
+        if "sleep=" in self.path:  # ?sleep=SECONDS: a slow answer (load that stays in flight)
+            time.sleep(float(self.path.split("sleep=", 1)[1].split("&", 1)[0]))
         if self.path == "/healthz":
             body = b"ok"
         else:

@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 from service_harness import ServingHarness, get, service_manifest
 
+from phalanx.api.services import service_out
+
 
 @pytest.fixture
 def serving(tmp_path: Path) -> Iterator[ServingHarness]:
@@ -135,6 +137,7 @@ def test_a_canary_at_10_percent_gets_10_percent_of_2000_requests(
 def test_scale_to_zero_and_back_the_first_request_waits_and_succeeds(
     serving: ServingHarness,
 ) -> None:
+    serving.services.config.scale_event_interval_s = 0.5  # each change its own event
     serving.plane.apply(
         [
             service_manifest(
@@ -165,6 +168,21 @@ def test_scale_to_zero_and_back_the_first_request_waits_and_succeeds(
     assert waited_s >= 0.3  # it waited for the replica's start
     assert any(d.code == "ScaleFromZero" for d in serving.view("lazy").decisions)
     conn.close()
+    # every change of scale is an event with its numbers, in the Service's API answer
+    serving.wait("three events", lambda: len(serving.view("lazy").events) >= 3)
+    events = service_out(serving.view("lazy"))["events"]
+    assert [
+        (e["reason"], e["facts"]["from_replicas"], e["facts"]["to_replicas"]) for e in events
+    ] == [("ScaledUp", 0, 1), ("ScaledToZero", 1, 0), ("ScaledUp", 0, 1)]
+    assert events[0]["facts"]["decision"] == "ScaleFromZero"
+    assert events[1]["facts"]["decision"] == "ScaleToZero"
+    assert events[1]["facts"]["idle_s"] >= 1.0
+    assert events[1]["message"].startswith("Service lazy scaled from 1 to 0 replica(s): idle")
+    # back at zero; a steady state (the loop deciding 0 every 50 ms) records nothing more
+    serving.wait("zero again", lambda: len(serving.view("lazy").events) == 4, timeout_s=30)
+    assert serving.view("lazy").events[3].reason == "ScaledToZero"
+    time.sleep(2.0)
+    assert len(serving.view("lazy").events) == 4
 
 
 def test_a_rolling_update_under_continuous_load_fails_no_request(
@@ -202,15 +220,19 @@ def test_a_killed_replica_is_replaced_and_requests_go_elsewhere(
     serving.plane.apply([service_manifest("sturdy", minReplicas=2)])
     view = serving.wait_ready("sturdy", 2)
     victim = view.replicas[0].name
+    # One client, one request at a time: the router's ties must go round both replicas,
+    # also to one it has no pooled connection to yet. (Were the tie lost whenever the
+    # slow path picks again, every request would go to the first replica reached, for
+    # ever; demanding both, whichever the victim is, makes that fail every time.)
+    serving.wait("both replicas in the routes", lambda: _routed(serving, "sturdy", 2))
+    time.sleep(5 * serving.router.router.refresh_interval_s)
     conn = serving.connection()
     pids = {}
-    # Ready in the controller's view comes a route refresh before the router sends to it.
-    deadline = time.monotonic() + 2
-    while len(pids) < 2 and time.monotonic() < deadline:
+    for _ in range(20):
         _, data = get(conn, "/sturdy/")
         pids[data["replica"]] = data["pid"]
     conn.close()
-    assert victim in pids
+    assert set(pids) == {r.name for r in view.replicas}, pids
     with Load(serving.port, "/sturdy/", clients=2) as load:
         serving.wait("some load", lambda: load.total > 50)
         os.kill(pids[victim], signal.SIGKILL)
@@ -229,6 +251,13 @@ def test_a_killed_replica_is_replaced_and_requests_go_elsewhere(
     assert load.statuses[200] > 100
     replicas = {r.name for r in serving.view("sturdy").replicas}
     assert victim not in replicas and len(replicas) == 2
+
+
+def _routed(serving: ServingHarness, service: str, ready: int) -> bool:
+    """The controller publishes ``ready`` ready endpoints of ``service`` (the router reads
+    them within its refresh interval, 50 ms: the caller waits that long too)."""
+    routes = [r for r in serving.services.routes() if r.service == service]
+    return bool(routes) and len(routes[0].ready_endpoints()) == ready
 
 
 def test_a_scale_up_blocked_by_quota_shows_the_reason(tmp_path: Path) -> None:

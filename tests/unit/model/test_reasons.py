@@ -52,6 +52,9 @@ def test_code_values_never_change() -> None:
         "CANCELLED": "Cancelled",
         "QUARANTINED": "Quarantined",
         "RELEASED": "Released",
+        "SCALED_UP": "ScaledUp",
+        "SCALED_DOWN": "ScaledDown",
+        "SCALED_TO_ZERO": "ScaledToZero",
         "RECONCILE_ERROR": "ReconcileError",
         "OWNER_DELETED": "OwnerDeleted",
     }

@@ -99,3 +99,18 @@ def test_describe_shows_revisions_replicas_reasons_and_decisions() -> None:
     assert "QuotaExceeded: queue q uses 1/1 cpu" in text
     assert "10s ago: 3 replica(s), Stable: stable window" in text
     assert "bbbbbbbbbb" in text and "(latest)" in text and "90%" in text
+
+
+def test_describe_shows_the_services_events() -> None:
+    assert "Events (newest last):\n  (none)" in describe_service(SERVICE, now=1100.0)
+    event = {
+        "at": 1080.0,
+        "type": "Normal",
+        "reason": "ScaledUp",
+        "message": "Service web scaled from 1 to 3 replica(s): panic window: ...",
+        "facts": {"from_replicas": 1, "to_replicas": 3},
+    }
+    text = describe_service({**SERVICE, "events": [event]}, now=1100.0)
+    assert text.splitlines()[-1] == (
+        "  20s ago  Normal   ScaledUp: Service web scaled from 1 to 3 replica(s): panic window: ..."
+    )

@@ -156,3 +156,51 @@ def test_a_revision_is_named_by_the_template_and_port_only() -> None:
     assert len({a.revision, changed.revision, moved.revision}) == 3
     assert a.revision == revision_of(a.template, a.port)
     assert len(a.revision) == 10 and int(a.revision, 16) >= 0
+
+
+def test_env_from_a_secret_round_trips_and_changes_the_revision() -> None:
+    ref = {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}}
+    env = [{"name": "MODE", "value": "fast"}, ref]
+    parsed = kinds.parse(manifest(template={"command": ["python", "s.py"], "env": env}))
+    spec = parsed.obj
+    assert isinstance(spec, ServiceSpec)
+    assert dict(spec.template.env) == {"MODE": "fast"}
+    assert {k: (r.secret, r.key) for k, r in spec.template.secret_env.items()} == {
+        "TOKEN": ("hf", "token")
+    }
+    written = parsed.manifest["spec"]
+    assert isinstance(written, dict)
+    assert written["template"]["env"] == env
+    assert kinds.parse(parsed.manifest).obj == spec
+    other = copy.deepcopy(env)
+    other[1]["valueFrom"]["secretKeyRef"]["key"] = "other"  # type: ignore[index]
+    moved = kinds.parse(manifest(template={"command": ["python", "s.py"], "env": other})).obj
+    assert isinstance(moved, ServiceSpec) and moved.revision != spec.revision
+    plain = kinds.parse(manifest(template={"command": ["python", "s.py"]})).obj
+    assert isinstance(plain, ServiceSpec)
+    # a template without Secrets keeps the revision it had before Secrets were allowed
+    assert plain.revision == revision_of(plain.template, plain.port)
+
+
+@pytest.mark.parametrize(
+    ("entry", "path", "fragment"),
+    [
+        pytest.param(
+            {"name": "PORT", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}},
+            "spec.template.env.PORT",
+            "is set by phalanx",
+            id="port-from-a-secret",
+        ),
+        pytest.param(
+            {"name": "T", "valueFrom": {"secretKeyRef": {"name": "s"}}},
+            "spec.template.env[0].valueFrom.secretKeyRef.key",
+            "",
+            id="no-key",
+        ),
+    ],
+)
+def test_a_bad_secret_reference_is_named(entry: dict[str, Any], path: str, fragment: str) -> None:
+    with pytest.raises(SpecError) as raised:
+        kinds.parse(manifest(template={"command": ["python", "s.py"], "env": [entry]}))
+    text = str(raised.value)
+    assert path in text and fragment in text
