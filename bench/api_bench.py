@@ -566,6 +566,13 @@ def main() -> None:
     )
     parser.add_argument("--auth-rounds", type=int, default=3)
     parser.add_argument(
+        "--store-apply",
+        choices=("dbapi", "core"),
+        default="dbapi",
+        help="how the servers' SQLite store writes new jobs: through the DBAPI cursor (the "
+        "default) or SQLAlchemy Core (the earlier path, PHALANX_STORE_APPLY=core), to compare",
+    )
+    parser.add_argument(
         "--auth-only", action="store_true", help="measure only what auth adds (e), in-process"
     )
     args = parser.parse_args()
@@ -588,7 +595,12 @@ def main() -> None:
         bound = "≥" if higher else "<"
         rows.append((metric, f"{value:,.1f} {unit}", f"{bound} {target:,.0f}", f"{ratio:.2f}"))
 
-    print(f"server: phalanx up --nodes {args.nodes} --log-level {args.log_level}, SQLite")
+    os.environ["PHALANX_STORE_APPLY"] = args.store_apply  # the servers inherit it
+    print(
+        f"server: phalanx up --nodes {args.nodes} --log-level {args.log_level}, SQLite "
+        f"(new jobs written through {args.store_apply})"
+    )
+    print(f"load: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} (1, 5 min)")
     # a. one job per request
     with Server(args.nodes, args.log_level) as server:
         with server.client() as client:

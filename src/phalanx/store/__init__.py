@@ -1,6 +1,7 @@
 """Persistence: SQLAlchemy on SQLite (default) or PostgreSQL. Must not import controllers."""
 
 from phalanx.store.identity import IdentityStore
+from phalanx.store.memory import MEMORY_URL, ConstraintError, MemoryStore
 from phalanx.store.records import (
     AuditRecord,
     Change,
@@ -16,12 +17,15 @@ from phalanx.store.records import (
 from phalanx.store.sql import Store, StoreError, default_url, open_store
 
 __all__ = [
+    "MEMORY_URL",
     "AuditRecord",
     "Change",
+    "ConstraintError",
     "EventRecord",
     "IdentityStore",
     "JobRecord",
     "Lease",
+    "MemoryStore",
     "ObjectRecord",
     "PodRecord",
     "Store",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -33,7 +34,7 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from phalanx.model.transitions import is_allowed
-from phalanx.store import schema
+from phalanx.store import dbapi, schema
 from phalanx.store.records import (
     Change,
     EventRecord,
@@ -228,6 +229,12 @@ class Store:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._is_postgres = self.engine.dialect.name == "postgresql"
         self._write_lock = None if self._is_postgres else threading.Lock()
+        #: Whether apply writes new jobs through the DBAPI cursor (store/dbapi.py): on
+        #: SQLite unless PHALANX_STORE_APPLY=core asks for the SQLAlchemy Core statements
+        #: (kept to compare the two: bench/api_bench.py --store-apply core).
+        self._writes_through_dbapi = (
+            not self._is_postgres and os.environ.get("PHALANX_STORE_APPLY", "") != "core"
+        )
         self._apply_gate = threading.Lock()
         self._apply_queue_lock = threading.Lock()
         self._apply_queue: list[_Apply] = []
@@ -336,6 +343,9 @@ class Store:
 
     def _apply_all(self, batch: list[_Apply]) -> None:
         try:
+            if self._writes_through_dbapi and not any(r.configs for r in batch):
+                self._apply_jobs_through_dbapi(batch)
+                return
             with self._txn() as s:
                 conn = s.connection()
                 names = [job[0] for request in batch for job in request.jobs]
@@ -354,13 +364,46 @@ class Store:
                     request.actions += job_actions
                     existing.update((row["name"], row["manifest"]) for row in rows)
                     new_rows += rows
-                _insert_jobs(conn, new_rows)
+                if self._writes_through_dbapi:
+                    dbapi.insert_jobs(conn.connection.cursor(), new_rows)
+                else:
+                    _insert_jobs(conn, new_rows)
         except Exception as exc:  # the transaction failed: every request in it failed
             for request in batch:
                 request.error = request.error or exc
         finally:
             for request in batch:
                 request.is_done = True
+
+    def _apply_jobs_through_dbapi(self, batch: list[_Apply]) -> None:
+        """``_apply_all`` for requests of jobs only, on SQLite: one transaction on a pooled
+        driver connection, without a Session (whose set-up and commit cost more than the
+        writes of one job)."""
+        assert self._write_lock is not None  # SQLite only
+        with self._write_lock:
+            connection = self.engine.raw_connection()
+            try:
+                cursor = connection.cursor()
+                cursor.execute("BEGIN IMMEDIATE")
+                try:
+                    names = [job[0] for request in batch for job in request.jobs]
+                    existing = dbapi.manifests_named(cursor, names)
+                    new_rows: list[dict[str, Any]] = []
+                    for request in batch:
+                        try:
+                            request.actions, rows = _new_jobs(request, existing)
+                        except ValueError as exc:
+                            request.error = exc
+                            continue
+                        existing.update((row["name"], row["manifest"]) for row in rows)
+                        new_rows += rows
+                    dbapi.insert_jobs(cursor, new_rows)
+                except BaseException:
+                    connection.rollback()
+                    raise
+                connection.commit()
+            finally:
+                connection.close()
 
     def _apply_configs(
         self, s: Session, configs: Sequence[tuple[str, str, dict[str, Any]]], now: float
