@@ -4,6 +4,7 @@ hang rule built on it."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,11 +59,17 @@ class ProgressCache:
         self.wall_clock = wall_clock
         #: job id -> (uid, attempt, the directory's mtime in ns, what was read)
         self._read: dict[int, tuple[str, int, int, JobProgress]] = {}
+        #: (job id, uid) -> the job's status directory, as a string: building the Path on
+        #: every tick for every job holding capacity cost more than the stat itself.
+        self._folders: dict[tuple[int, str], str] = {}
 
     def get(self, job: JobRecord) -> JobProgress:
-        folder = checkpoint_dir(self.data_dir, job) / STATUS_DIR
+        key = (job.id, job.uid)
+        folder = self._folders.get(key)
+        if folder is None:
+            folder = self._folders[key] = str(checkpoint_dir(self.data_dir, job) / STATUS_DIR)
         try:
-            mtime_ns = folder.stat().st_mtime_ns
+            mtime_ns = os.stat(folder).st_mtime_ns  # noqa: PTH116 - a str: no Path per tick
         except OSError:
             self._read.pop(job.id, None)
             return JobProgress()  # nothing reported yet
@@ -80,6 +87,8 @@ class ProgressCache:
         """Forget jobs that no longer hold capacity."""
         for job_id in [j for j in self._read if j not in job_ids]:
             del self._read[job_id]
+        for key in [k for k in self._folders if k[0] not in job_ids]:
+            del self._folders[key]
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,7 @@ from typing import Protocol
 from phalanx import kinds
 from phalanx.backends.base import Backend, PodEvent
 from phalanx.controllers.errors import ConflictError, NotFoundError
-from phalanx.controllers.health import HealthTracker, apply_quarantine
+from phalanx.controllers.health import HealthTracker, NodeHealth, apply_quarantine
 from phalanx.controllers.lifecycle import Lifecycle, guarded, job_reason, reason_event
 from phalanx.controllers.progress import JobProgress, ProgressCache, hung_jobs
 from phalanx.controllers.state import (
@@ -85,12 +85,17 @@ class _Containment:
         try:
             yield
         except Exception as exc:  # contained to this job; the loop goes on
-            self.stats.object_errors += 1
-            log.exception("%s: %s of job %s failed", self.name, step, job.name)
-            try:
-                self.lifecycle.record_error(job, self.name, step, exc)
-            except Exception:  # the store itself failing is logged, not raised
-                log.exception("recording the error on job %s failed", job.name)
+            self.failed(job, step, exc)
+
+    def failed(self, job: JobRecord, step: str, exc: Exception) -> None:
+        """Contain ``exc``, raised by ``step`` on ``job`` (what ``on`` does; for loops over
+        many jobs, where a context manager per job costs more than the step)."""
+        self.stats.object_errors += 1
+        log.error("%s: %s of job %s failed", self.name, step, job.name, exc_info=exc)
+        try:
+            self.lifecycle.record_error(job, self.name, step, exc)
+        except Exception:  # the store itself failing is logged, not raised
+            log.exception("recording the error on job %s failed", job.name)
 
 
 class NodeHealthReconciler:
@@ -110,6 +115,10 @@ class NodeHealthReconciler:
         self.backend = backend
         self.health = health
         self.config_revision = config_revision
+        #: The last ``nodes()``: (what the backend reported, the health read, the answer),
+        #: reused while both are unchanged (the loop asks twice per tick; nodes are the same
+        #: objects from one call to the next, so the comparison is mostly by identity).
+        self._last: tuple[list[Node], dict[str, NodeHealth], list[Node]] | None = None
 
     def reconcile(self, now: float) -> None:
         self.nodes()
@@ -121,11 +130,17 @@ class NodeHealthReconciler:
         (a critical GPU error) is quarantined at once."""
         observed = self.backend.nodes()
         health = self.health.all(self.config_revision())
+        last = self._last
+        if last is not None and last[0] == observed and last[1] == health:
+            return list(last[2])
+        read = dict(health)
         for n in observed:
             if n.unhealthy_reason and not (n.name in health and health[n.name].is_quarantined):
                 log.warning("node %s quarantined: %s", n.name, n.unhealthy_reason)
                 health[n.name] = self.health.quarantine_now(n.name, n.unhealthy_reason)
-        return apply_quarantine(observed, health)
+        out = apply_quarantine(observed, health)
+        self._last = (observed, read, out)
+        return list(out)
 
 
 class JobsReconciler:
@@ -432,9 +447,12 @@ class JobsReconciler:
     def _progress(self, world: World) -> dict[int, JobProgress]:
         """What the workloads of jobs holding capacity reported (status files)."""
         out = {}
+        get = self._progress_files.get
         for job_id, job in world.holding.items():
-            with self.contain.on(job, "read progress"):
-                out[job_id] = self._progress_files.get(job)
+            try:
+                out[job_id] = get(job)
+            except Exception as exc:  # contained to this job, as contain.on does
+                self.contain.failed(job, "read progress", exc)
         self._progress_files.keep_only(set(out))
         return out
 

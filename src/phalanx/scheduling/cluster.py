@@ -14,6 +14,8 @@ from phalanx.model.objects import DeviceShare, Node, ResourceFlavor, Taint
 from phalanx.model.resources import GPU_MILLI_PER_DEVICE, Resources
 
 FULL = GPU_MILLI_PER_DEVICE
+#: Bound on the change log (``ClusterState.changed``) before it is cleared.
+_MAX_CHANGE_LOG = 1 << 16
 
 
 class Journal:
@@ -225,6 +227,15 @@ class ClusterState:
         self.journal = Journal()
         self.version = 0
         self._next_version = 1
+        #: Nodes whose free capacity changed, in order (rollbacks included), so that a reader
+        #: can catch up on what changed since it last looked: ``changed[i]`` is change number
+        #: ``changed_base + i``. Cleared (``changed_base`` moves on) when it grows long; a
+        #: reader whose position is before ``changed_base`` must start over.
+        self.changed: list[NodeState] = []
+        self.changed_base = 0
+        #: Nodes that score plugins may have left a memo on (``frag_memo``, ``strand_memo``)
+        #: since the placer last cleared them: clearing those only is cheaper than every node.
+        self.memoed: set[NodeState] = set()
         ordered = sorted(nodes, key=lambda n: n.name)
         self.nodes: dict[str, NodeState] = {}
         self.unschedulable: dict[str, str] = {}
@@ -280,6 +291,11 @@ class ClusterState:
             node.free_whole += (after == FULL) - (before == FULL)
         for index in indexes:
             index.add(node)
+        changed = self.changed
+        changed.append(node)
+        if len(changed) > _MAX_CHANGE_LOG:
+            self.changed_base += len(changed)
+            changed.clear()
 
     def assign(
         self, node: NodeState, resources: Resources, devices: tuple[DeviceShare, ...]

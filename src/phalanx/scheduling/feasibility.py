@@ -78,6 +78,17 @@ class Feasibility:
             ]
             for f in flavors
         }
+        # Per flavor, its nodes' distinct capacities (each with the first node by name that
+        # has it) and how many nodes have each: the checks count slots per capacity.
+        self._kinds: dict[str, list[tuple[_Capacity, int]]] = {}
+        for flavor, members in self._members.items():
+            firsts: dict[tuple[int, int, int], _Capacity] = {}
+            counts: dict[tuple[int, int, int], int] = {}
+            for _, c in members:
+                size = (c.gpus, c.cpu_milli, c.memory_bytes)
+                firsts.setdefault(size, c)
+                counts[size] = counts.get(size, 0) + 1
+            self._kinds[flavor] = [(c, counts[size]) for size, c in firsts.items()]
         self._memo: dict[_Key, Reason | None] = {}
 
     def never_fits(self, job: JobSpec, flavor: str) -> Reason | None:
@@ -97,8 +108,10 @@ class Feasibility:
         members = self._members.get(flavor)
         if members is None:
             return None
-        caps = [c for _, c in members]
-        base: dict[str, Fact] = {"flavor": flavor, "nodes_total": len(caps)}
+        # Distinct capacities in the order of their first node by name: ``max`` below picks
+        # the same (first) node as over every node.
+        caps = [c for c, _ in self._kinds[flavor]]
+        base: dict[str, Fact] = {"flavor": flavor, "nodes_total": len(members)}
         hardest = max(job.pod_sets, key=lambda ps: (ps.resources.gpu_milli, ps.resources.cpu_milli))
         # 1. No node at all.
         if not caps:
@@ -138,7 +151,7 @@ class Feasibility:
         elif minimum < job.pod_count:
             sets = []  # which pods make up the minimum is open: only the checks above hold
         for name, r, count in sets:
-            slots = sum(c.slots(r) for c in caps)
+            slots = sum(c.slots(r) * n for c, n in self._kinds[flavor])
             if slots < count:
                 return Reason(
                     ReasonCode.NEVER_FITS,
@@ -153,7 +166,7 @@ class Feasibility:
                 )
         if len(sets) > 1:
             need = sum(ps.resources.gpu_milli * ps.replicas for ps in job.pod_sets)
-            capacity = sum(c.gpus for c in caps) * GPU_MILLI_PER_DEVICE
+            capacity = sum(c.gpus * n for c, n in self._kinds[flavor]) * GPU_MILLI_PER_DEVICE
             if need > capacity:
                 return Reason(
                     ReasonCode.NEVER_FITS,

@@ -8,8 +8,10 @@ When a pod cannot be placed, ``explain`` states why with the numbers. Pure.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from phalanx.model.objects import (
     NODE_TOPOLOGY,
@@ -36,6 +38,24 @@ from phalanx.scheduling.plugins import (
 _FULL_EXPLAIN_MAX_NODES = 256
 #: Bound on remembered evaluations (a long session sees many node states).
 _MAX_EVALUATIONS = 1 << 20
+#: Bound on the (typical shapes, pod shape) pairs whose evaluations and rankings of nodes
+#: are kept (see ``_Ranking``).
+_MAX_KEPT = 256
+
+#: One entry of a ranking: (minus the score, node order, tie-break, the node's state when
+#: scored, the node, the devices it would give).
+_Entry = tuple[float, int, int, object, NodeState, tuple[DeviceShare, ...]]
+
+
+@dataclass(slots=True)
+class _Ranking:
+    """The feasible nodes of one flavor for one pod shape, best first (a heap on minus the
+    score, then node order), as of change ``synced`` of the cluster's change log. Entries of
+    nodes that changed since they were scored are stale: they are dropped when they reach the
+    top, and the node's current evaluation is pushed when the ranking catches up."""
+
+    synced: int
+    heap: list[_Entry] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +89,10 @@ class Placer:
         max_candidates: int,
         *,
         searches_devices: bool | None = None,
+        ranked: bool = True,
     ) -> None:
+        """``ranked``: whether ``place_pod`` may use the kept rankings (``_ranked_best``) where
+        they give the scan's answer; False always scans (tests compare the two)."""
         self.cluster = cluster
         self.scores = scores
         self.shapes = shapes
@@ -84,8 +107,11 @@ class Placer:
         # a lookup (kept until the shapes change).
         self._identity_scores = tuple((fn, w) for fn, w in scores if reads_node_identity(fn))
         self._state_scores = tuple((fn, w) for fn, w in scores if not reads_node_identity(fn))
+        # Keyed by the typical shapes too (scores read them): when the shapes change and
+        # change back, as they do from one cycle to the next, the evaluations still hold.
+        self._shapes_key: tuple[Shape, ...] = tuple(shapes)
         self._evaluations: dict[
-            tuple[Resources, tuple[object, ...]],
+            tuple[tuple[Shape, ...], Resources, tuple[object, ...]],
             dict[object, tuple[float, tuple[DeviceShare, ...]] | None],
         ] = {}
         #: Whether a fraction's device is chosen by score rather than tightest fit: by default
@@ -99,15 +125,24 @@ class Placer:
         #: in the published FGD simulator, rather than to the first candidate found.
         self.ties_by_order = any(getattr(fn, "ties_by_order", False) for fn, _ in scores)
         self._by_model = False
+        #: Kept rankings by (shapes, flavor, resources, tolerations); see ``_ranked_best``.
+        self._rankings: dict[
+            tuple[tuple[Shape, ...], str, Resources, tuple[object, ...]], _Ranking
+        ] = {}
+        self._tie = itertools.count()
+        self.ranked = ranked
 
     def set_shapes(self, shapes: Sequence[Shape]) -> None:
-        """Replace the typical pod shapes (fragmentation); drops what depended on the old."""
+        """Replace the typical pod shapes (fragmentation): clears the score memos nodes hold;
+        evaluations and rankings are kept by shapes, for when these shapes come back."""
         self.shapes = shapes
+        self._shapes_key = tuple(shapes)
         # Shapes restricted to GPU models make node-state scores depend on the node's model.
         self._by_model = any(shape.models for shape in shapes)
-        self._evaluations.clear()
-        for node in self.cluster.nodes.values():
+        memoed = self.cluster.memoed
+        for node in memoed:
             node.frag_memo = node.strand_memo = None
+        memoed.clear()
 
     # ---- one pod ----
 
@@ -136,14 +171,23 @@ class Placer:
         if domain is None and self._infeasible.get(key) == cluster.version:
             return None
         index = cluster.flavors[flavor]
+        evaluations = self._evaluations_for(pod)
+        if (
+            domain is None
+            and self.ranked
+            and self.ties_by_order
+            and not self._identity_scores
+            and self.max_candidates >= len(index.nodes)
+        ):
+            choice = self._ranked_best(pod, (self._shapes_key, *key), index, evaluations)
+            if choice is None:
+                self._infeasible[key] = cluster.version
+            return choice
         source = domain if domain is not None else self._index_candidates(pod, index)
         best: NodeState | None = None
         best_devices: tuple[DeviceShare, ...] = ()
         best_score = 0.0
         found = 0
-        evaluations = self._evaluations.get((pod.resources, pod.tolerations))
-        if evaluations is None or len(evaluations) > _MAX_EVALUATIONS:
-            evaluations = self._evaluations[(pod.resources, pod.tolerations)] = {}
         identity = self._identity_scores
         by_order = self.ties_by_order
         by_model = self._by_model
@@ -178,6 +222,96 @@ class Placer:
             return None
         return best, best_devices
 
+    def _evaluations_for(
+        self, pod: PodRequest
+    ) -> dict[object, tuple[float, tuple[DeviceShare, ...]] | None]:
+        """The evaluations of ``pod``'s shape under the current typical shapes, by node state
+        (kept for the last ``_MAX_KEPT`` pairs)."""
+        key = (self._shapes_key, pod.resources, pod.tolerations)
+        kept = self._evaluations
+        evaluations = kept.pop(key, None)  # put back last: the oldest unused go first
+        if evaluations is None or len(evaluations) > _MAX_EVALUATIONS:
+            if len(kept) >= _MAX_KEPT:
+                del kept[next(iter(kept))]
+            evaluations = {}
+        kept[key] = evaluations
+        return evaluations
+
+    def _ranked_best(
+        self,
+        pod: PodRequest,
+        key: tuple[tuple[Shape, ...], str, Resources, tuple[object, ...]],
+        index: FlavorIndex,
+        evaluations: dict[object, tuple[float, tuple[DeviceShare, ...]] | None],
+    ) -> tuple[NodeState, tuple[DeviceShare, ...]] | None:
+        """``place_pod`` without a domain when the policy breaks ties by node order, no score
+        reads the node's identity and every candidate may be scored: the same answer as the
+        scan over the candidates (the highest score, then the first node by order; a node's
+        evaluation is a function of its state), from a ranking kept per pod shape that catches
+        up with the nodes changed since it was last read rather than scoring every node.
+        Feasible nodes are a subset of the index's candidates, so ranking the candidates and
+        then every changed node that has an evaluation ranks the same nodes."""
+        cluster = self.cluster
+        changed, base = cluster.changed, cluster.changed_base
+        ranking = self._rankings.pop(key, None)  # put back last, as evaluations are
+        if ranking is not None and (
+            ranking.synced < base
+            or base + len(changed) - ranking.synced > len(index.nodes)
+            or len(ranking.heap) > 4 * len(index.nodes) + 64
+        ):
+            ranking = None
+        if ranking is None:
+            ranking = _Ranking(base + len(changed))
+            ranking.heap = [
+                entry
+                for node in self._index_candidates(pod, index)
+                if (entry := self._entry(pod, node, evaluations)) is not None
+            ]
+            heapq.heapify(ranking.heap)
+            if len(self._rankings) >= _MAX_KEPT:
+                del self._rankings[next(iter(self._rankings))]
+        else:
+            seen: set[str] = set()
+            for node in changed[ranking.synced - base :]:
+                if node.name in seen or index not in node.flavor_indexes:
+                    continue
+                seen.add(node.name)
+                entry = self._entry(pod, node, evaluations)
+                if entry is not None:
+                    heapq.heappush(ranking.heap, entry)
+            ranking.synced = base + len(changed)
+        self._rankings[key] = ranking
+        heap = ranking.heap
+        by_model = self._by_model
+        while heap:
+            _, _, _, state, node, devices = heap[0]
+            now: object = node.state_id()
+            if by_model:
+                now = (now, node.labels.get(GPU_MODEL_LABEL, ""))
+            if now == state:
+                return node, devices
+            heapq.heappop(heap)
+        return None
+
+    def _entry(
+        self,
+        pod: PodRequest,
+        node: NodeState,
+        evaluations: dict[object, tuple[float, tuple[DeviceShare, ...]] | None],
+    ) -> _Entry | None:
+        """The ranking entry of ``node`` in its current state, or None if ``pod`` does not
+        fit it."""
+        state: object = node.state_id()
+        if self._by_model:
+            state = (state, node.labels.get(GPU_MODEL_LABEL, ""))
+        if state in evaluations:
+            result = evaluations[state]
+        else:
+            result = evaluations[state] = self._evaluate(pod, node)
+        if result is None:
+            return None
+        return (-result[0], node.order, next(self._tie), state, node, result[1])
+
     def _evaluate(
         self, pod: PodRequest, node: NodeState
     ) -> tuple[float, tuple[DeviceShare, ...]] | None:
@@ -210,6 +344,7 @@ class Placer:
         return self._score(pod, node, devices), devices
 
     def _score(self, pod: PodRequest, node: NodeState, devices: tuple[DeviceShare, ...]) -> float:
+        self.cluster.memoed.add(node)  # the scores may memoise on it (see set_shapes)
         score = 0.0
         for fn, weight in self._state_scores:
             score += weight * fn(pod, node, devices, self.shapes)

@@ -25,6 +25,7 @@ replays decisions through a ``SchedulingSession`` without the controllers lives 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -33,7 +34,7 @@ from phalanx.model.objects import JobPhase
 from phalanx.model.reasons import ReasonCode
 from phalanx.model.specs import job_to_manifest
 from phalanx.scheduling import SchedulerConfig
-from phalanx.simulation.driver import Arrival, Driver, config_manifests
+from phalanx.simulation.driver import MEMORY_STORE_URL, Arrival, Driver, config_manifests
 from phalanx.simulation.faults import Faults
 from phalanx.simulation.metrics import Summary, jain_index, summarize
 from phalanx.simulation.trace import TraceError, TraceJob
@@ -81,6 +82,8 @@ class FullResult:
     quarantines: int = 0
     #: ``controllers`` (the production control plane) or ``session`` (session_replay.py).
     engine: str = "controllers"
+    #: ``outcome_digest`` of the run when asked for (``run_full(digest=True)``), else "".
+    digest: str = ""
 
     @property
     def lost_gpu_h(self) -> float:
@@ -116,10 +119,14 @@ def run_full(
     progress: Callable[[int, int], None] | None = None,
     faults: Faults | None = None,
     defer_completions: bool = True,
+    store_url: str = MEMORY_STORE_URL,
+    digest: bool = False,
 ) -> FullResult:
     """Replay ``jobs`` through the control plane in virtual time (module docstring) and
-    return the figures. Raises TraceError for a job name used twice, SpecError naming a job
-    whose name or labels the control plane rejects."""
+    return the figures; ``store_url`` picks the store (driver.MEMORY_STORE_URL); ``digest``
+    adds the ``outcome_digest`` of what was recorded. Raises
+    TraceError for a job name used twice, SpecError naming a job whose name or labels the
+    control plane rejects."""
     seen: set[str] = set()
     for j in jobs:
         if j.name in seen:
@@ -139,9 +146,35 @@ def run_full(
         failures=faults.failures,
         repair_s=faults.repair_s,
         defer_completions=defer_completions,
+        store_url=store_url,
     ) as driver:
         driver.run(progress)
-        return _figures(driver, world, jobs, policy, seed, faults)
+        result = _figures(driver, world, jobs, policy, seed, faults)
+        return replace(result, digest=outcome_digest(driver.store)) if digest else result
+
+
+def outcome_digest(store: Store) -> str:
+    """A SHA-256 (hex) of everything the controllers recorded: every job's phase, times and
+    attempt with its events (time, type, reason, message, facts), and every pod's job, pod
+    set, index, attempt, node, devices, times and phase. Two replays that decided the same
+    things at the same virtual times have equal digests (pod ids, which end in a random
+    suffix, are left out: the job, pod set, index and attempt name a pod)."""
+    h = hashlib.sha256()
+    records = sorted(store.list_jobs(), key=_name)
+    names = {j.id: j.name for j in records}
+    for j in records:
+        h.update(repr((j.name, j.phase, j.created_at, j.started_at, j.finished_at)).encode())
+        h.update(repr(j.attempt).encode())
+        for e in store.events(j.id):
+            facts = sorted(e.facts.items(), key=str)
+            h.update(repr((e.at, e.type, e.reason, e.message, facts)).encode())
+    pods = sorted(
+        store.pods(), key=lambda p: (names.get(p.job_id, ""), p.attempt, p.pod_set, p.index)
+    )
+    for p in pods:
+        h.update(repr((names.get(p.job_id, ""), p.pod_set, p.index, p.attempt, p.node)).encode())
+        h.update(repr((p.devices, p.created_at, p.started_at, p.finished_at, p.phase)).encode())
+    return h.hexdigest()
 
 
 def _figures(

@@ -8,8 +8,9 @@ import pytest
 from simjobs import GI, job
 
 from phalanx.backends.sim import SimWorkload
+from phalanx.controllers.health import QuarantinePolicy
 from phalanx.model.specs import SpecError
-from phalanx.simulation.driver import Arrival, Driver, config_manifests
+from phalanx.simulation.driver import MEMORY_STORE_URL, Arrival, Driver, config_manifests
 from phalanx.simulation.faults import Faults
 from phalanx.simulation.full import job_manifest, workload_of
 from phalanx.simulation.trace import TraceJob, make_node
@@ -56,7 +57,9 @@ def _history(driver: Driver) -> dict[str, object]:
     return out
 
 
-def _run(jobs: list[TraceJob], faults: Faults, *, defer: bool) -> tuple[dict[str, object], int]:
+def _run(
+    jobs: list[TraceJob], faults: Faults, *, defer: bool, store_url: str = MEMORY_STORE_URL
+) -> tuple[dict[str, object], int]:
     world = build_world(NODES, jobs, [unlimited_queue("q")])
     arrivals = [Arrival(j.submit_s, job_manifest(j), workload_of(j, faults)) for j in jobs]
     with Driver(
@@ -67,9 +70,31 @@ def _run(jobs: list[TraceJob], faults: Faults, *, defer: bool) -> tuple[dict[str
         failures=faults.failures,
         repair_s=faults.repair_s,
         defer_completions=defer,
+        store_url=store_url,
     ) as driver:
         driver.run()
         return _history(driver), len(driver.cycles)
+
+
+def test_the_memory_store_records_the_same_history_as_the_sql_store() -> None:
+    """The default in-memory store and the SQL store (in-memory SQLite) under the same
+    controllers: the same jobs, events, pods and times, through preemptions, node failures,
+    restarts from checkpoints and quarantine."""
+    jobs = _busy_trace(seed=5)
+    faults = Faults(
+        ((30.0, "n0"), (70.0, "n1"), (100.0, "n0")),
+        repair_s=15.0,
+        checkpoint_s=10.0,
+        restart="checkpoint",
+        checkpoint_aware=True,
+        quarantine=QuarantinePolicy(threshold=1, min_jobs=1, cooldown_s=30.0),
+    )
+    in_memory, memory_ticks = _run(jobs, faults, defer=True)
+    in_sql, sql_ticks = _run(jobs, faults, defer=True, store_url="sqlite://")
+    assert in_memory == in_sql and memory_ticks == sql_ticks
+    codes = {e[0] for h in in_memory.values() if isinstance(h, tuple) for e in h[4]}
+    assert {"Preempted", "Restarting", "Succeeded"} <= codes
+    assert any(in_memory[node] for node in ("n0", "n1")), "no node was quarantined"
 
 
 def test_deferring_completions_records_the_same_history() -> None:

@@ -68,3 +68,17 @@ def test_a_gang_is_placed_whole_or_waits(run: Run) -> None:
     jobs = [job("a", 1000, runtime_s=3), job("g", 1000, submit_s=1, runtime_s=2, replicas=2)]
     result = run(build_world(NODE, jobs), jobs, "fragmentation-aware", seed=1)
     assert result.jcts_s == (3.0, 4.0)
+
+
+def test_outcome_digest_names_the_decisions() -> None:
+    # Equal runs record equal histories; a job arriving a second later changes its times.
+    def digest(b_at: float) -> str:
+        jobs = [job("a", 2000, runtime_s=10), job("b", 1000, submit_s=b_at, runtime_s=5)]
+        return run_full(build_world(NODE, jobs), jobs, "best-fit", 1, digest=True).digest
+
+    first = digest(1.0)
+    assert len(first) == 64
+    assert digest(1.0) == first
+    assert digest(2.0) != first
+    jobs = [job("a", 1000)]
+    assert run_full(build_world(NODE, jobs), jobs, "best-fit", 1).digest == ""
