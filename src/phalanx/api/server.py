@@ -56,6 +56,7 @@ from phalanx.controllers.leader import LeaseConfig, Role
 from phalanx.controllers.plane import ControlPlane, ControlPlaneConfig
 from phalanx.pipelines.reconciler import PipelineRunReconciler, ScheduleReconciler
 from phalanx.serving.controller import ServiceController, ServingConfig
+from phalanx.serving.llm.gateway import GatewayThread
 from phalanx.serving.router import RouterThread
 from phalanx.store import open_store
 
@@ -106,6 +107,9 @@ class ServerSettings:
     #: The serving router beside the API, on ``host``: its port (0: any free port; None: no
     #: router in this process, e.g. when ``phalanx router`` runs apart).
     router_port: int | None = 0
+    #: The LLM gateway beside the API, on ``host``: its port (0: any free port; None: none,
+    #: the default; ``phalanx gateway`` runs it apart). See docs/llm.md.
+    gateway_port: int | None = None
     #: Local backend: the user pods run as (``none``: the server's own); None: the dedicated
     #: ``phalanx-pod`` when the server runs as root, else the server's (see isolation.py).
     pod_user: str | None = None
@@ -386,11 +390,38 @@ class ApiServer:
                     ) from exc
                 self.router_url = _url(settings.host, router_port, "https" if self.tls else "http")
                 self.services.config.router_url = self.router_url
+            # The LLM gateway beside the API: the same routes and load sink as the router.
+            self.gateway: GatewayThread | None = None
+            self.gateway_url = ""
+            if settings.gateway_port is not None:
+                gateway_tls = None
+                if self.tls:
+                    gateway_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+                    gateway_tls.load_cert_chain(str(self.tls[0]), str(self.tls[1]))
+                self.gateway = GatewayThread(
+                    self.services,
+                    self.services,
+                    settings.host,
+                    settings.gateway_port,
+                    ssl=gateway_tls,
+                )
+                try:
+                    gateway_port = self.gateway.start()
+                except OSError as exc:
+                    raise ServerError(
+                        f"cannot listen on {settings.host}:{settings.gateway_port} for the "
+                        f"LLM gateway: {exc}; choose another with --gateway-port (0: any)"
+                    ) from exc
+                self.gateway_url = _url(
+                    settings.host, gateway_port, "https" if self.tls else "http"
+                )
             self.plane.start()
         except BaseException:
             self._socket.close()
             if getattr(self, "router", None) is not None:
                 self.router.stop()  # type: ignore[union-attr]
+            if getattr(self, "gateway", None) is not None:
+                self.gateway.stop()  # type: ignore[union-attr]
             raise
         # Open watch streams end within one poll once uvicorn is asked to exit (by a signal
         # or request_stop), rather than holding the graceful shutdown to its timeout.
@@ -450,6 +481,7 @@ class ApiServer:
             "started_at": time.time(),
             "ha": self.settings.ha,
             "router_url": self.router_url,
+            "gateway_url": self.gateway_url,
         }
 
     def _on_role(self, role: Role) -> None:
@@ -462,6 +494,8 @@ class ApiServer:
         try:
             if self.router is not None:
                 self.router.stop()
+            if self.gateway is not None:
+                self.gateway.stop()
             self.plane.stop()
             self.services.close()
         finally:

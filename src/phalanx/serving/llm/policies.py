@@ -1,0 +1,320 @@
+"""Which replica an LLM request goes to: pure decisions over plain data.
+
+Pure: no clock, I/O, threads or randomness (an import-linter contract checks it); a
+round-robin turn or a hash is passed in. The gateway (``phalanx.serving.llm.gateway``) keeps
+the state between requests — a ``PrefixIndex`` per service, a ``HashRing`` per set of
+replicas — and asks ``choose`` once per request with the candidates that have a free slot.
+
+The policies (``RoutingParams.policy``):
+
+- ``round-robin``: the candidates in turn.
+- ``least-outstanding``: the fewest requests in flight (ties in turn).
+- ``chwbl``: consistent hashing with bounded loads over the prompt's prefix, as KubeAI
+  describes it: hash the first blocks of the prompt, walk a ring of virtual nodes from there,
+  and take the first replica whose load after this request stays within the bound (so a hot
+  prefix spills to the next replica on the ring, never onto one replica without bound). The
+  bound is ``load_factor`` × the mean load, or the mean + ``miss_cost``, whichever is larger:
+  with the bare factor a light fleet (mean 0.5: bound 1) spills a prefix on its second
+  request in flight, each spill lands the prefix in one more cache, and under load the
+  caches thrash — the misses make requests longer, loads rise and more spill.
+- ``prefix`` (the default): prefix-cache- and load-aware. ``PrefixIndex`` estimates the
+  prefixes each replica holds: the chained hashes of the blocks of prompts recently sent
+  there, at most ``cache_blocks`` per replica, least recently used dropped first (like the
+  replica's KV cache). Each candidate costs ``load + miss_cost × missed / max_blocks``,
+  where ``missed`` is the number of the prompt's blocks (at most ``max_blocks``) it does not
+  hold in a row from the start: a full miss of a prompt of ``max_blocks`` blocks or more
+  weighs ``miss_cost`` queued requests, a shorter prompt's miss less in proportion (prefill
+  time grows with the uncached tokens; weighing a 20-block prompt's miss like a 64-block
+  one's sent conversations to a busy replica for a hit that saved less than the wait).
+  The cheapest wins. A hit is thus worth at most ``miss_cost`` requests of queue: the chosen replica's
+  load is never more than ``miss_cost`` above the least loaded one's, at any load — which
+  is the whole of the load guard. No mean-based bound and no "everyone queues: least
+  loaded" rule: both moved a prefix off its replica while that replica had free slots (a
+  bound of mean + 1 spills a group at its third request in flight), every move costs a
+  full prefill there and evicts another group's blocks, and under overload that feedback
+  (misses → longer requests → more moves) made the fleet thrash worse than round-robin.
+  Ties (equal cost) go to the least loaded, then to the replica whose index holds the
+  fewest blocks (the most room: a new prefix goes where it evicts least, which spreads new
+  groups evenly), then in turn. ``Candidate.waiting`` (the engine's queue) is already part
+  of ``load``; it is not counted twice.
+
+Blocks: ``prompt_blocks`` cuts the prompt's bytes into ``block_chars``-byte blocks and
+chains CRC-32s (the hash of block i covers blocks 0..i), so equal hashes mean equal
+prefixes, whatever came after them.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import math
+import zlib
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+__all__ = [
+    "POLICIES",
+    "Candidate",
+    "HashRing",
+    "PrefixIndex",
+    "RoutingParams",
+    "choose",
+    "choose_chwbl",
+    "choose_least_outstanding",
+    "choose_prefix",
+    "choose_round_robin",
+    "prompt_blocks",
+]
+
+POLICIES = ("prefix", "chwbl", "least-outstanding", "round-robin")
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingParams:
+    """A service's routing settings (``spec.llm.routing``; see the module docstring)."""
+
+    policy: str = "prefix"
+    block_chars: int = 128
+    max_blocks: int = 64
+    cache_blocks: int = 4096
+    load_factor: float = 1.25
+    miss_cost: float = 4.0
+    #: Virtual nodes per replica on the CHWBL ring.
+    ring_points: int = 64
+
+    def __post_init__(self) -> None:
+        if self.policy not in POLICIES:
+            raise ValueError(f"routing policy must be one of {', '.join(POLICIES)}")
+        if self.block_chars < 1 or self.max_blocks < 1 or self.cache_blocks < 1:
+            raise ValueError("blockChars, maxBlocks and cacheBlocks must be at least 1")
+        if self.load_factor < 1.0:
+            raise ValueError(f"loadFactor must be at least 1, got {self.load_factor}")
+
+    @classmethod
+    def from_manifest(cls, data: Mapping[str, object]) -> RoutingParams:
+        """From the ``routing`` mapping of ``Route.extra["llm"]`` (camelCase keys; missing
+        keys take the defaults). Raises ValueError/TypeError on a bad value."""
+
+        def num(key: str, default: float) -> float:
+            value = data.get(key, default)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise TypeError(f"routing.{key} must be a number, not {value!r}")
+            return float(value)
+
+        return cls(
+            policy=str(data.get("policy", "prefix")),
+            block_chars=int(num("blockChars", 128)),
+            max_blocks=int(num("maxBlocks", 64)),
+            cache_blocks=int(num("cacheBlocks", 4096)),
+            load_factor=num("loadFactor", 1.25),
+            miss_cost=num("missCost", 4.0),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A replica that may take the request: ``key`` names it (its URL), ``load`` is its
+    requests in flight (through this gateway, plus what its engine reports beyond them),
+    ``waiting`` the requests its engine last said were queued (0: none, or not known)."""
+
+    key: str
+    load: float
+    waiting: float = 0.0
+
+
+def prompt_blocks(prompt: bytes, block_chars: int, max_blocks: int) -> tuple[int, ...]:
+    """The chained CRC-32 of each whole ``block_chars``-byte block of ``prompt`` (at most
+    ``max_blocks``; a shorter tail counts as one more block). Empty prompt: ()."""
+    out: list[int] = []
+    crc = 0
+    end = min(len(prompt), block_chars * max_blocks)
+    for start in range(0, end, block_chars):
+        crc = zlib.crc32(prompt[start : start + block_chars], crc)
+        out.append(crc)
+    return tuple(out)
+
+
+class PrefixIndex:
+    """The blocks recently sent to each replica: an estimate of its prefix cache, at most
+    ``capacity`` blocks per replica, the least recently sent dropped first. A data
+    structure (``record`` and ``forget`` change it); ``matched`` only reads."""
+
+    __slots__ = ("_blocks", "capacity")
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._blocks: dict[str, OrderedDict[int, None]] = {}
+
+    def matched(self, replica: str, blocks: Sequence[int]) -> int:
+        """How many of ``blocks``, from the first, ``replica`` holds in a row."""
+        held = self._blocks.get(replica)
+        if not held:
+            return 0
+        n = 0
+        for block in blocks:
+            if block not in held:
+                break
+            n += 1
+        return n
+
+    def record(self, replica: str, blocks: Sequence[int]) -> None:
+        """``blocks`` were sent to ``replica``: they are its most recent, oldest dropped."""
+        held = self._blocks.get(replica)
+        if held is None:
+            held = self._blocks[replica] = OrderedDict()
+        for block in blocks:
+            if block in held:
+                held.move_to_end(block)
+            else:
+                held[block] = None
+        while len(held) > self.capacity:
+            held.popitem(last=False)
+
+    def forget(self, replica: str) -> None:
+        """``replica`` lost its cache (restarted, or left the service)."""
+        self._blocks.pop(replica, None)
+
+    def replicas(self) -> tuple[str, ...]:
+        return tuple(self._blocks)
+
+    def size(self, replica: str) -> int:
+        held = self._blocks.get(replica)
+        return len(held) if held else 0
+
+
+@dataclass(frozen=True, slots=True)
+class HashRing:
+    """A consistent-hash ring: ``points`` sorted, ``owners[i]`` the replica of
+    ``points[i]``."""
+
+    points: tuple[int, ...]
+    owners: tuple[str, ...]
+
+    @classmethod
+    def build(cls, replicas: Sequence[str], points_per_replica: int) -> HashRing:
+        """The ring of ``replicas``, each at ``points_per_replica`` positions (the same
+        replicas always give the same ring, whatever their order)."""
+        pairs = sorted(
+            (_mix(f"{replica}#{i}".encode()), replica)
+            for replica in set(replicas)
+            for i in range(points_per_replica)
+        )
+        return cls(tuple(p for p, _ in pairs), tuple(o for _, o in pairs))
+
+    def walk(self, key: int) -> list[str]:
+        """The replicas from ``key`` (mixed first: see ``_mix``) round the ring, each once,
+        in ring order."""
+        n = len(self.points)
+        if not n:
+            return []
+        start = bisect.bisect_left(self.points, _mix(key.to_bytes(8, "little", signed=False)))
+        seen: dict[str, None] = {}
+        for i in range(n):
+            owner = self.owners[(start + i) % n]
+            if owner not in seen:
+                seen[owner] = None
+        return list(seen)
+
+
+def _mix(data: bytes) -> int:
+    """A 64-bit hash of ``data`` for ring positions. Not CRC-32: a CRC is linear, so the
+    points of ``url#0`` … ``url#63`` (and prefix keys that differ in a few bytes) are
+    correlated rather than spread over the ring."""
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
+
+
+def _bound(candidates: Sequence[Candidate], load_factor: float, slack: float = 0.0) -> float:
+    """The most load one replica may have after taking this request: ``load_factor`` × the
+    mean load including this request, rounded up (CHWBL's bound: the least loaded replica
+    is always within it), or the mean plus ``slack``, whichever is larger."""
+    mean = (sum(c.load for c in candidates) + 1.0) / len(candidates)
+    return max(1.0, float(math.ceil(load_factor * mean - 1e-9)), math.ceil(mean + slack - 1e-9))
+
+
+def choose_round_robin(candidates: Sequence[Candidate], turn: int) -> Candidate:
+    return candidates[turn % len(candidates)]
+
+
+def choose_least_outstanding(candidates: Sequence[Candidate], turn: int) -> Candidate:
+    """The least loaded; ties go round from ``turn``."""
+    n = len(candidates)
+    start = turn % n
+    best = candidates[start]
+    for i in range(1, n):
+        c = candidates[(start + i) % n]
+        if c.load < best.load:
+            best = c
+    return best
+
+
+def choose_chwbl(
+    candidates: Sequence[Candidate],
+    blocks: Sequence[int],
+    ring: HashRing,
+    load_factor: float,
+    turn: int,
+    slack: float = 0.0,
+) -> Candidate:
+    """The first replica round ``ring`` from the prefix's hash (the last of ``blocks``)
+    whose load + 1 stays within the bound (``load_factor`` × the mean, or the mean +
+    ``slack``, whichever is larger); no prefix, or none within it: least loaded."""
+    if not blocks:
+        return choose_least_outstanding(candidates, turn)
+    by_key = {c.key: c for c in candidates}
+    bound = _bound(candidates, load_factor, slack)
+    for key in ring.walk(blocks[-1]):
+        c = by_key.get(key)
+        if c is not None and c.load + 1.0 <= bound:
+            return c
+    return choose_least_outstanding(candidates, turn)
+
+
+def choose_prefix(
+    candidates: Sequence[Candidate],
+    blocks: Sequence[int],
+    index: PrefixIndex,
+    params: RoutingParams,
+    turn: int,
+) -> Candidate:
+    """The cheapest candidate: ``load + miss_cost × missed / max_blocks``; ties to the
+    least loaded, then the fewest blocks held, then in turn (see the module docstring)."""
+    n = len(candidates)
+    if n == 1:
+        return candidates[0]
+    total = len(blocks)
+    per_block = params.miss_cost / params.max_blocks
+    start = turn % n
+    best = candidates[start]
+    best_rank: tuple[float, float, int] | None = None
+    for i in range(n):
+        c = candidates[(start + i) % n]
+        missed = total - index.matched(c.key, blocks)
+        # Rounded so that equal costs reached by different float paths tie.
+        cost = round(c.load + per_block * missed, 9)
+        rank = (cost, c.load, index.size(c.key))
+        if best_rank is None or rank < best_rank:
+            best, best_rank = c, rank
+    return best
+
+
+def choose(
+    params: RoutingParams,
+    candidates: Sequence[Candidate],
+    blocks: Sequence[int],
+    *,
+    turn: int,
+    index: PrefixIndex | None = None,
+    ring: HashRing | None = None,
+) -> Candidate:
+    """The replica for one request under ``params.policy``. ``candidates`` must not be
+    empty; ``index`` is needed by ``prefix`` and ``ring`` by ``chwbl`` (without them they
+    fall back to least-outstanding)."""
+    policy = params.policy
+    if policy == "prefix" and index is not None:
+        return choose_prefix(candidates, blocks, index, params, turn)
+    if policy == "chwbl" and ring is not None:
+        return choose_chwbl(candidates, blocks, ring, params.load_factor, turn, params.miss_cost)
+    if policy == "round-robin":
+        return choose_round_robin(candidates, turn)
+    return choose_least_outstanding(candidates, turn)

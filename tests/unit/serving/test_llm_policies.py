@@ -1,0 +1,359 @@
+"""The LLM gateway's routing policies: pure decisions over candidates, prompt blocks, a prefix
+index and a hash ring. Properties: bounded load respected, prefix groups stay together while
+their replica has headroom, new groups spread, and in a small model of the benchmark's fleet
+the prefix policy misses only each group's first request at a moderate rate and never more
+than round-robin under overload."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from phalanx.serving.llm.policies import (
+    Candidate,
+    HashRing,
+    PrefixIndex,
+    RoutingParams,
+    choose,
+    choose_chwbl,
+    choose_prefix,
+    prompt_blocks,
+)
+
+URLS = [f"http://127.0.0.1:{9000 + i}" for i in range(4)]
+
+
+def cands(*loads: float) -> list[Candidate]:
+    return [Candidate(URLS[i], load) for i, load in enumerate(loads)]
+
+
+# -- blocks -----------------------------------------------------------------------------------
+
+
+def test_blocks_are_chained_so_equal_hashes_mean_equal_prefixes() -> None:
+    a = prompt_blocks(b"x" * 10 + b"A" * 10 + b"tail", 10, 64)
+    b = prompt_blocks(b"x" * 10 + b"A" * 10 + b"other tail", 10, 64)
+    c = prompt_blocks(b"y" * 10 + b"A" * 10 + b"tail", 10, 64)
+    assert a[:2] == b[:2] and a[2] != b[2]
+    # The second block is the same bytes, but after another first block: another hash.
+    assert c[1] != a[1]
+    assert len(prompt_blocks(b"z" * 1000, 10, 7)) == 7
+    assert prompt_blocks(b"", 10, 7) == ()
+
+
+# -- simple policies --------------------------------------------------------------------------
+
+
+def test_round_robin_goes_round_whatever_the_load() -> None:
+    params = RoutingParams(policy="round-robin")
+    picks = [choose(params, cands(5, 0, 0, 0), (), turn=t).key for t in range(8)]
+    assert picks == URLS * 2
+
+
+def test_least_outstanding_takes_the_least_loaded_and_rotates_ties() -> None:
+    params = RoutingParams(policy="least-outstanding")
+    assert choose(params, cands(3, 1, 2, 5), (), turn=0).key == URLS[1]
+    tied = {choose(params, cands(1, 0, 0, 1), (), turn=t).key for t in range(4)}
+    assert tied == {URLS[1], URLS[2]}
+
+
+# -- CHWBL ------------------------------------------------------------------------------------
+
+
+def test_chwbl_is_sticky_by_prefix_and_spreads_prefixes() -> None:
+    ring = HashRing.build(URLS, 64)
+    owners = Counter()
+    for group in range(200):
+        blocks = prompt_blocks(f"system prompt of group {group} ".encode() * 8, 64, 8)
+        first = choose_chwbl(cands(0, 0, 0, 0), blocks, ring, 1.25, turn=group)
+        again = choose_chwbl(cands(0, 0, 0, 0), blocks, ring, 1.25, turn=group + 1)
+        assert first.key == again.key  # the turn does not matter: the prefix does
+        owners[first.key] += 1
+    assert set(owners) == set(URLS)
+    assert min(owners.values()) >= 20  # 200 groups over 4 replicas, none starved
+
+
+def test_the_ring_does_not_depend_on_replica_order() -> None:
+    assert HashRing.build(URLS, 16) == HashRing.build(list(reversed(URLS)), 16)
+
+
+def test_chwbl_passes_over_a_replica_above_the_bound() -> None:
+    ring = HashRing.build(URLS, 64)
+    blocks = prompt_blocks(b"the hot prefix " * 20, 64, 8)
+    home = choose_chwbl(cands(0, 0, 0, 0), blocks, ring, 1.25, turn=0).key
+    loads = [0.0] * 4
+    loads[URLS.index(home)] = 10
+    spilled = choose_chwbl(cands(*loads), blocks, ring, 1.25, turn=0)
+    assert spilled.key != home
+    # The spill is the next replica round the ring, not any replica.
+    assert spilled.key == next(k for k in ring.walk(blocks[-1]) if k != home)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    loads=st.lists(st.integers(0, 50), min_size=1, max_size=4),
+    prompt=st.binary(min_size=0, max_size=300),
+    factor=st.floats(1.0, 3.0),
+)
+def test_chwbl_never_exceeds_the_bounded_load(
+    loads: list[int], prompt: bytes, factor: float
+) -> None:
+    candidates = cands(*loads)
+    ring = HashRing.build([c.key for c in candidates], 16)
+    chosen = choose_chwbl(candidates, prompt_blocks(prompt, 32, 8), ring, factor, turn=3)
+    mean = (sum(loads) + 1) / len(loads)
+    assert chosen.load + 1 <= max(1, math.ceil(factor * mean - 1e-9))
+    # With a slack, the bound is the larger of the two.
+    slacked = choose_chwbl(candidates, prompt_blocks(prompt, 32, 8), ring, factor, 3, 4.0)
+    assert slacked.load + 1 <= max(1, math.ceil(factor * mean - 1e-9), math.ceil(mean + 4.0))
+
+
+# -- prefix-aware -----------------------------------------------------------------------------
+
+
+def _simulate(
+    params: RoutingParams, prompts: list[bytes], capacity_loads: list[float] | None = None
+) -> tuple[list[str], PrefixIndex]:
+    """Route ``prompts`` one after another (each stays in flight: load grows), recording
+    blocks as the gateway does."""
+    index = PrefixIndex(params.cache_blocks)
+    loads = dict.fromkeys(URLS, 0.0)
+    if capacity_loads:
+        loads = {u: capacity_loads[i] for i, u in enumerate(URLS)}
+    out = []
+    for turn, prompt in enumerate(prompts):
+        blocks = prompt_blocks(prompt, params.block_chars, params.max_blocks)
+        chosen = choose(
+            params, [Candidate(u, loads[u]) for u in URLS], blocks, turn=turn, index=index
+        )
+        index.record(chosen.key, blocks)
+        out.append(chosen.key)
+    return out, index
+
+
+def test_prefix_groups_stick_to_one_replica_at_light_load() -> None:
+    params = RoutingParams(block_chars=32, max_blocks=32)
+    systems = [f"You are assistant number {g}. " * 20 for g in range(4)]
+    index = PrefixIndex(params.cache_blocks)
+    homes: dict[int, set[str]] = {g: set() for g in range(4)}
+    turn = 0
+    for round_ in range(10):
+        for g, system in enumerate(systems):
+            blocks = prompt_blocks(f"{system} user turn {round_}".encode(), 32, 32)
+            chosen = choose(params, cands(0, 0, 0, 0), blocks, turn=turn, index=index)
+            turn += 1
+            index.record(chosen.key, blocks)
+            homes[g].add(chosen.key)
+    assert all(len(h) == 1 for h in homes.values()), homes
+    # Four groups on four idle replicas: each group's first request went to a cold replica
+    # in turn, so the groups are spread, one per replica.
+    assert len({next(iter(h)) for h in homes.values()}) == 4
+
+
+def test_a_hit_is_worth_at_most_miss_cost_queued_requests() -> None:
+    params = RoutingParams(miss_cost=4.0, load_factor=100.0)
+    blocks = prompt_blocks(b"shared system prompt " * 400, 128, 64)
+    assert len(blocks) == params.max_blocks
+    index = PrefixIndex(1000)
+    index.record(URLS[0], blocks)
+    assert choose_prefix(cands(3, 0, 0, 0), blocks, index, params, 0).key == URLS[0]
+    assert choose_prefix(cands(5, 0, 0, 0), blocks, index, params, 0).key != URLS[0]
+
+
+def test_a_short_prompts_miss_weighs_less_than_a_long_ones() -> None:
+    """Prefill time grows with the uncached tokens: a full miss weighs ``miss_cost`` queued
+    requests for a prompt of ``max_blocks`` blocks, and proportionally less for a shorter
+    one, so a short conversation turn does not queue on a busy replica for a small hit."""
+    params = RoutingParams(block_chars=16, max_blocks=64, miss_cost=4.0)
+    long = prompt_blocks(b"L" * 16 * 64, 16, 64)
+    short = prompt_blocks(b"S" * 16 * 16, 16, 64)  # 16 blocks: a miss weighs 1 request
+    index = PrefixIndex(1000)
+    index.record(URLS[0], long)
+    index.record(URLS[0], short)
+    assert choose_prefix(cands(3, 0, 0, 0), long, index, params, 0).key == URLS[0]
+    assert choose_prefix(cands(3, 0, 0, 0), short, index, params, 0).key != URLS[0]
+    assert choose_prefix(cands(1, 0.5, 0.5, 0.5), short, index, params, 0).key == URLS[0]
+
+
+def test_a_partial_hit_counts_its_share_of_blocks() -> None:
+    params = RoutingParams(block_chars=10, max_blocks=10, miss_cost=4.0, load_factor=100.0)
+    full = prompt_blocks(b"a" * 100, 10, 10)
+    index = PrefixIndex(1000)
+    index.record(URLS[0], full[:5])  # half the prompt
+    index.record(URLS[1], full)  # all of it
+    assert choose_prefix(cands(1, 1, 0, 0), full, index, params, 0).key == URLS[1]
+    # Replica 0's half hit (cost 1 + 2) beats an idle miss (4) and replica 1 at load 3.5.
+    assert choose_prefix(cands(1, 3.5, 0, 0), full, index, params, 0).key == URLS[0]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    loads=st.lists(st.integers(0, 40), min_size=2, max_size=4),
+    held=st.lists(st.integers(0, 8), min_size=4, max_size=4),
+    turn=st.integers(0, 7),
+)
+def test_prefix_takes_the_cheapest_and_never_strays_far_from_the_least_loaded(
+    loads: list[int], held: list[int], turn: int
+) -> None:
+    params = RoutingParams(block_chars=8, max_blocks=8, miss_cost=4.0)
+    blocks = prompt_blocks(b"q" * 64, 8, 8)
+    index = PrefixIndex(100)
+    for i in range(len(loads)):
+        index.record(URLS[i], blocks[: held[i]])
+    chosen = choose_prefix(cands(*loads), blocks, index, params, turn)
+    costs = {URLS[i]: loads[i] + 4.0 * (1 - held[i] / 8) for i in range(len(loads))}
+    assert costs[chosen.key] == min(costs.values())
+    # A hit is worth at most miss_cost queued requests, whatever the load.
+    assert chosen.load <= min(loads) + params.miss_cost
+
+
+def test_a_group_keeps_its_replica_while_that_has_headroom() -> None:
+    """The old mean-based bound moved a group off its replica at its third request in
+    flight, though the replica had free slots: a full prefill elsewhere, and another
+    group's blocks evicted there."""
+    params = RoutingParams(miss_cost=4.0, load_factor=1.25)
+    blocks = prompt_blocks(b"popular prefix " * 600, 128, 64)
+    index = PrefixIndex(1000)
+    index.record(URLS[0], blocks)
+    for load in (1, 2, 3):
+        assert choose_prefix(cands(load, 0, 0, 0), blocks, index, params, 0).key == URLS[0]
+    # miss_cost requests above the least loaded: a tie, which the least loaded wins.
+    assert choose_prefix(cands(4, 0, 0, 0), blocks, index, params, 0).key != URLS[0]
+    assert choose_prefix(cands(8, 5, 6, 6), blocks, index, params, 0).key == URLS[0]
+
+
+def test_when_every_engine_queues_a_hit_still_counts() -> None:
+    """The old rule (every engine queues: least loaded, a hit only breaks ties) scattered
+    every group under overload: the misses it made lengthened requests, which kept every
+    engine queueing — worse than round-robin."""
+    params = RoutingParams(miss_cost=4.0)
+    blocks = prompt_blocks(b"popular prefix " * 600, 128, 64)
+    index = PrefixIndex(1000)
+    index.record(URLS[0], blocks)
+
+    def queued(*loads: float) -> list[Candidate]:
+        return [Candidate(URLS[i], load, 2.0) for i, load in enumerate(loads)]
+
+    assert choose_prefix(queued(7, 5, 5, 6), blocks, index, params, 0).key == URLS[0]
+    assert choose_prefix(queued(9, 5, 5, 6), blocks, index, params, 0).key == URLS[1]
+
+
+def test_new_prefixes_go_where_the_index_holds_least() -> None:
+    params = RoutingParams(block_chars=16)
+    index = PrefixIndex(10_000)
+    for turn in range(8):  # eight groups, one after another, on an idle fleet
+        blocks = prompt_blocks(f"group {turn} system prompt ".encode() * 8, 16, 64)
+        assert len(blocks) == 11
+        # The same turn each time: the emptiest replica takes the new group, not the turn's.
+        chosen = choose_prefix(cands(0, 0, 0, 0), blocks, index, params, 0)
+        index.record(chosen.key, blocks)
+    assert sorted(index.size(u) for u in URLS) == [2 * 11] * 4
+
+
+def _fleet(policy: str, arrivals: list[list[int]], cache_groups: int) -> tuple[int, int]:
+    """A small model of the bench's fleet: 4 replicas, each keeping the ``cache_groups``
+    groups it served last (LRU); a request takes 1 tick on a hit and 5 on a miss (its
+    blocks are cached when it starts). ``arrivals[t]``: the groups of the requests that
+    arrive at tick t. Returns (misses, cold groups): the misses a policy cannot avoid are
+    one per group."""
+    params = RoutingParams(policy=policy, block_chars=16, max_blocks=16)
+    index = PrefixIndex(params.cache_blocks)
+    caches: dict[str, list[int]] = {u: [] for u in URLS}
+    ends: dict[str, list[int]] = {u: [] for u in URLS}
+    prompts = {g: prompt_blocks(f"system prompt {g} ".encode() * 16, 16, 16) for g in range(8)}
+    misses = 0
+    turn = 0
+    for t, groups in enumerate(arrivals):
+        for u in URLS:
+            ends[u] = [e for e in ends[u] if e > t]
+        for g in groups:
+            turn += 1
+            candidates = [Candidate(u, float(len(ends[u]))) for u in URLS]
+            chosen = choose(params, candidates, prompts[g], turn=turn, index=index).key
+            index.record(chosen, prompts[g])
+            cache = caches[chosen]
+            hit = g in cache
+            misses += not hit
+            if hit:
+                cache.remove(g)
+            cache.append(g)
+            del cache[:-cache_groups]
+            ends[chosen].append(t + (1 if hit else 5))
+    return misses, len({g for groups in arrivals for g in groups})
+
+
+@settings(max_examples=100, deadline=None)
+@given(arrivals=st.lists(st.lists(st.integers(0, 7), max_size=2), min_size=20, max_size=80))
+def test_at_a_moderate_rate_only_the_first_request_of_each_group_misses(
+    arrivals: list[list[int]],
+) -> None:
+    """Eight groups, four replicas with room for three groups each, at most two arrivals a
+    tick: the groups fit two to a replica, so any miss past each group's first is the
+    policy's doing (the old bound spilled groups and made such misses)."""
+    misses, cold = _fleet("prefix", arrivals, cache_groups=3)
+    assert misses == cold
+
+
+@settings(max_examples=50, deadline=None)
+@given(arrivals=st.lists(st.lists(st.integers(0, 7), min_size=3, max_size=6), min_size=30))
+def test_under_overload_prefix_misses_less_than_round_robin(arrivals: list[list[int]]) -> None:
+    prefix, _ = _fleet("prefix", arrivals, cache_groups=3)
+    rr, _ = _fleet("round-robin", arrivals, cache_groups=3)
+    assert prefix <= rr
+
+
+def test_under_overload_prefix_spreads_like_round_robin() -> None:
+    """Every request stays in flight (overload: nothing finishes) and all share one prefix:
+    the prefix policy must not pile them on the replica that holds it."""
+    params = RoutingParams(block_chars=16)
+    index = PrefixIndex(10_000)
+    loads = dict.fromkeys(URLS, 0.0)
+    prompt = b"the only system prompt in the world " * 10
+    for turn in range(400):
+        blocks = prompt_blocks(prompt + str(turn).encode(), 16, 64)
+        chosen = choose(
+            params, [Candidate(u, loads[u]) for u in URLS], blocks, turn=turn, index=index
+        )
+        index.record(chosen.key, blocks)
+        loads[chosen.key] += 1
+    # Round-robin's spread is exactly 100 each; the prefix policy stays within miss_cost.
+    assert max(loads.values()) - min(loads.values()) <= params.miss_cost + 1
+
+
+def test_index_is_bounded_and_drops_least_recent_blocks() -> None:
+    index = PrefixIndex(capacity=8)
+    old = prompt_blocks(b"o" * 80, 10, 8)
+    new = prompt_blocks(b"n" * 80, 10, 8)
+    index.record(URLS[0], old)
+    assert index.matched(URLS[0], old) == 8
+    index.record(URLS[0], new[:4])
+    assert index.size(URLS[0]) == 8
+    # The oldest four blocks of "old" went first: its first block is gone, so no hit.
+    assert index.matched(URLS[0], old) == 0
+    assert index.matched(URLS[0], new) == 4
+    index.forget(URLS[0])
+    assert index.matched(URLS[0], new) == 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [
+        ({"policy": "random"}, "routing policy"),
+        ({"block_chars": 0}, "at least 1"),
+        ({"load_factor": 0.5}, "loadFactor"),
+    ],
+)
+def test_bad_params_name_the_setting(kwargs: dict[str, object], fragment: str) -> None:
+    with pytest.raises(ValueError, match=fragment):
+        RoutingParams(**kwargs)  # type: ignore[arg-type]
+
+
+def test_params_from_the_route_manifest() -> None:
+    p = RoutingParams.from_manifest({"policy": "chwbl", "blockChars": 64, "loadFactor": 2})
+    assert (p.policy, p.block_chars, p.load_factor, p.cache_blocks) == ("chwbl", 64, 2.0, 4096)
+    with pytest.raises(TypeError, match="blockChars"):
+        RoutingParams.from_manifest({"blockChars": "many"})
