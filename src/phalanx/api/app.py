@@ -78,7 +78,7 @@ from phalanx.api.schemas import (
 )
 from phalanx.api.secrets import add_secret_routes
 from phalanx.api.services import services_router
-from phalanx.api.ui import ui_router
+from phalanx.api.ui import start_warm_up, ui_router
 from phalanx.api.watch import WATCHED_KINDS, OpenWatches, Watch, WatchSettings
 from phalanx.auth import AuditLog, Identity, admit_apply, kind_name, rule_for
 from phalanx.controllers.plane import ControlPlane
@@ -711,7 +711,7 @@ def create_app(
     app.include_router(pipelines_router(plane), dependencies=[Depends(_TokenCheck(token))])
     app.include_router(services_router(plane), dependencies=[Depends(_TokenCheck(token))])
     # The web dashboard at / (pages under /ui): reads through the routes above.
-    app.include_router(ui_router(plane.queries.data_dir / "reports"))
+    app.include_router(ui_router(plane.queries.data_dir / "reports", plane.queries, is_stopping))
 
     _document_refusals(app)
     metrics_registry = registry_for(plane)
@@ -741,4 +741,6 @@ def create_app(
         health["watches"] = open_watches.count
         return health
 
+    # A fresh server's first request would build every route's models (api.ui.warm_up).
+    start_warm_up(app, plane.queries)
     return app

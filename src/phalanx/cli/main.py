@@ -31,6 +31,7 @@ import typer
 from typer.core import TyperGroup
 
 from phalanx import __version__, kinds
+from phalanx.cli.ask import ask as ask_command
 from phalanx.cli.auth import audit as audit_command
 from phalanx.cli.auth import token_app, user_app
 from phalanx.cli.daemon import (
@@ -43,6 +44,7 @@ from phalanx.cli.daemon import (
 )
 from phalanx.cli.describe import describe_flavor, describe_job, describe_node, describe_queue
 from phalanx.cli.doctor import job_estimates, render_report
+from phalanx.cli.gateway import gateway as gateway_command
 from phalanx.cli.get import Query, WatchPrinter, empty_message, fetch, watch_changes
 from phalanx.cli.pipeline import pipeline_app, print_objects, print_run
 from phalanx.cli.secrets import describe_secret, print_secrets
@@ -298,6 +300,16 @@ def up(
             "0: any free port; -1: no router (run `phalanx router` apart).",
         ),
     ] = None,
+    gateway_port: Annotated[
+        int | None,
+        typer.Option(
+            "--gateway-port",
+            min=0,
+            max=65535,
+            help="Run the OpenAI-compatible LLM gateway beside the API on this port (0: any "
+            "free port); default: none (run `phalanx gateway` apart). See docs/llm.md.",
+        ),
+    ] = None,
     daemon: Annotated[
         bool,
         typer.Option("--daemon", "-d", help="Run in the background; log to <data-dir>/server.log."),
@@ -368,6 +380,8 @@ def up(
         up_args = ["--host", host, "--port", str(port), "--log-level", log_level]
         if router_port is not None:
             up_args += ["--router-port", str(router_port)]
+        if gateway_port is not None:
+            up_args += ["--gateway-port", str(gateway_port)]
         up_args += ["--backend", backend, "--namespace", namespace]
         if kubeconfig:
             up_args += ["--kubeconfig", kubeconfig]
@@ -420,6 +434,7 @@ def up(
         tls=(tls_cert, tls_key, tls_ca, insecure),
         pod_user=pod_user,
         router_port=router_port,
+        gateway_port=gateway_port,
     )
 
 
@@ -438,6 +453,7 @@ def _serve_foreground(
     tls: tuple[Path | None, Path | None, Path | None, bool] = (None, None, None, False),
     pod_user: str | None = None,
     router_port: int | None = None,
+    gateway_port: int | None = None,
 ) -> None:
     import logging
 
@@ -472,6 +488,7 @@ def _serve_foreground(
             if router_port is None
             else (None if router_port < 0 else router_port)
         ),
+        gateway_port=gateway_port,
     )
     try:
         server = ApiServer(settings)
@@ -802,7 +819,10 @@ def doctor(
     ctx: typer.Context,
     kind: Annotated[
         str | None,
-        typer.Argument(metavar="[KIND]", help="job, node or queue: look at one object only."),
+        typer.Argument(
+            metavar="[KIND]",
+            help="job, node, queue, service or pipelinerun: look at one object only.",
+        ),
     ] = None,
     name: Annotated[str | None, typer.Argument(metavar="[NAME]", help="Its name.")] = None,
     output: Annotated[
@@ -810,7 +830,8 @@ def doctor(
     ] = None,
 ) -> None:
     """Name the root causes of what waits, fails or idles, across queues, gangs, nodes and
-    runtimes, with the evidence and the fix: everything, or one job, node or queue."""
+    runtimes, services and pipeline runs, with the evidence and the fix: everything, or one
+    job, node, queue, service or pipeline run."""
     if kind is not None and name is None:
         _fail(f"which {kind}? use: phalanx doctor {kind} NAME (or phalanx doctor for everything)")
     with _globals(ctx).client() as client:
@@ -881,6 +902,7 @@ def demo(ctx: typer.Context) -> None:
 app.command("simulate")(simulate_command)
 app.command("serve-model")(serve_model_command)
 app.command("router")(router_command)
+app.command("gateway")(gateway_command)
 app.command("serve")(serve)
 app.add_typer(service_app, name="service")
 
@@ -905,6 +927,7 @@ def db(
     run_db(action, store_url, _globals(ctx).resolved_data_dir())
 
 
+app.command("ask")(ask_command)
 app.add_typer(pipeline_app, name="pipeline")
 app.add_typer(user_app, name="user")
 app.add_typer(token_app, name="token")

@@ -226,6 +226,8 @@ def _query(http: httpx.Client, expr: str) -> list[object] | None:
         response = http.get("/api/v1/query", params={"query": expr})
     except httpx.HTTPError:
         return None
+    if response.status_code == 503:  # "Service Unavailable" in plain text until it is ready
+        return None
     body = response.json()
     if body.get("status") != "success":
         return None
