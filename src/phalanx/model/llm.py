@@ -30,6 +30,9 @@ ENGINES = ("vllm", "sglang", "llamacpp", "ollama", "openai")
 #: Routing policies (``spec.llm.routing.policy``); ``prefix`` is the default.
 POLICIES = ("prefix", "chwbl", "least-outstanding", "round-robin")
 
+#: Model names one Service may list (``spec.llm.models``).
+MAX_MODELS = 256
+
 # An OpenAI model id: what clients send as "model" (e.g. "Qwen/Qwen2.5-0.5B-Instruct").
 _MODEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,199}$")
 
@@ -112,6 +115,13 @@ def parse_llm(c: _Collector, value: object) -> LLMSpec | None:
         engine = "openai"
     models: list[str] = []
     raw_models = data.get("models")
+    if isinstance(raw_models, list) and len(raw_models) > MAX_MODELS:
+        c.add(
+            "spec.llm.models",
+            f"{len(raw_models)} names",
+            f"lists at most {MAX_MODELS} models; serve more through separate Services",
+        )
+        raw_models = raw_models[:MAX_MODELS]
     for i, model in enumerate(c.strings("spec.llm.models", raw_models)):
         if not _MODEL.match(model):
             c.add(
@@ -133,8 +143,16 @@ def parse_llm(c: _Collector, value: object) -> LLMSpec | None:
     routing = _routing(c, data.get("routing"))
     autoscaling = _llm_autoscaling(c, data.get("autoscaling"))
     metrics_path = data.get("metricsPath", "/metrics")
-    if not isinstance(metrics_path, str) or not metrics_path.startswith("/"):
-        c.add("spec.llm.metricsPath", metrics_path, "must be an HTTP path such as /metrics")
+    if (
+        not isinstance(metrics_path, str)
+        or not metrics_path.startswith("/")
+        or len(metrics_path) > 256
+    ):
+        c.add(
+            "spec.llm.metricsPath",
+            metrics_path if not isinstance(metrics_path, str) else metrics_path[:64],
+            "must be an HTTP path such as /metrics (at most 256 characters)",
+        )
         metrics_path = "/metrics"
     return LLMSpec(str(engine), tuple(models), routing, autoscaling, metrics_path)
 

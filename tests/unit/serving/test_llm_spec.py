@@ -76,6 +76,8 @@ def test_routing_settings_do_not_make_a_new_revision() -> None:
         ({"routing": {"fast": True}}, "spec.llm.routing.fast", ""),
         ({"autoscaling": {"kvCacheTarget": 2}}, "spec.llm.autoscaling.kvCacheTarget", "0.8"),
         ({"metricsPath": "metrics"}, "spec.llm.metricsPath", "/metrics"),
+        ({"metricsPath": "/" + "m" * 300}, "spec.llm.metricsPath", "at most 256 characters"),
+        ({"models": [f"m{i}" for i in range(257)]}, "spec.llm.models", "at most 256 models"),
     ],
     ids=lambda v: str(v)[:30],
 )
