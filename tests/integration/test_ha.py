@@ -9,21 +9,18 @@ default is 10 s)."""
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import os
-import signal
-import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from phalanx.client import Client
+from ha_servers import UpServer, kill_leftover_pods, wait_until
 from phalanx.store import open_store
 from phalanx.testing import queue_manifests
 
@@ -43,42 +40,11 @@ line("start"); time.sleep(float(os.environ["SECONDS_TO_RUN"])); line("end")
 """
 
 
-class Server:
-    """One ``phalanx up --ha`` process and a client of its own URL."""
+class Server(UpServer):
+    """One ``phalanx up --ha`` process (two virtual nodes of 2 GPUs) and a client of its URL."""
 
     def __init__(self, data_dir: Path, store_url: str, name: str) -> None:
-        self.data_dir = data_dir
-        self.log_path = data_dir.parent / f"{name}.log"
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "phalanx.cli",
-                    "--data-dir",
-                    str(data_dir),
-                    "up",
-                    "--ha",
-                    "--lease-ttl",
-                    str(LEASE_TTL_S),
-                    "--store-url",
-                    store_url,
-                    "--nodes",
-                    "2x2",
-                    "--port",
-                    "0",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,  # its pods live in their own sessions anyway
-            )
-        self.pid = self.process.pid
-        info_path = data_dir / f"server-{self.pid}.json"
-        wait_until(lambda: info_path.exists() or self.process.poll() is not None, 30, "start")
-        assert self.process.poll() is None, self.log_path.read_text()
-        self.url = json.loads(info_path.read_text())["url"]
-        self.client = Client(server=self.url, data_dir=data_dir)
+        super().__init__(data_dir, store_url, name, lease_ttl_s=LEASE_TTL_S, nodes="2x2")
 
     def health(self) -> dict[str, object]:
         return self.client.health()
@@ -87,27 +53,6 @@ class Server:
         lease = self.health()["lease"]
         assert isinstance(lease, dict)
         return lease
-
-    def kill(self) -> None:
-        os.kill(self.pid, signal.SIGKILL)  # the server alone: its pods live on
-        self.process.wait()
-
-    def stop(self) -> None:
-        self.client.close()
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
-def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 def job(name: str, ledger: Path, seconds: float, gpus: int, replicas: int = 1) -> dict[str, object]:
@@ -136,13 +81,6 @@ def servers() -> Iterator[list[Server]]:
     yield started
     for server in started:
         server.stop()
-
-
-def kill_leftover_pods(data_dir: Path) -> None:
-    """A failed test must not leave pods running (they are their own process groups)."""
-    for pid_file in (data_dir / "pods").glob("*/pid.json"):
-        with contextlib.suppress(OSError, ValueError):
-            os.killpg(int(json.loads(pid_file.read_text())["pid"]), signal.SIGKILL)
 
 
 def is_live(server: Server, name: str) -> bool:

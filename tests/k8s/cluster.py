@@ -1,8 +1,10 @@
 """The test cluster (etcd + kube-apiserver + KWOK, built by scripts/testcluster) for tests.
 
-``start_cluster`` runs ``testcluster up --daemon`` in a temporary directory. When the binaries
-are not built, the tests are skipped with the command that builds them — unless
-PHALANX_REQUIRE_K8S=1 (CI), where that is an error.
+``start_cluster`` runs ``testcluster up --daemon`` in a temporary directory, and once more in a
+fresh one (fresh ports, fresh certificates) when that start fails; the first failure's output is
+handed to ``on_retry``, a second failure raises with both. When the binaries are not built, the
+tests are skipped with the command that builds them — unless PHALANX_REQUIRE_K8S=1 (CI), where
+that is an error.
 """
 
 from __future__ import annotations
@@ -49,7 +51,10 @@ class Cluster:
             check=False,
         )
         if out.returncode != 0:
-            raise ClusterUnavailableError(f"testcluster up failed: {out.stderr[-2000:]}")
+            raise ClusterUnavailableError(
+                f"testcluster up --dir {directory} failed (exit {out.returncode}):\n"
+                f"{out.stderr[-4000:]}"
+            )
         env = {}
         for line in (directory / "env").read_text().splitlines():
             if line.startswith("export "):
@@ -79,6 +84,28 @@ class Cluster:
         subprocess.run(
             [str(SCRIPT), "down", "--dir", str(self.dir)], capture_output=True, check=False
         )
+
+
+def start_cluster(
+    make_dir: Callable[[], Path], nodes: int, on_retry: Callable[[str], None]
+) -> Cluster:
+    """A running cluster in a directory from ``make_dir``, started at most twice.
+
+    One failed start is retried in a new directory, so the ports and certificates are new too;
+    ``on_retry`` gets the failure's report (exit status, log tail) so it is never silent.
+    Raises ClusterUnavailableError with both reports when the second start fails as well.
+    """
+    try:
+        return Cluster(make_dir(), nodes)
+    except ClusterUnavailableError as first:
+        on_retry(f"the test cluster did not start; starting it once more.\n{first}")
+        try:
+            return Cluster(make_dir(), nodes)
+        except ClusterUnavailableError as second:
+            raise ClusterUnavailableError(
+                f"the test cluster failed to start twice.\nfirst start: {first}\n"
+                f"second start: {second}"
+            ) from second
 
 
 class Plane:
@@ -176,4 +203,13 @@ def job(
     }
 
 
-__all__ = ["Cluster", "ClusterUnavailableError", "Plane", "bin_dir", "job", "queue", "sys"]
+__all__ = [
+    "Cluster",
+    "ClusterUnavailableError",
+    "Plane",
+    "bin_dir",
+    "job",
+    "queue",
+    "start_cluster",
+    "sys",
+]

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from cluster import SCRIPT, Cluster, ClusterUnavailableError, Plane
+from cluster import SCRIPT, Cluster, ClusterUnavailableError, Plane, start_cluster
 
 
 def _built() -> bool:
@@ -24,7 +25,9 @@ def _built() -> bool:
 
 
 @pytest.fixture(scope="session")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+def cluster(
+    tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config
+) -> Iterator[Cluster]:
     required = os.environ.get("PHALANX_REQUIRE_K8S") == "1"
     if not _built():
         message = "test cluster binaries are not built; run scripts/testcluster/testcluster build"
@@ -32,13 +35,28 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             pytest.fail(message)
         pytest.skip(message)
     try:
-        started = Cluster(tmp_path_factory.mktemp("cluster"), nodes=4)
+        started = start_cluster(
+            lambda: tmp_path_factory.mktemp("cluster"), 4, _reporter(pytestconfig)
+        )
     except ClusterUnavailableError as exc:
         if required:
             pytest.fail(str(exc))
         pytest.skip(str(exc))
     yield started
     started.down()
+
+
+def _reporter(config: pytest.Config) -> Callable[[str], None]:
+    """Writes to the terminal even while output is captured: a retried start is news."""
+    terminal = config.pluginmanager.get_plugin("terminalreporter")
+
+    def report(text: str) -> None:
+        if terminal is None:
+            print(text, file=sys.stderr)
+        else:
+            terminal.write_line(f"\n{text}", yellow=True)
+
+    return report
 
 
 @pytest.fixture

@@ -10,8 +10,6 @@ through the same readers ``phalanx doctor`` uses.
 from __future__ import annotations
 
 import functools
-import json
-import os
 import shutil
 import socket
 import subprocess
@@ -34,6 +32,7 @@ from phalanx.ops.gpu_usage import (
     read_usage,
 )
 from phalanx.ops.observation import observe
+from prometheus_process import running_prometheus
 
 DATA = Path(__file__).parent / "data"
 IDLE_DEVICES = {0, 1, 2, 3}  # DCGM_FI_DEV_GPU_UTIL 0 in the file; 4–7 are at 88–97 %
@@ -95,57 +94,20 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def prometheus_binary() -> str:
-    binary = shutil.which("prometheus")
-    if binary is None:
-        if os.environ.get("PHALANX_REQUIRE_PROMETHEUS") == "1":
-            pytest.fail("prometheus is required here (apt-get install prometheus)")
-        pytest.skip("no prometheus binary (Debian package prometheus)")
-    return binary
-
-
-@pytest.fixture
-def prometheus(prometheus_binary: str, exporter: str, tmp_path: Path) -> Iterator[str]:
+def prometheus(exporter: str, tmp_path: Path) -> Iterator[str]:
     """A real Prometheus scraping the exporter file every second, the target labelled
     ``node: n1`` as a Kubernetes relabelling would; its base URL once it has a sample."""
-    port = _free_port()
     target = exporter.removeprefix("http://").split("/", 1)[0]
-    config = tmp_path / "prometheus.yml"
-    config.write_text(
-        json.dumps(
-            {
-                "global": {"scrape_interval": "1s"},
-                "scrape_configs": [
-                    {
-                        "job_name": "dcgm",
-                        "metrics_path": "/dcgm-exporter.prom",
-                        "static_configs": [{"targets": [target], "labels": {"node": "n1"}}],
-                    }
-                ],
-            }
-        )
-    )
-    log = (tmp_path / "prometheus.log").open("w")
-    proc = subprocess.Popen(
-        [
-            prometheus_binary,
-            f"--config.file={config}",
-            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=log,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
+    scrape = {
+        "job_name": "dcgm",
+        "metrics_path": "/dcgm-exporter.prom",
+        "static_configs": [{"targets": [target], "labels": {"node": "n1"}}],
+    }
+    with running_prometheus(tmp_path, [scrape]) as prometheus:
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and len(read_dcgm_prometheus(url)) < 16:
+        while time.monotonic() < deadline and len(read_dcgm_prometheus(prometheus.url)) < 16:
             time.sleep(0.5)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
-        log.close()
+        yield prometheus.url
 
 
 def test_prometheus_query_names_the_idle_job_and_spares_the_busy_one(

@@ -8,7 +8,6 @@ import asyncio
 import json
 import logging
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -28,6 +27,7 @@ from typer.testing import CliRunner, Result
 from phalanx.api.server import ApiServer, ServerSettings
 from phalanx.cli.main import app
 from phalanx.client import Client
+from prometheus_process import bearer_scrape, running_prometheus
 
 SETUP = [
     {
@@ -201,53 +201,10 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture
-def prometheus_binary() -> str:
-    binary = shutil.which("prometheus")
-    if binary is None:
-        if os.environ.get("PHALANX_REQUIRE_PROMETHEUS") == "1":
-            pytest.fail("prometheus is required here (apt-get install prometheus)")
-        pytest.skip("no prometheus binary (Debian package prometheus)")
-    return binary
-
-
-def test_prometheus_scrapes_the_server_and_answers_promql(
-    live: Live, prometheus_binary: str, tmp_path: Path
-) -> None:
-    port = _free_port()
+def test_prometheus_scrapes_the_server_and_answers_promql(live: Live, tmp_path: Path) -> None:
     target = live.url.removeprefix("http://").rstrip("/")
-    config = tmp_path / "prometheus.yml"
-    config.write_text(
-        json.dumps(  # YAML is a superset of JSON
-            {
-                "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-                "scrape_configs": [
-                    {
-                        "job_name": "phalanx",
-                        "scrape_interval": "1s",
-                        "metrics_path": "/metrics",
-                        "authorization": {
-                            "type": "Bearer",
-                            "credentials_file": str(live.data_dir / "token"),
-                        },
-                        "static_configs": [{"targets": [target]}],
-                    }
-                ],
-            }
-        )
-    )
-    log = (tmp_path / "prometheus.log").open("w")
-    proc = subprocess.Popen(
-        [
-            prometheus_binary,
-            f"--config.file={config}",
-            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=log,
-    )
-    try:
+    scrape = bearer_scrape("phalanx", target, live.data_dir / "token")
+    with running_prometheus(tmp_path, [scrape]) as prometheus:
         answers = {
             'phalanx_queue_usage{queue="team-a",resource="nvidia.com/gpu"}': 4.0,
             'sum(phalanx_pending_jobs{reason="QuotaExceeded"})': 1.0,
@@ -256,7 +213,7 @@ def test_prometheus_scrapes_the_server_and_answers_promql(
         }
         got: dict[str, float | None] = {}
         deadline = time.monotonic() + 60
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
+        with httpx.Client(base_url=prometheus.url, timeout=5) as http:
             while time.monotonic() < deadline:
                 for query in answers:
                     try:
@@ -269,11 +226,7 @@ def test_prometheus_scrapes_the_server_and_answers_promql(
                 if got == answers:
                     break
                 time.sleep(0.5)
-        assert got == answers, (tmp_path / "prometheus.log").read_text()[-2000:]
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
-        log.close()
+        assert got == answers, prometheus.log_tail()
 
 
 # ---- MCP, through the SDK's own client, over both transports ----

@@ -5,51 +5,30 @@ is answered; load that only the follower's router sees makes the leader scale up
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import json
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from service_harness import service_manifest
 
-from phalanx.client import Client
+from ha_servers import UpServer, kill_leftover_pods, wait_until
 from phalanx.testing import queue_manifests
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 
 
-class HaServer:
-    """One ``phalanx up --ha`` process: its API client and its router's address."""
+class HaServer(UpServer):
+    """One ``phalanx up --ha`` process (one CPU-only virtual node): its API client and its
+    router's address."""
 
     def __init__(self, data_dir: Path, store_url: str, name: str) -> None:
-        self.log_path = data_dir.parent / f"{name}.log"
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [
-                    *(sys.executable, "-m", "phalanx.cli", "--data-dir", str(data_dir), "up"),
-                    *("--ha", "--lease-ttl", "3", "--store-url", store_url, "--port", "0"),
-                    *("--nodes", "1x0"),
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        info_path = data_dir / f"server-{self.process.pid}.json"
-        wait_until(lambda: info_path.exists() or self.process.poll() is not None, 30, "a start")
-        assert self.process.poll() is None, self.log_path.read_text()
-        info = json.loads(info_path.read_text())
-        self.client = Client(server=info["url"], data_dir=data_dir)
-        host, port = info["router_url"].removeprefix("http://").rsplit(":", 1)
+        super().__init__(data_dir, store_url, name, lease_ttl_s=3, nodes="1x0")
+        host, port = self.info["router_url"].removeprefix("http://").rsplit(":", 1)
         self.router = (host, int(port))
 
     def role(self) -> object:
@@ -70,32 +49,13 @@ class HaServer:
             conn.close()
         return response.status, json.loads(body) if response.status == 200 else {"text": body}
 
-    def stop(self) -> None:
-        self.client.close()
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
-def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
 
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Iterator[Path]:
     path = tmp_path / "data"
     path.mkdir()
     yield path
-    for pid_file in (path / "pods").glob("*/pid.json"):  # a failed test leaves no replica
-        with contextlib.suppress(OSError, ValueError):
-            os.killpg(int(json.loads(pid_file.read_text())["pid"]), signal.SIGKILL)
+    kill_leftover_pods(path)  # a failed test leaves no replica
 
 
 def routed(server: HaServer) -> dict[str, list[str]]:
