@@ -32,10 +32,8 @@ from phalanx.api.authz import (
     audit_objects,
     principal_of,
     redact_job,
-    redact_jobs_json,
 )
 from phalanx.api.conversion import (
-    apply_out,
     flavor_out,
     job_out,
     kind_out,
@@ -48,6 +46,14 @@ from phalanx.api.errors import (
     install_error_handlers,
     plain,
 )
+from phalanx.api.fast_routes import (
+    DEFAULT_PAGE_LIMIT,
+    MAX_PAGE_LIMIT,
+    FastRoutes,
+    JobRoutes,
+    label_selector,
+    objects_of,
+)
 from phalanx.api.identity import identity_router
 from phalanx.api.limits import DEFAULT_LIMITS as DEFAULT_API_LIMITS
 from phalanx.api.limits import (
@@ -58,7 +64,7 @@ from phalanx.api.limits import (
     truncate_text,
 )
 from phalanx.api.pipelines import pipelines_router
-from phalanx.api.rendering import JobJson, JsonBytes, json_bytes
+from phalanx.api.rendering import JsonBytes, json_bytes
 from phalanx.api.schemas import (
     CONTINUE_HEADER,
     RESOURCE_VERSION_HEADER,
@@ -80,9 +86,8 @@ from phalanx.api.secrets import add_secret_routes
 from phalanx.api.services import services_router
 from phalanx.api.ui import start_warm_up, ui_router
 from phalanx.api.watch import WATCHED_KINDS, OpenWatches, Watch, WatchSettings
-from phalanx.auth import AuditLog, Identity, admit_apply, kind_name, rule_for
+from phalanx.auth import AuditLog, Identity, kind_name, rule_for
 from phalanx.controllers.plane import ControlPlane
-from phalanx.model.metadata import LabelSelector, parse_selector
 from phalanx.model.specs import FieldError, SpecError
 from phalanx.ops.metrics import PROMETHEUS_CONTENT_TYPE, registry_for
 from phalanx.ops.metrics import render as render_metrics
@@ -91,9 +96,6 @@ from phalanx.store import IdentityStore
 
 API_PREFIX = "/api/v1"
 YAML_MEDIA_TYPES = frozenset({"application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"})
-#: Page size of GET /jobs when the request gives none, and the largest it accepts.
-DEFAULT_PAGE_LIMIT = 500
-MAX_PAGE_LIMIT = 5000
 
 _ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
     status: {"model": ErrorInfo, "description": description}
@@ -243,17 +245,6 @@ async def _apply_body(request: Request) -> tuple[list[Mapping[str, object]], str
     return list(parsed["manifests"]), parsed.get("source", "")
 
 
-def label_selector(text: str | None) -> LabelSelector | None:
-    """Return the selector of a ``labelSelector`` parameter (None when not given). Raises
-    ApiRequestError (400) naming the bad term and the syntax."""
-    if not text:
-        return None
-    try:
-        return parse_selector(text)
-    except ValueError as exc:
-        raise ApiRequestError(400, BAD_REQUEST, f"labelSelector: {exc}") from exc
-
-
 def watched_kinds(text: str | None) -> list[str]:
     """Return the kind names a ``kinds`` parameter names (any name of a kind, comma-separated;
     all stored kinds when not given). Raises ApiRequestError (400) for an unknown kind (the
@@ -284,6 +275,7 @@ def _api_router(
     is_stopping: Callable[[], bool],
     watch_settings: WatchSettings,
     open_watches: OpenWatches,
+    job_routes: JobRoutes,
 ) -> APIRouter:
     router = APIRouter(
         prefix=API_PREFIX,
@@ -291,7 +283,6 @@ def _api_router(
         responses=_ERROR_RESPONSES,
     )
     queries = plane.queries
-    job_json = JobJson(queries)
     apply_body_schema = {
         "required": True,
         "content": {
@@ -331,13 +322,11 @@ def _api_router(
             raise ApiRequestError(
                 400, BAD_REQUEST, f"no manifests found in {source or 'the request body'}"
             )
-        audit_objects(request, _objects_of(manifests))
+        # Requests with a JSON body are answered by fast_routes.FastRoutes, through the same
+        # JobRoutes.apply, unless their body is not a well-formed apply request.
+        audit_objects(request, objects_of(manifests))
         principal = principal_of(request)
-        if principal is not None:
-            admitted = await run_in_threadpool(admit_apply, plane.store, principal, manifests)
-            manifests = list(admitted)
-        results = await run_in_threadpool(plane.apply, manifests, source)
-        return JsonBytes(json_bytes([apply_out(r) for r in results]))
+        return JsonBytes(await run_in_threadpool(job_routes.apply, principal, manifests, source))
 
     @router.get("/kinds", summary="The kinds of object, with every name each answers to")
     def list_kinds() -> list[KindInfo]:
@@ -366,13 +355,10 @@ def _api_router(
             ),
         ] = "",
     ) -> Response:
-        body, next_token, revision = job_json.page(
-            queue, label_selector(selector), limit, continue_token
+        # Usually answered by fast_routes.FastRoutes, through the same JobRoutes.page.
+        body, headers = job_routes.page(
+            principal_of(request), queue, selector, limit, continue_token
         )
-        body = redact_jobs_json(principal_of(request), body)
-        headers = {RESOURCE_VERSION_HEADER: str(revision)}
-        if next_token:
-            headers[CONTINUE_HEADER] = next_token
         return JsonBytes(body, headers=headers)
 
     @router.get(
@@ -637,16 +623,6 @@ def _document_refusals(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def _objects_of(manifests: list[Mapping[str, object]]) -> list[tuple[str, str]]:
-    """(kind, name) of each manifest, for the audit log ("" where a manifest lacks one)."""
-    out: list[tuple[str, str]] = []
-    for manifest in manifests:
-        metadata = manifest.get("metadata")
-        name = metadata.get("name") if isinstance(metadata, Mapping) else ""
-        out.append((str(manifest.get("kind") or ""), str(name or "")))
-    return out
-
-
 def complete_utf8_prefix(data: bytes) -> int:
     """Return the length of ``data`` without a trailing, incomplete UTF-8 sequence."""
     for back in range(1, min(4, len(data)) + 1):
@@ -689,6 +665,10 @@ def create_app(
         openapi_url="/openapi.json",
     )
     install_error_handlers(app)
+    job_routes = JobRoutes(plane)
+    # Innermost of the middleware: the busiest requests, answered after authorization and
+    # the body limit like any route (fast_routes).
+    app.add_middleware(FastRoutes, routes=job_routes, handlers=lambda: app.exception_handlers)
     app.add_middleware(BodySizeLimit, limits=DEFAULT_API_LIMITS)
     rows = IdentityStore(plane.store)
     identity = identity or Identity(rows, token)
@@ -706,7 +686,7 @@ def create_app(
     # Before the API router: its DELETE /{kind}/{name} would take /users/{name}.
     app.include_router(identity_router(identity, audit, _TokenCheck(token)))
     app.include_router(
-        _api_router(plane, token, is_stopping, watch or WatchSettings(), open_watches)
+        _api_router(plane, token, is_stopping, watch or WatchSettings(), open_watches, job_routes)
     )
     app.include_router(pipelines_router(plane), dependencies=[Depends(_TokenCheck(token))])
     app.include_router(services_router(plane), dependencies=[Depends(_TokenCheck(token))])

@@ -83,14 +83,26 @@ def queue_access(manifest: Mapping[str, object]) -> tuple[tuple[str, ...], tuple
     )
 
 
-def check_queue_access(store: Store, principal: Principal, queue: str) -> None:
+def check_queue_access(
+    store: Store,
+    principal: Principal,
+    queue: str,
+    known: dict[str, Mapping[str, object] | None] | None = None,
+) -> None:
     """Raise AccessDeniedError, naming the queue and who may submit, unless ``principal`` may
     submit to ``queue``. Operators and admins may submit anywhere; a queue that does not
-    exist (yet) or has no ``spec.access`` takes anyone's jobs."""
+    exist (yet) or has no ``spec.access`` takes anyone's jobs. ``known`` remembers the queues
+    read, by name, across the calls of one request."""
     if principal.is_privileged:
         return
-    record = store.get_object("Queue", queue)
-    access = queue_access(record.manifest) if record is not None else None
+    if known is not None and queue in known:
+        manifest = known[queue]
+    else:
+        record = store.get_object("Queue", queue)
+        manifest = record.manifest if record is not None else None
+        if known is not None:
+            known[queue] = manifest
+    access = queue_access(manifest) if manifest is not None else None
     if access is None:
         return
     users, groups = access
@@ -115,6 +127,8 @@ def admit_apply(
     create or change each (kind, ownership, queue access). Raises AccessDeniedError naming the
     first refused object. Malformed manifests pass unchanged for the control plane to
     reject with its field paths."""
+    jobs = _stored_jobs(store, manifests)
+    queues: dict[str, Mapping[str, object] | None] = {}
     out: list[Mapping[str, object]] = []
     for manifest in manifests:
         metadata = _mapping(manifest.get("metadata"))
@@ -128,7 +142,7 @@ def admit_apply(
                 f"applying a {kind} ({name}) needs the operator role; {principal.name} is a "
                 f"{principal.role.label} and may apply {', '.join(sorted(USER_KINDS))}"
             )
-        existing = stored_manifest(store, kind, name)
+        existing = jobs.get(name) if kind == "Job" else stored_manifest(store, kind, name)
         if existing is not None:
             owner = recorded_owner(existing)
             if not principal.owns(owner):
@@ -141,9 +155,35 @@ def admit_apply(
             owner = principal.name
         queue = _mapping(manifest.get("spec")).get("queue")
         if isinstance(queue, str) and queue:
-            check_queue_access(store, principal, queue)
+            check_queue_access(store, principal, queue, queues)
         new_metadata = {str(k): v for k, v in metadata.items() if k != OWNER_KEY}
         if owner and kind in USER_KINDS:  # queues and flavors are the operators', unowned
             new_metadata[OWNER_KEY] = owner
         out.append({**manifest, "metadata": new_metadata})
+    return out
+
+
+#: Names per read of stored jobs (each becomes one SQL ``IN``).
+_CHUNK = 500
+
+
+def _stored_jobs(
+    store: Store, manifests: Sequence[Mapping[str, object]]
+) -> dict[str, Mapping[str, object]]:
+    """The stored manifests of the jobs ``manifests`` name, by name: read in a few queries
+    for the whole request rather than one per job."""
+    names = sorted(
+        {
+            name
+            for m in manifests
+            if isinstance(m.get("kind"), str)
+            and kind_name(str(m.get("kind"))) == "Job"
+            and isinstance(name := _mapping(m.get("metadata")).get("name"), str)
+            and name
+        }
+    )
+    out: dict[str, Mapping[str, object]] = {}
+    for i in range(0, len(names), _CHUNK):
+        for job in store.list_jobs(names=names[i : i + _CHUNK]):
+            out[job.name] = job.manifest
     return out

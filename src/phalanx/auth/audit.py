@@ -1,8 +1,10 @@
 """The audit log: every mutating API call (who, what, which object, result, when).
 
 ``AuditLog.record`` only queues the record; one writer thread stores queued records in
-batches, so a submission does not wait for a second transaction. ``flush()`` waits until
-everything queued so far is stored (reads of the log call it first, and ``close`` does).
+batches, so a submission does not wait for a second transaction. The writer lets a batch
+gather for up to ``linger_s`` (one transaction for many single-job submissions rather than
+one each); ``flush()`` cuts that short and waits until everything queued so far is stored
+(reads of the log call it first, and ``close`` does).
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ log = logging.getLogger(__name__)
 class AuditLog:
     """Audit records written to ``store`` by a background thread."""
 
-    def __init__(self, store: IdentityStore, *, batch: int = 500) -> None:
+    def __init__(self, store: IdentityStore, *, batch: int = 500, linger_s: float = 0.05) -> None:
         self.store = store
         self._batch = batch
+        self._linger_s = linger_s
+        self._flushes = 0  # flush() calls waiting: the writer does not linger for them
         self._pending: list[AuditRecord] = []
         self._written = 0
         self._queued = 0
@@ -40,7 +44,12 @@ class AuditLog:
         """Wait until every record queued before this call is stored."""
         with self._cond:
             target = self._queued
-            self._cond.wait_for(lambda: self._written >= target or self._closed, timeout_s)
+            self._flushes += 1
+            self._cond.notify_all()
+            try:
+                self._cond.wait_for(lambda: self._written >= target or self._closed, timeout_s)
+            finally:
+                self._flushes -= 1
 
     def query(
         self,
@@ -71,6 +80,10 @@ class AuditLog:
                 self._cond.wait_for(lambda: bool(self._pending) or self._closed)
                 if not self._pending and self._closed:
                     return
+                self._cond.wait_for(
+                    lambda: len(self._pending) >= self._batch or self._closed or self._flushes > 0,
+                    self._linger_s,
+                )
                 batch: Sequence[AuditRecord] = self._pending[: self._batch]
                 del self._pending[: self._batch]
             try:

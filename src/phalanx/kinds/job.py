@@ -25,5 +25,7 @@ JOB = register(
         is_job=True,
         parse=parse_job,
         spec_manifest=_spec,
+        # parse_job puts metadata.name into JobSpec.name only
+        template_cache=256,
     )
 )

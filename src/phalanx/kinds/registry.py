@@ -1,10 +1,21 @@
 """The registry of kinds: what ``apply``, ``get``, ``describe``, ``delete`` and the API
 dispatch through. Each kind's module builds one ``Kind`` and registers it, so a new kind
 touches nothing else. Imports only phalanx.model.
+
+Kinds that ask for it (``Kind.template_cache``) keep what ``parse`` made of recent manifests
+by their content without ``metadata.name`` (``_Templates``): many jobs are one manifest under
+many names (arrays, retries, the same job for each of many inputs), and validating a job's
+manifest costs more than storing it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import json
+import marshal
+import re
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +42,10 @@ class Kind:
     is_job: bool = False
     parse: Callable[[Mapping[str, object], str], Any] | None = None
     spec_manifest: Callable[[Any], Mapping[str, object]] | None = None
+    #: Parsed manifests remembered by their content without ``metadata.name``, at most this
+    #: many (0: none). Only for kinds whose ``parse`` returns a dataclass with a ``name``
+    #: field, puts ``metadata.name`` nowhere else and checks it as a DNS-1123 label.
+    template_cache: int = 0
 
     @property
     def names(self) -> frozenset[str]:
@@ -60,6 +75,70 @@ class UnknownKindError(LookupError):
 
 
 _KINDS: dict[str, Kind] = {}
+#: Every name of every kind (lower case) → the kind.
+_BY_NAME: dict[str, Kind] = {}
+
+#: A DNS-1123 label, as ``phalanx.model.specs`` checks ``metadata.name`` (a test keeps the
+#: two in step): a template is reused only for a name that passes, any other is parsed whole
+#: (and refused with the parser's own message).
+_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_MAX_NAME = 63
+
+
+class _Templates:
+    """What ``parse`` and ``spec_manifest`` made of recent valid manifests, by the manifest
+    without ``metadata.name``; least recently used out first. The key is ``marshal``'s
+    encoding, which is exact about types (1, 1.0, True and "1" differ; so do lists and
+    tuples) and refuses anything but plain built-in values: a manifest holding another type
+    is parsed whole. Only successes are kept; errors are found again, with their paths.
+
+    Thread-safe without a lock (this package takes none): each step on the entries is one
+    call of the C OrderedDict, and one that finds an entry gone meanwhile lets it be."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._entries: OrderedDict[bytes, tuple[Any, str]] = OrderedDict()
+
+    @staticmethod
+    def key(manifest: Mapping[str, object]) -> tuple[str, bytes] | None:
+        """(name, key) of ``manifest``; None when it cannot be reused (no valid name, values
+        marshal refuses)."""
+        metadata = manifest.get("metadata")
+        if not isinstance(metadata, Mapping):
+            return None
+        name = metadata.get("name")
+        if not isinstance(name, str) or len(name) > _MAX_NAME or not _NAME.fullmatch(name):
+            return None
+        rest = {k: v for k, v in metadata.items() if k != "name"}
+        try:
+            return name, marshal.dumps({**manifest, "metadata": rest}, 2)
+        except ValueError:  # a value of another type than marshal's plain ones
+            return None
+
+    def get(self, key: bytes) -> tuple[Any, dict[str, object]] | None:
+        """(parsed object, a fresh copy of its spec manifest) for ``key``, or None."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        with contextlib.suppress(KeyError):  # evicted meanwhile by another thread
+            self._entries.move_to_end(key)
+        obj, spec = entry
+        return obj, json.loads(spec)
+
+    def put(self, key: bytes, obj: Any, spec: Mapping[str, object]) -> None:
+        try:
+            text = json.dumps(spec, separators=(",", ":"), allow_nan=False)
+        except (TypeError, ValueError):  # not plain JSON: not kept
+            return
+        self._entries[key] = (obj, text)
+        while len(self._entries) > self.size:
+            try:
+                self._entries.popitem(last=False)
+            except KeyError:  # emptied meanwhile by another thread
+                break
+
+
+_TEMPLATES: dict[str, _Templates] = {}
 
 
 def register(kind: Kind) -> Kind:
@@ -68,6 +147,9 @@ def register(kind: Kind) -> Kind:
     if taken or kind.name in _KINDS:
         raise ValueError(f"kind {kind.name}: names already registered: {sorted(taken)}")
     _KINDS[kind.name] = kind
+    _BY_NAME.update(dict.fromkeys(kind.names, kind))
+    if kind.template_cache > 0:
+        _TEMPLATES[kind.name] = _Templates(kind.template_cache)
     return kind
 
 
@@ -79,11 +161,10 @@ def kinds() -> list[Kind]:
 def lookup(text: str) -> Kind:
     """The kind named ``text`` (its name, plural or a short name, any case). Raises
     UnknownKindError listing the known kinds."""
-    wanted = text.strip().lower()
-    for kind in _KINDS.values():
-        if wanted in kind.names:
-            return kind
-    raise UnknownKindError(text)
+    kind = _BY_NAME.get(text.strip().lower())
+    if kind is None:
+        raise UnknownKindError(text)
+    return kind
 
 
 def parse(manifest: object, source: str = "") -> Parsed:
@@ -113,11 +194,21 @@ def parse(manifest: object, source: str = "") -> Parsed:
             ],
             source,
         )
-    obj = kind.parse(manifest, source)
+    templates = _TEMPLATES.get(kind.name)
+    named = templates.key(manifest) if templates is not None else None
+    found = templates.get(named[1]) if templates is not None and named is not None else None
+    if found is not None and named is not None:
+        template, spec = found
+        obj = dataclasses.replace(template, name=named[0])
+    else:
+        obj = kind.parse(manifest, source)
+        spec = dict(kind.spec_manifest(obj))
+        if templates is not None and named is not None:
+            templates.put(named[1], obj, spec)  # keeps a copy (as text) of spec
     normalised: dict[str, object] = {
         "apiVersion": API_VERSION,
         "kind": kind.name,
         "metadata": metadata_manifest(manifest),
-        "spec": dict(kind.spec_manifest(obj)),
+        "spec": spec,
     }
     return Parsed(kind, str(obj.name), obj, normalised)

@@ -21,6 +21,17 @@ __all__ = ["insert_jobs", "manifests_named"]
 
 _encode = json.JSONEncoder(separators=(",", ":")).encode
 
+
+def _json(value: Any) -> str:
+    """``value`` as compact JSON; most of a new job's JSON columns are empty."""
+    if not value:
+        if type(value) is dict:
+            return "{}"
+        if type(value) is list:
+            return "[]"
+    return _encode(value)
+
+
 #: Columns of a new job, in the order of the INSERT's parameters.
 _JOB_COLUMNS = (
     "id",
@@ -93,7 +104,7 @@ def insert_jobs(cursor: Any, new_rows: Iterable[dict[str, Any]]) -> None:
     cursor.executemany(
         _INSERT_JOB,
         [
-            tuple(_encode(row[c]) if c in _JSON_COLUMNS else row[c] for c in _JOB_COLUMNS)
+            tuple(_json(row[c]) if c in _JSON_COLUMNS else row[c] for c in _JOB_COLUMNS)
             for row in rows
         ],
     )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, insert, select, update
 
 from phalanx.store.records import AuditRecord, TokenRecord, UserRecord
 from phalanx.store.sql import Store
@@ -124,18 +124,23 @@ class IdentityStore:
     def record_audit(self, records: Sequence[AuditRecord]) -> None:
         if not records:
             return
+        # One INSERT for the batch (executemany), not an ORM object and flush per record: a
+        # batch of 500 applied jobs writes 500 records.
         with self.store._txn() as s:
-            s.add_all(
-                AuditRow(
-                    at=r.at,
-                    user=r.user,
-                    action=r.action[:300],
-                    kind=r.kind[:32],
-                    name=r.name[:253],
-                    status=r.status,
-                    detail=r.detail[:2000],
-                )
-                for r in records
+            s.execute(
+                insert(AuditRow),
+                [
+                    {
+                        "at": r.at,
+                        "user": r.user,
+                        "action": r.action[:300],
+                        "kind": r.kind[:32],
+                        "name": r.name[:253],
+                        "status": r.status,
+                        "detail": r.detail[:2000],
+                    }
+                    for r in records
+                ],
             )
 
     def audit(
