@@ -19,7 +19,8 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Set as AbstractSet
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Protocol
@@ -45,9 +46,13 @@ from phalanx.scheduling import (
     IncrementalScheduler,
     SchedulerConfig,
 )
+from phalanx.scheduling.incremental import is_time_independent
 from phalanx.store import Change, EventRecord, JobRecord, PodRecord, Store
 
 log = logging.getLogger(__name__)
+
+#: The progress of a job whose pods reported none.
+_NOTHING_REPORTED = JobProgress()
 
 
 class Reconciler(Protocol):
@@ -168,8 +173,9 @@ class JobsReconciler:
         self.scheduler = scheduler
         self.contain = _Containment(self.name, lifecycle, stats)
         self.world = world if world is not None else WorldCache(store, specs)
-        #: Every ``resync_s`` (of the clock ``now`` comes from) a cycle runs whether or not
-        #: anything changed (see _is_unchanged).
+        #: Every ``resync_s`` (of the clock ``now`` comes from) a cycle runs although nothing
+        #: changed (see _is_unchanged), unless its decisions cannot depend on the time
+        #: either (see _may_skip_resync).
         self.resync_s = resync_s
         #: Every ``full_resync_s`` that cycle also tries the parked jobs again (see
         #: scheduling.IncrementalScheduler), refreshing the numbers in their reasons; with
@@ -188,8 +194,25 @@ class JobsReconciler:
         self._synced_at = -math.inf
         self._reported: set[tuple[str, str, str]] = set()
         self._stops_sent: dict[str, float] = {}
+        #: Passes so far; the last cycle: when it ran, whether it was a full one, and
+        #: whether its decisions hold at any later time while nothing changes (see
+        #: _may_skip_resync).
+        self._passes = 0
+        self._cycle_at = -math.inf
+        self._is_last_full = False
+        self._is_timeless = False
+        #: Live pods their job should not run, by job id (see stop_strays), as of the World
+        #: of epoch ``_strays_epoch``; None: not known, a full pass is due.
+        self._strays: dict[int, list[tuple[JobRecord, PodRecord]]] | None = None
+        self._strays_epoch = 0
         #: Status files of jobs holding capacity, read again only when they change.
         self._progress_files = ProgressCache(lifecycle.data_dir, time.time)
+        #: A backend that writes every status file itself (the simulator's, whose workloads
+        #: are not processes) names the jobs that may have one (``status_writers()``): the
+        #: others have reported nothing, and their folders are not looked at on every tick.
+        self._status_writers: Callable[[], AbstractSet[str]] | None = getattr(
+            backend, "status_writers", None
+        )
         #: Admitted workloads of the last snapshot (see World.snapshot).
         self._admitted_memo: dict[tuple[int, int, float | None], AdmittedWorkload] = {}
         #: Pending reasons found stored, by job: (the job's resourceVersion then, the Reason).
@@ -205,6 +228,9 @@ class JobsReconciler:
         is_resync = now - self._synced_at >= self.resync_s
         if is_resync:
             self._synced_at = now
+        self._passes += 1
+        if self._passes % self.STRAYS_FULL_PASSES == 0:
+            self._strays = None  # the safety pass: look at every live pod again
         world = self.world.read()
         self._report_broken(world)
         self.stop_strays(world, now)
@@ -226,7 +252,12 @@ class JobsReconciler:
             tuple(sorted(checkpoints.items())),
         )
         self._report_invalid_objects(now)
-        if not is_resync and self._is_unchanged(inputs, now):
+        is_full = is_resync and now - self._fully_synced_at >= self.full_resync_s
+        if self._is_unchanged(inputs, now) and (
+            not is_resync or self._may_skip_resync(now, is_full)
+        ):
+            if is_full:
+                self._fully_synced_at = now
             self.skipped_cycles += 1
             return
         snapshot, held_back = world.snapshot(
@@ -241,16 +272,27 @@ class JobsReconciler:
         )
         # 3. schedule (pure)
         started = time.perf_counter()
-        is_full = is_resync and now - self._fully_synced_at >= self.full_resync_s
         if is_full:
             self._fully_synced_at = now
         self.decisions = self.incremental.schedule(snapshot, full=is_full)
         self.last_cycle_s = time.perf_counter() - started
         self.cycles += 1
+        self._cycle_at = now
+        self._is_last_full = is_full
+        self._is_timeless = is_time_independent(snapshot, self.decisions)
         # 4. apply, 5. requeue with reasons
         written = self._apply(world, self.decisions, held_back)
         self._inputs = replace(inputs, revision=self._settled_revision(world.revision, written))
         self._wake_at = next_backoff_end(snapshot)
+
+    def _may_skip_resync(self, now: float, is_full: bool) -> bool:
+        """Whether the resync due now may be skipped, its inputs being unchanged: the last
+        cycle's decisions do not depend on the time (scheduling.is_time_independent), a full
+        resync is due only if a cycle ran since the last full one (whose parked reasons may
+        hold numbers from before later changes), and a cycle ran within ``SAFETY_S``."""
+        if now - self._cycle_at >= self.SAFETY_S:
+            return False
+        return self._is_timeless and (self._is_last_full or not is_full)
 
     def _is_unchanged(self, inputs: CycleInputs, now: float) -> bool:
         """Whether a cycle now would decide what the last one did: nothing it reads has
@@ -276,6 +318,14 @@ class JobsReconciler:
         )
         return changes[-1].revision if is_ours else before
 
+    #: A resync is skipped while nothing changed (see _may_skip_resync), but a cycle runs at
+    #: least this often (of the loop's clock) all the same: the safety pass.
+    SAFETY_S = 300.0
+    #: Every this many passes, stop_strays looks at every live pod, not only at the jobs
+    #: read since the last pass (a safety pass; the count, not the clock, so that the
+    #: simulator, whose clock leaps between ticks, keeps the incremental pass too).
+    STRAYS_FULL_PASSES = 50
+
     #: A stop the backend has not acted on (the pod still lives) is sent again after this long.
     RESEND_STOP_S = 30.0
 
@@ -285,16 +335,12 @@ class JobsReconciler:
         made without a backend call: a follower's cancel or delete (under leader election only
         the leader drives the backend), or a control plane that died between its write and its
         stop. A stop is sent once per pod, and again every ``RESEND_STOP_S`` while it lives."""
-        records = {job_id: record for job_id, (record, _) in world.broken.items()}
-        records.update(world.jobs)
+        by_job = self._strays_of(world, full=self._strays is None)
         strays: dict[str, tuple[JobRecord, PodRecord]] = {}
-        for job_id, pods in world.live_pods.items():
-            job = records.get(job_id)
-            if job is None:
-                continue
-            should_run = job.phase in (JobPhase.ADMITTED.value, JobPhase.RUNNING.value)
-            for pod in pods:
-                if not should_run or pod.attempt != job.attempt:
+        if by_job:
+            # In the order of a full pass over the live pods (the order of the stops).
+            for job_id in world.live_pods:
+                for job, pod in by_job.get(job_id, ()):
                     strays[pod.pod_id] = (job, pod)
         self._stops_sent = {p: t for p, t in self._stops_sent.items() if p in strays}
         for pod_id, (job, _) in strays.items():
@@ -304,6 +350,39 @@ class JobsReconciler:
             with self.contain.on(job, "stop pods"):
                 self.backend.stop(pod_id, self.lifecycle.grace_for(job))
                 self._stops_sent[pod_id] = now
+
+    def _strays_of(
+        self, world: World, *, full: bool
+    ) -> dict[int, list[tuple[JobRecord, PodRecord]]]:
+        """The stray pods of ``world`` by job id: found afresh (``full``, or when the World
+        cache cannot say what changed), else kept from the last pass and found again only
+        for the jobs the World cache read since (a job's phase, attempt and live pods change
+        only with a write of that job)."""
+        changed = None if full else self.world.changed_since(self._strays_epoch)
+        by_job = self._strays if self._strays is not None and changed is not None else {}
+        ids: Iterable[int] = world.live_pods if changed is None else changed
+        live_pods = world.live_pods
+        jobs, broken = world.jobs, world.broken
+        should_run = (JobPhase.ADMITTED.value, JobPhase.RUNNING.value)
+        for job_id in ids:
+            by_job.pop(job_id, None)
+            pods = live_pods.get(job_id)
+            if not pods:
+                continue
+            job = jobs.get(job_id)
+            if job is None:
+                found = broken.get(job_id)
+                if found is None:
+                    continue
+                job = found[0]
+            if job.phase in should_run:
+                stray = [(job, p) for p in pods if p.attempt != job.attempt]
+            else:
+                stray = [(job, p) for p in pods]
+            if stray:
+                by_job[job_id] = stray
+        self._strays, self._strays_epoch = by_job, world.epoch
+        return by_job
 
     def _admit_failed(self, job: JobRecord, exc: Exception) -> None:
         """Contain a failure to admit or launch ``job`` to that job."""
@@ -448,7 +527,11 @@ class JobsReconciler:
         """What the workloads of jobs holding capacity reported (status files)."""
         out = {}
         get = self._progress_files.get
+        writers = self._status_writers() if self._status_writers is not None else None
         for job_id, job in world.holding.items():
+            if writers is not None and job.name not in writers:
+                out[job_id] = _NOTHING_REPORTED
+                continue
             try:
                 out[job_id] = get(job)
             except Exception as exc:  # contained to this job, as contain.on does

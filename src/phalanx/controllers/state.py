@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
@@ -167,7 +168,8 @@ def without_manifest(record: JobRecord) -> JobRecord:
 class World:
     """One consistent read of jobs and live pods for a tick: the active jobs (pending or
     holding capacity) and every job that still has live pods. Their records carry no
-    manifest (see ``without_manifest``); jobs whose spec does not parse keep theirs."""
+    manifest (see ``without_manifest``); jobs whose spec does not parse keep theirs. A
+    WorldCache hands one World to every read while nothing changed: callers only read it."""
 
     jobs: dict[int, JobRecord]
     specs: dict[int, JobSpec]
@@ -180,6 +182,9 @@ class World:
     #: The jobs of ``jobs`` holding capacity (Admitted, Running, Preempted), in FIFO order:
     #: what deadlines, hangs and progress look at, without a pass over every waiting job.
     holding: dict[int, JobRecord] = field(default_factory=dict)
+    #: The WorldCache's count of reads that changed something, as of this World (0 for a
+    #: World read afresh): ``WorldCache.changed_since(epoch)`` names what changed after it.
+    epoch: int = 0
 
     @classmethod
     def read(cls, store: Store, cache: SpecCache) -> World:
@@ -297,6 +302,8 @@ class World:
 _CHUNK = 500
 #: More changes than this since the last read: read everything again instead.
 _MAX_CHANGES = 20_000
+#: Reads whose changed job ids a WorldCache keeps for ``changed_since``.
+_EPOCHS_KEPT = 1024
 
 
 def _chunks(items: Sequence[T]) -> list[Sequence[T]]:
@@ -333,6 +340,38 @@ class WorldCache:
         #: have changed before it); None before the first read. Caches of configuration
         #: (SpecCache, HealthTracker) are current while it stays where it was.
         self.config_revision: int | None = None
+        #: Reads (and notes) that changed a cached job count as epochs: (epoch, the ids of
+        #: the jobs they changed, added or removed), the last ``_EPOCHS_KEPT`` of them; a full
+        #: read changes everything (``_full_epoch``).
+        self._epoch = 0
+        self._full_epoch = 0
+        self._epochs: deque[tuple[int, frozenset[int]]] = deque()
+        self._forgotten_epoch = 0
+        #: The last World handed out, with the (revision, epoch) it was made at.
+        self._last_world: tuple[tuple[int, int], World] | None = None
+
+    def changed_since(self, epoch: int) -> frozenset[int] | None:
+        """The ids of the jobs whose cached record or live pods changed (or that came or
+        went) in the reads after ``epoch`` (a ``World.epoch``); None when that is not known
+        (a full read happened since, or those reads are no longer kept): anything may have
+        changed. It may name more jobs than changed, never fewer."""
+        with self._lock:
+            if epoch < self._full_epoch or epoch < self._forgotten_epoch:
+                return None
+            out: set[int] = set()
+            for at, ids in reversed(self._epochs):
+                if at <= epoch:
+                    break
+                out |= ids
+            return frozenset(out)
+
+    def _changed(self, ids: Sequence[int] | set[int]) -> None:
+        if not ids:
+            return
+        self._epoch += 1
+        self._epochs.append((self._epoch, frozenset(ids)))
+        if len(self._epochs) > _EPOCHS_KEPT:
+            self._forgotten_epoch = self._epochs.popleft()[0]
 
     def read(self) -> World:
         """Return the World as of now."""
@@ -351,7 +390,7 @@ class WorldCache:
                 latest = {c.name: c.revision for c in changes if c.kind == "Job"}
                 names = sorted(n for n, revision in latest.items() if not self._has(n, revision))
                 if names:
-                    self._refresh(names)
+                    self._changed(self._refresh(names))
                     self._jobs = dict(sorted(self._jobs.items()))  # FIFO, as World.read
             return self._world()
 
@@ -359,11 +398,14 @@ class WorldCache:
         """Take in what the caller has just written itself (records as the store now holds
         them), so that the next read need not fetch them again."""
         with self._lock:
+            noted = []
             for record in records:
                 cached = self._jobs.get(record.id)
                 if cached is not None and cached.resource_version < record.resource_version:
                     self._jobs[record.id] = without_manifest(record)
                     self._note_phase(record)
+                    noted.append(record.id)
+            self._changed(noted)
 
     def _has(self, name: str, revision: int) -> bool:
         """Whether the cache holds job ``name`` as of ``revision`` or later (it noted that
@@ -375,6 +417,9 @@ class WorldCache:
     def _read_all(self) -> World:
         world = World.read(self.store, self.specs)
         self.full_reads += 1
+        self._epoch += 1
+        self._full_epoch = self._epoch
+        self._epochs.clear()
         self._revision = self.config_revision = world.revision
         self._jobs, self._specs, self._live = world.jobs, world.specs, world.live_pods
         self._broken = world.broken
@@ -385,11 +430,14 @@ class WorldCache:
     def _broken_records(self) -> list[tuple[int, JobRecord]]:
         return [(job_id, record) for job_id, (record, _) in self._broken.items()]
 
-    def _refresh(self, names: Sequence[str]) -> None:
-        """Read the jobs named ``names`` again (a job may be gone, new or re-created)."""
+    def _refresh(self, names: Sequence[str]) -> set[int]:
+        """Read the jobs named ``names`` again (a job may be gone, new or re-created).
+        Returns the ids of the jobs it removed or read."""
+        touched: set[int] = set()
         for name in names:
             job_id = self._ids.pop(name, None)
             if job_id is not None:
+                touched.add(job_id)
                 for table in (self._jobs, self._specs, self._live, self._broken):
                     table.pop(job_id, None)
                 self._holding.discard(job_id)
@@ -408,6 +456,7 @@ class WorldCache:
                 pods = live.get(record.id)
                 if record.phase not in ACTIVE and not pods:
                     continue
+                touched.add(record.id)
                 self._ids[record.name] = record.id
                 if pods:
                     self._live[record.id] = pods
@@ -418,6 +467,7 @@ class WorldCache:
                     continue
                 self._jobs[record.id] = without_manifest(record)
                 self._note_phase(record)
+        return touched
 
     def _note_phase(self, record: JobRecord) -> None:
         if record.phase in HOLDING:
@@ -426,16 +476,25 @@ class WorldCache:
             self._holding.discard(record.id)
 
     def _world(self) -> World:
-        # Copies: the caller may keep its World while later reads change the cache.
+        # Copies: the caller may keep its World while later reads change the cache. While
+        # neither the revision nor the cached jobs moved (every change of them is an
+        # epoch), the last copy is handed out again: callers only read a World.
+        key = (self._revision or 0, self._epoch)
+        last = self._last_world
+        if last is not None and last[0] == key:
+            return last[1]
         jobs = self._jobs
-        return World(
+        world = World(
             dict(jobs),
             dict(self._specs),
             dict(self._live),
             dict(self._broken),
             self._revision or 0,
             {job_id: jobs[job_id] for job_id in sorted(self._holding) if job_id in jobs},
+            self._epoch,
         )
+        self._last_world = (key, world)
+        return world
 
 
 @dataclass(frozen=True, slots=True)

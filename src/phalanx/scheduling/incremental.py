@@ -53,7 +53,7 @@ from phalanx.scheduling.snapshot import (
     Snapshot,
 )
 
-__all__ = ["IncrementalScheduler"]
+__all__ = ["IncrementalScheduler", "is_time_independent"]
 
 
 class IncrementalScheduler:
@@ -169,6 +169,8 @@ class IncrementalScheduler:
                 _hold(cluster, quota, workload, 1)
                 added = True
         self._admitted = admitted
+        # The same workloads (equal, if not the very objects): the same sorted list.
+        is_same_running = not (freed or added)
         # 2. reservations (capacity held by what the scheduler does not place)
         reserved = Counter(snapshot.reservations)
         if reserved != self._reserved:
@@ -184,7 +186,8 @@ class IncrementalScheduler:
         cluster.journal.commit()
         # 3. the rest of the cycle's inputs, as _Cycle.__init__ sets them
         cycle.snapshot = snapshot
-        cycle.running = sorted(snapshot.admitted, key=lambda w: w.name)
+        if not is_same_running:
+            cycle.running = sorted(snapshot.admitted, key=lambda w: w.name)
         cycle.admissions, cycle.preemptions, cycle.pending = [], [], []
         cycle.victims = set()
         shapes = target_shapes(snapshot.pending)
@@ -199,6 +202,23 @@ class IncrementalScheduler:
 _NOT_PARKED = frozenset(
     {ReasonCode.BACKOFF, ReasonCode.PREEMPTING, ReasonCode.WAITING_FOR_CAPACITY}
 )
+
+
+def is_time_independent(snapshot: Snapshot, decisions: Decisions) -> bool:
+    """Whether a cycle over ``snapshot`` at a later time would decide what ``decisions``
+    (its cycle's) say. Time enters a cycle only through backoffs (a ``Backoff`` reason's
+    wait; when a backoff ends) and through preemption (victims are ordered by the work they
+    would lose, which grows with time): so it holds when the cycle preempted nothing, left
+    nothing in backoff or waiting on a preemption or on capacity being freed, and no pending
+    workload may preempt an admitted one (none is admitted, or no pending workload's queue
+    may preempt). A control loop then need not run the cycle again while nothing else
+    changed."""
+    if decisions.preemptions or any(r.reason.code in _NOT_PARKED for r in decisions.pending):
+        return False
+    if not snapshot.admitted:
+        return True
+    queues = {q.name: q for q in snapshot.queues}
+    return not any(_may_preempt(queues.get(w.spec.queue)) for w in snapshot.pending)
 
 
 def _may_preempt(queue: Queue | None) -> bool:

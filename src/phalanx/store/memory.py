@@ -6,9 +6,12 @@ the object's ``resource_version`` to a new revision of one revision log; transit
 guarded (expected phase and resourceVersion, the job lifecycle's table, the lease fence) and
 all or nothing — a refused one writes nothing, and one that breaks a constraint (a duplicate
 pod id, a pod or event of a job that does not exist, an unknown column) raises and writes
-nothing of its batch; applies are all or nothing per call. JSON columns are kept encoded and
-decoded on every read, as a database returns them: a caller never holds the store's own
-objects, and what is written round-trips exactly as it does through SQL.
+nothing of its batch; applies are all or nothing per call. JSON columns are kept encoded, so
+what is written round-trips exactly as it does through SQL; each row's JSON is decoded once per
+version (``_Decoded``) rather than on every read: every read returns a record object of its
+own, and its JSON values (manifest, facts, labels, devices, env...) are shared with the other
+reads of that version, so callers treat them as read-only (the controllers build new dicts
+for what they write; nothing in the store's own state is reachable from a record).
 
 The same contract tests run against it and the SQL store (tests/integration/store). One lock
 serialises every call (the control loop and the API's threads may share it). Nothing is
@@ -102,6 +105,46 @@ _encode = json.JSONEncoder(separators=(",", ":"), allow_nan=True).encode
 _decode = json.loads
 
 
+class _Decoded:
+    """The decoded JSON columns of rows, by row key, for the rows' current versions: a write
+    of a row drops its entry (``drop``), the next read decodes it again. Decoding JSON on
+    every read was most of the simulator's cost of reading jobs and pods. Equal texts of
+    small values (``{}``, a pod set's env, a reason's facts) decode to one shared value: up
+    to ``SHARED`` of them are kept, then the memo starts again."""
+
+    __slots__ = ("_columns", "_shared", "_values")
+
+    #: Distinct small texts whose decoded value is shared.
+    SHARED = 4096
+    #: Texts longer than this (manifests) are decoded per row, not looked up.
+    SHARED_CHARS = 512
+
+    def __init__(self, columns: tuple[str, ...]) -> None:
+        self._columns = columns
+        self._values: dict[Any, tuple[Any, ...]] = {}
+        self._shared: dict[str, Any] = {}
+
+    def of(self, key: Any, row: dict[str, Any]) -> tuple[Any, ...]:
+        found = self._values.get(key)
+        if found is None:
+            found = self._values[key] = tuple([self._value(row[c]) for c in self._columns])
+        return found
+
+    def _value(self, text: str) -> Any:
+        shared = self._shared
+        value = shared.get(text)
+        if value is None:
+            value = _decode(text)
+            if len(text) <= self.SHARED_CHARS:
+                if len(shared) >= self.SHARED:
+                    shared.clear()
+                shared[text] = value
+        return value
+
+    def drop(self, key: Any) -> None:
+        self._values.pop(key, None)
+
+
 class ConstraintError(StoreError, ValueError):
     """A write broke one of the store's constraints (what a database's IntegrityError is to
     the SQL store): nothing of its transaction was written."""
@@ -118,15 +161,20 @@ class _Event:
     kind: str
     name: str
     facts: str
+    #: ``facts`` decoded, at the first read (an event never changes).
+    decoded: dict[str, Any] | None = None
 
     def record(self) -> EventRecord:
+        facts = self.decoded
+        if facts is None:
+            facts = self.decoded = _decode(self.facts)
         return EventRecord(
             self.at,
             self.type,
             self.reason,
             self.message,
             self.job_id or 0,
-            _decode(self.facts),
+            facts,
             self.kind,
             self.name,
         )
@@ -162,12 +210,19 @@ class _Object:
         )
 
 
-def _job_record(row: dict[str, Any], manifests: bool = True) -> JobRecord:
+#: The JSON columns of a job decoded together (the manifest, the largest, is decoded apart).
+_JOB_JSON_READ = ("reason_facts", "labels", "annotations", "owner_refs", "conditions")
+
+
+def _job_record(
+    row: dict[str, Any], decoded: tuple[Any, ...], manifest: dict[str, Any]
+) -> JobRecord:
+    reason_facts, labels, annotations, owner_refs, conditions = decoded
     return JobRecord(
         row["id"],
         row["name"],
         row["uid"],
-        _decode(row["manifest"]) if manifests else {},
+        manifest,
         row["queue"],
         row["priority"],
         row["phase"],
@@ -182,17 +237,18 @@ def _job_record(row: dict[str, Any], manifests: bool = True) -> JobRecord:
         row["admitted_at"],
         row["started_at"],
         row["finished_at"],
-        _decode(row["reason_facts"]),
-        _decode(row["labels"]),
-        _decode(row["annotations"]),
-        _decode(row["owner_refs"]),
+        reason_facts,
+        labels,
+        annotations,
+        owner_refs,
         row["resource_version"],
         row["generation"],
-        _decode(row["conditions"]),
+        conditions,
     )
 
 
-def _pod_record(row: dict[str, Any]) -> PodRecord:
+def _pod_record(row: dict[str, Any], decoded: tuple[Any, ...]) -> PodRecord:
+    devices, env = decoded
     return PodRecord(
         row["pod_id"],
         row["job_id"],
@@ -200,8 +256,8 @@ def _pod_record(row: dict[str, Any]) -> PodRecord:
         row["index"],
         row["attempt"],
         row["node"],
-        _decode(row["devices"]),
-        _decode(row["env"]),
+        devices,
+        env,
         row["phase"],
         row["created_at"],
         row["exit_code"],
@@ -249,6 +305,18 @@ class MemoryStore(Store):
         self._revisions: list[int] = []
         self._next_revision = 1
         self._leases: dict[str, Lease] = {}
+        #: Decoded JSON of jobs (by id) and pods (by pod id) at their current versions.
+        self._job_json = _Decoded(_JOB_JSON_READ)
+        self._manifests = _Decoded(("manifest",))
+        self._pod_json = _Decoded(("devices", "env"))
+
+    def _job(self, row: dict[str, Any], manifests: bool = True) -> JobRecord:
+        job_id = row["id"]
+        manifest = self._manifests.of(job_id, row)[0] if manifests else {}
+        return _job_record(row, self._job_json.of(job_id, row), manifest)
+
+    def _pod(self, row: dict[str, Any]) -> PodRecord:
+        return _pod_record(row, self._pod_json.of(row["pod_id"], row))
 
     def close(self) -> None:
         """Nothing to release."""
@@ -421,12 +489,12 @@ class MemoryStore(Store):
     def get_job(self, name: str) -> JobRecord | None:
         with self._lock:
             job_id = self._ids_by_name.get(name)
-            return None if job_id is None else _job_record(self._jobs[job_id])
+            return None if job_id is None else self._job(self._jobs[job_id])
 
     def get_job_by_id(self, job_id: int) -> JobRecord | None:
         with self._lock:
             row = self._jobs.get(job_id)
-            return None if row is None else _job_record(row)
+            return None if row is None else self._job(row)
 
     def _page(self, after_id: int) -> list[int]:
         return self._job_ids[bisect.bisect_right(self._job_ids, after_id) :]
@@ -468,7 +536,7 @@ class MemoryStore(Store):
                     continue
                 if deleting_only and not row["is_deleting"]:
                     continue
-                out.append(_job_record(row, manifests))
+                out.append(self._job(row, manifests))
             return out
 
     def list_job_versions(
@@ -481,7 +549,7 @@ class MemoryStore(Store):
                     break
                 row = self._jobs[job_id]
                 if queue is None or row["queue"] == queue:
-                    out.append((job_id, row["resource_version"], _decode(row["labels"])))
+                    out.append((job_id, row["resource_version"], self._job_json.of(job_id, row)[1]))
             return out
 
     def pods(
@@ -504,12 +572,12 @@ class MemoryStore(Store):
                 picked = set(self._live_pods) if picked is None else picked & self._live_pods
             rows = [self._pods[p] for p in (self._pods if picked is None else picked)]
             rows.sort(key=_pod_key)
-            return [_pod_record(row) for row in rows]
+            return [self._pod(row) for row in rows]
 
     def pod(self, pod_id: str) -> PodRecord | None:
         with self._lock:
             row = self._pods.get(pod_id)
-            return None if row is None else _pod_record(row)
+            return None if row is None else self._pod(row)
 
     def events(self, job_id: int) -> list[EventRecord]:
         with self._lock:
@@ -630,6 +698,9 @@ class MemoryStore(Store):
                     self._ids_by_phase[row["phase"]].discard(row["id"])
                     self._ids_by_phase.setdefault(phase, set()).add(row["id"])
                 row.update(values)
+                self._job_json.drop(row["id"])
+                if "manifest" in values:
+                    self._manifests.drop(row["id"])
                 row["resource_version"] = revision
                 if row["is_deleting"]:
                     self._deleting.add(row["id"])
@@ -637,6 +708,7 @@ class MemoryStore(Store):
                     self._deleting.discard(row["id"])
             for pod, values in pod_writes:
                 pod.update(values)
+                self._pod_json.drop(pod["pod_id"])
                 self._track_live(pod)
             for pod in new_pods:
                 self._pods[pod["pod_id"]] = pod
@@ -720,12 +792,15 @@ class MemoryStore(Store):
             row = self._jobs.pop(job_id, None)
             if row is None:
                 return
+            self._job_json.drop(job_id)
+            self._manifests.drop(job_id)
             self._job_ids.remove(job_id)
             del self._ids_by_name[row["name"]]
             self._ids_by_phase[row["phase"]].discard(job_id)
             self._deleting.discard(job_id)
             for pod_id in self._pods_by_job.pop(job_id, set()):
                 del self._pods[pod_id]
+                self._pod_json.drop(pod_id)
                 self._live_pods.discard(pod_id)
             self._job_events.pop(job_id, None)
             self._log_change("Job", row["name"], "DELETED", row["finished_at"] or row["created_at"])

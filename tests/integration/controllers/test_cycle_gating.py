@@ -202,10 +202,13 @@ def test_a_write_by_another_writer_during_a_cycle_is_not_taken_for_its_own(
     assert reason(plane, "c") == "NeverFits"
 
 
-def test_a_cycle_runs_at_each_resync_even_with_nothing_new(
-    plane: ControlPlane, clock: Clock
+def test_a_cycle_runs_at_each_resync_while_time_may_change_a_decision(
+    plane: ControlPlane, backend: NodesOnly, clock: Clock
 ) -> None:
-    plane.apply([job("a")])
+    """Job "a" waits in a queue that preempts lower priorities while "holder" runs: which
+    victims a preemption picks depends on the work they would lose, which grows with time."""
+    backend.node_list = [make_node("gpu-0").gpus(1).obj()]
+    plane.apply([job("holder"), job("a")])
     cycles, _ = settled(plane)
     clock.now += plane.jobs_reconciler.resync_s / 2
     plane.tick()
@@ -213,6 +216,34 @@ def test_a_cycle_runs_at_each_resync_even_with_nothing_new(
     clock.now += plane.jobs_reconciler.resync_s
     plane.tick()
     assert plane.cycles == cycles + 1
+
+
+def test_a_resync_with_nothing_new_runs_no_cycle_while_no_decision_depends_on_time(
+    plane: ControlPlane, clock: Clock
+) -> None:
+    """Nothing runs, so nothing can be preempted: the clock changes no decision. A full
+    resync still runs once after the cycles since the last full one (parked reasons may
+    hold numbers from before), and a cycle runs every SAFETY_S whatever happens."""
+    reconciler = plane.jobs_reconciler
+    plane.apply([job("a")])
+    cycles, _ = settled(plane)  # the first cycle is a full one
+    assert reason(plane, "a") == "NeverFits"
+    clock.now += reconciler.resync_s
+    plane.tick()
+    assert plane.cycles == cycles
+    plane.apply([job("b")])
+    plane.tick()
+    assert plane.cycles == cycles + 1  # a cycle over "b" alone
+    clock.now += reconciler.full_resync_s
+    plane.tick()
+    assert plane.cycles == cycles + 2  # the full resync after it
+    clock.now += reconciler.full_resync_s
+    plane.tick()
+    assert plane.cycles == cycles + 2  # nothing since that full one
+    clock.now += reconciler.SAFETY_S
+    plane.tick()
+    assert plane.cycles == cycles + 3  # the safety pass
+    assert reason(plane, "a") == "NeverFits" and reason(plane, "b") == "NeverFits"
 
 
 def test_the_loop_uses_the_spec_apply_parsed(

@@ -122,3 +122,32 @@ def test_a_log_compacted_past_the_last_read_means_reading_everything(store: Stor
     store.compact(keep=1)
     same(cache.read(), World.read(store, specs))
     assert cache.full_reads == 2
+
+
+def test_changed_since_names_every_job_read_since_an_epoch(store: Store) -> None:
+    """What stop_strays relies on: every job whose record or live pods changed (or that
+    left the World) after a World's epoch is named; a full read since names nothing (None)."""
+    cache = WorldCache(store, SpecCache())
+    submit(store, "a", "b", "c")
+    first = cache.read()
+    ids = {j.name: i for i, j in first.jobs.items()}
+    assert cache.changed_since(first.epoch) == frozenset()
+    assert cache.read() is first  # nothing changed: the same World again
+    write(store, "a", phase="Admitted", attempt=1, new_pods=(pod(store, "a"),))
+    second = cache.read()
+    assert cache.changed_since(first.epoch) == {ids["a"]}
+    write(store, "b", phase="Cancelled")  # leaves the World
+    write(store, "a", pods={"a-1": {"phase": "Running"}})
+    third = cache.read()
+    assert ids["b"] not in third.jobs
+    assert cache.changed_since(second.epoch) == {ids["a"], ids["b"]}
+    assert cache.changed_since(first.epoch) == {ids["a"], ids["b"]}
+    assert cache.changed_since(third.epoch) == frozenset()
+    store.compact(keep=1)
+    submit(store, "d")
+    write(store, "d", message="x")
+    store.compact(keep=1)
+    fourth = cache.read()  # compacted past the last read: a full read
+    assert cache.full_reads == 2
+    assert cache.changed_since(third.epoch) is None
+    assert cache.changed_since(fourth.epoch) == frozenset()

@@ -21,6 +21,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 
 from phalanx.backends.base import (
@@ -117,8 +118,15 @@ class SimBackend:
         self._launched: set[str] = set()
         # (end time, sequence, pod id): pods finishing on their own.
         self._ends: list[tuple[float, int, str]] = []
+        #: The same for the pods that will fail at their end, and (minus end time, pod id)
+        #: of every launched pod: what ``next_event_at`` and ``idle_at`` ask, without a pass
+        #: over every running pod (entries of pods no longer running are dropped lazily).
+        self._fail_ends: list[tuple[float, int, str]] = []
+        self._last_ends: list[tuple[float, str]] = []
         self._events: list[PodEvent] = []
         self._seq = 0
+        #: Jobs whose workloads report checkpoints (write status files).
+        self._reporters: set[str] = set()
         #: Failed nodes: when each is repaired.
         self._down_until: dict[str, float] = {}
 
@@ -131,6 +139,10 @@ class SimBackend:
     def set_workload(self, job: str, workload: SimWorkload) -> None:
         """What the pods of ``job`` do (see SimWorkload); applies to attempts launched later."""
         self._workloads[job] = workload
+        if workload.reports_checkpoints:
+            self._reporters.add(job)
+        else:
+            self._reporters.discard(job)
 
     def fail_node(self, node: str, repair_s: float, message: str = "") -> list[str]:
         """Fail ``node`` now: every pod on it is LOST (reason ``NodeFault``) and the node is
@@ -190,7 +202,11 @@ class SimBackend:
             attempt.reporter = pod
         end = attempt.started_at + max(0.0, attempt.workload.runtime_s - attempt.resumed_s)
         self._seq += 1
-        heapq.heappush(self._ends, (max(end, now), self._seq, pod.pod_id))
+        entry = (max(end, now), self._seq, pod.pod_id)
+        heapq.heappush(self._ends, entry)
+        heapq.heappush(self._last_ends, (-entry[0], pod.pod_id))
+        if self._will_fail(pod.pod_id):
+            heapq.heappush(self._fail_ends, entry)
         self._events.append(PodEvent(pod.pod_id, PodEventKind.RUNNING, now))
 
     def stop(self, pod_id: str, grace_period_s: float) -> None:
@@ -218,6 +234,13 @@ class SimBackend:
     def close(self) -> None:
         self._running.clear()
 
+    def status_writers(self) -> AbstractSet[str]:
+        """The jobs whose pods may write status files (``phalanx.train.status``): those
+        whose workload reports checkpoints. Simulated pods are no processes: nothing else
+        writes one, so the control plane need not look for the others' (an optional
+        capability of a backend, as ``notify_on_exit`` is of the local one)."""
+        return self._reporters
+
     # ---- what the driver asks ----
 
     def next_event_at(self, *, include_successes: bool = True) -> float | None:
@@ -233,14 +256,20 @@ class SimBackend:
             if self._ends:
                 times.append(self._ends[0][0])
         else:
-            times = [end for end, _, pod_id in self._ends if self._will_fail(pod_id)]
+            fail_ends = self._fail_ends
+            while fail_ends and fail_ends[0][2] not in self._running:
+                heapq.heappop(fail_ends)
+            times = [fail_ends[0][0]] if fail_ends else []
         return min(times) if times else None
 
     def idle_at(self) -> float | None:
         """When every running pod will have ended on its own (now if events wait to be
         polled), if nothing else happens; None if nothing runs and no event waits."""
         self._drop_stale_ends()
-        times = [end for end, _, pod_id in self._ends if pod_id in self._running]
+        last_ends = self._last_ends
+        while last_ends and last_ends[0][1] not in self._running:
+            heapq.heappop(last_ends)
+        times = [-last_ends[0][0]] if last_ends else []
         if self._events:
             times.append(self.clock.now)
         return max(times) if times else None
