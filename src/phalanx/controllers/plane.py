@@ -127,6 +127,11 @@ class ControlPlane:
         ]
         self._lock = threading.RLock()
         self._wake = threading.Event()
+        # A backend that can tell at once when a pod ends (the local one) wakes the loop: the
+        # end is recorded, and a pipeline's next step started, without waiting for a tick.
+        notify_on_exit = getattr(backend, "notify_on_exit", None)
+        if notify_on_exit is not None:
+            notify_on_exit(self.wake)
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._applies = 0

@@ -30,13 +30,16 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from phalanx.pipelines.keys import canonical_json, content_hash
 
-# io, pickle and tempfile are imported where they are used: a step's process imports this
-# module to run one trivial task, and its start-up is most of that step's cost.
+if TYPE_CHECKING:
+    from pathlib import Path
+
+# io, pathlib, pickle and tempfile are imported where they are used: a step's process imports
+# this module to run one trivial task, and its start-up is most of that step's cost (pathlib
+# alone, with the urllib.parse and ipaddress it imports, was a quarter of this package's).
 
 INLINE_LIMIT_BYTES = 16 * 1024
 ENV_ARTIFACTS = "PHALANX_ARTIFACTS"
@@ -49,7 +52,8 @@ class File:
     path: str
 
     def read_bytes(self) -> bytes:
-        return Path(self.path).read_bytes()
+        with open(self.path, "rb") as f:
+            return f.read()
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,8 +129,10 @@ def encode(value: object) -> Encoded:
     if _is_json(value):
         return Encoded("json", canonical_json(value), type_name)
     if isinstance(value, File):
-        return Encoded("file", Path(value.path).read_bytes(), type_name)
+        return Encoded("file", value.read_bytes(), type_name)
     if isinstance(value, Directory):
+        from pathlib import Path
+
         root = Path(value.path)
         parts: dict[str, bytes] = {}
         manifest: dict[str, str] = {}
@@ -165,26 +171,30 @@ class _Files(Protocol):
 
 
 class _LocalFiles:
-    def __init__(self, root: Path) -> None:
+    """The files of a local store, through os.path (no pathlib: see the imports)."""
+
+    def __init__(self, root: str) -> None:
         self.root = root
 
     def read(self, path: str) -> bytes | None:
         try:
-            return (self.root / path).read_bytes()
+            with open(os.path.join(self.root, path), "rb") as f:
+                return f.read()
         except FileNotFoundError:
             return None
 
     def write(self, path: str, data: bytes) -> None:
-        target = self.root / path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.parent / f".tmp-{os.getpid()}-{os.urandom(6).hex()}"
+        target = os.path.join(self.root, path)
+        parent = os.path.dirname(target)
+        os.makedirs(parent, exist_ok=True)
+        tmp = os.path.join(parent, f".tmp-{os.getpid()}-{os.urandom(6).hex()}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as out:
             out.write(data)
-        tmp.replace(target)  # readers never see half a file
+        os.replace(tmp, target)  # readers never see half a file
 
     def exists(self, path: str) -> bool:
-        return (self.root / path).exists()
+        return os.path.exists(os.path.join(self.root, path))
 
 
 class _FsspecFiles:
@@ -218,8 +228,8 @@ def default_url() -> str:
     under the user's cache directory."""
     if os.environ.get(ENV_ARTIFACTS):
         return os.environ[ENV_ARTIFACTS]
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return str(Path(cache) / "phalanx" / "artifacts")
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return os.path.join(cache, "phalanx", "artifacts")
 
 
 class ArtifactStore:
@@ -232,7 +242,8 @@ class ArtifactStore:
         self.url = url or default_url()
         local = self.url.removeprefix("file://")
         self.is_local = "://" not in local
-        self.local_root = Path(local).expanduser().resolve() if self.is_local else None
+        #: The store's directory when it is local (absolute, links resolved), else None.
+        self.local_root = os.path.realpath(os.path.expanduser(local)) if self.is_local else None
         self._files: _Files = (
             _LocalFiles(self.local_root)
             if self.local_root is not None
@@ -304,8 +315,9 @@ class ArtifactStore:
     def _materialise(self, digest: str, manifest: Mapping[str, str]) -> Path:
         """A local directory holding the files of ``manifest`` (relative path → hash)."""
         import tempfile
+        from pathlib import Path
 
-        base = self.local_root or Path(tempfile.gettempdir()) / "phalanx-artifacts"
+        base = Path(self.local_root or Path(tempfile.gettempdir()) / "phalanx-artifacts")
         target = base / "files" / digest.split(":", 1)[1]
         if not target.exists():
             base.mkdir(parents=True, exist_ok=True)

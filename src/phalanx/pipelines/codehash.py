@@ -7,7 +7,10 @@ names, and the whole source of project-local modules it names, are followed recu
 editing a helper a task calls invalidates the task's cache, while upgrading an installed
 library does not (pin it through the image or ``cache_version`` instead).
 
-Reads source files (inspect): an effect, so it lives apart from the pure keys.
+Reads source files (inspect): an effect, so it lives apart from the pure keys. A step's
+process checks its task's hash on every start, so this module imports neither pathlib nor
+textwrap (whose regular expressions alone cost that process more than its work): paths go
+through os.path, and ``dedent`` is textwrap's, line by line.
 """
 
 from __future__ import annotations
@@ -17,10 +20,8 @@ import inspect
 import linecache
 import os
 import sys
-import textwrap
 import types
 from collections.abc import Callable
-from pathlib import Path
 
 from phalanx.pipelines.keys import content_hash
 
@@ -32,18 +33,18 @@ _CONSTANTS = (bool, int, float, complex, str, bytes, tuple, frozenset, type(None
 def _system_roots() -> tuple[str, ...]:
     """The standard library's directory and the interpreter's prefixes (installed packages
     are recognised by their site-packages or dist-packages directory)."""
-    roots = {str(Path(os.__file__).parent), sys.prefix, sys.base_prefix, sys.exec_prefix}
-    return tuple(str(Path(p).resolve()) for p in roots)
+    roots = {os.path.dirname(os.__file__), sys.prefix, sys.base_prefix, sys.exec_prefix}
+    return tuple(os.path.realpath(p) for p in roots)
 
 
 @functools.cache
 def _is_project_file(path: str) -> bool:
     """Whether the module file ``path`` is the user's (not phalanx's, the standard library's
     or an installed package's)."""
-    resolved = str(Path(path).resolve())
+    resolved = os.path.realpath(path)
     if "site-packages" in resolved or "dist-packages" in resolved:
         return False
-    if resolved.startswith(str(Path(__file__).resolve().parents[1])):
+    if resolved.startswith(os.path.dirname(os.path.dirname(os.path.realpath(__file__)))):
         return False  # phalanx itself
     return not any(resolved.startswith(root + "/") for root in _system_roots() if root != "/")
 
@@ -78,13 +79,36 @@ def _function_source(fn: types.FunctionType) -> str | None:
     return "".join(lines[code.co_firstlineno - 1 : _last_line(code)])
 
 
+def dedent(text: str) -> str:
+    """``textwrap.dedent(text)``, the same text for every input (a test compares them):
+    lines of only spaces and tabs emptied, then the longest run of leading spaces and tabs
+    common to every other line removed from each line that starts with it."""
+    lines = ["" if line and not line.strip(" \t") else line for line in text.split("\n")]
+    margin: str | None = None
+    for line in lines:
+        body = line.lstrip(" \t")
+        if not body:
+            continue
+        indent = line[: len(line) - len(body)]
+        if margin is None or margin.startswith(indent):
+            margin = indent
+        elif not indent.startswith(margin):
+            common = 0
+            while margin[common] == indent[common]:
+                common += 1
+            margin = margin[:common]
+    if margin:
+        lines = [line[len(margin) :] if line.startswith(margin) else line for line in lines]
+    return "\n".join(lines)
+
+
 def _source(obj: object) -> str:
     if isinstance(obj, types.FunctionType):
         text = _function_source(obj)
         if text is not None:
-            return textwrap.dedent(text)
+            return dedent(text)
     try:
-        return textwrap.dedent(inspect.getsource(obj))  # type: ignore[arg-type]
+        return dedent(inspect.getsource(obj))  # type: ignore[arg-type]
     except (OSError, TypeError):
         code = getattr(obj, "__code__", None)
         return repr(code.co_code) if code is not None else repr(obj)

@@ -1,6 +1,8 @@
 """The PipelineRun reconciler: each step of a run becomes a Job owned by the run.
 
-On every tick, for each PipelineRun not yet finished (observe → decide → apply):
+On every tick, for each PipelineRun not yet finished that was written, or whose running
+steps' jobs were, since the last pass (the store's revision log says; every run is looked at
+at start and every ``RESYNC_S``) (observe → decide → apply):
 
   1. observe the jobs of Running steps: Succeeded → read the step's result record from the
      artifact store, index its output in the cache; Failed or Cancelled → the step Failed
@@ -54,6 +56,10 @@ LABEL_STEP = "phalanx.dev/step"
 ENV_LIMIT_BYTES = 96 * 1024
 #: Step jobs read per store query (one SQL ``IN`` list).
 JOBS_PER_QUERY = 400
+#: Every unfinished run is reconciled at least this often, written to or not.
+RESYNC_S = 10.0
+#: Revision log entries read per pass; more means a flood: every run is looked at.
+MAX_CHANGES = 10_000
 #: The keys of a run's ``artifactsSecret``, each given to its steps as the variable of the
 #: same name (botocore reads them); the first two are required, the rest used when present.
 S3_SECRET_KEYS = (
@@ -98,6 +104,14 @@ class PipelineRunReconciler:
         self._secret_values: set[str] = set()
         self._finished: set[tuple[str, str]] = set()  # (name, uid) of finished runs
         self._parsed: dict[tuple[str, int], PipelineSpec] = {}  # (uid, generation) → spec
+        #: The revision of the log read last (None: not yet), and when every run was.
+        self._revision: int | None = None
+        self._synced_at = -float("inf")
+        #: The jobs of running steps → their run; a run's jobs, as seen at its last pass.
+        self._run_of_job: dict[str, str] = {}
+        self._jobs_of_run: dict[str, set[str]] = {}
+        #: Runs whose last pass failed: tried again on the next, written to or not.
+        self._failed: set[str] = set()
 
     def _artifacts(self, url: str, secret_name: str = "") -> ArtifactStore:
         """The artifact store at ``url``, opened with the S3 credentials in the Secret
@@ -151,18 +165,63 @@ class PipelineRunReconciler:
         return text
 
     def reconcile(self, now: float) -> None:
-        for obj in self.store.list_objects(KIND):
+        names = self._touched_runs(now)
+        if names is None:
+            runs = self.store.list_objects(KIND)
+        else:
+            names |= self._failed
+            runs = [r for n in sorted(names) if (r := self.store.get_object(KIND, n)) is not None]
+        self._failed = set()
+        for obj in runs:
             if (obj.name, obj.uid) in self._finished:
                 continue
             try:
                 self.reconcile_run(obj, now)
             except Exception as exc:  # contained to this run
+                self._failed.add(obj.name)
                 error = self._mask(f"{type(exc).__name__}: {exc}")
                 if self._secret_values:  # a traceback could show a credential: the text only
                     log.error("pipeline run %s failed to reconcile: %s", obj.name, error)
                 else:
                     log.exception("pipeline run %s failed to reconcile", obj.name)
                 record_error(self.store, self.name, KIND, obj.name, error, now)
+
+    def _touched_runs(self, now: float) -> set[str] | None:
+        """The runs written since the last pass, or whose running steps' jobs were (from
+        the revision log); None when every run must be looked at: the first pass, every
+        ``RESYNC_S``, a Pipeline written (its runs read their steps from it), or a log
+        compacted past the last pass or flooded."""
+        after = self._revision
+        if after is None or now - self._synced_at >= RESYNC_S:
+            self._revision, self._synced_at = self.store.revision(), now
+            return None
+        changes, oldest = self.store.changes(after, limit=MAX_CHANGES)
+        if changes:
+            self._revision = changes[-1].revision
+        if (after > 0 and oldest > after + 1) or len(changes) >= MAX_CHANGES:
+            return None
+        out: set[str] = set()
+        for change in changes:
+            if change.kind == KIND:
+                out.add(change.name)
+            elif change.kind == "Job" and change.name in self._run_of_job:
+                out.add(self._run_of_job[change.name])
+            elif change.kind == "Pipeline":
+                return None
+        return out
+
+    def _note_jobs(self, run: str, steps: Mapping[str, Mapping[str, Any]]) -> None:
+        """Remember which jobs run's running steps have (their writes wake the run)."""
+        for job in self._jobs_of_run.pop(run, set()):
+            self._run_of_job.pop(job, None)
+        jobs = {
+            str(s["job"])
+            for s in steps.values()
+            if s.get("state") == StepState.RUNNING and "job" in s
+        }
+        if jobs:
+            self._jobs_of_run[run] = jobs
+            self._run_of_job.update(dict.fromkeys(jobs, run))
 
     def _spec(self, obj: ObjectRecord) -> PipelineSpec:
         # Parsed once per spec (its generation), not once per tick: a run of many steps
@@ -198,6 +257,7 @@ class PipelineRunReconciler:
         status: dict[str, Any] = json.loads(json.dumps(obj.manifest.get("status") or {}))
         if status.get("phase") in (RunPhase.SUCCEEDED, RunPhase.FAILED):
             self._finished.add((obj.name, obj.uid))  # finished (or replaced) elsewhere
+            self._note_jobs(obj.name, {})
             return
         before = json.dumps(status, sort_keys=True)
         try:
@@ -206,6 +266,7 @@ class PipelineRunReconciler:
         except (SpecError, LookupError) as exc:
             status.update(phase=RunPhase.FAILED.value, message=str(exc), finishedAt=now)
             self._write(obj, status, before, now)
+            self._note_jobs(obj.name, {})
             return
         steps: dict[str, dict[str, Any]] = status.setdefault("steps", {})
         for s in spec.steps:
@@ -244,6 +305,7 @@ class PipelineRunReconciler:
         if phase is not RunPhase.RUNNING:
             status.setdefault("finishedAt", now)
         self._write(obj, status, before, now)
+        self._note_jobs(obj.name, steps if phase is RunPhase.RUNNING else {})
         if phase is not RunPhase.RUNNING:
             self._finished.add((obj.name, obj.uid))
             self._parsed.pop((obj.uid, obj.generation), None)
@@ -311,7 +373,8 @@ class PipelineRunReconciler:
             )
             return
         name = job_name(spec.name, index)
-        status.update(state=StepState.RUNNING.value, job=name)
+        # Its first attempt: set now, rather than written again once the job is admitted.
+        status.update(state=StepState.RUNNING.value, job=name, attempts=1)
         new_jobs.append(self._job_manifest(spec, obj, step, name, queue, refs, store))
 
     def _job_manifest(
@@ -449,7 +512,7 @@ class PipelineRunReconciler:
                 state=StepState.FAILED.value, message=f"job {name} is gone", finishedAt=now
             )
             return
-        status["attempts"] = job.attempt
+        status["attempts"] = max(job.attempt, 1)
         if job.phase == "Succeeded":
             result = store.read_record(store.result_path(spec.name, step.name))
             if result is None:

@@ -15,7 +15,6 @@ import atexit
 import json
 import os
 import sys
-import traceback
 
 from phalanx.pipelines.artifacts import ArtifactRef, ArtifactStore
 from phalanx.pipelines.execution import call_step, load_task
@@ -45,6 +44,8 @@ def main() -> int:
         refs = {k: ArtifactRef.from_json(v) for k, v in spec["inputs"].items()}
         value = call_step(task, step, refs, store)
     except Exception:  # the step's failure: the traceback is the job's log
+        import traceback  # only now: it imports textwrap, whose start-up costs every step
+
         traceback.print_exc()
         return 1
     if os.environ.get("RANK", "0") == "0":

@@ -34,6 +34,7 @@ Must not import phalanx.controllers, phalanx.store or phalanx.api.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -41,7 +42,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -55,15 +56,11 @@ from phalanx.backends.base import (
     RendezvousInfo,
 )
 from phalanx.backends.local import supervisor
+from phalanx.backends.local.exits import ExitWatcher
 from phalanx.backends.local.gpu_health import GpuHealthWatcher
 from phalanx.backends.local.isolation import PodUser, own_directory, pod_root
 from phalanx.backends.local.nodes import discover_nodes
-from phalanx.backends.local.supervisor import (
-    read_json,
-    read_proc_stat,
-    read_start_ticks,
-    write_json_atomic,
-)
+from phalanx.backends.local.supervisor import read_proc_stat, read_start_ticks
 from phalanx.model.objects import Node
 
 __all__ = ["LocalBackend", "clear_node_fault", "inject_node_fault"]
@@ -137,6 +134,18 @@ class LocalBackend:
         self._lock = threading.Lock()
         self._tracked: dict[str, _TrackedPod] = {}
         self._events: list[PodEvent] = []
+        self._exits: ExitWatcher | None = None
+
+    def notify_on_exit(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (from a thread of the backend's) as soon as any pod's supervisor
+        ends, so that the caller can ``poll_events`` at once rather than at its next tick (the
+        control loop gives its ``wake``). Replaces an earlier callback."""
+        with self._lock:
+            if self._exits is not None:
+                self._exits.close()
+            self._exits = ExitWatcher(callback)
+            for pod in self._tracked.values():
+                self._exits.watch(pod.pid)
 
     def nodes(self) -> list[Node]:
         """Return the nodes given at construction (or this machine, discovered); with a GPU
@@ -183,12 +192,6 @@ class LocalBackend:
             record = _read_optional(pod_dir / "launch.json")
             if record is not None:  # written before a crash, never started: start it now
                 _append_log(log_path, "the launch was interrupted; starting the pod again")
-                env_record = record.get("env")
-                env = (
-                    {str(k): str(v) for k, v in env_record.items()}
-                    if isinstance(env_record, dict)
-                    else {}
-                )
             else:
                 if pod.image:
                     _append_log(log_path, f"image {pod.image!r} is ignored by the local backend")
@@ -212,7 +215,7 @@ class LocalBackend:
                 if self._pod_user is not None:
                     record["user"] = {"uid": self._pod_user.uid, "gid": self._pod_user.gid}
                 write_json_atomic(pod_dir / "launch.json", record)
-            self._spawn(pod.pod_id, pod_dir, env, pod.node)
+            self._spawn(pod.pod_id, pod_dir, record)
 
     def stop(self, pod_id: str, grace_period_s: float) -> None:
         """Record stop.json, then SIGTERM the pod (its supervisor relays to the whole group);
@@ -279,7 +282,7 @@ class LocalBackend:
                     continue
                 pod = self._load(pod_id, pod_dir)
                 if pod is not None and self._is_alive(pod):
-                    self._tracked[pod_id] = pod
+                    self._track(pod)
                     continue
                 events.append(self._finished_event(pod_id, now, pod))
         return events
@@ -303,6 +306,9 @@ class LocalBackend:
         with self._lock:
             self._tracked.clear()
             self._events.clear()
+            if self._exits is not None:
+                self._exits.close()
+                self._exits = None
         if self._gpu_health is not None:
             self._gpu_health.close()
 
@@ -319,14 +325,20 @@ class LocalBackend:
         if checkpoint:
             own_directory(Path(checkpoint), self._pod_user)
 
-    def _spawn(self, pod_id: str, pod_dir: Path, env: dict[str, str], node: str) -> None:
-        """Start the supervisor of a pod whose launch.json is written; track it, or record
-        why it could not start (exit.json, reason LaunchError) and report it FAILED."""
+    def _spawn(self, pod_id: str, pod_dir: Path, record: dict[str, object]) -> None:
+        """Start the supervisor of a pod whose launch.json (``record``) is written; track it,
+        or record why it could not start (exit.json, reason LaunchError) and report it
+        FAILED."""
         log_path = pod_dir / "output.log"
+        env_record = record.get("env")
+        env = (
+            {str(k): str(v) for k, v in env_record.items()} if isinstance(env_record, dict) else {}
+        )
+        node = str(record.get("node", ""))
         try:
             pid = os.posix_spawnp(
                 self._python,
-                [self._python, "-I", supervisor.__file__, str(pod_dir)],
+                _supervisor_argv(self._python, pod_dir, record),
                 env,
                 file_actions=[
                     (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
@@ -349,13 +361,13 @@ class LocalBackend:
         except ValueError as exc:  # a NUL byte or '=' in the environment: the OS refuses it
             message = (
                 f"cannot start the pod: {exc}; variable names must not contain '=' and no "
-                "name or value may contain a NUL character"
+                "variable name or value, command or argument may contain a NUL character"
             )
             self._not_started(pod_id, pod_dir, message)
             return
         start_ticks = read_start_ticks(pid)
         write_json_atomic(pod_dir / "pid.json", {"pid": pid, "start_ticks": start_ticks})
-        self._tracked[pod_id] = _TrackedPod(pod_id, pod_dir, pid, start_ticks, node=node)
+        self._track(_TrackedPod(pod_id, pod_dir, pid, start_ticks, node=node))
         self._events.append(PodEvent(pod_id, PodEventKind.RUNNING, time.time()))
 
     def _not_started(self, pod_id: str, pod_dir: Path, message: str) -> None:
@@ -419,8 +431,13 @@ class LocalBackend:
         pod = None if pod_dir is None else self._load(pod_id, pod_dir)
         if pod is None or not self._is_alive(pod):
             return None
-        self._tracked[pod_id] = pod
+        self._track(pod)
         return pod
+
+    def _track(self, pod: _TrackedPod) -> None:
+        self._tracked[pod.pod_id] = pod
+        if self._exits is not None:
+            self._exits.watch(pod.pid)
 
     def _is_alive(self, pod: _TrackedPod) -> bool:
         """Return whether the pod's supervisor runs; reap it if it is our child and ended."""
@@ -526,6 +543,44 @@ def _pod_env(
     env.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
     env["CUDA_VISIBLE_DEVICES"] = ",".join(str(device.index) for device in pod.devices)
     return env
+
+
+def _supervisor_argv(python: str, pod_dir: Path, record: dict[str, object]) -> list[str]:
+    """The supervisor's command line for the launch ``record`` (see supervisor.py): started
+    with ``-I -S``, as it needs nothing outside the standard library's built-in modules."""
+    argv = [python, "-I", "-S", supervisor.__file__, str(pod_dir)]
+    if record.get("working_dir"):
+        argv += ["--cwd", str(record["working_dir"])]
+    limit = record.get("memory_limit_bytes")
+    if isinstance(limit, int) and limit > 0:
+        argv += ["--memory-limit", str(limit)]
+    user = record.get("user")
+    if isinstance(user, dict):  # the server is root: the workload runs as the pod user
+        argv += ["--user", f"{int(user['uid'])}:{int(user['gid'])}"]
+    command, args = record.get("command"), record.get("args")
+    argv.append("--")
+    argv += [str(item) for item in command] if isinstance(command, list) else []
+    argv += [str(item) for item in args] if isinstance(args, list) else []
+    return argv
+
+
+def write_json_atomic(path: Path, data: object) -> None:
+    """Write ``data`` as JSON to ``path`` so that readers see the old file or the whole new one:
+    a temporary file in the same directory, fsynced, then renamed over ``path``."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        json.dump(data, f)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+
+
+def read_json(path: Path) -> dict[str, object]:
+    """Return the JSON object in ``path``; raises OSError or ValueError (not an object too)."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} does not hold a JSON object")
+    return data
 
 
 def _has_started(pod_dir: Path) -> bool:

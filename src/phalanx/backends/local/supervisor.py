@@ -1,36 +1,55 @@
-"""The supervisor of one local pod: ``python -m phalanx.backends.local.supervisor <pod_dir>``.
+"""The supervisor of one local pod, run by the backend as a plain file::
 
-The local backend starts it as the leader of a new session and process group. It records its
-own pid, starts the workload from ``<pod_dir>/launch.json`` as a child in the same group with
-stdout and stderr appended to ``output.log``, relays SIGTERM/SIGINT to the whole group once,
-waits, and writes ``exit.json`` atomically. Then it SIGKILLs whatever is left of the group
-(itself included): a pod ends with its main process, as a container does.
+    python -I -S supervisor.py POD_DIR [--cwd DIR] [--memory-limit BYTES] [--user UID:GID]
+        -- COMMAND [ARG...]
 
-Standard library only, and nothing from phalanx: it must start fast, and the backend runs it as
-a plain file with ``python -I``. The file helpers at the bottom are shared with the backend.
+The local backend starts it as the leader of a new session and process group, with the pod's
+environment, stdin from /dev/null and stdout and stderr appended to ``POD_DIR/output.log``
+(the backend's ``launch.json`` records the same command line, for a restart). It starts the
+workload as a child in the same group (working directory ``--cwd``, as ``--user`` when the
+server is root, umask 077 then), which inherits its environment and output; records its own
+pid; relays SIGTERM/SIGINT to the whole group once; waits, and with ``--memory-limit`` kills
+the pod once the group's resident memory exceeds it; writes ``exit.json`` atomically. Then it
+SIGKILLs whatever is left of the group (itself included): a pod ends with its main process,
+as a container does.
+
+Every pod starts one: its start-up is on the path of every step of a pipeline. So it imports
+nothing but built-in and frozen modules (os, sys, errno, time, and ``_signal``, which the
+``signal`` module wraps: that one imports enum, which would cost more than starting Python
+does), writes its two small JSON files by hand, and starts the workload with fork and exec
+rather than through ``subprocess``. Nothing from phalanx: the backend runs it without the
+package (``-I -S``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import json
 import os
-import signal
-import subprocess
 import sys
 import time
-from pathlib import Path
-from types import FrameType
-from typing import BinaryIO
 
-__all__ = ["main", "read_json", "read_start_ticks", "write_json_atomic"]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import signal
+    from collections.abc import Iterable
+    from types import FrameType
+else:
+    import _signal as signal
+
+__all__ = ["LAUNCH_ERROR", "NOT_STARTED_EXIT_CODE", "main", "read_proc_stat", "read_start_ticks"]
 
 #: Exit code reported when the workload could not be started at all (as a shell does).
 NOT_STARTED_EXIT_CODE = 127
 #: The reason in exit.json when it could not: the workload's fault (a missing command or
 #: working directory, a bad environment), never the node's.
 LAUNCH_ERROR = "LaunchError"
+#: How often the group's memory is measured against ``--memory-limit``.
+MEMORY_CHECK_S = 0.2
+_USAGE = "usage: supervisor.py POD_DIR [OPTION VALUE]... -- COMMAND [ARG]..."
+_RELAYED = (signal.SIGTERM, signal.SIGINT)
+#: Python ignores these at start-up; ignored signals survive exec, so the workload gets
+#: them back at their defaults (as subprocess does).
+_RESTORED = (signal.SIGPIPE, signal.SIGXFSZ)
 
 
 class _Relay:
@@ -42,7 +61,7 @@ class _Relay:
     """
 
     def __init__(self) -> None:
-        self.child: subprocess.Popen[bytes] | None = None
+        self.child: int | None = None
         self.held: list[int] = []
         self.relayed: set[int] = set()
 
@@ -61,172 +80,247 @@ class _Relay:
             if os.getpgrp() == os.getpid():
                 os.killpg(os.getpgrp(), signum)
             elif self.child is not None:  # run by hand, not as a group leader: spare our group
-                self.child.send_signal(signum)
+                os.kill(self.child, signum)
+
+
+class _Launch:
+    """The command line's launch: the pod directory and what to run, where and how."""
+
+    def __init__(self, argv: list[str]) -> None:
+        """Raises ValueError (a usage message) for a malformed command line."""
+        if not argv:
+            raise ValueError(_USAGE)
+        self.pod_dir = os.path.abspath(argv[0])
+        self.working_dir = self.pod_dir
+        self.memory_limit: int | None = None
+        self.user: tuple[int, int] | None = None
+        i = 1
+        while i < len(argv) and argv[i] != "--":  # options come in pairs (a value may be "--")
+            if i + 1 >= len(argv):
+                raise ValueError(f"option {argv[i]!r} has no value; {_USAGE}")
+            name, value = argv[i], argv[i + 1]
+            if name == "--cwd":
+                self.working_dir = value
+            elif name == "--memory-limit":
+                self.memory_limit = int(value) if int(value) > 0 else None
+            elif name == "--user":
+                uid, _, gid = value.partition(":")
+                self.user = (int(uid), int(gid))
+            else:
+                raise ValueError(f"unknown option {name!r}; {_USAGE}")
+            i += 2
+        if i >= len(argv):
+            raise ValueError(_USAGE)
+        self.command = argv[i + 1 :]
 
 
 def main(argv: list[str]) -> int:
-    """Supervise the pod in ``argv[0]``; return the process exit status."""
-    if len(argv) != 1:
-        print("usage: python -m phalanx.backends.local.supervisor POD_DIR", file=sys.stderr)
+    """Supervise the pod ``argv`` describes (see the module docstring); return the exit
+    status of this process."""
+    try:
+        launch = _Launch(argv)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
         return 2
-    pod_dir = Path(argv[0]).absolute()
-    write_json_atomic(
-        pod_dir / "pid.json", {"pid": os.getpid(), "start_ticks": read_start_ticks(os.getpid())}
-    )
+    # Only stdin, stdout and stderr go on to the workload (subprocess's close_fds). The
+    # listing's own descriptor is in the list, and closed by the time its turn comes.
+    for name in os.listdir("/proc/self/fd"):
+        if int(name) > 2:
+            try:  # not contextlib: see the module docstring
+                os.close(int(name))
+            except OSError:
+                continue
     relay = _Relay()
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    # Held back until the workload is started (the relay then sends them on); SIGCHLD stays
+    # blocked, to be waited for (sigtimedwait) while the memory is watched.
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {*_RELAYED, signal.SIGCHLD})
+    for signum in _RELAYED:
         signal.signal(signum, relay.on_signal)
-    with (pod_dir / "output.log").open("ab", buffering=0) as log:
-        child, message = _start(pod_dir, log)
-        if child is None:
-            log.write(f"phalanx: {message}\n".encode())
-            _write_exit(pod_dir, NOT_STARTED_EXIT_CODE, None, message, reason=LAUNCH_ERROR)
-            return NOT_STARTED_EXIT_CODE
-        with child:
-            relay.child = child
-            relay.flush()
-            returncode, oom = _wait(child, _memory_limit(pod_dir))
+    child, message = _start(launch, mask)
+    _write_atomic(
+        os.path.join(launch.pod_dir, "pid.json"),
+        f'{{"pid": {os.getpid()}, "start_ticks": {_json_value(read_start_ticks(os.getpid()))}}}',
+    )
+    if child is None:
+        os.write(2, f"phalanx: {message}\n".encode(errors="backslashreplace"))
+        _write_exit(launch.pod_dir, NOT_STARTED_EXIT_CODE, None, message, reason=LAUNCH_ERROR)
+        return NOT_STARTED_EXIT_CODE
+    relay.child = child
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, set(_RELAYED))  # held ones are relayed now
+    returncode, oom = _wait(child, launch.memory_limit)
     if oom:
-        log_line = f"phalanx: {oom}\n".encode()
-        with (pod_dir / "output.log").open("ab") as log:
-            log.write(log_line)
-        _write_exit(pod_dir, None, signal.SIGKILL, oom, reason="OOMKilled")
+        os.write(2, f"phalanx: {oom}\n".encode())
+        _write_exit(launch.pod_dir, None, signal.SIGKILL, oom, reason="OOMKilled")
     elif returncode < 0:
-        _write_exit(pod_dir, None, -returncode, "")
+        _write_exit(launch.pod_dir, None, -returncode, "")
     else:
-        _write_exit(pod_dir, returncode, None, "")
+        _write_exit(launch.pod_dir, returncode, None, "")
     if os.getpgrp() == os.getpid():
         os.killpg(os.getpgrp(), signal.SIGKILL)
     return 0
 
 
-def _start(pod_dir: Path, log: BinaryIO) -> tuple[subprocess.Popen[bytes] | None, str]:
-    """Start the workload; return it, or None and a message saying why it could not start."""
-    try:
-        spec = read_json(pod_dir / "launch.json")
-    except (OSError, ValueError) as exc:
-        return None, f"cannot read launch.json: {exc}"
-    argv = [*_strings(spec.get("command")), *_strings(spec.get("args"))]
-    env_spec = spec.get("env")
-    env = {str(k): str(v) for k, v in env_spec.items()} if isinstance(env_spec, dict) else {}
-    working_dir = str(spec.get("working_dir") or pod_dir)
+def _start(launch: _Launch, mask: Iterable[int]) -> tuple[int | None, str]:
+    """Start the workload; return its pid, or None and a message saying why it could not
+    start. ``mask``: the signal mask the workload gets."""
+    argv = launch.command
     if not argv:
         return None, "no command to run; set command (or args) in the pod set"
-    if not Path(working_dir).is_dir():
-        return None, f"working directory {working_dir!r} does not exist or is not a directory"
-    user = spec.get("user")
-    as_user: dict[str, object] = {}
-    if isinstance(user, dict):  # the server is root: the workload runs as the pod user
-        as_user = {
-            "user": int(user["uid"]),
-            "group": int(user["gid"]),
-            "extra_groups": [],
-            "umask": 0o077,
-        }
-    try:
-        child = subprocess.Popen(  # type: ignore[call-overload]
-            argv,
-            env=env,
-            cwd=working_dir,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-            **as_user,
+    if not os.path.isdir(launch.working_dir):
+        return (
+            None,
+            f"working directory {launch.working_dir!r} does not exist or is not a directory",
         )
-    except FileNotFoundError:
-        where = "" if "/" in argv[0] else f" in PATH={env.get('PATH', '')!r}"
-        return None, f"command {argv[0]!r} not found{where}"
-    except PermissionError:
-        return None, f"command {argv[0]!r} is not executable (permission denied)"
-    except OSError as exc:
-        if exc.errno == errno.ENOEXEC:
-            return None, f"command {argv[0]!r} is not executable (exec format error; add a #! line)"
-        return None, f"cannot start {argv[0]!r}: {exc}"
-    except ValueError as exc:  # e.g. a NUL byte in an argument
-        return None, f"cannot start {argv[0]!r}: {exc}"
-    return child, ""
+    env = os.environ.copy()
+    # A pipe the child closes by exec (success) or writes its failure to.
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:  # the child: until exec, nothing that could need another thread or a lock
+        stage = "exec"
+        try:
+            stage = "chdir"
+            os.chdir(launch.working_dir)
+            stage = "user"
+            if launch.user is not None:
+                os.umask(0o077)
+                os.setgroups([])
+                os.setgid(launch.user[1])
+                os.setuid(launch.user[0])
+            for signum in (*_RELAYED, *_RESTORED):
+                signal.signal(signum, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            stage = "exec"
+            os.execvpe(argv[0], argv, env)
+        except BaseException as exc:  # the child must never return into the supervisor
+            code = exc.errno if isinstance(exc, OSError) and exc.errno else 0
+            os.write(write_end, f"{stage}:{code}:{exc}".encode(errors="backslashreplace"))
+        finally:
+            os._exit(NOT_STARTED_EXIT_CODE)
+    os.close(write_end)
+    report = b""
+    while chunk := _read_retrying(read_end):
+        report += chunk
+    os.close(read_end)
+    if not report:
+        return pid, ""
+    os.waitpid(pid, 0)
+    stage, errno_text, detail = report.decode(errors="replace").split(":", 2)
+    return None, _launch_error(argv, env, stage, int(errno_text), detail)
 
 
-def _memory_limit(pod_dir: Path) -> int | None:
-    try:
-        limit = read_json(pod_dir / "launch.json").get("memory_limit_bytes")
-    except (OSError, ValueError):
-        return None
-    return limit if isinstance(limit, int) and limit > 0 else None
-
-
-def _wait(child: subprocess.Popen[bytes], limit: int | None) -> tuple[int, str]:
-    """Wait for the workload; with a memory ``limit``, SIGKILL the pod's processes once their
-    resident memory together exceeds it. Returns (return code, OOM message or "")."""
-    if limit is None:
-        return child.wait(), ""
+def _read_retrying(fd: int) -> bytes:
     while True:
         try:
-            return child.wait(timeout=0.2), ""
-        except subprocess.TimeoutExpired:
-            used, pids = _group_memory(os.getpgrp())
-            if used > limit:
-                for pid in pids:
-                    if pid != os.getpid():
-                        with contextlib.suppress(ProcessLookupError):
-                            os.kill(pid, signal.SIGKILL)
-                child.wait()
-                return -signal.SIGKILL, (
-                    f"OOM-killed: the pod's processes used {used} bytes of memory, above its "
-                    f"memory limit of {limit} bytes"
-                )
+            return os.read(fd, 4096)
+        except InterruptedError:  # pragma: no cover - PEP 475 retries; kept for clarity
+            continue
+
+
+def _launch_error(argv: list[str], env: dict[str, str], stage: str, code: int, detail: str) -> str:
+    """The message for a workload that could not start: ``stage`` failed with errno
+    ``code`` (0: not an OSError) and ``detail``."""
+    if stage == "chdir":
+        return f"cannot enter the working directory: {detail}"
+    if stage == "user":
+        return f"cannot switch to the pod user: {detail}"
+    if code in (errno.ENOENT, errno.ENOTDIR):
+        where = "" if "/" in argv[0] else f" in PATH={env.get('PATH', '')!r}"
+        return f"command {argv[0]!r} not found{where}"
+    if code == errno.EACCES:
+        return f"command {argv[0]!r} is not executable (permission denied)"
+    if code == errno.ENOEXEC:
+        return f"command {argv[0]!r} is not executable (exec format error; add a #! line)"
+    return f"cannot start {argv[0]!r}: {detail}"
+
+
+def _wait(child: int, limit: int | None) -> tuple[int, str]:
+    """Wait for the workload; with a memory ``limit``, SIGKILL the pod's processes once their
+    resident memory together exceeds it. Returns (return code, negative for a signal, as
+    subprocess gives it; OOM message or "")."""
+    if limit is None:
+        return os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]), ""
+    while True:
+        # Woken by the child's end (SIGCHLD, blocked since before it started) at once.
+        signal.sigtimedwait({signal.SIGCHLD}, MEMORY_CHECK_S)
+        done, status = os.waitpid(child, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status), ""
+        used, pids = _group_memory(os.getpgrp())
+        if used > limit:
+            for pid in pids:
+                if pid != os.getpid():
+                    try:  # not contextlib: see the module docstring
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        continue
+            os.waitpid(child, 0)
+            return -signal.SIGKILL, (
+                f"OOM-killed: the pod's processes used {used} bytes of memory, above its "
+                f"memory limit of {limit} bytes"
+            )
 
 
 def _group_memory(pgid: int) -> tuple[int, list[int]]:
     """Return the resident memory in bytes of the processes in group ``pgid``, and their pids."""
     page = os.sysconf("SC_PAGE_SIZE")
     total, pids = 0, []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
             continue
-        stat = read_proc_stat(int(entry.name))
+        stat = read_proc_stat(int(name))
         if stat is not None and len(stat) > 21 and int(stat[2]) == pgid:
-            pids.append(int(entry.name))
+            pids.append(int(name))
             total += int(stat[21]) * page
     return total, pids
 
 
-def _strings(value: object) -> list[str]:
-    return [str(item) for item in value] if isinstance(value, list) else []
-
-
 def _write_exit(
-    pod_dir: Path, exit_code: int | None, signum: int | None, message: str, reason: str = ""
+    pod_dir: str, exit_code: int | None, signum: int | None, message: str, reason: str = ""
 ) -> None:
-    status: dict[str, object] = {
-        "exit_code": exit_code,
-        "signal": signum,
-        "finished_at": time.time(),
-    }
+    fields = [
+        f'"exit_code": {_json_value(exit_code)}',
+        f'"signal": {_json_value(signum)}',
+        f'"finished_at": {_json_value(time.time())}',
+    ]
     if reason:
-        status["reason"] = reason
+        fields.append(f'"reason": {_json_value(reason)}')
     if message:
-        status["message"] = message
-    write_json_atomic(pod_dir / "exit.json", status)
+        fields.append(f'"message": {_json_value(message)}')
+    _write_atomic(os.path.join(pod_dir, "exit.json"), "{" + ", ".join(fields) + "}")
 
 
-def write_json_atomic(path: Path, data: object) -> None:
-    """Write ``data`` as JSON to ``path`` so that readers see the old file or the whole new one:
-    a temporary file in the same directory, fsynced, then renamed over ``path``."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        json.dump(data, f)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
+def _json_value(value: str | int | float | None) -> str:
+    """``value`` as JSON (what json.dumps gives, without importing json and the re module
+    it needs): null, a number, or a string with quotes, backslashes, control characters and
+    lone surrogates escaped."""
+    if value is None:
+        return "null"
+    if not isinstance(value, str):
+        return repr(value)
+    out = []
+    for char in value:
+        point = ord(char)
+        if char in '"\\':
+            out.append("\\" + char)
+        elif point < 0x20 or 0xD800 <= point <= 0xDFFF:
+            out.append(f"\\u{point:04x}")
+        else:
+            out.append(char)
+    return '"' + "".join(out) + '"'
 
 
-def read_json(path: Path) -> dict[str, object]:
-    """Return the JSON object in ``path``; raises OSError or ValueError (not an object too)."""
-    data = json.loads(path.read_text(encoding="utf-8"))
-    if not isinstance(data, dict):
-        raise ValueError(f"{path} does not hold a JSON object")
-    return data
+def _write_atomic(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` so that readers see the old file or the whole new one: a
+    temporary file in the same directory, fsynced, then renamed over ``path``."""
+    directory, name = os.path.split(path)
+    tmp = os.path.join(directory, f".{name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, text.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
 
 
 def read_start_ticks(pid: int) -> int | None:
@@ -240,7 +334,8 @@ def read_proc_stat(pid: int) -> list[str] | None:
     """Return the fields of /proc/<pid>/stat after the command name (field 3, the state, is at
     index 0), or None if there is no such process."""
     try:
-        text = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8", errors="replace")
+        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as f:
+            text = f.read()
     except OSError:
         return None
     # The command name is in parentheses and may itself hold spaces and parentheses.
