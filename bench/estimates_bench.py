@@ -19,7 +19,14 @@ jobs without maxRuntime. ``--runtimes oracle``: every job carries maxRuntime = i
 runtime + 1 s (perfect walltime requests, as Slurm users are asked for), isolating the error of
 the forward simulation itself.
 
-    .venv/bin/python bench/estimates_bench.py [--skip 2000] [--limit 200] [--nodes 6] [--speedup 10] [--runtimes oracle]
+``--samples N`` (default: the estimator's): forward runs per estimate with runtimes drawn
+from history (1: one run with median runtimes, the estimator before). ``--repeat-s N``:
+assume the submissions of the last N s come again (``estimate_plane(repeat_s=...)``).
+``--runtimes peek-running`` (diagnosis only): running jobs end at their true ends, which no
+control plane knows. ``--buckets``: the errors split by queue, GPU request, sign, and
+whether a later arrival (of higher, or same or lower priority) started first.
+
+    .venv/bin/python bench/estimates_bench.py [--skip 2000] [--limit 200] [--nodes 6] [--speedup 10] [--runtimes oracle] [--samples 7] [--buckets]
 """
 
 from __future__ import annotations
@@ -27,21 +34,41 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from dataclasses import replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from phalanx.backends.sim import SimWorkload
-from phalanx.model.objects import ResourceQuota
+from phalanx.model.objects import JobSpec, ResourceQuota
 from phalanx.model.resources import CPU, GPU, MEMORY
 from phalanx.model.specs import job_to_manifest
-from phalanx.ops.estimates import RuntimeModel, estimate_plane, runtime_history
+from phalanx.ops.estimates import (
+    DEFAULT_SAMPLES,
+    RuntimeModel,
+    estimate_plane,
+    runtime_history,
+)
 from phalanx.scheduling import SchedulerConfig
 from phalanx.simulation.driver import Arrival, Driver, config_manifests
 from phalanx.simulation.full import SIM_COMMAND
 from phalanx.simulation.openb import load_openb_nodes, load_openb_pods
+from phalanx.simulation.trace import TraceJob
 from phalanx.simulation.world import build_world, job_spec
+from phalanx.store.records import JobRecord
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "openb"
+
+
+@dataclass(frozen=True, slots=True)
+class PeekRunning(RuntimeModel):
+    """Diagnosis only (``--runtimes peek-running``): running jobs end at their true ends, which
+    no control plane knows; pending jobs' runtimes still come from history. The difference to
+    ``history`` is the error due to running jobs' ends."""
+
+    true_s: Mapping[str, float] = field(default_factory=dict)
+
+    def remaining_s(self, spec: JobSpec, elapsed_s: float, q: float = 0.5) -> float:
+        return max(0.0, self.true_s[spec.name] - elapsed_s)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -58,7 +85,24 @@ def main() -> None:
         "--speedup", type=float, default=10.0, help="arrivals this many times closer together"
     )
     parser.add_argument("--min-wait-s", type=float, default=60.0)
-    parser.add_argument("--runtimes", choices=("history", "oracle"), default="history")
+    parser.add_argument(
+        "--runtimes", choices=("history", "oracle", "peek-running"), default="history"
+    )
+    parser.add_argument(
+        "--samples",
+        type=int,
+        default=DEFAULT_SAMPLES,
+        help="forward runs per estimate, runtimes drawn from history (1: median runtimes)",
+    )
+    parser.add_argument(
+        "--repeat-s",
+        type=float,
+        default=0.0,
+        help="expect the jobs submitted in the last N s to be submitted again (0: none)",
+    )
+    parser.add_argument(
+        "--buckets", action="store_true", help="print the errors bucketed by kind of job"
+    )
     parser.add_argument(
         "--history",
         choices=("trace", "none"),
@@ -107,7 +151,9 @@ def main() -> None:
             spec = replace(spec, max_runtime_s=j.runtime_s + 1.0)
         at = jobs[0].submit_s + (j.submit_s - jobs[0].submit_s) / args.speedup
         arrivals.append(Arrival(at, job_to_manifest(spec), SimWorkload(j.runtime_s)))
-    first: dict[str, tuple[float, float | None]] = {}  # job -> (asked at, estimated start)
+    true_runtime = {j.name: j.runtime_s for j in jobs}
+    # job -> (asked at, estimated start, what it waited on then)
+    first: dict[str, tuple[float, float | None, str]] = {}
     estimate_cpu = 0.0
     samples = 0
     started, cpu = time.perf_counter(), time.process_time()
@@ -122,17 +168,25 @@ def main() -> None:
             driver.run(until=t)
             before = time.process_time()
             history = runtime_history(driver.plane) + seed
-            estimates = estimate_plane(driver.plane, RuntimeModel.from_history(history))
+            model = (
+                replace(PeekRunning.from_history(history), true_s=true_runtime)
+                if args.runtimes == "peek-running"
+                else RuntimeModel.from_history(history)
+            )
+            estimates = estimate_plane(
+                driver.plane, model, samples=args.samples, repeat_s=args.repeat_s
+            )
             estimate_cpu += time.process_time() - before
             samples += 1
             now = driver.clock.now
             for name, e in estimates.items():
-                first.setdefault(name, (now, e.start_at))
+                first.setdefault(name, (now, e.start_at, e.waits_on))
         driver.run()  # every job has arrived and had its first estimate
         records = {r.name: r for r in driver.store.list_jobs()}
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu
     errors, unknown, waited, never = [], 0, 0, 0
-    for name, (asked, estimated) in first.items():
+    rows: list[tuple[str, float, float, str]] = []  # job, signed error, actual wait, waits on
+    for name, (asked, estimated, waits_on) in first.items():
         record = records.get(name)
         if record is None or record.started_at is None:
             never += 1
@@ -145,8 +199,10 @@ def main() -> None:
             unknown += 1
             continue
         errors.append(abs((estimated - asked) - actual) / actual)
+        rows.append((name, ((estimated - asked) - actual) / actual, actual, waits_on))
     print(
-        f"{len(nodes)} nodes, {len(jobs)} jobs, runtimes {args.runtimes}: wall {wall:.1f} s, "
+        f"{len(nodes)} nodes, {len(jobs)} jobs, runtimes {args.runtimes}, {args.samples} "
+        f"sample(s), repeat {args.repeat_s:g} s: wall {wall:.1f} s, "
         f"CPU {cpu:.1f} s ({estimate_cpu:.1f} s in {samples} estimate passes)"
     )
     print(
@@ -160,6 +216,54 @@ def main() -> None:
             f"{sum(e <= 0.2 for e in errors) / len(errors) * 100:.0f} % of {len(errors)} jobs"
         )
     print(f"no estimate (beyond the horizon or never as things stood): {unknown}")
+    if args.buckets:
+        print_buckets(rows, jobs, arrivals, records)
+
+
+def print_buckets(
+    rows: list[tuple[str, float, float, str]],
+    jobs: list[TraceJob],
+    arrivals: list[Arrival],
+    records: Mapping[str, JobRecord],
+) -> None:
+    """Errors bucketed: by queue, GPU request, what the job waited on, the sign of the error,
+    and whether a job that arrived after it started before it (a later arrival the estimate
+    could not know: higher priority, or a smaller job backfilled)."""
+    by_name = {j.name: (j, a.at) for j, a in zip(jobs, arrivals, strict=True)}
+    buckets: dict[str, list[float]] = {}
+
+    def put(key: str, signed: float) -> None:
+        buckets.setdefault(key, []).append(signed)
+
+    for name, signed, _actual, waits_on in rows:
+        job, arrived = by_name[name]
+        started = records[name].started_at or 0.0
+        gpu = job_spec(job).total_request.gpu_milli
+        overtaken = [
+            o
+            for o, at in by_name.values()
+            if at > arrived and (records[o.name].started_at or float("inf")) < started
+        ]
+        higher = [o for o in overtaken if o.priority > job.priority]
+        put("all", signed)
+        put(f"queue {job.queue}", signed)
+        put("gpu 0" if gpu == 0 else "gpu < 1" if gpu < 1000 else f"gpu {gpu // 1000}", signed)
+        put(f"waits on {waits_on}", signed)
+        put("estimate early" if signed < 0 else "estimate late", signed)
+        put(
+            "overtaken by a later higher-priority arrival"
+            if higher
+            else "overtaken by a later arrival (same or lower priority)"
+            if overtaken
+            else "not overtaken",
+            signed,
+        )
+    print(f"{'bucket':<56} {'jobs':>5} {'median |err|':>13} {'median signed':>14}")
+    for key, values in sorted(buckets.items()):
+        print(
+            f"{key:<56} {len(values):>5} {statistics.median(abs(v) for v in values) * 100:>12.1f}%"
+            f" {statistics.median(values) * 100:>+13.1f}%"
+        )
 
 
 if __name__ == "__main__":

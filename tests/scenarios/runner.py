@@ -12,7 +12,11 @@ never ready); one with a PipelineRun runs the PipelineRun reconciler.
 Steps: ``run_s: N`` (move virtual time N seconds on, ticking every ``tick_s``, default 1),
 ``apply: FILE`` (more manifests), ``fail_node: NAME`` (its pods lost, not ready until
 ``repair_s``), ``report: {job, step_s_ago, checkpoint_s_ago}`` (write the job's status file
-as phalanx.train does), ``cancel: JOB``.
+as phalanx.train does), ``cancel: JOB``, ``serve: {service, answers: [STATUS, ...]}`` (the
+Service's replicas, in name order, each get a real HTTP server on their port: 200 on the
+readiness path, the i-th status on any other; waits until the controller sees them ready) and
+``requests: {service, count}`` (``count`` requests through a real router in front of the
+controller's routes; the router's counts reach the controller as a router's load reports do).
 
 Score (issue 13): 0 when an expected root-cause object is missing from the findings, else the
 precision of the findings ((code, object) pairs expected / pairs named).
@@ -20,11 +24,15 @@ precision of the findings ((code, object) pairs expected / pairs named).
 
 from __future__ import annotations
 
+import http.client
 import os
 import tempfile
+import threading
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import yaml
@@ -42,6 +50,7 @@ from phalanx.ops.observation import observe
 from phalanx.pipelines.artifacts import ENV_ARTIFACTS
 from phalanx.pipelines.reconciler import PipelineRunReconciler
 from phalanx.serving.controller import ServiceController
+from phalanx.serving.router import RouterThread
 from phalanx.store import Store
 from phalanx.testing import make_node
 from phalanx.train.status import VERSION, status_path, write_status
@@ -61,6 +70,9 @@ class ScenarioBackend(SimBackend):
         self.told: set[str] = set()
         #: Workloads of jobs named by the control plane, by name prefix.
         self.prefixed: dict[str, SimWorkload] = {}
+        #: Replica servers started by ``serve`` steps (closed when the scenario ends).
+        self.servers: list[ThreadingHTTPServer] = []
+        self.services: ServiceController | None = None
 
     def set_workload(self, job: str, workload: SimWorkload) -> None:
         self.told.add(job)
@@ -161,6 +173,7 @@ def scenario_plane(folder: Path) -> Iterator[tuple[ControlPlane, ScenarioBackend
             clock=lambda: clock.now,
         )
         services = ServiceController.attach(plane) if "Service" in kinds else None
+        backend.services = services
         if "PipelineRun" in kinds:
             plane.reconcilers.append(PipelineRunReconciler(plane))
         artifacts = os.environ.get(ENV_ARTIFACTS)
@@ -173,6 +186,9 @@ def scenario_plane(folder: Path) -> Iterator[tuple[ControlPlane, ScenarioBackend
             plane.tick()
             yield plane, backend, clock
         finally:
+            for server in backend.servers:
+                server.shutdown()
+                server.server_close()
             if services is not None:
                 services.close()
             if artifacts is None:
@@ -201,6 +217,10 @@ def _step(
     elif "fail_node" in step:
         backend.fail_node(str(step["fail_node"]), float(step.get("repair_s", 1e7)))  # type: ignore[arg-type]
         plane.tick()
+    elif "serve" in step:
+        _serve(plane, backend, dict(step["serve"]))  # type: ignore[call-overload]
+    elif "requests" in step:
+        _requests(plane, backend, dict(step["requests"]))  # type: ignore[call-overload]
     elif "cancel" in step:
         plane.cancel_job(str(step["cancel"]))
         plane.tick()
@@ -222,6 +242,68 @@ def _step(
         plane.tick()
     else:
         raise ValueError(f"unknown scenario step {step!r} in {folder.name}")
+
+
+def _replica_server(status: int, ready_path: str, port: int) -> ThreadingHTTPServer:
+    """A replica on 127.0.0.1:``port``: 200 on ``ready_path``, ``status`` on anything else."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            code = 200 if self.path == ready_path else status
+            body = b'{"status": %d}' % code
+            self.send_response(code)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:  # quiet
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def _serve(plane: ControlPlane, backend: ScenarioBackend, step: Mapping[str, object]) -> None:
+    services = backend.services
+    assert services is not None, "serve: the setup has no Service"
+    name = str(step["service"])
+    answers = [int(a) for a in step["answers"]]  # type: ignore[attr-defined]
+    view = services.view(name)
+    replicas = sorted(r.name for r in view.replicas)
+    assert len(replicas) == len(answers), f"serve: {name} has replicas {replicas}"
+    path = view.spec.readiness.path if view.spec is not None else "/"
+    for replica, status in zip(replicas, answers, strict=True):
+        record = plane.store.get_job(replica)
+        assert record is not None
+        port = int(record.annotations["phalanx.dev/port"])
+        backend.servers.append(_replica_server(status, path, port))
+    deadline = time.monotonic() + 20.0
+    while services.view(name).ready < len(replicas):
+        assert time.monotonic() < deadline, f"serve: {name}'s replicas never became ready"
+        time.sleep(0.05)
+        plane.tick()
+
+
+def _requests(plane: ControlPlane, backend: ScenarioBackend, step: Mapping[str, object]) -> None:
+    services = backend.services
+    assert services is not None, "requests: the setup has no Service"
+    view = services.view(str(step["service"]))
+    assert view.spec is not None
+    router = RouterThread(services, services, report_interval_s=0.05)
+    port = router.start()
+    try:
+        # A router's first report is the baseline its later counts add to: let it make one.
+        time.sleep(0.3)
+        plane.tick()
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        for _ in range(int(step.get("count", 20))):  # type: ignore[call-overload]
+            conn.request("GET", view.spec.route_prefix + "/predict")
+            conn.getresponse().read()
+        conn.close()
+    finally:
+        router.stop()  # reports a last sample
+    plane.tick()
 
 
 def run_scenario(folder: Path) -> Outcome:

@@ -6,7 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from runner import Outcome, run_scenario, scenario_folders
+from prometheus_client.parser import text_string_to_metric_families
+from runner import ROOT, Outcome, run_scenario, scenario_folders, scenario_plane
+
+from phalanx.ops.metrics import registry_for, render
 
 FOLDERS = scenario_folders()
 
@@ -20,3 +23,18 @@ def test_doctor_names_the_root_cause(folder: Path) -> None:
     outcome: Outcome = run_scenario(folder)
     described = [(f.code.value, f.object, f.summary) for f in outcome.findings]
     assert outcome.score == 1.0, f"expected {sorted(outcome.expected)}, found {described}"
+
+
+def test_replicas_answers_reach_the_metrics_by_service_replica_and_class() -> None:
+    # The service-errors scenario: two replicas behind a real router, the first answers 500.
+    with scenario_plane(ROOT / "service-errors") as (plane, _, _):
+        replicas = sorted(j.name for j in plane.store.list_jobs(manifests=False))
+        text = render(registry_for(plane)).decode()
+    samples = {
+        (s.labels["replica"], s.labels["code_class"]): s.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "phalanx_service_responses"
+        for s in family.samples
+        if s.name == "phalanx_service_responses_total" and s.labels["service"] == "web"
+    }
+    assert samples == {(replicas[0], "5xx"): 20.0, (replicas[1], "2xx"): 20.0}

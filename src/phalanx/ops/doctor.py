@@ -68,6 +68,10 @@ class DoctorSettings:
     replaced_window_s: float = 600.0
     #: Pods placed this long ago that still have not started, with no reason given.
     startup_grace_s: float = 600.0
+    #: A Service whose replicas answered 5xx to this share of at least
+    #: ``service_error_min_answers`` requests in the routers' window (5 minutes) has errors.
+    service_error_share: float = 0.05
+    service_error_min_answers: int = 20
 
 
 Analyzer = Callable[[Observation, DoctorSettings], list[Finding]]

@@ -7,28 +7,30 @@ what is left; an admitted job starts holding its placement until its own expecte
 preempted one goes back to the queue. A job not started within ``horizon_s`` (or that waits
 for something only a change can fix: a missing queue, a gang that never fits) has no estimate.
 
-Expected runtime (``RuntimeModel``): the job's ``maxRuntime`` when it sets one (an upper
-bound, as Slurm's time limit); else from the runtimes of finished jobs of the same queue with
-the same GPU count, else of the same queue, else of all, else ``default_runtime_s``: the
-median for a job about to start, and for a running job the median of those longer than it has
-run so far (one that outlived them all runs as long again).
+Runtimes (``RuntimeModel``): the job's ``maxRuntime`` when it sets one (an upper bound, as
+Slurm's time limit); else a quantile of the runtimes of finished jobs of the same queue with
+the same GPU count, else of the same queue, else of all, else ``default_runtime_s``; for a
+running job, of those longer than it has run so far (one that outlived them all runs as long
+again). ``sampled`` makes several forward runs with quantiles drawn at random (seeded) and
+gives each job the median run's start; with one run, every quantile is the median.
 
-``forward`` is pure (a Snapshot and numbers in, estimates out); ``estimate_plane`` reads the
-control plane for it.
+``forward`` and ``sampled`` are pure (a Snapshot and numbers in, estimates out; the draws come
+from a seeded generator); ``estimate_plane`` reads the control plane for them.
 """
 
 from __future__ import annotations
 
 import bisect
 import math
-import statistics
-from collections.abc import Mapping, Sequence
+import random
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from phalanx.controllers.plane import ControlPlane
 from phalanx.model.objects import JobPhase, JobSpec
 from phalanx.model.reasons import ReasonCode
 from phalanx.model.resources import GPU, GPU_MILLI_PER_DEVICE
+from phalanx.model.specs import SpecError, parse_job
 from phalanx.scheduling import (
     AdmittedWorkload,
     PendingWorkload,
@@ -41,6 +43,9 @@ from phalanx.scheduling.snapshot import PlacedPod
 _NEVER = frozenset(
     {ReasonCode.QUEUE_NOT_FOUND.value} | {c.value for c in ReasonCode if c.needs_change}
 )
+
+#: Forward runs per estimate (``sampled``): odd, so that the median is one run's.
+DEFAULT_SAMPLES = 7
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,25 +99,40 @@ class RuntimeModel:
             return shape
         return self._by_queue.get(spec.queue) or self._overall
 
-    def runtime_s(self, spec: JobSpec) -> float:
-        """The expected runtime of ``spec`` in seconds."""
+    @property
+    def has_history(self) -> bool:
+        """Whether any finished job is known (else every runtime is a default)."""
+        return bool(self._overall)
+
+    def runtime_s(self, spec: JobSpec, q: float = 0.5) -> float:
+        """The runtime of ``spec`` in seconds: its maxRuntime, else the ``q`` quantile of its
+        history (the median by default), else ``default_runtime_s``."""
         if spec.max_runtime_s is not None:
             return spec.max_runtime_s
         samples = self._samples(spec)
-        return statistics.median(samples) if samples else self.default_runtime_s
+        return _quantile(samples, q) if samples else self.default_runtime_s
 
-    def remaining_s(self, spec: JobSpec, elapsed_s: float) -> float:
+    def remaining_s(self, spec: JobSpec, elapsed_s: float, q: float = 0.5) -> float:
         """How much longer a job of ``spec`` that has run ``elapsed_s`` should run: up to its
-        maxRuntime; else the median of the runtimes in its history longer than ``elapsed_s``,
-        less ``elapsed_s``; a job that has outlived them all (or has no history past the
-        default) runs as long again as it has (runtimes are heavy-tailed)."""
+        maxRuntime; else the ``q`` quantile (the median by default) of the runtimes in its
+        history longer than ``elapsed_s``, less ``elapsed_s``; a job that has outlived them
+        all (or has no history past the default) runs as long again as it has (runtimes are
+        heavy-tailed)."""
         if spec.max_runtime_s is not None:
             return max(0.0, spec.max_runtime_s - elapsed_s)
         samples = self._samples(spec) or (self.default_runtime_s,)
         longer = samples[bisect.bisect_right(samples, elapsed_s) :]
         if longer:
-            return statistics.median(longer) - elapsed_s
+            return _quantile(longer, q) - elapsed_s
         return max(elapsed_s, 1.0)
+
+
+def _quantile(ordered: Sequence[float], q: float) -> float:
+    """The ``q`` quantile of the sorted ``ordered``, interpolated (q=0.5: the median)."""
+    pos = q * (len(ordered) - 1)
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
 def forward(
@@ -124,13 +144,16 @@ def forward(
     horizon_s: float = 7 * 86_400.0,
     max_cycles: int = 2_000,
     max_work: int = 200_000,
+    runtime_of: Callable[[JobSpec], float] | None = None,
 ) -> dict[str, Estimate]:
     """Estimates for every pending job of ``snapshot``. ``ends_at``: when each admitted
     workload is expected to end; ``specs``: spec and FIFO sequence of each admitted workload
     (a preempted one goes back to the queue with them). The forward run stops after
     ``max_cycles`` scheduler cycles (the first included) or once the cycles have considered ``max_work`` pending
     workloads in all (10,000 waiting jobs: 20 cycles), whichever comes first; jobs not
-    started by then have no estimate. Pure."""
+    started by then have no estimate. ``runtime_of``: how long a job started in the forward
+    run runs (default: ``runtimes.runtime_s``). Pure."""
+    runtime_of = runtime_of or runtimes.runtime_s
     now = snapshot.now
     first = schedule(snapshot)
     waits = {p.job: p.reason.code.value for p in first.pending}
@@ -139,7 +162,9 @@ def forward(
     out: dict[str, Estimate] = {}
     ends = dict(ends_at)
     pending = {w.spec.name: w for w in snapshot.pending}
-    asked = set(pending)
+    # Expected later arrivals (held back by not_before, named ``~next``) take their turn
+    # but get no estimate: once every job asked about has started, the run is over.
+    asked = {n for n, w in pending.items() if not n.endswith(_NEXT)}
     admitted = {w.name: w for w in snapshot.admitted}
     ended_last: tuple[str, ...] = ()
     t, decisions, cycles, work = now, first, 1, len(pending)
@@ -151,7 +176,7 @@ def forward(
             resources = {ps.name: ps.resources for ps in w.spec.pod_sets}
             pods = tuple(PlacedPod(p, resources[p.pod_set]) for p in a.placements)
             admitted[a.job] = AdmittedWorkload(a.job, a.queue, a.flavor, w.spec.priority, pods, t)
-            ends[a.job] = t + runtimes.runtime_s(w.spec)
+            ends[a.job] = t + runtime_of(w.spec)
         # 2. preempted victims stop at once and queue again
         for p in decisions.preemptions:
             victim = admitted.pop(p.victim, None)
@@ -159,7 +184,7 @@ def forward(
             if victim is not None and p.victim in specs:
                 spec, seq = specs[p.victim]
                 pending[p.victim] = PendingWorkload(spec, seq)
-        if not pending or cycles >= max_cycles or work >= max_work:
+        if asked.isdisjoint(pending) or cycles >= max_cycles or work >= max_work:
             break
         is_stuck = all(
             (r := decisions.reason_for(name)) is not None and r.code.value in _NEVER
@@ -259,10 +284,15 @@ def estimate_plane(
     runtimes: RuntimeModel | None = None,
     horizon_s: float = 7 * 86_400.0,
     what_if: WhatIf | None = None,
+    samples: int = DEFAULT_SAMPLES,
+    repeat_s: float = 0.0,
 ) -> dict[str, Estimate]:
     """Estimates for every pending job of ``plane``, from a snapshot of now (see the module
-    docstring), with ``what_if``'s change made first if given. Jobs still waiting for the pods
-    of their previous attempt to stop are left out (they are about to be considered again).
+    docstring), with ``what_if``'s change made first if given; ``samples`` forward runs with
+    runtimes drawn from history (``sampled``; 1: one run with median runtimes). Jobs still
+    waiting for the pods of their previous attempt to stop are left out (they are about to be
+    considered again). ``repeat_s`` > 0: the jobs submitted in the last ``repeat_s`` are
+    expected to be submitted again, each ``repeat_s`` after it was (``recent_arrivals``).
     Raises ValueError for a what-if naming an unknown queue or node."""
     runtimes = runtimes or RuntimeModel.from_history(runtime_history(plane))
     now = plane.clock()
@@ -279,13 +309,120 @@ def estimate_plane(
     if what_if is not None:
         snapshot = what_if.apply(snapshot)
     specs: dict[str, tuple[JobSpec, int]] = {}
-    ends: dict[str, float] = {}
+    running: dict[str, tuple[JobSpec, float]] = {}  # name -> (spec, seconds run)
     for job_id, record in world.jobs.items():
         spec = world.specs[job_id]
         specs[record.name] = (spec, job_id)
         if record.phase == JobPhase.PREEMPTED.value:
-            ends[record.name] = now  # stopping now
+            running[record.name] = (replace(spec, max_runtime_s=0.0), 0.0)  # stopping now
         elif record.phase in (JobPhase.ADMITTED.value, JobPhase.RUNNING.value):
             started = record.started_at or record.admitted_at or now
-            ends[record.name] = now + runtimes.remaining_s(spec, now - started)
-    return forward(snapshot, ends, specs, runtimes, horizon_s=horizon_s)
+            running[record.name] = (spec, now - started)
+    arrivals = recent_arrivals(plane, now, repeat_s) if repeat_s > 0 else ()
+    return sampled(
+        snapshot,
+        running,
+        specs,
+        runtimes,
+        samples=samples,
+        horizon_s=horizon_s,
+        arrivals=arrivals,
+    )
+
+
+def recent_arrivals(plane: ControlPlane, now: float, repeat_s: float) -> list[PendingWorkload]:
+    """The jobs submitted in the last ``repeat_s`` seconds as they would arrive again:
+    renamed ``<name>~next``, held back (``not_before``) until ``repeat_s`` after their own
+    submission, in their submission order after every job now waiting. What a control plane
+    knows of its future load is its recent past: later arrivals of higher priority go first,
+    smaller ones fill gaps before a wide job."""
+    since = now - repeat_s
+    ids = [j.id for j in plane.store.list_jobs(manifests=False) if j.created_at > since]
+    out = []
+    for record in plane.store.list_jobs(ids=ids) if ids else ():
+        try:
+            spec = parse_job(record.manifest)
+        except SpecError:
+            continue
+        out.append(
+            PendingWorkload(
+                replace(spec, name=spec.name + _NEXT),
+                _FUTURE_SEQ + record.id,
+                record.created_at + repeat_s,
+            )
+        )
+    return out
+
+
+#: Expected arrivals queue after every job submitted so far (FIFO sequences are job ids).
+_FUTURE_SEQ = 1 << 40
+#: The suffix of an expected arrival's name (no job name has a ``~``).
+_NEXT = "~next"
+
+
+def sampled(
+    snapshot: Snapshot,
+    running: Mapping[str, tuple[JobSpec, float]],
+    specs: Mapping[str, tuple[JobSpec, int]],
+    runtimes: RuntimeModel,
+    *,
+    samples: int = DEFAULT_SAMPLES,
+    seed: int = 0,
+    horizon_s: float = 7 * 86_400.0,
+    max_work: int = 200_000,
+    arrivals: Sequence[PendingWorkload] = (),
+) -> dict[str, Estimate]:
+    """Estimates of ``snapshot``'s pending jobs as the median of ``samples`` forward runs.
+    ``running``: each admitted job's spec and seconds run so far; ``arrivals``: jobs expected
+    to be submitted later (held back by ``not_before``), which take their turn in the forward
+    runs but get no estimate.
+
+    Runtimes are heavy-tailed, and a job's wait is a sum (the jobs ahead of it, one after
+    another) and a minimum (the first of several to free enough) of them: the median of a sum
+    of skewed runtimes is well above the sum of their medians, the minimum of several well
+    below the minimum of their medians, so one run with median runtimes misjudges both. Each
+    run draws every job's runtime from its history instead (a quantile drawn at random:
+    for a running job, of the runtimes longer than it has run so far); a job's estimate is
+    its start in the run whose start is the median (lower median for an even ``samples``;
+    no start counts as latest). Deterministic for a ``seed``; with no history or
+    ``samples`` <= 1, one run with median runtimes. ``max_work`` is shared by the runs."""
+    asked = {w.spec.name for w in snapshot.pending}
+    if arrivals:
+        snapshot = replace(snapshot, pending=(*snapshot.pending, *arrivals))
+    if samples <= 1 or not runtimes.has_history:
+        ends = {n: snapshot.now + runtimes.remaining_s(s, e) for n, (s, e) in running.items()}
+        found = forward(snapshot, ends, specs, runtimes, horizon_s=horizon_s, max_work=max_work)
+        return {n: e for n, e in found.items() if n in asked}
+    rng = random.Random(seed)
+    runs: list[dict[str, Estimate]] = []
+    for _ in range(samples):
+        ends = {
+            n: snapshot.now + runtimes.remaining_s(s, e, rng.random())
+            for n, (s, e) in sorted(running.items())
+        }
+        drawn: dict[str, float] = {}
+
+        def runtime_of(spec: JobSpec, drawn: dict[str, float] = drawn) -> float:
+            if spec.name not in drawn:
+                drawn[spec.name] = runtimes.runtime_s(spec, rng.random())
+            return drawn[spec.name]
+
+        runs.append(
+            forward(
+                snapshot,
+                ends,
+                specs,
+                runtimes,
+                horizon_s=horizon_s,
+                max_work=max(1, max_work // samples),
+                runtime_of=runtime_of,
+            )
+        )
+    out: dict[str, Estimate] = {}
+    for name in sorted(asked & set(runs[0])):
+        ranked = sorted(
+            (r[name] for r in runs if name in r),
+            key=lambda e: math.inf if e.start_at is None else e.start_at,
+        )
+        out[name] = ranked[(len(ranked) - 1) // 2]
+    return out

@@ -72,6 +72,7 @@ class FindingCode(StrEnum):
     SERVICE_CRASH_LOOP = "ServiceCrashLoop"
     SERVICE_NOT_READY = "ServiceNotReady"
     SERVICE_COLD_STARTS = "ServiceColdStarts"
+    SERVICE_ERRORS = "ServiceErrors"
     PIPELINE_STEP_FAILED = "PipelineStepFailed"
 
 

@@ -296,7 +296,16 @@ class PlaneCollector(Collector):
             "Wake-ups from zero replicas among the autoscaler's last decisions",
             labels=["service"],
         )
+        responses = CounterMetricFamily(
+            "phalanx_service_responses",
+            "Answers of a Service's replicas through the routers, by status class (2xx, 3xx, "
+            "4xx, 5xx), since this server began to lead; the routers' own 429/503 are not "
+            "counted here",
+            labels=["service", "replica", "code_class"],
+        )
         for s in read_services(self.plane, with_history=False):
+            for replica, code_class, n in s.responses:
+                responses.add_metric([s.name, replica, code_class], n)
             phases = Counter(r.phase for r in s.replicas)
             for phase in sorted({"Ready", "Pending", *phases}):
                 replicas.add_metric([s.name, phase], phases.get(phase, 0))
@@ -316,7 +325,7 @@ class PlaneCollector(Collector):
         states = Counter(step.state for r in all_runs for step in r.steps)
         for state, n in sorted(states.items()):
             steps.add_metric([state], n)
-        yield from (replicas, desired, cold, runs, steps)
+        yield from (replicas, desired, cold, responses, runs, steps)
 
     # ---- the loop ----
 

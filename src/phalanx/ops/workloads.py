@@ -67,6 +67,11 @@ class ServiceFacts:
     #: When replica Jobs of this Service were deleted (failed and replaced, or drained),
     #: from the store's revision log, oldest first.
     replaced: tuple[float, ...] = ()
+    #: What its replicas answered through the routers: (replica, status class ``2xx`` …
+    #: ``5xx``, count) since the controller began, and within the last ``responses_window_s``.
+    responses: tuple[tuple[str, str, int], ...] = ()
+    recent_responses: tuple[tuple[str, str, int], ...] = ()
+    responses_window_s: float = 0.0
 
     @property
     def ready(self) -> int:
@@ -121,6 +126,12 @@ class _ServiceViewLike(Protocol):
     def waiting(self) -> str: ...
     @property
     def error(self) -> str: ...
+    @property
+    def responses(self) -> Sequence[tuple[str, str, int]]: ...
+    @property
+    def recent_responses(self) -> Sequence[tuple[str, str, int]]: ...
+    @property
+    def responses_window_s(self) -> float: ...
 
 
 class ServiceReadSide(Protocol):
@@ -193,6 +204,9 @@ def read_services(plane: ControlPlane, *, with_history: bool = True) -> tuple[Se
                 view.error if view else "",
                 view is not None,
                 tuple(deleted.get(obj.name, ())),
+                tuple(view.responses) if view else (),
+                tuple(view.recent_responses) if view else (),
+                view.responses_window_s if view else 0.0,
             )
         )
     return tuple(out)
@@ -277,6 +291,9 @@ def analyze_services(obs: Observation, settings: DoctorSettings) -> list[Finding
         wanted = max(s.desired, s.min_replicas)
         if wanted > 0 and s.ready == 0:
             out.append(_unavailable(obs, s, ref, settings))
+        errors = _errors(s, ref, settings)
+        if errors is not None:
+            out.append(errors)
         recent = [t for t in s.cold_starts if obs.now - t <= settings.cold_start_window_s]
         if len(recent) >= settings.cold_starts and s.min_replicas == 0:
             out.append(
@@ -295,6 +312,60 @@ def analyze_services(obs: Observation, settings: DoctorSettings) -> list[Finding
                 )
             )
     return out
+
+
+def _errors(s: ServiceFacts, ref: str, settings: DoctorSettings) -> Finding | None:
+    """ServiceErrors: the replicas answered 5xx to at least ``service_error_share`` of at
+    least ``service_error_min_answers`` requests in the routers' window."""
+    total = sum(n for _, _, n in s.recent_responses)
+    by_replica: dict[str, int] = {}
+    for replica, code_class, n in s.recent_responses:
+        if code_class == "5xx":
+            by_replica[replica] = by_replica.get(replica, 0) + n
+    errors = sum(by_replica.values())
+    if total < settings.service_error_min_answers or errors < settings.service_error_share * total:
+        return None
+    share = errors / total
+    worst = max(sorted(by_replica), key=lambda r: by_replica[r])
+    answered = {r: 0 for r in by_replica}
+    for replica, _, n in s.recent_responses:
+        if replica in answered:
+            answered[replica] += n
+    # Errors from one replica of several: that replica is the cause, not the program.
+    is_one_replica = len(by_replica) == 1 and len({r for r, _, _ in s.recent_responses}) > 1
+    facts: dict[str, object] = {
+        "answers": total,
+        "errors_5xx": errors,
+        "share": round(share, 4),
+        "threshold": settings.service_error_share,
+        "window_s": s.responses_window_s,
+        "by_replica": {r: f"{by_replica[r]}/{answered[r]}" for r in sorted(by_replica)},
+    }
+    where = (
+        f"all from replica {worst}"
+        if is_one_replica
+        else f"from {len(by_replica)} replica(s), most from {worst}"
+    )
+    fix = (
+        f"read replica {worst}'s log (phalanx logs {worst}); if only it fails, delete it "
+        f"(phalanx delete job {worst}) and the Service starts a fresh one"
+        if is_one_replica
+        else f"read the replicas' logs (phalanx logs {worst}), fix the server program or "
+        f"service {s.name}'s spec.template and phalanx apply -f it again (a canary through "
+        "spec.traffic limits the damage)"
+    )
+    return Finding(
+        FindingCode.SERVICE_ERRORS,
+        Severity.CRITICAL if share >= 0.5 else Severity.WARNING,
+        ref,
+        f"service {s.name} answered {errors} of {total} requests with 5xx "
+        f"({share:.0%}, threshold {settings.service_error_share:.0%}) in the last "
+        f"{s.responses_window_s:.0f}s, {where}",
+        fix,
+        0.85 if is_one_replica else 0.8,
+        ref,
+        facts,
+    )
 
 
 def _unavailable(obs: Observation, s: ServiceFacts, ref: str, settings: DoctorSettings) -> Finding:

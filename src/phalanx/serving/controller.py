@@ -865,6 +865,9 @@ class ServiceController:
             decisions = tuple(runtime.decisions)
             desired_total, waiting = runtime.desired, runtime.waiting
             error = error or runtime.error
+            responses = dict(runtime.merger.responses)  # a copy: the loop adds to it
+            recent = runtime.merger.recent_responses()
+            window_s = runtime.merger.window_s
         replicas: list[ReplicaView] = []
         for job in sorted(jobs, key=lambda j: j.id):
             url = self._endpoint_url(job)  # first: on Kubernetes it reads the Ready condition
@@ -928,6 +931,9 @@ class ServiceController:
             decisions=decisions,
             waiting=waiting,
             error=error,
+            responses=tuple(sorted((r, c, n) for (r, c), n in responses.items())),
+            recent_responses=recent,
+            responses_window_s=window_s,
             url=url,
             events=tuple(
                 e for e in self.store.object_events(SERVICE_KIND, name) if e.at >= obj.created_at

@@ -77,6 +77,9 @@ class LoadSample:
     engine_waiting: float | None = None
     kv_cache_usage: float | None = None
     source: str = ""
+    #: What the replicas answered through this router: (replica, status class ``2xx`` …
+    #: ``5xx``, monotonic count), sorted. The router's own 429/503/502 are not in it.
+    responses: tuple[tuple[str, str, int], ...] = ()
 
 
 class RouteSource(Protocol):
@@ -150,6 +153,7 @@ def load_to_json(sample: LoadSample) -> dict[str, Any]:
         "engineWaiting": sample.engine_waiting,
         "kvCacheUsage": sample.kv_cache_usage,
         "source": sample.source,
+        "responses": [list(r) for r in sample.responses],
     }
 
 
@@ -167,4 +171,23 @@ def load_from_json(data: Mapping[str, Any]) -> LoadSample:
         ),
         kv_cache_usage=(None if data.get("kvCacheUsage") is None else float(data["kvCacheUsage"])),
         source=str(data.get("source", "")),
+        responses=_responses(data.get("responses", ())),
     )
+
+
+#: The most (replica, status class) counts one load sample may carry.
+MAX_RESPONSE_COUNTS = 4096
+_CODE_CLASSES = frozenset({"1xx", "2xx", "3xx", "4xx", "5xx"})
+
+
+def _responses(items: Any) -> tuple[tuple[str, str, int], ...]:
+    """``responses`` of a load sample's JSON: [[replica, "2xx"…"5xx", count], …]. Raises
+    ValueError or TypeError naming what is wrong."""
+    if len(items) > MAX_RESPONSE_COUNTS:
+        raise ValueError(f"responses: at most {MAX_RESPONSE_COUNTS} counts, got {len(items)}")
+    out = []
+    for replica, code_class, n in items:
+        if code_class not in _CODE_CLASSES:
+            raise ValueError(f"responses: status class {code_class!r} is not one of 1xx … 5xx")
+        out.append((str(replica), str(code_class), int(n)))
+    return tuple(out)

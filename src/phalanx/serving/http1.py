@@ -531,6 +531,8 @@ class _Upstream(asyncio.Protocol):
             # An interim response (103 Early Hints): passed on; the final one follows.
             self.state = _HEAD
             return
+        if self.service is not None:
+            self.router.count_response(self.service, self.url, status)
         length = -1
         chunked = False
         close = status_line[0] == b"HTTP/1.0"

@@ -12,15 +12,20 @@ that arrived since its previous call into one sample:
 2. ``in_flight``, ``waiting`` and ``in_flight_avg`` are summed over the fresh sources, each
    source's ``in_flight_avg`` the mean of its samples of this call (or its newest, when it
    sent none this time: routers report out of step);
-3. ``requests_total``/``rejected_total`` are running sums of each source's increases: a new
-   source adds nothing for its first sample, and a count that went down (a restarted router)
-   adds its new value;
+3. ``requests_total``/``rejected_total`` and each (replica, status class) count of
+   ``responses`` are running sums of each source's increases: a new source adds nothing for
+   its first sample (but a count it reports for the first time after that adds all of it),
+   and a count that went down (a restarted router) adds its new value;
 4. any other field of ``LoadSample`` (what the replicas themselves report) is the newest
    sample's.
+
+The response counts gained over the last ``window_s`` (by the ``now`` of the calls that
+counted them) are kept too: ``recent_responses()``, what the doctor's error-rate check reads.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
@@ -50,9 +55,32 @@ class LoadMerger:
 
     fresh_for_s: float = 5.0
     forget_after_s: float = 600.0
+    window_s: float = 300.0
     requests_total: int = 0
     rejected_total: int = 0
+    responses: dict[tuple[str, str], int] = field(default_factory=dict)
     _sources: dict[str, _Source] = field(default_factory=dict)
+    #: (now of the merge, (replica, status class), count gained), oldest first.
+    _recent: deque[tuple[float, tuple[str, str], int]] = field(default_factory=deque)
+    _now: float = 0.0
+
+    def _add_responses(self, before: LoadSample, after: LoadSample) -> None:
+        counted = {(r, c): n for r, c, n in before.responses}
+        for replica, code_class, n in after.responses:
+            key = (replica, code_class)
+            gained = _increase(counted.get(key, 0), n)
+            if gained:
+                self.responses[key] = self.responses.get(key, 0) + gained
+                self._recent.append((self._now, key, gained))
+
+    def recent_responses(self) -> tuple[tuple[str, str, int], ...]:
+        """(replica, status class, count) of the answers counted in the last ``window_s``
+        before the latest ``merge``, sorted."""
+        sums: dict[tuple[str, str], int] = {}
+        for at, key, n in tuple(self._recent):  # a copy: read from other threads
+            if self._now - at <= self.window_s:
+                sums[key] = sums.get(key, 0) + n
+        return tuple(sorted((r, c, n) for (r, c), n in sums.items()))
 
     @property
     def sources(self) -> tuple[str, ...]:
@@ -62,6 +90,9 @@ class LoadMerger:
     def merge(self, samples: Sequence[LoadSample], now: float) -> LoadSample | None:
         """One sample of the service for ``samples`` (all of one service, any sources, in
         the order received), or None when there are none."""
+        self._now = now
+        while self._recent and now - self._recent[0][0] > self.window_s:
+            self._recent.popleft()
         if not samples:
             return None
         by_source: dict[str, list[LoadSample]] = {}
@@ -77,6 +108,7 @@ class LoadMerger:
                     self.rejected_total += _increase(
                         known.newest.rejected_total, sample.rejected_total
                     )
+                    self._add_responses(known.newest, sample)
                     known.newest = sample
                 else:
                     known = _Source(sample, 0.0)
@@ -96,6 +128,7 @@ class LoadMerger:
             waiting=sum(k.newest.waiting for k in fresh),
             requests_total=self.requests_total,
             rejected_total=self.rejected_total,
+            responses=tuple(sorted((r, c, n) for (r, c), n in self.responses.items())),
             in_flight_avg=sum(k.avg for k in fresh),
             source="merged",
         )

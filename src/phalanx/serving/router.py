@@ -36,7 +36,8 @@ What one request goes through (``Router._dispatch``):
    (at most ``connect_attempts`` tries); once the request has been written it is never
    retried: a replica that fails before answering gives 502 naming the replica.
 6. The response is passed through as its bytes arrive (fixed length, chunked, server-sent
-   events, or until close), with back-pressure from the client to the replica.
+   events, or until close), with back-pressure from the client to the replica. Its final
+   status is counted per replica and class (``2xx`` … ``5xx``; ``LoadSample.responses``).
 
 Client connections idle for ``client_idle_s`` are closed. Requests are read whole before
 they are forwarded (bodies are de-chunked and sent with a Content-Length, at most
@@ -90,6 +91,8 @@ class _ServiceState:
     area_since: float = 0.0
     changed_at: float = 0.0
     last_demand: float = float("-inf")
+    #: (replica, status class) -> answers the replicas gave, counted as their heads arrive.
+    responses: dict[tuple[str, str], int] = field(default_factory=dict)
 
     def touch(self, now: float, delta: int) -> None:
         self.area += self.in_flight * (now - self.changed_at)
@@ -151,6 +154,7 @@ class Router:
         self._outstanding: dict[str, int] = {}
         self._down_until: dict[str, float] = {}
         self._idle: dict[str, list[_Upstream]] = {}
+        self._replica_of: dict[str, str] = {}  # url -> replica name, as the routes say
         self._route_changed: asyncio.Event | None = None
         self._last_refresh = float("-inf")
         self._turn = 0
@@ -251,6 +255,7 @@ class Router:
             revisions: dict[str, list[Endpoint]] = {}
             for endpoint in route.endpoints:
                 live_urls.add(endpoint.url)
+                self._replica_of[endpoint.url] = endpoint.replica
                 if endpoint.ready:
                     revisions.setdefault(endpoint.revision, []).append(endpoint)
             state.revisions = revisions
@@ -264,6 +269,7 @@ class Router:
             if name not in seen:
                 state.revisions = {}  # the service is gone: nothing to send to
         by_prefix.sort(key=lambda p: -len(p[0]))
+        self._replica_of = {u: r for u, r in self._replica_of.items() if u in live_urls}
         self._by_host = by_host
         self._by_prefix = by_prefix
         # Idle connections to replicas that left every route are closed.
@@ -661,6 +667,11 @@ class Router:
             up.service = None
             self._release_slot(state, up.url)
 
+    def count_response(self, state: _ServiceState, url: str, status: int) -> None:
+        """Count a replica's answer (its final status) for ``state``'s service."""
+        key = (self._replica_of.get(url, url), f"{status // 100}xx")
+        state.responses[key] = state.responses.get(key, 0) + 1
+
     # -- load --------------------------------------------------------------------------------
 
     def samples(self) -> list[LoadSample]:
@@ -683,6 +694,7 @@ class Router:
                     requests_total=state.requests_total,
                     rejected_total=state.rejected_total,
                     in_flight_avg=avg,
+                    responses=tuple(sorted((r, c, n) for (r, c), n in state.responses.items())),
                 )
             )
         return out
@@ -723,9 +735,17 @@ class RouterThread:
         *,
         prefer_uvloop: bool = True,
         ssl: SSLContext | None = None,
+        router: Router | None = None,
         **router_options: object,
     ) -> None:
-        self.router = Router(source, sink, **router_options)  # type: ignore[arg-type]
+        """Runs ``router`` when given (a subclass such as the LLM gateway, built by the
+        caller; ``router_options`` must then be empty), else a ``Router`` of ``source``,
+        ``sink`` and ``router_options``."""
+        if router is not None and router_options:
+            raise TypeError("RouterThread: pass router options to the router given, not here")
+        self.router = (
+            router if router is not None else Router(source, sink, **router_options)  # type: ignore[arg-type]
+        )
         self.ssl = ssl
         self.prefer_uvloop = prefer_uvloop
         self.host = host

@@ -67,6 +67,12 @@ class ServiceView:
     url: str
     #: Its newest events (scaling decisions, errors), oldest first.
     events: tuple[EventRecord, ...] = ()
+    #: What its replicas answered through the routers, summed: (replica, status class
+    #: ``2xx`` … ``5xx``, count since this server began to lead), sorted.
+    responses: tuple[tuple[str, str, int], ...] = ()
+    #: The same, counted in the last ``responses_window_s`` only.
+    recent_responses: tuple[tuple[str, str, int], ...] = ()
+    responses_window_s: float = 0.0
 
     @property
     def ready(self) -> int:

@@ -10,6 +10,7 @@ from opsharness import FLAVOR, TOKEN, AppTransport, SimPlane, job, queue
 
 from phalanx.api import create_app
 from phalanx.client import ApiError, Client
+from phalanx.ops.estimates import estimate_plane, recent_arrivals
 
 
 @pytest.fixture
@@ -127,3 +128,31 @@ def test_what_if_estimates(sim: SimPlane, client: Client) -> None:
             client.estimates(**bad)  # type: ignore[arg-type]
         assert refused.value.status == 400
         assert "what-if: no" in refused.value.message
+
+
+def test_recent_submissions_are_expected_again_and_delay_what_they_pass(sim: SimPlane) -> None:
+    # Two 8-GPU nodes. At 0: "urgent" (priority 5, runs 60 s) and "h1" (10 min); at 100 s
+    # "h2" (10 min) takes urgent's node; at 110 s "big" (2 pods of 8) needs both nodes: it
+    # waits for h1 and h2. Assuming the last 300 s of submissions come again, urgent comes
+    # back at 300 s and runs before big.
+    sim.apply([FLAVOR, queue("q", gpus=16)])
+    sim.apply([job("urgent", 8, priority=5)], runtime_s=60)
+    sim.apply([job("h1", 8, maxRuntime="10m")])
+    sim.run(100)
+    sim.apply([job("h2", 8, maxRuntime="10m")])
+    sim.run(10)
+    sim.apply([job("big", 8, replicas=2, maxRuntime="10m")])
+    now = sim.clock.now
+    expected = recent_arrivals(sim.plane, now, 300.0)
+    names = ["urgent~next", "h1~next", "h2~next", "big~next"]
+    assert [w.spec.name for w in expected] == names  # in submission order
+    created = {j.name: j.created_at for j in sim.store.list_jobs(manifests=False)}
+    for w in expected:
+        assert w.not_before == created[w.spec.name.removesuffix("~next")] + 300.0
+    assert expected[0].spec.priority == 5
+    assert [w.spec.name for w in recent_arrivals(sim.plane, now, 5.0)] == ["big~next"]
+    plain = estimate_plane(sim.plane)
+    repeated = estimate_plane(sim.plane, repeat_s=300.0)
+    assert set(plain) == set(repeated) == {"big"}  # expected arrivals get no estimate
+    assert plain["big"].start_at is not None and repeated["big"].start_at is not None
+    assert repeated["big"].start_at > plain["big"].start_at

@@ -7,9 +7,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import socket
-import subprocess
 import sys
 import threading
 import time
@@ -20,6 +17,7 @@ import httpx
 import pytest
 
 from phalanx.api.server import ApiServer, ServerSettings
+from prometheus_process import bearer_scrape, running_prometheus
 
 pytestmark = pytest.mark.integration
 
@@ -112,6 +110,7 @@ def test_the_dashboards_are_well_formed() -> None:
         "phalanx_reconciler_seconds",
         "phalanx_reconciler_runs",
         "phalanx_reconciler_errors",
+        "phalanx_service_responses",
     }
     expected = {f"{m}_total" if m in counters else m for m in exported}
     expected = {m if m != "phalanx_admission_latency_seconds" else f"{m}_bucket" for m in expected}
@@ -120,12 +119,6 @@ def test_the_dashboards_are_well_formed() -> None:
 
 def _metrics_source() -> str:
     return (Path(__file__).parents[3] / "src" / "phalanx" / "ops" / "metrics.py").read_text()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -175,49 +168,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
 
 @pytest.fixture
 def prometheus(server: ApiServer, tmp_path: Path) -> Iterator[httpx.Client]:
-    binary = shutil.which("prometheus")
-    if binary is None:
-        if os.environ.get("PHALANX_REQUIRE_PROMETHEUS") == "1":
-            pytest.fail("prometheus is required here (apt-get install prometheus)")
-        pytest.skip("no prometheus binary (Debian package prometheus)")
-    port = _free_port()
-    config = tmp_path / "prometheus.yml"
-    config.write_text(
-        json.dumps(  # YAML is a superset of JSON
-            {
-                "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-                "scrape_configs": [
-                    {
-                        "job_name": "phalanx",
-                        "scrape_interval": "1s",
-                        "authorization": {
-                            "type": "Bearer",
-                            "credentials_file": str(server.data_dir / "token"),
-                        },
-                        "static_configs": [{"targets": [server.url.removeprefix("http://")]}],
-                    }
-                ],
-            }
-        )
-    )
-    log = (tmp_path / "prometheus.log").open("w")
-    proc = subprocess.Popen(
-        [
-            binary,
-            f"--config.file={config}",
-            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=log,
-    )
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
-            yield http
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
-        log.close()
+    target = server.url.removeprefix("http://")
+    scrape = bearer_scrape("phalanx", target, server.data_dir / "token")
+    with (
+        running_prometheus(tmp_path, [scrape]) as prometheus,
+        httpx.Client(base_url=prometheus.url, timeout=5) as http,
+    ):
+        yield http
 
 
 def _query(http: httpx.Client, expr: str) -> list[object] | None:

@@ -4,6 +4,7 @@ tests/scenarios, runs them on a real control plane)."""
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -187,3 +188,9 @@ def test_a_finding_as_json() -> None:
         "fix": "wait",
         "confidence": 0.95,
     }
+
+
+def test_every_finding_code_is_catalogued_in_the_operations_doc() -> None:
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "operations.md").read_text()
+    missing = [code.value for code in FindingCode if f"`{code.value}`" not in doc]
+    assert missing == [], f"add these finding codes to docs/operations.md: {missing}"

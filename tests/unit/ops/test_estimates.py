@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from phalanx.model.objects import JobSpec
-from phalanx.ops.estimates import RuntimeModel, forward
+from phalanx.ops.estimates import RuntimeModel, forward, sampled
+from phalanx.scheduling import PendingWorkload
 from phalanx.testing import make_admitted, make_job, make_node, make_queue, make_snapshot
 
 NOW = 1000.0
@@ -117,3 +118,81 @@ def test_the_forward_run_is_bounded() -> None:
     assert [full[f"w{i}"].start_at for i in range(10)] == [NOW + 100 * (i + 1) for i in range(10)]
     bounded = forward(snap, {"a": NOW + 100}, {"a": (spec_a, 0)}, RuntimeModel(), max_cycles=3)
     assert [bounded[f"w{i}"].start_at for i in range(4)] == [NOW + 100, NOW + 200, None, None]
+
+
+def chain_behind_one_node() -> tuple:  # type: ignore[type-arg]
+    """One 8-GPU node held by ``a`` (just started); w1..w3 and then ``x`` wait for it, one
+    after another. History: most runs take 1 s, two of five take 100 s."""
+    a_spec = make_job("a").queue("q").gpus(8).obj()
+    a = make_admitted(a_spec, [("n1", range(8))], admitted_at=NOW)
+    waiting = [make_job(n).queue("q").gpus(8).obj() for n in ("w1", "w2", "w3", "x")]
+    snap = make_snapshot(
+        nodes=[make_node("n1").gpus(8).obj()],
+        queues=[queue()],
+        pending=waiting,
+        admitted=[a],
+        now=NOW,
+    )
+    history = [("q", 8000, t) for t in (1.0, 1.0, 1.0, 100.0, 100.0)]
+    return snap, a_spec, RuntimeModel.from_history(history)
+
+
+def test_sampled_runtimes_see_that_a_sum_of_skewed_runtimes_is_long() -> None:
+    snap, a_spec, model = chain_behind_one_node()
+    specs = {"a": (a_spec, 0)}
+    running = {"a": (a_spec, 0.0)}
+    medians = sampled(snap, running, specs, model, samples=1)
+    # median runtimes: four jobs of 1 s each ahead of x
+    assert medians["x"].start_at == NOW + 4.0
+    # drawn: P(no 100 s run among the four before x) = 0.6**4 = 0.13, so the median run has one
+    drawn = sampled(snap, running, specs, model, samples=7)
+    assert drawn["x"].start_at is not None and drawn["x"].start_at >= NOW + 100.0
+    # each estimate is one run's start: the order of the chain holds
+    starts = [drawn[n].start_at for n in ("w1", "w2", "w3", "x")]
+    assert all(s is not None for s in starts)
+
+
+def test_sampled_estimates_are_deterministic_for_a_seed() -> None:
+    snap, a_spec, model = chain_behind_one_node()
+    args = (snap, {"a": (a_spec, 0.0)}, {"a": (a_spec, 0)}, model)
+    assert sampled(*args, seed=3) == sampled(*args, seed=3)
+
+
+def test_without_history_one_run_with_defaults_is_made() -> None:
+    snap, a_spec, _ = chain_behind_one_node()
+    args = (snap, {"a": (a_spec, 0.0)}, {"a": (a_spec, 0)}, RuntimeModel())
+    # no history: every job runs the default hour, drawn or not
+    assert sampled(*args, samples=7)["x"].start_at == NOW + 4 * 3600.0
+
+
+def test_runtime_quantiles_interpolate_and_the_median_is_the_default() -> None:
+    model = RuntimeModel.from_history([("q", 1000, t) for t in (10.0, 20.0, 40.0, 80.0)])
+    spec = make_job("x").queue("q").gpus(1).obj()
+    assert model.runtime_s(spec) == 30.0
+    assert (model.runtime_s(spec, 0.0), model.runtime_s(spec, 1.0)) == (10.0, 80.0)
+    # running 25 s: the runtimes longer than that are 40 and 80
+    assert model.remaining_s(spec, 25.0) == 35.0
+    assert model.remaining_s(spec, 25.0, 1.0) == 55.0
+
+
+def test_an_expected_arrival_of_higher_priority_goes_first() -> None:
+    # One 8-GPU node held by a until +100; low waits for it. A priority-5 job is expected to
+    # arrive at +50 (it was submitted 50 s into the last repeat window): it starts at +100
+    # and holds the node for its 100 s runtime, so low starts at +200. Without it: +100.
+    # (a has the highest priority: nothing preempts it)
+    spec_a = make_job("a").queue("q").gpus(8).priority(9).max_runtime(100).obj()
+    a = make_admitted(spec_a, [("n1", range(8))], admitted_at=NOW)
+    low = make_job("low").queue("q").gpus(8).max_runtime(100).obj()
+    snap = make_snapshot(
+        nodes=[make_node("n1").gpus(8).obj()],
+        queues=[queue()],
+        pending=[low],
+        admitted=[a],
+        now=NOW,
+    )
+    high = make_job("high~next").queue("q").gpus(8).priority(5).max_runtime(100).obj()
+    args = (snap, {"a": (spec_a, 0.0)}, {"a": (spec_a, 0)}, RuntimeModel())
+    assert sampled(*args)["low"].start_at == NOW + 100
+    expected = sampled(*args, arrivals=[PendingWorkload(high, 1 << 40, NOW + 50)])
+    assert set(expected) == {"low"}  # the expected arrival gets no estimate of its own
+    assert expected["low"].start_at == NOW + 200

@@ -150,6 +150,75 @@ def test_a_service_scaled_to_zero_on_purpose_is_fine_until_it_keeps_waking() -> 
     assert pairs(observe(services=(pinned,))) == set()
 
 
+READY_2 = (
+    ReplicaFacts("web-1", "Ready", "Running", "", NOW - 600),
+    ReplicaFacts("web-2", "Ready", "Running", "", NOW - 600),
+)
+
+
+def answered(*items: tuple[str, str, int]) -> ServiceFacts:
+    return service(*READY_2, desired=2, recent_responses=items, responses_window_s=300.0)
+
+
+@pytest.mark.parametrize(
+    ("recent", "severity"),
+    [
+        ((("web-1", "2xx", 95), ("web-1", "5xx", 5)), None),  # 5 %: at the threshold
+        ((("web-1", "2xx", 96), ("web-1", "5xx", 4)), ""),  # 4 %: under the threshold
+        ((("web-1", "2xx", 9), ("web-1", "5xx", 10)), ""),  # 19 answers: too few to judge
+        ((("web-1", "2xx", 10), ("web-1", "5xx", 10)), "critical"),  # 50 %
+        ((("web-1", "4xx", 90), ("web-1", "2xx", 10)), ""),  # 4xx is the clients' doing
+    ],
+    ids=["at-threshold", "under-threshold", "too-few", "half", "client-errors"],
+)
+def test_a_5xx_share_over_the_threshold_is_service_errors(
+    recent: tuple[tuple[str, str, int], ...], severity: str | None
+) -> None:
+    found = [f for f in diagnose(observe(services=(answered(*recent),)))]
+    if severity == "":
+        assert found == []
+        return
+    (f,) = found
+    assert (f.code, f.object) == (FindingCode.SERVICE_ERRORS, "service/web")
+    assert f.severity.value == (severity or "warning")
+    errors = sum(n for _, c, n in recent if c == "5xx")
+    total = sum(n for _, _, n in recent)
+    assert (f.facts["errors_5xx"], f.facts["answers"]) == (errors, total)
+    assert f.facts["window_s"] == 300.0
+
+
+def test_service_errors_from_one_replica_of_two_name_it_in_the_fix() -> None:
+    s = answered(("web-1", "5xx", 30), ("web-2", "2xx", 30))
+    (f,) = diagnose(observe(services=(s,)))
+    assert f.facts["by_replica"] == {"web-1": "30/30"}
+    assert "phalanx delete job web-1" in f.fix
+    assert "all from replica web-1" in f.summary
+    # errors from both replicas: the program or its template, not one replica
+    both = answered(("web-1", "5xx", 30), ("web-2", "5xx", 10), ("web-2", "2xx", 20))
+    (g,) = diagnose(observe(services=(both,)))
+    assert g.facts["by_replica"] == {"web-1": "30/30", "web-2": "10/30"}
+    assert "delete" not in g.fix and "spec.template" in g.fix
+
+
+def test_service_errors_read_the_window_not_the_totals() -> None:
+    s = replace(answered(("web-1", "2xx", 50)), responses=(("web-1", "5xx", 900),))
+    assert pairs(observe(services=(s,))) == set()
+
+
+def test_service_error_thresholds_are_settings() -> None:
+    s = answered(("web-1", "2xx", 96), ("web-1", "5xx", 4))
+    strict = DoctorSettings(service_error_share=0.02)
+    assert {f.code for f in diagnose(observe(services=(s,)), strict)} == {
+        FindingCode.SERVICE_ERRORS
+    }
+    few = answered(("web-1", "5xx", 5))
+    assert pairs(observe(services=(few,))) == set()
+    lenient = DoctorSettings(service_error_min_answers=5)
+    assert {f.code for f in diagnose(observe(services=(few,)), lenient)} == {
+        FindingCode.SERVICE_ERRORS
+    }
+
+
 def test_diagnose_service_keeps_its_replicas_causes() -> None:
     replica = ReplicaFacts("web-1", "Pending", "Pending", "QuotaExceeded", NOW - 10)
     other = job("other", JobPhase.FAILED, events=(event(NOW, "Failed", cause="OOM"),))
