@@ -17,10 +17,18 @@ printed). Workloads:
 - ``prefix-moderate`` / ``prefix-overload``: ``--groups`` groups, each a long system prompt
   shared by its requests, short user turns, Poisson arrivals at ``--moderate-rps`` and
   ``--overload-rps`` for ``--seconds``;
-- ``mooncake``: ``../shared/data/mooncake/conversation_trace.jsonl`` replayed: its first
-  ``--trace-requests`` requests at their real arrival times divided by ``--trace-speedup``;
-  each 512-token block id becomes ``--trace-block-tokens`` tokens of text unique to that id
-  (so equal ids give equal token prefixes), outputs are divided by 32 (at least 1, at most 16).
+- ``mooncake``: ``../shared/data/mooncake/conversation_trace.jsonl`` replayed. The first
+  300 requests of the trace (the previous choice) reuse almost nothing: 8 % of their blocks
+  even with an endless cache, because a conversation's next turn comes a minute or more
+  later. So the replay keeps whole conversations instead: the whole hour, 1 conversation in
+  ``--trace-sample`` (by its second block id, so every turn of a kept conversation is kept),
+  at the real arrival times divided by ``--trace-speedup``; each 512-token block id becomes
+  ``--trace-block-tokens`` tokens of text unique to that id (so equal ids give equal token
+  prefixes), outputs are divided by 32 (at least 1, at most 16). The KV cache per replica
+  (``--trace-kv-blocks``) is chosen so that reuse matters: the script prints, from the
+  trace's block ids alone, the hit rate with an endless cache and, at that cache size, with
+  the replay's requests sent round-robin or each conversation to one replica. The same
+  requests, times and cache size go to every router.
 
 The client (httpx, asyncio) streams every request (``stream_options.include_usage``): TTFT is
 from the request's scheduled time to its first SSE chunk with content (no coordinated
@@ -28,7 +36,13 @@ omission), the cache-hit rate is Σ ``cached_tokens`` / Σ ``prompt_tokens`` fro
 usage, and output tokens/s is Σ ``completion_tokens`` over the time from the first arrival to
 the last answer. Then gateway overhead: one replica with no simulated latency, requests at a
 low rate alternating straight to it and through each router, each timed from its actual
-send to its whole (non-streamed) answer; overhead = the difference of the percentiles.
+send to its whole (non-streamed) answer; overhead = the difference of the percentiles. For
+phalanx's gateway its own time is also read from the process itself (``GET
+/gateway/timings``: request received → written to the replica, response bytes from the
+replica → written to the client), which the machine's scheduling noise does not blur.
+
+``--routing '{"missCost": 8}'`` runs phalanx's policies with other routing parameters
+(``spec.llm.routing``'s keys); ``--repeat N`` runs every comparison N times, interleaved.
 
     python bench/llm_routing.py [--seconds 24] [--replicas 4] [--skip-peers]
                                 [--policies round-robin,least-outstanding,chwbl,prefix]
@@ -50,6 +64,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from dataclasses import dataclass
@@ -113,18 +128,76 @@ def shared_prefix(
     return out
 
 
-def mooncake(path: Path, *, requests: int, speedup: float, block_tokens: int) -> list[Request]:
-    """The trace's first ``requests`` requests, each hash id a block of text unique to it."""
-    out: list[Request] = []
+def mooncake_rows(path: Path, *, sample: int, requests: int) -> list[dict[str, object]]:
+    """The trace's rows of 1 conversation in ``sample`` (second block id mod ``sample``
+    is 0; a one-block request has no conversation and is left out), at most ``requests``
+    of them (0: all)."""
+    out: list[dict[str, object]] = []
     with path.open() as f:
         for line in f:
+            row = json.loads(line)
+            ids = row["hash_ids"]
+            if len(ids) < 2 or ids[1] % sample:
+                continue
+            out.append(row)
             if len(out) == requests:
                 break
-            row = json.loads(line)
-            text = " ".join(_words(f"h{h}", block_tokens) for h in row["hash_ids"])
-            output = min(16, max(1, row["output_length"] // 32))
-            out.append(Request(row["timestamp"] / 1000 / speedup, (("user", text),), output))
     return out
+
+
+def mooncake(
+    rows: Sequence[dict[str, object]], *, speedup: float, block_tokens: int
+) -> list[Request]:
+    """The rows as requests, each hash id a block of text unique to it."""
+    out: list[Request] = []
+    for row in rows:
+        ids = row["hash_ids"]
+        assert isinstance(ids, list)
+        text = " ".join(_words(f"h{h}", block_tokens) for h in ids)
+        output = min(16, max(1, int(row["output_length"]) // 32))  # type: ignore[call-overload]
+        at_s = float(row["timestamp"]) / 1000 / speedup  # type: ignore[arg-type]
+        out.append(Request(at_s, (("user", text),), output))
+    return out
+
+
+def trace_hit_bounds(rows: Sequence[dict[str, object]], replicas: int, cache_blocks: int) -> str:
+    """From block ids alone: the prefix hit rate with an endless cache, and with an LRU
+    cache of ``cache_blocks`` per replica when requests go round-robin or each
+    conversation to one replica (blocks of the trace, not tokens)."""
+
+    def replay(route: Callable[[int, list[int]], int] | None) -> float:
+        caches: list[OrderedDict[int, None]] = [OrderedDict() for _ in range(replicas)]
+        seen: set[int] = set()
+        hit = total = 0
+        for i, row in enumerate(rows):
+            ids = list(row["hash_ids"])  # type: ignore[call-overload]
+            if route is None:
+                n = 0
+                while n < len(ids) and ids[n] in seen:
+                    n += 1
+                seen.update(ids)
+            else:
+                cache = caches[route(i, ids)]
+                n = 0
+                while n < len(ids) and ids[n] in cache:
+                    n += 1
+                for h in ids:
+                    cache[h] = None
+                    cache.move_to_end(h)
+                while len(cache) > cache_blocks:
+                    cache.popitem(last=False)
+            hit += n
+            total += len(ids)
+        return hit / total if total else 0.0
+
+    endless = replay(None)
+    rr = replay(lambda i, ids: i % replicas)
+    sticky = replay(lambda i, ids: (ids[1] * 2654435761 >> 7) % replicas)
+    return (
+        f"trace-block prefix hit rate: endless cache {endless:.1%}; {cache_blocks}-block "
+        f"cache per replica: round-robin {rr:.1%}, "
+        f"each conversation on one replica {sticky:.1%}"
+    )
 
 
 # -- targets --------------------------------------------------------------------------------
@@ -194,24 +267,47 @@ def peer_router(binary: Path, policy: str, urls: Sequence[str], log: Path) -> It
         _stop(proc)
 
 
+def _serve_gateway(spec: str) -> None:
+    """``--serve-gateway JSON``: what ``phalanx gateway --upstream …`` runs, with routing
+    parameters the command has no flags for (``--routing``)."""
+    from phalanx.serving.llm.gateway import Gateway, StaticRoutes
+    from phalanx.serving.router import new_event_loop, serve_forever
+
+    a = json.loads(spec)
+    routes = StaticRoutes(a["upstreams"], [MODEL], policy=a["policy"], routing=a["routing"])
+    serve_forever(
+        Gateway(routes, routes),
+        "127.0.0.1",
+        0,
+        lambda port: print(f"gateway listening on http://127.0.0.1:{port}", flush=True),
+        loop_factory=new_event_loop,
+    )
+
+
 @contextmanager
-def phalanx_gateway(policy: str, urls: Sequence[str], log: Path) -> Iterator[str]:
+def phalanx_gateway(
+    policy: str, urls: Sequence[str], log: Path, routing: dict[str, object] | None = None
+) -> Iterator[str]:
     phalanx = Path(sys.executable).with_name("phalanx")
     upstreams = [arg for url in urls for arg in ("--upstream", url)]
+    command = [
+        str(phalanx),
+        "gateway",
+        *upstreams,
+        "--model",
+        MODEL,
+        "--policy",
+        policy,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+    ]
+    if routing:
+        spec = {"upstreams": list(urls), "policy": policy, "routing": routing}
+        command = [sys.executable, __file__, "--serve-gateway", json.dumps(spec)]
     proc = subprocess.Popen(
-        [
-            str(phalanx),
-            "gateway",
-            *upstreams,
-            "--model",
-            MODEL,
-            "--policy",
-            policy,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-        ],
+        command,
         stdout=subprocess.PIPE,
         stderr=log.open("ab"),
         stdin=subprocess.DEVNULL,
@@ -359,21 +455,37 @@ class Target:
     start: Callable[[Sequence[str], Path], AbstractContextManager[str]]
 
 
-def _targets(policies: Sequence[str], routers_bin: Path | None) -> list[Target]:
+def _targets(
+    policies: Sequence[str],
+    routers_bin: Path | None,
+    routing: dict[str, object] | None = None,
+    skip: Sequence[str] = (),
+) -> list[Target]:
     def peer(
         binary: Path, policy: str
     ) -> Callable[[Sequence[str], Path], AbstractContextManager[str]]:
         return lambda urls, log: peer_router(binary, policy, urls, log)
 
-    def gateway(policy: str) -> Callable[[Sequence[str], Path], AbstractContextManager[str]]:
-        return lambda urls, log: phalanx_gateway(policy, urls, log)
+    def gateway(spec: str) -> Callable[[Sequence[str], Path], AbstractContextManager[str]]:
+        # "prefix/missCost=16": a policy with its own routing parameters.
+        policy, *pairs = spec.split("/")
+        own = dict(routing or {})
+        for pair in pairs:
+            key, _, value = pair.partition("=")
+            own[key] = float(value)
+        return lambda urls, log: phalanx_gateway(policy, urls, log, own or None)
 
     out = [Target("direct-rr", lambda urls, log: nullcontext(""))]
     if routers_bin is not None:
         for name in ("sglang-router", "vllm-router"):
-            out.append(Target(f"{name}:cache_aware", peer(routers_bin / name, "cache_aware")))
+            if name not in skip:
+                out.append(Target(f"{name}:cache_aware", peer(routers_bin / name, "cache_aware")))
     out += [Target(f"phalanx:{p}", gateway(p)) for p in policies]
     return out
+
+
+def _file_name(target: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.=-]", "_", target)
 
 
 def run_one(
@@ -395,11 +507,20 @@ def run_one(
         log_dir=logs,
     ) as sims:
         urls = [s.url for s in sims]
-        log = logs / f"{target.name.replace(':', '_')}.log"
+        log = logs / f"{_file_name(target.name)}.log"
+        notes: list[str] = []
         try:
             with target.start(urls, log) as url:
                 pick = (lambda i: urls[i % len(urls)]) if not url else (lambda i: url)
                 results = asyncio.run(drive(pick, requests))
+                if target.name.startswith("phalanx:"):
+                    with suppress(httpx.HTTPError, ValueError, KeyError):
+                        own = httpx.get(f"{url}/gateway/timings", timeout=5.0).json()["request"]
+                        notes.append(
+                            f"gateway's own request time p50 {own['p50']:.2f} p99 "
+                            f"{own['p99']:.2f} max {own['max']:.2f} ms"
+                        )
+            notes.append("requests per replica " + "/".join(_served(u) for u in urls))
         except (RuntimeError, TimeoutError, OSError) as exc:
             print(f"  {target.name}: could not start: {exc}", flush=True)
             nan = float("nan")
@@ -409,7 +530,18 @@ def run_one(
     row = summarize(workload, target.name, results)
     errors = [r.error for r in results if r.error][:2]
     print(f"  {_fmt(row)}" + (f"   errors e.g. {errors}" if errors else ""), flush=True)
+    print(f"  {'':16} {'; '.join(notes)}", flush=True)
     return row
+
+
+def _served(url: str) -> str:
+    """How many requests the replica at ``url`` finished (its vLLM counter)."""
+    try:
+        text = httpx.get(f"{url}/metrics", timeout=5.0).text
+    except httpx.HTTPError:
+        return "?"
+    found = re.search(r"^vllm:request_success_total\S* (\S+)$", text, re.M)
+    return str(int(float(found.group(1)))) if found else "?"
 
 
 def _fmt(row: Row) -> str:
@@ -426,9 +558,11 @@ HEADER = (
 )
 
 
-def _alternate(target: Target, direct: str, logs: Path, count: int, rps: float) -> list[Result]:
+def _alternate(
+    target: Target, direct: str, logs: Path, count: int, rps: float
+) -> tuple[list[Result], dict[str, dict[str, float]] | None]:
     """``2 × count`` one-token requests at ``rps``: even ones straight to ``direct``, odd ones
-    through the target."""
+    through the target; with the target's own timings when it serves them (phalanx)."""
     ping = Request(0.0, (("user", "ping"),), 1)
     plan = [Request(i / rps, ping.messages, 1) for i in range(2 * count)]
 
@@ -449,8 +583,13 @@ def _alternate(target: Target, direct: str, logs: Path, count: int, rps: float) 
                 )
             )
 
-    with target.start([direct], logs / f"overhead-{target.name.replace(':', '_')}.log") as url:
-        return asyncio.run(go(url))
+    with target.start([direct], logs / f"overhead-{_file_name(target.name)}.log") as url:
+        results = asyncio.run(go(url))
+        own = None
+        if target.name.startswith("phalanx:"):
+            with suppress(httpx.HTTPError, ValueError):
+                own = httpx.get(f"{url}/gateway/timings", timeout=5.0).json()
+        return results, own
 
 
 def overhead(targets: Sequence[Target], logs: Path, count: int, rps: float) -> list[str]:
@@ -462,7 +601,7 @@ def overhead(targets: Sequence[Target], logs: Path, count: int, rps: float) -> l
             if target.name == "direct-rr":
                 continue
             try:
-                results = _alternate(target, direct, logs, count, rps)
+                results, own = _alternate(target, direct, logs, count, rps)
             except (RuntimeError, TimeoutError, OSError) as exc:
                 lines.append(f"{target.name:30} could not start: {exc}")
                 continue
@@ -476,6 +615,16 @@ def overhead(targets: Sequence[Target], logs: Path, count: int, rps: float) -> l
                 f" p99 {_pct(via, 0.99) - _pct(straight, 0.99):+6.2f} ms (n={len(via)})"
             )
             print("  " + lines[-1], flush=True)
+            if own:
+                req, resp = own["request"], own["response"]
+                lines.append(
+                    f"{'':30} its own time (in process, ms): request received → sent upstream "
+                    f"p50 {req.get('p50', 0):.3f} p99 {req.get('p99', 0):.3f} max "
+                    f"{req.get('max', 0):.3f}; response bytes → client p50 {resp.get('p50', 0):.3f} "
+                    f"p99 {resp.get('p99', 0):.3f} max {resp.get('max', 0):.3f}; sum of p99s "
+                    f"{req.get('p99', 0) + resp.get('p99', 0):.3f} (n={req.get('n', 0)})"
+                )
+                print("  " + lines[-1], flush=True)
     return lines
 
 
@@ -492,10 +641,15 @@ def main() -> None:
     p.add_argument("--moderate-rps", type=float, default=6.0)
     p.add_argument("--overload-rps", type=float, default=20.0)
     p.add_argument("--prefix-kv-blocks", type=int, default=256)
-    p.add_argument("--trace-requests", type=int, default=300)
-    p.add_argument("--trace-speedup", type=float, default=6.0)
+    p.add_argument("--trace-requests", type=int, default=0, help="at most this many (0: all)")
+    p.add_argument("--trace-sample", type=int, default=24, help="1 conversation in N")
+    p.add_argument("--trace-speedup", type=float, default=100.0)
     p.add_argument("--trace-block-tokens", type=int, default=16)
-    p.add_argument("--trace-kv-blocks", type=int, default=2048)
+    p.add_argument("--trace-kv-blocks", type=int, default=1024)
+    p.add_argument("--routing", default="", help="phalanx routing parameters (JSON)")
+    p.add_argument("--repeat", type=int, default=1)
+    p.add_argument("--skip-router", default="", help="e.g. vllm-router: leave that peer out")
+    p.add_argument("--serve-gateway", default="", help=argparse.SUPPRESS)
     p.add_argument("--policies", default="round-robin,least-outstanding,chwbl,prefix")
     p.add_argument("--skip-peers", action="store_true")
     p.add_argument("--workloads", default="prefix-moderate,prefix-overload,mooncake")
@@ -503,6 +657,9 @@ def main() -> None:
     p.add_argument("--overhead-rps", type=float, default=20.0)
     p.add_argument("--logs", type=Path, default=Path("/tmp/phalanx-llm-bench"))
     a = p.parse_args()
+    if a.serve_gateway:
+        _serve_gateway(a.serve_gateway)
+        return
     # SIGTERM unwinds like Ctrl-C, so the simulators and routers started here are stopped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     a.logs.mkdir(parents=True, exist_ok=True)
@@ -520,7 +677,8 @@ def main() -> None:
         else:
             print(f"peers not installed: {got.stderr.strip()}")
     policies = [x for x in a.policies.split(",") if x]
-    targets = _targets(policies, routers_bin)
+    routing = json.loads(a.routing) if a.routing else None
+    targets = _targets(policies, routers_bin, routing, a.skip_router.split(","))
 
     print(
         "load before:",
@@ -562,26 +720,32 @@ def main() -> None:
                 f"{rps}/s for {a.seconds} s; KV cache {a.prefix_kv_blocks} blocks/replica"
             )
     if "mooncake" in wanted:
-        reqs = mooncake(
-            TRACE,
-            requests=a.trace_requests,
-            speedup=a.trace_speedup,
-            block_tokens=a.trace_block_tokens,
-        )
+        rows_ = mooncake_rows(TRACE, sample=a.trace_sample, requests=a.trace_requests)
+        reqs = mooncake(rows_, speedup=a.trace_speedup, block_tokens=a.trace_block_tokens)
         workloads["mooncake"] = (reqs, a.trace_kv_blocks)
         tokens = statistics.fmean(len(r.messages[0][1].split()) for r in reqs)
+        # One trace block is trace_block_tokens tokens = trace_block_tokens / BLOCK_TOKENS
+        # simulator blocks.
+        per_trace_block = max(1, a.trace_block_tokens // BLOCK_TOKENS)
         print(
-            f"mooncake: first {len(reqs)} requests ({reqs[-1].at_s * a.trace_speedup:.0f} s of trace) "
-            f"at {a.trace_speedup}× speed ({len(reqs) / max(reqs[-1].at_s, 1e-9):.1f}/s); each 512-token "
-            f"block → {a.trace_block_tokens} tokens (÷{512 // a.trace_block_tokens}), mean prompt "
-            f"{tokens:.0f} tokens; outputs ÷32 in [1, 16]; KV cache {a.trace_kv_blocks} blocks/replica"
+            f"mooncake: {len(reqs)} requests, 1 conversation in {a.trace_sample} of "
+            f"{reqs[-1].at_s * a.trace_speedup:.0f} s of trace, at {a.trace_speedup:g}× speed "
+            f"({len(reqs) / max(reqs[-1].at_s, 1e-9):.1f}/s over {reqs[-1].at_s:.0f} s); each "
+            f"512-token block → {a.trace_block_tokens} tokens (÷{512 // a.trace_block_tokens}), "
+            f"mean prompt {tokens:.0f} tokens; outputs ÷32 in [1, 16]; KV cache "
+            f"{a.trace_kv_blocks} blocks of {BLOCK_TOKENS} tokens per replica (≈ "
+            f"{a.trace_kv_blocks // per_trace_block} trace blocks)\n  "
+            + trace_hit_bounds(rows_, a.replicas, a.trace_kv_blocks // per_trace_block)
         )
 
     rows: list[Row] = []
     print(HEADER, flush=True)
-    for name, (reqs, kv) in workloads.items():
-        for target in targets:
-            rows.append(run_one(target, name, reqs, replicas=a.replicas, kv_blocks=kv, logs=a.logs))
+    for _ in range(a.repeat):
+        for name, (reqs, kv) in workloads.items():
+            for target in targets:
+                rows.append(
+                    run_one(target, name, reqs, replicas=a.replicas, kv_blocks=kv, logs=a.logs)
+                )
     over: list[str] = []
     if a.overhead_requests > 0:
         print(

@@ -55,6 +55,7 @@ class LLMRouting:
     cache_blocks: int = 4096
     load_factor: float = 1.25
     miss_cost: float = 4.0
+    prefill_weight: float = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +80,15 @@ class LLMSpec:
 
 
 _LLM_FIELDS = ("engine", "models", "routing", "autoscaling", "metricsPath")
-_ROUTING_FIELDS = ("policy", "blockChars", "maxBlocks", "cacheBlocks", "loadFactor", "missCost")
+_ROUTING_FIELDS = (
+    "policy",
+    "blockChars",
+    "maxBlocks",
+    "cacheBlocks",
+    "loadFactor",
+    "missCost",
+    "prefillWeight",
+)
 
 
 def _number(
@@ -191,6 +200,15 @@ def _routing(c: _Collector, value: object) -> LLMRouting:
         1e6,
         "what a prefix-cache miss weighs, in queued requests",
     )
+    prefill_weight = _number(
+        c,
+        f"{path}.prefillWeight",
+        data.get("prefillWeight"),
+        0.25,
+        0.0,
+        100.0,
+        "prefix: what an uncached block already in flight to a replica weighs against a miss",
+    )
     return LLMRouting(
         str(policy),
         ints["blockChars"],
@@ -198,6 +216,7 @@ def _routing(c: _Collector, value: object) -> LLMRouting:
         ints["cacheBlocks"],
         load_factor,
         miss_cost,
+        prefill_weight,
     )
 
 
@@ -235,6 +254,7 @@ def llm_to_manifest(llm: LLMSpec) -> dict[str, object]:
             "cacheBlocks": r.cache_blocks,
             "loadFactor": r.load_factor,
             "missCost": r.miss_cost,
+            "prefillWeight": r.prefill_weight,
         },
         "metricsPath": llm.metrics_path,
     }

@@ -24,8 +24,21 @@ same way:
 
 Endpoints: ``GET /v1/models``, ``POST /v1/chat/completions``, ``POST /v1/completions`` (both
 streaming, with ``stream_options.include_usage``), ``POST /v1/embeddings``, ``GET /health``,
-``GET /metrics`` (vLLM's metric names). Durations take Go's form (``250ms``, ``1.5s``) or plain
-milliseconds. The standard library only; not part of the serving path.
+``GET /metrics`` (vLLM's metric names, with ``vllm:cache_config_info{num_gpu_blocks,
+block_size}`` and ``vllm:prompt_tokens_total``) and ``GET /kv_events?since=N`` (below).
+Durations take Go's form (``250ms``, ``1.5s``) or plain milliseconds. The standard library
+only; not part of the serving path.
+
+KV cache events (with ``--enable-kvcache``): each block stored or evicted is an event with
+the fields of vLLM's ``vllm.distributed.kv_events`` — ``BlockStored`` (``block_hashes``,
+``parent_block_hash``, ``token_ids``, ``block_size``, ``lora_id``, ``medium``),
+``BlockRemoved`` (``block_hashes``, ``medium``) — in batches with ``ts``, as vLLM's
+``KVEventBatch``. The transport differs: vLLM publishes msgpack over ZeroMQ; this server
+keeps the last ``--kv-events-buffer`` batches and answers ``GET /kv_events?since=N`` with
+``{"next": M, "lost": bool, "batches": [{"seq", "ts", "events": [{"type": ..., ...}]}]}``
+(``lost``: batches after N were already dropped). Block hashes are the blocks' chained
+hashes as integers; token ids are CRC-32s of the tokens (the dummy tokenizer has no
+vocabulary).
 """
 
 from __future__ import annotations
@@ -39,7 +52,8 @@ import re
 import sys
 import time
 import uuid
-from collections import OrderedDict
+import zlib
+from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import cast
@@ -81,14 +95,19 @@ def block_hashes(tokens: Sequence[str], block_size: int) -> list[str]:
 
 @dataclass(slots=True)
 class BlockCache:
-    """A replica's KV blocks: pinned while a request uses them, evicted LRU otherwise."""
+    """A replica's KV blocks: pinned while a request uses them, evicted LRU otherwise.
+    Every store and eviction is appended to ``events`` (vLLM's event fields) when it is
+    not None."""
 
     capacity_blocks: int
     used: dict[str, int] = field(default_factory=dict)
     unused: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    events: list[dict[str, object]] | None = None
+    block_size: int = 16
 
-    def start(self, hashes: Sequence[str]) -> tuple[int, list[str]]:
-        """Pin ``hashes``; returns (leading blocks already held, the blocks now pinned)."""
+    def start(self, hashes: Sequence[str], tokens: Sequence[str] = ()) -> tuple[int, list[str]]:
+        """Pin ``hashes`` (of the blocks of ``tokens``); returns (leading blocks already
+        held, the blocks now pinned)."""
         cached = 0
         for h in hashes:
             if h not in self.used and h not in self.unused:
@@ -101,11 +120,36 @@ class BlockCache:
             self.used[h] = self.used.get(h, 0) + 1
         fits = len(self.used) + len(new) <= self.capacity_blocks
         if fits:
+            removed: list[int] = []
             for h in new:
                 if len(self.used) + len(self.unused) >= self.capacity_blocks:
-                    self.unused.popitem(last=False)
+                    removed.append(int(self.unused.popitem(last=False)[0], 16))
                 self.used[h] = 1
+            if self.events is not None:
+                if removed:
+                    self.events.append(
+                        {"type": "BlockRemoved", "block_hashes": removed, "medium": "GPU"}
+                    )
+                if new:
+                    self.events.append(self._stored(hashes, new, tokens))
         return cached, held + (new if fits else [])
+
+    def _stored(
+        self, hashes: Sequence[str], new: Sequence[str], tokens: Sequence[str]
+    ) -> dict[str, object]:
+        first = len(hashes) - len(new)  # new blocks are a suffix: the hashes are chained
+        size = self.block_size
+        return {
+            "type": "BlockStored",
+            "block_hashes": [int(h, 16) for h in new],
+            "parent_block_hash": int(hashes[first - 1], 16) if first > 0 else None,
+            "token_ids": [
+                zlib.crc32(t.encode()) for t in tokens[first * size : len(hashes) * size]
+            ],
+            "block_size": size,
+            "lora_id": None,
+            "medium": "GPU",
+        }
 
     def finish(self, pinned: Sequence[str]) -> None:
         """Unpin a finished request's blocks; unused ones become the most recently used."""
@@ -136,6 +180,7 @@ class SimConfig:
     inter_token_latency_s: float = 0.0
     time_factor_under_load: float = 1.0
     mode: str = "random"
+    kv_events_buffer: int = 4096
 
 
 class Simulator:
@@ -143,7 +188,16 @@ class Simulator:
 
     def __init__(self, config: SimConfig) -> None:
         self.config = config
-        self.cache = BlockCache(config.kv_cache_size)
+        self.cache = BlockCache(
+            config.kv_cache_size,
+            events=[] if config.enable_kvcache else None,
+            block_size=config.block_size,
+        )
+        #: (sequence number, batch) of the latest KV event batches; see kv_events.
+        self.kv_batches: deque[tuple[int, dict[str, object]]] = deque(
+            maxlen=max(1, config.kv_events_buffer)
+        )
+        self.kv_seq = 0
         self.running = 0
         self.waiting = 0
         self._slots = asyncio.Semaphore(config.max_num_seqs)
@@ -164,9 +218,46 @@ class Simulator:
         per_token = c.prefill_time_per_token_s * (prompt_tokens - cached_tokens)
         return (c.prefill_overhead_s + per_token) * self.load_factor()
 
+    def publish_kv_events(self) -> None:
+        """Move the cache's pending events into one batch (as vLLM's engine does per step)."""
+        events = self.cache.events
+        if not events:
+            return
+        self.kv_seq += 1
+        self.kv_batches.append(
+            (
+                self.kv_seq,
+                {
+                    "seq": self.kv_seq,
+                    "ts": time.time(),
+                    "events": list(events),
+                    "data_parallel_rank": None,
+                },
+            )
+        )
+        events.clear()
+
+    def kv_events(self, since: int) -> dict[str, object]:
+        """The batches after sequence number ``since``; ``lost`` when some were dropped."""
+        self.publish_kv_events()
+        batches = [batch for seq, batch in self.kv_batches if seq > since]
+        oldest = self.kv_batches[0][0] if self.kv_batches else self.kv_seq + 1
+        return {
+            "next": self.kv_seq,
+            "lost": since + 1 < oldest and since < self.kv_seq,
+            "batches": batches,
+        }
+
     def metrics_text(self) -> str:
         labels = f'{{model_name="{self.config.model}"}}'
+        c = self.config
+        info = (
+            f'{{block_size="{c.block_size}",num_gpu_blocks="{c.kv_cache_size}",'
+            f'enable_prefix_caching="{c.enable_kvcache}"}}'
+        )
         lines = [
+            f"vllm:cache_config_info{info} 1.0",
+            f"vllm:prompt_tokens_total{labels} {self.prompt_tokens_total}",
             f"vllm:num_requests_running{labels} {self.running}",
             f"vllm:num_requests_waiting{labels} {self.waiting}",
             f"vllm:kv_cache_usage_perc{labels} {self.cache.usage}",
@@ -277,7 +368,8 @@ async def _generate(sim: Simulator, path: str, body: dict[str, object], out: _Ex
     try:
         cached_tokens = 0
         if c.enable_kvcache:
-            cached_blocks, pinned = sim.cache.start(block_hashes(tokens, c.block_size))
+            cached_blocks, pinned = sim.cache.start(block_hashes(tokens, c.block_size), tokens)
+            sim.publish_kv_events()
             cached_tokens = cached_blocks * c.block_size
         sim.prompt_tokens_total += len(tokens)
         sim.cached_tokens_total += cached_tokens
@@ -341,8 +433,19 @@ def _embedding(sim: Simulator, body: dict[str, object]) -> dict[str, object]:
     return {"object": "list", "model": body["model"], "data": data, "usage": usage}
 
 
+def _since(query: str) -> int:
+    for part in query.split("&"):
+        key, _, value = part.partition("=")
+        if key == "since":
+            try:
+                return int(value)
+            except ValueError as exc:
+                raise BadRequestError(400, f"since: {value!r} is not an integer") from exc
+    return 0
+
+
 async def _serve_one(sim: Simulator, method: str, path: str, raw: bytes, out: _Exchange) -> None:
-    path = path.split("?", 1)[0]
+    path, _, query = path.partition("?")
     if method == "GET" and path == "/v1/models":
         models = [
             {
@@ -361,6 +464,11 @@ async def _serve_one(sim: Simulator, method: str, path: str, raw: bytes, out: _E
         return
     if method == "GET" and path == "/metrics":
         await out.text(sim.metrics_text())
+        return
+    if method == "GET" and path == "/kv_events":
+        if not sim.config.enable_kvcache:
+            raise BadRequestError(404, "KV events need --enable-kvcache")
+        await out.json(200, sim.kv_events(_since(query)))
         return
     routes = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
     if method != "POST" or path not in routes:
@@ -425,6 +533,7 @@ def parse_args(argv: Sequence[str]) -> tuple[str, int, SimConfig]:
     p.add_argument("--inter-token-latency", type=parse_duration_s, default=0.0)
     p.add_argument("--time-factor-under-load", type=float, default=1.0)
     p.add_argument("--mode", choices=("random", "echo"), default="random")
+    p.add_argument("--kv-events-buffer", type=int, default=4096, help="KV event batches kept")
     p.add_argument("--force-dummy-tokenizer", action="store_true", help="accepted; always so")
     a = p.parse_args(list(argv))
     config = SimConfig(
@@ -440,6 +549,7 @@ def parse_args(argv: Sequence[str]) -> tuple[str, int, SimConfig]:
         inter_token_latency_s=a.inter_token_latency,
         time_factor_under_load=a.time_factor_under_load,
         mode=a.mode,
+        kv_events_buffer=a.kv_events_buffer,
     )
     return str(a.host), int(a.port), config
 

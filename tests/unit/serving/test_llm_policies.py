@@ -339,12 +339,82 @@ def test_index_is_bounded_and_drops_least_recent_blocks() -> None:
     assert index.matched(URLS[0], new) == 0
 
 
+def test_a_replicas_own_bound_and_evictions() -> None:
+    index = PrefixIndex(capacity=64)
+    a = prompt_blocks(b"a" * 80, 10, 8)
+    b = prompt_blocks(b"b" * 80, 10, 8)
+    assert index.record(URLS[0], a) == 8  # all new
+    assert index.record(URLS[0], a[:5]) == 0  # all held already
+    assert index.record(URLS[0], b) == 8
+    # Its engine's cache is smaller than the default: the bound drops the oldest (a's).
+    index.set_capacity(URLS[0], 10)
+    assert index.capacity_of(URLS[0]) == 10 and index.capacity_of(URLS[1]) == 64
+    assert index.size(URLS[0]) == 10
+    assert index.matched(URLS[0], b) == 8
+    # The engine evicted 3 blocks: the 3 least recent go (what is left of a, then b's first).
+    assert index.evict(URLS[0], 3) == 3
+    assert index.matched(URLS[0], a) == 0
+    assert index.matched(URLS[0], b) == 0  # b's first block was among them
+    assert index.size(URLS[0]) == 7
+    assert index.evict(URLS[1], 5) == 0  # nothing held there
+    index.forget(URLS[0])
+    assert index.capacity_of(URLS[0]) == 64
+
+
+def test_blocks_expire_once_the_engine_stored_as_many_as_it_holds() -> None:
+    index = PrefixIndex(capacity=4096)
+    a = prompt_blocks(b"a" * 80, 10, 8)
+    b = prompt_blocks(b"b" * 80, 10, 8)
+    index.record(URLS[0], a, stamp=100)  # sent when the engine had stored 100 blocks
+    index.record(URLS[0], b, stamp=130)
+    # The engine holds 50 blocks and has stored 149: 49 since a was sent, a is still in.
+    assert index.expire(URLS[0], clock=149, held=50) == 0
+    assert index.matched(URLS[0], a) == 8
+    # One more stored: 50 since a, as many as it holds: a is gone, b (20 since) is not.
+    assert index.expire(URLS[0], clock=150, held=50) == 8
+    assert index.matched(URLS[0], a) == 0 and index.matched(URLS[0], b) == 8
+    # Sending a block again restamps it: it is recent again.
+    index.record(URLS[0], b[:2], stamp=170)
+    assert index.expire(URLS[0], clock=185, held=50) == 6
+    assert index.size(URLS[0]) == 2
+    assert index.matched(URLS[0], b) == 2
+
+
+def test_prefill_work_in_flight_tips_equal_loads() -> None:
+    index = PrefixIndex(4096)
+    blocks = prompt_blocks(b"a new prompt " * 700, 128, 64)
+    params = RoutingParams(prefill_weight=0.5)
+    busy = Candidate(URLS[0], 2.0, 0.0, pending_blocks=64.0)  # its two requests missed
+    light = Candidate(URLS[1], 2.0, 0.0, pending_blocks=0.0)  # its two requests hit
+    for turn in range(4):
+        assert choose_prefix([busy, light], blocks, index, params, turn).key == URLS[1]
+    # With no weight, pending work is not counted: equal candidates go in turn.
+    flat = RoutingParams(prefill_weight=0.0)
+    picks = {choose_prefix([busy, light], blocks, index, flat, t).key for t in range(4)}
+    assert picks == {URLS[0], URLS[1]}
+
+
+def test_a_hit_outweighs_the_prefill_work_of_its_own_group() -> None:
+    # A group's first request is still prefilling its 64 blocks on its replica; the second
+    # request of the group must not flee to an empty replica (a full miss there).
+    index = PrefixIndex(4096)
+    blocks = prompt_blocks(b"group prompt " * 700, 128, 64)
+    assert len(blocks) == 64
+    index.record(URLS[0], blocks)
+    home = Candidate(URLS[0], 1.0, 0.0, pending_blocks=float(len(blocks)))
+    empty = Candidate(URLS[1], 0.0)
+    assert choose_prefix([home, empty], blocks, index, RoutingParams(), 0).key == URLS[0]
+    assert choose_prefix([empty, home], blocks, index, RoutingParams(), 1).key == URLS[0]
+
+
 @pytest.mark.parametrize(
     ("kwargs", "fragment"),
     [
         ({"policy": "random"}, "routing policy"),
         ({"block_chars": 0}, "at least 1"),
         ({"load_factor": 0.5}, "loadFactor"),
+        ({"prefill_weight": -1.0}, "prefillWeight"),
+        ({"miss_cost": -1.0}, "missCost"),
     ],
 )
 def test_bad_params_name_the_setting(kwargs: dict[str, object], fragment: str) -> None:
@@ -357,3 +427,5 @@ def test_params_from_the_route_manifest() -> None:
     assert (p.policy, p.block_chars, p.load_factor, p.cache_blocks) == ("chwbl", 64, 2.0, 4096)
     with pytest.raises(TypeError, match="blockChars"):
         RoutingParams.from_manifest({"blockChars": "many"})
+    assert RoutingParams.from_manifest({"prefillWeight": 0.5}).prefill_weight == 0.5
+    assert RoutingParams.from_manifest({}).prefill_weight == RoutingParams().prefill_weight

@@ -60,6 +60,8 @@ def test_routing_settings_do_not_make_a_new_revision() -> None:
     a = parse(BASE)
     b = parse(manifest(routing={"policy": "chwbl", "loadFactor": 1.5}))
     assert b.llm is not None and b.llm.routing.policy == "chwbl"
+    c = parse(manifest(routing={"prefillWeight": 0.5}))
+    assert c.llm is not None and c.llm.routing.prefill_weight == 0.5
     assert a.revision == b.revision == revision_of(a.template, a.port)
 
 
@@ -73,6 +75,7 @@ def test_routing_settings_do_not_make_a_new_revision() -> None:
         ({"routing": {"policy": "random"}}, "spec.llm.routing.policy", "must be one of prefix"),
         ({"routing": {"loadFactor": 0.5}}, "spec.llm.routing.loadFactor", "1 + epsilon"),
         ({"routing": {"blockChars": 2}}, "spec.llm.routing.blockChars", ">= 8"),
+        ({"routing": {"prefillWeight": -1}}, "spec.llm.routing.prefillWeight", "in flight"),
         ({"routing": {"fast": True}}, "spec.llm.routing.fast", ""),
         ({"autoscaling": {"kvCacheTarget": 2}}, "spec.llm.autoscaling.kvCacheTarget", "0.8"),
         ({"metricsPath": "metrics"}, "spec.llm.metricsPath", "/metrics"),

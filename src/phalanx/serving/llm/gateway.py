@@ -18,10 +18,20 @@ It is the serving router (``phalanx.serving.router.Router``) with three things c
 2. Which replica: the service's routing policy (``phalanx.serving.llm.policies``, pure) over
    the ready replicas with a free slot, each with its load: the requests in flight through
    this gateway plus what its engine reports beyond them (its ``/metrics``, read every
-   ``metrics_interval_s`` for ``vllm`` and ``sglang`` engines). The prompt's leading blocks
-   are recorded against the replica a request is sent to: the ``prefix`` policy's estimate
-   of what that replica holds in its cache. An engine whose finished-request count drops
-   was restarted: its estimate is dropped too.
+   ``metrics_interval_s`` for ``vllm`` and ``sglang`` engines), and its prefill work in
+   flight (the uncached prompt blocks of its requests in flight, counted at dispatch and
+   taken off when a request to that replica ends, first sent first off). The prompt's
+   leading blocks are recorded against the replica a request is sent to: the ``prefix``
+   policy's estimate of what that replica holds in its cache, bounded per replica by the
+   engine's own cache size (``vllm:cache_config_info``'s ``num_gpu_blocks``, in the
+   gateway's blocks by the ratio of blocks recorded to prompt tokens processed), else by
+   ``cacheBlocks``. Where the engine serves KV cache events (``GET /kv_events``, polled every
+   ``kv_events_interval_s``; see ``phalanx.serving.llm.engine``), each block recorded is
+   stamped with the engine's clock (the blocks it has stored), and a block is dropped once
+   the engine has stored as many blocks since as it holds (``PrefixIndex.expire``); an
+   engine without events is asked again at each metrics read. An engine whose
+   finished-request count drops, or that clears its cache, was restarted: its estimate is
+   dropped too.
 3. A model at zero replicas: as in the router, the request is held and the service asked for
    a replica (``sink.demand``); after ``coldStartTimeout`` the answer is ``429`` with
    ``Retry-After`` rather than 503, as OpenAI's API answers when a client should retry.
@@ -30,6 +40,10 @@ Everything else — queueing at ``maxConcurrency``, connection pooling, retries 
 failure, back-pressure, load samples for the autoscaler (here with the engines' waiting
 requests and KV-cache usage added) — is the router's. Imports no store, controller or web
 framework.
+
+Its own added time is measured in the process (``timings()``, ``GET /gateway/timings``):
+from a request's last bytes received to its write to the replica, and from a response's
+first bytes from the replica to their write to the client.
 """
 
 from __future__ import annotations
@@ -38,6 +52,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
+import time
+from collections import deque
 from collections.abc import Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
@@ -45,8 +62,14 @@ from ssl import SSLContext
 from typing import Any
 
 from phalanx.serving.endpoints import Endpoint, LoadSample, LoadSink, Route, RouteSource
-from phalanx.serving.http1 import _ClientConn, _Request
-from phalanx.serving.llm.engine import EngineLoad, parse_engine_metrics
+from phalanx.serving.http1 import _ClientConn, _Request, _Upstream
+from phalanx.serving.llm.engine import (
+    EngineLoad,
+    blocks_per_engine_block,
+    external_load,
+    parse_engine_metrics,
+    parse_kv_events,
+)
 from phalanx.serving.llm.policies import (
     Candidate,
     HashRing,
@@ -73,6 +96,11 @@ PROXIED = (b"/v1/chat/completions", b"/v1/completions", b"/v1/embeddings")
 _MAX_METRICS_BYTES = 16 << 20
 #: Engines whose ``/metrics`` the gateway reads.
 METRICS_ENGINES = ("vllm", "sglang")
+#: Where an engine serves its KV cache events (phalanx.testing.openai_sim does).
+KV_EVENTS_PATH = "/kv_events"
+#: How many timings ``timings()`` summarises (the latest).
+_TIMINGS_KEPT = 20_000
+_monotonic = time.monotonic
 
 _WHITESPACE = b" \t\r\n"
 
@@ -169,8 +197,20 @@ class _EngineInfo:
     """One replica's engine, as last read from its ``/metrics``."""
 
     load: EngineLoad = field(default_factory=EngineLoad)
-    #: Requests its engine held beyond those in flight through this gateway.
+    #: Requests its engine held beyond those in flight through this gateway (and the
+    #: last reading alone: see ``external_load``).
     external: float = 0.0
+    external_seen: float = 0.0
+    #: The gateway's blocks per engine KV block of a prompt (None: not learned yet), and
+    #: the blocks recorded against the replica since the last metrics read.
+    ratio: float | None = None
+    recorded: float = 0.0
+    #: KV events: served or not (None: not asked yet), the cursor, the engine's clock (the
+    #: blocks it stored since its cache was last cleared) and the blocks it holds.
+    has_events: bool | None = None
+    cursor: int = 0
+    clock: int = 0
+    held: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +219,8 @@ class _Ask:
 
     service: str
     blocks: tuple[int, ...]
+    #: Whether ``blocks`` go into the prefix index (the ``prefix`` policy).
+    records: bool = False
 
 
 #: The request being routed: set in ``_dispatch``; the router's slow path runs in a task
@@ -229,11 +271,22 @@ class Gateway(Router):
         *,
         metrics_interval_s: float = 1.0,
         metrics_timeout_s: float = 0.5,
+        kv_events_interval_s: float = 0.25,
         **router_options: Any,
     ) -> None:
         super().__init__(_LLMRoutes(source), sink, **router_options)
         self.metrics_interval_s = metrics_interval_s
         self.metrics_timeout_s = metrics_timeout_s
+        self.kv_events_interval_s = kv_events_interval_s
+        self._events_poller: asyncio.Task[None] | None = None
+        #: Per replica: the uncached blocks of each request in flight (first sent first)
+        #: and their sum.
+        self._pending: dict[str, deque[int]] = {}
+        self._pending_sum: dict[str, int] = {}
+        #: The gateway's own time (s): request received → written upstream, and response
+        #: bytes from upstream → written to the client (the first bytes of each response).
+        self.request_times_s: deque[float] = deque(maxlen=_TIMINGS_KEPT)
+        self.response_times_s: deque[float] = deque(maxlen=_TIMINGS_KEPT)
         self._llm: dict[str, _LLMService] = {}
         self._by_model: dict[str, _LLMService] = {}
         self._models_response = _json_response(200, "OK", {"object": "list", "data": []})
@@ -249,13 +302,16 @@ class Gateway(Router):
         server = await super().serve(host, port, ssl)
         if self.metrics_interval_s > 0:
             self._scraper = asyncio.create_task(self._scrape_forever())
+        if self.kv_events_interval_s > 0:
+            self._events_poller = asyncio.create_task(self._poll_events_forever())
         return server
 
     async def close(self) -> None:
-        if self._scraper is not None:
-            self._scraper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._scraper
+        for task in (self._scraper, self._events_poller):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await super().close()
 
     # -- routes ----------------------------------------------------------------------------
@@ -373,7 +429,7 @@ class Gateway(Router):
                 prompt_region(request.body), params.block_chars, params.max_blocks
             )
         state = svc.state
-        token = _ask.set(_Ask(state.route.service, blocks))
+        token = _ask.set(_Ask(state.route.service, blocks, params.policy == "prefix"))
         try:
             self._send(client, request, state)
         finally:
@@ -433,6 +489,9 @@ class Gateway(Router):
         if request.method == b"GET" and path in (b"/health", b"/healthz"):
             self._respond(client, _json_response(200, "OK", {"status": "ok"}))
             return
+        if request.method == b"GET" and path == b"/gateway/timings":
+            self._respond(client, _json_response(200, "OK", self.timings()))
+            return
         self._respond(
             client,
             _openai_error(
@@ -482,11 +541,12 @@ class Gateway(Router):
                         down_best, down_load = endpoint, load
                     continue
                 info = engines.get(url)
+                pending = float(self._pending_sum.get(url, 0))
                 if info is None:
-                    candidates.append(Candidate(url, float(load)))
+                    candidates.append(Candidate(url, float(load), 0.0, pending))
                 else:
                     candidates.append(
-                        Candidate(url, load + info.external, info.load.waiting or 0.0)
+                        Candidate(url, load + info.external, info.load.waiting or 0.0, pending)
                     )
                 by_url[url] = endpoint
         if not candidates:
@@ -499,11 +559,60 @@ class Gateway(Router):
 
     def _acquire(self, state: _ServiceState, endpoint: Endpoint) -> None:
         super()._acquire(state, endpoint)
+        url = endpoint.url
+        missed = 0
         ask = _ask.get()
-        if ask is not None and ask.blocks:
+        if ask is not None and ask.records and ask.blocks:
             svc = self._llm.get(ask.service)
-            if svc is not None and svc.params.policy == "prefix":
-                svc.index.record(endpoint.url, ask.blocks)
+            if svc is not None:
+                index = svc.index
+                missed = len(ask.blocks) - index.matched(url, ask.blocks)
+                info = self._engines.get(url)
+                index.record(url, ask.blocks, info.clock if info is not None else 0)
+                if info is not None:
+                    info.recorded += len(ask.blocks)
+        queue = self._pending.get(url)
+        if queue is None:
+            queue = self._pending[url] = deque()
+        queue.append(missed)
+        if missed:
+            self._pending_sum[url] = self._pending_sum.get(url, 0) + missed
+
+    def _release_slot(self, state: _ServiceState, url: str) -> None:
+        queue = self._pending.get(url)
+        if queue:
+            missed = queue.popleft()
+            if missed:
+                left = self._pending_sum.get(url, 0) - missed
+                if left > 0:
+                    self._pending_sum[url] = left
+                else:
+                    self._pending_sum.pop(url, None)
+        super()._release_slot(state, url)
+
+    def pending_blocks(self, url: str) -> int:
+        """The uncached prompt blocks of the requests in flight to ``url``."""
+        return self._pending_sum.get(url, 0)
+
+    # -- the gateway's own time ------------------------------------------------------------
+
+    async def _connect(self, url: str) -> _Upstream:
+        assert self._loop is not None
+        host, _, port = url.removeprefix("http://").rstrip("/").rpartition(":")
+        _, protocol = await asyncio.wait_for(
+            self._loop.create_connection(lambda: _TimedUpstream(self, url), host, int(port)),
+            self.connect_timeout_s,
+        )
+        return protocol
+
+    def timings(self) -> dict[str, object]:
+        """The gateway's own added time, in ms, over the latest requests: ``request``
+        (received → written to the replica) and ``response`` (first bytes from the
+        replica → written to the client), each with n, p50, p90, p99 and max."""
+        return {
+            "request": _summary_ms(self.request_times_s),
+            "response": _summary_ms(self.response_times_s),
+        }
 
     # -- engines' own metrics --------------------------------------------------------------
 
@@ -528,6 +637,7 @@ class Gateway(Router):
             del self._engines[url]
         if not targets:
             return
+        ours_before = {url: self._outstanding.get(url, 0) for url in targets}
         texts = await asyncio.gather(
             *(self._fetch_metrics(url, path) for url, (_, path) in targets.items()),
             return_exceptions=True,
@@ -544,10 +654,114 @@ class Gateway(Router):
                 and load.finished_total < before
             ):
                 svc.index.forget(url)  # the engine restarted: its cache is empty
-            held = load.in_flight
-            ours = self._outstanding.get(url, 0)
-            info.external = 0.0 if held is None else max(0.0, held - ours)
+            info.external, info.external_seen = external_load(
+                load.in_flight,
+                ours_before[url],
+                self._outstanding.get(url, 0),
+                info.external_seen,
+            )
+            self._learn_capacity(svc, url, info, load)
             info.load = load
+            if info.has_events is False:
+                info.has_events = None  # ask again at the next poll
+
+    def _learn_capacity(
+        self, svc: _LLMService, url: str, info: _EngineInfo, load: EngineLoad
+    ) -> None:
+        """Bound ``url``'s prefix estimate by its engine's cache size, in the gateway's
+        blocks (see the module docstring)."""
+        before = info.load.prompt_tokens_total
+        if (
+            load.block_size is not None
+            and load.prompt_tokens_total is not None
+            and before is not None
+            and load.prompt_tokens_total >= before
+        ):
+            info.ratio = blocks_per_engine_block(
+                info.recorded, load.prompt_tokens_total - before, load.block_size, info.ratio
+            )
+        info.recorded = 0.0
+        if load.num_gpu_blocks is not None and info.ratio is not None:
+            svc.index.set_capacity(url, math.ceil(load.num_gpu_blocks * info.ratio))
+
+    # -- engines' KV events ----------------------------------------------------------------
+
+    async def _poll_events_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.kv_events_interval_s)
+            try:
+                await self.poll_kv_events()
+            except Exception:
+                log.exception("reading the engines' KV events failed")
+
+    async def poll_kv_events(self) -> None:
+        """Read the KV events of every replica whose engine serves them (or has not been
+        asked yet), and drop from each prefix estimate what its engine evicted."""
+        targets: dict[str, _LLMService] = {}
+        for svc in self._llm.values():
+            if svc.engine not in METRICS_ENGINES or svc.params.policy != "prefix":
+                continue
+            for pool in svc.state.revisions.values():
+                for endpoint in pool:
+                    info = self._engines.setdefault(endpoint.url, _EngineInfo())
+                    if info.has_events is not False:
+                        targets[endpoint.url] = svc
+        if not targets:
+            return
+        texts = await asyncio.gather(
+            *(
+                self._fetch_metrics(url, f"{KV_EVENTS_PATH}?since={self._engines[url].cursor}")
+                for url in targets
+            ),
+            return_exceptions=True,
+        )
+        for (url, svc), text in zip(targets.items(), texts, strict=True):
+            known = self._engines.get(url)
+            if known is None:
+                continue  # left the service while its events were read
+            try:
+                if not isinstance(text, str):
+                    raise ValueError(str(text))
+                events = parse_kv_events(json.loads(text), known.cursor)
+            except ValueError:
+                known.has_events = False  # not served (or not understood): the estimate alone
+                continue
+            info = known
+            info.has_events = True
+            self._apply_kv_events(
+                svc,
+                url,
+                info,
+                events.stored,
+                events.removed,
+                events.cleared or events.next_cursor < info.cursor,
+                events.next_cursor,
+            )
+            if events.lost and info.load.num_gpu_blocks is not None:
+                # Some stores and removals were missed: the count held is not known; a
+                # cache that evicts is about full.
+                info.held = max(info.held, info.load.num_gpu_blocks)
+
+    def _apply_kv_events(
+        self,
+        svc: _LLMService,
+        url: str,
+        info: _EngineInfo,
+        stored: int,
+        removed: int,
+        restarted: bool,
+        cursor: int,
+    ) -> None:
+        """Advance ``url``'s engine clock by what it stored and drop from the estimate what
+        its engine must have evicted since (``PrefixIndex.expire``)."""
+        info.cursor = cursor
+        if restarted:
+            svc.index.forget(url)
+            info.clock = info.held = 0
+        info.clock += stored
+        info.held = max(0, info.held + stored - removed)
+        if removed:
+            svc.index.expire(url, info.clock, info.held)
 
     async def _fetch_metrics(self, url: str, path: str) -> str:
         """GET ``url + path``: the body as text. Raises OSError, TimeoutError or ValueError."""
@@ -670,6 +884,42 @@ class StaticRoutes:
         return None
 
 
+def _summary_ms(values: deque[float]) -> dict[str, float | int]:
+    ordered = sorted(values)
+    n = len(ordered)
+    if not n:
+        return {"n": 0}
+
+    def pct(q: float) -> float:
+        return round(ordered[min(n - 1, int(q * n))] * 1000.0, 4)
+
+    return {"n": n, "p50": pct(0.5), "p90": pct(0.9), "p99": pct(0.99), "max": pct(1.0)}
+
+
+class _TimedUpstream(_Upstream):
+    """A connection to a replica that times the gateway's own work on it: from the
+    request's last bytes received (``client.last_active``) to its write upstream, and from
+    a response's first bytes to their relay to the client."""
+
+    __slots__ = ("gateway",)
+
+    def __init__(self, gateway: Gateway, url: str) -> None:
+        super().__init__(gateway, url)
+        self.gateway = gateway
+
+    def send(self, client: _ClientConn, service: _ServiceState, data: bytes, head: bool) -> None:
+        super().send(client, service, data, head)
+        self.gateway.request_times_s.append(_monotonic() - client.last_active)
+
+    def data_received(self, data: bytes) -> None:
+        if self.got_bytes or self.client is None:
+            super().data_received(data)
+            return
+        start = _monotonic()
+        super().data_received(data)
+        self.gateway.response_times_s.append(_monotonic() - start)
+
+
 class GatewayThread(RouterThread):
     """A ``Gateway`` on its own event loop in a daemon thread (beside the API)."""
 
@@ -684,5 +934,7 @@ class GatewayThread(RouterThread):
         ssl: SSLContext | None = None,
         **gateway_options: Any,
     ) -> None:
-        super().__init__(source, sink, host, port, prefer_uvloop=prefer_uvloop, ssl=ssl)
-        self.router = Gateway(source, sink, **gateway_options)
+        self.gateway = Gateway(source, sink, **gateway_options)
+        super().__init__(
+            source, sink, host, port, prefer_uvloop=prefer_uvloop, ssl=ssl, router=self.gateway
+        )

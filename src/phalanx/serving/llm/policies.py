@@ -20,15 +20,24 @@ The policies (``RoutingParams.policy``):
 - ``prefix`` (the default): prefix-cache- and load-aware. ``PrefixIndex`` estimates the
   prefixes each replica holds: the chained hashes of the blocks of prompts recently sent
   there, at most ``cache_blocks`` per replica, least recently used dropped first (like the
-  replica's KV cache). Each candidate costs ``load + miss_cost × missed / max_blocks``,
-  where ``missed`` is the number of the prompt's blocks (at most ``max_blocks``) it does not
-  hold in a row from the start: a full miss of a prompt of ``max_blocks`` blocks or more
+  replica's KV cache; the gateway sets each replica's own bound from its engine's cache size
+  and expires blocks by the engine's KV events: see ``PrefixIndex``). Each candidate costs
+  ``load + miss_cost × (missed + prefill_weight × pending) / max_blocks``, where ``missed``
+  is the number of the prompt's blocks (at most ``max_blocks``) it does not hold in a row
+  from the start and ``pending`` the blocks that the requests already in flight there
+  missed: the prefill work outstanding, so that of two replicas with as many requests in
+  flight, the one busy with long uncached prompts costs more (Mooncake-like traffic, whose
+  prompts run from a few blocks to hundreds). ``prefill_weight`` is below 1 because a
+  request in flight is also counted in ``load``, and because the requests that follow a
+  miss of the same prefix hit the blocks it is computing: at weight 1 a group's second
+  request fled its own first one. A full miss of a prompt of ``max_blocks`` blocks or more
   weighs ``miss_cost`` queued requests, a shorter prompt's miss less in proportion (prefill
   time grows with the uncached tokens; weighing a 20-block prompt's miss like a 64-block
   one's sent conversations to a busy replica for a hit that saved less than the wait).
-  The cheapest wins. A hit is thus worth at most ``miss_cost`` requests of queue: the chosen replica's
-  load is never more than ``miss_cost`` above the least loaded one's, at any load — which
-  is the whole of the load guard. No mean-based bound and no "everyone queues: least
+  The cheapest wins. A hit is thus worth at most ``miss_cost`` requests of queue: the
+  chosen replica's load is never more than ``miss_cost`` (plus the least loaded one's
+  weighted prefill work) above the least loaded one's, at any load — which is the whole of
+  the load guard. No mean-based bound and no "everyone queues: least
   loaded" rule: both moved a prefix off its replica while that replica had free slots (a
   bound of mean + 1 spills a group at its third request in flight), every move costs a
   full prefill there and evicts another group's blocks, and under overload that feedback
@@ -80,6 +89,8 @@ class RoutingParams:
     cache_blocks: int = 4096
     load_factor: float = 1.25
     miss_cost: float = 4.0
+    #: The weight of the prefill work in flight against the request's own miss.
+    prefill_weight: float = 0.25
     #: Virtual nodes per replica on the CHWBL ring.
     ring_points: int = 64
 
@@ -90,6 +101,11 @@ class RoutingParams:
             raise ValueError("blockChars, maxBlocks and cacheBlocks must be at least 1")
         if self.load_factor < 1.0:
             raise ValueError(f"loadFactor must be at least 1, got {self.load_factor}")
+        if self.miss_cost < 0.0 or self.prefill_weight < 0.0:
+            raise ValueError(
+                f"missCost and prefillWeight must be at least 0, got {self.miss_cost} and "
+                f"{self.prefill_weight}"
+            )
 
     @classmethod
     def from_manifest(cls, data: Mapping[str, object]) -> RoutingParams:
@@ -109,6 +125,7 @@ class RoutingParams:
             cache_blocks=int(num("cacheBlocks", 4096)),
             load_factor=num("loadFactor", 1.25),
             miss_cost=num("missCost", 4.0),
+            prefill_weight=num("prefillWeight", 0.25),
         )
 
 
@@ -116,11 +133,14 @@ class RoutingParams:
 class Candidate:
     """A replica that may take the request: ``key`` names it (its URL), ``load`` is its
     requests in flight (through this gateway, plus what its engine reports beyond them),
-    ``waiting`` the requests its engine last said were queued (0: none, or not known)."""
+    ``waiting`` the requests its engine last said were queued (0: none, or not known),
+    ``pending_blocks`` the uncached blocks of the requests in flight through this gateway."""
 
     key: str
     load: float
     waiting: float = 0.0
+    #: Prefill work in flight there: the uncached prompt blocks of its requests in flight.
+    pending_blocks: float = 0.0
 
 
 def prompt_blocks(prompt: bytes, block_chars: int, max_blocks: int) -> tuple[int, ...]:
@@ -137,14 +157,63 @@ def prompt_blocks(prompt: bytes, block_chars: int, max_blocks: int) -> tuple[int
 
 class PrefixIndex:
     """The blocks recently sent to each replica: an estimate of its prefix cache, at most
-    ``capacity`` blocks per replica, the least recently sent dropped first. A data
-    structure (``record`` and ``forget`` change it); ``matched`` only reads."""
+    ``capacity`` blocks per replica (or that replica's own bound, ``set_capacity``), the
+    least recently sent dropped first. A data structure (``record``, ``evict``, ``expire``,
+    ``forget`` change it); ``matched`` only reads.
 
-    __slots__ = ("_blocks", "capacity")
+    Each block carries a stamp: the replica's engine clock when the block was last sent
+    there — the number of KV blocks that engine had stored by then, from its KV events (0
+    for an engine without events). ``expire`` drops the blocks whose engine has since stored
+    as many blocks as it now holds: in an LRU cache every block stored after a block's last
+    use is more recent than it, so once that many were stored the block was evicted — and
+    this holds whoever sent the traffic, and however the engine's blocks map onto the
+    gateway's."""
+
+    __slots__ = ("_blocks", "_capacities", "capacity")
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self._blocks: dict[str, OrderedDict[int, None]] = {}
+        self._blocks: dict[str, OrderedDict[int, int]] = {}
+        self._capacities: dict[str, int] = {}
+
+    def set_capacity(self, replica: str, blocks: int | None) -> None:
+        """Bound ``replica``'s estimate by ``blocks`` (None: back to ``capacity``); blocks
+        over the new bound are dropped, least recent first."""
+        if blocks is None:
+            self._capacities.pop(replica, None)
+        else:
+            self._capacities[replica] = max(1, blocks)
+        held = self._blocks.get(replica)
+        if held:
+            self.evict(replica, len(held) - self.capacity_of(replica))
+
+    def capacity_of(self, replica: str) -> int:
+        return self._capacities.get(replica, self.capacity)
+
+    def evict(self, replica: str, count: int) -> int:
+        """Drop ``replica``'s ``count`` least recent blocks (its engine evicted as many);
+        returns how many were dropped."""
+        held = self._blocks.get(replica)
+        dropped = 0
+        while held and dropped < count:
+            held.popitem(last=False)
+            dropped += 1
+        return dropped
+
+    def expire(self, replica: str, clock: int, held: int) -> int:
+        """Drop ``replica``'s blocks stamped at or before ``clock - held`` (its engine has
+        stored ``clock`` blocks in all and holds ``held`` now); returns how many."""
+        blocks = self._blocks.get(replica)
+        dropped = 0
+        limit = clock - held
+        # Stamps never decrease along the recency order: the oldest are first.
+        while blocks:
+            oldest = next(iter(blocks.values()))
+            if oldest > limit:
+                break
+            blocks.popitem(last=False)
+            dropped += 1
+        return dropped
 
     def matched(self, replica: str, blocks: Sequence[int]) -> int:
         """How many of ``blocks``, from the first, ``replica`` holds in a row."""
@@ -158,22 +227,28 @@ class PrefixIndex:
             n += 1
         return n
 
-    def record(self, replica: str, blocks: Sequence[int]) -> None:
-        """``blocks`` were sent to ``replica``: they are its most recent, oldest dropped."""
+    def record(self, replica: str, blocks: Sequence[int], stamp: int = 0) -> int:
+        """``blocks`` were sent to ``replica`` when its engine clock read ``stamp``: they
+        are its most recent, oldest dropped. Returns how many it did not hold before."""
         held = self._blocks.get(replica)
         if held is None:
             held = self._blocks[replica] = OrderedDict()
+        new = 0
         for block in blocks:
             if block in held:
                 held.move_to_end(block)
             else:
-                held[block] = None
-        while len(held) > self.capacity:
+                new += 1
+            held[block] = stamp
+        capacity = self._capacities.get(replica, self.capacity)
+        while len(held) > capacity:
             held.popitem(last=False)
+        return new
 
     def forget(self, replica: str) -> None:
         """``replica`` lost its cache (restarted, or left the service)."""
         self._blocks.pop(replica, None)
+        self._capacities.pop(replica, None)
 
     def replicas(self) -> tuple[str, ...]:
         return tuple(self._blocks)
@@ -277,13 +352,16 @@ def choose_prefix(
     params: RoutingParams,
     turn: int,
 ) -> Candidate:
-    """The cheapest candidate: ``load + miss_cost × missed / max_blocks``; ties to the
-    least loaded, then the fewest blocks held, then in turn (see the module docstring)."""
+    """The cheapest candidate: ``load + miss_cost × (missed + prefill_weight × pending) /
+    max_blocks``;
+    ties to the least loaded, then the fewest blocks held, then in turn (see the module
+    docstring)."""
     n = len(candidates)
     if n == 1:
         return candidates[0]
     total = len(blocks)
     per_block = params.miss_cost / params.max_blocks
+    weight = params.prefill_weight
     start = turn % n
     best = candidates[start]
     best_rank: tuple[float, float, int] | None = None
@@ -291,7 +369,7 @@ def choose_prefix(
         c = candidates[(start + i) % n]
         missed = total - index.matched(c.key, blocks)
         # Rounded so that equal costs reached by different float paths tie.
-        cost = round(c.load + per_block * missed, 9)
+        cost = round(c.load + per_block * (missed + weight * c.pending_blocks), 9)
         rank = (cost, c.load, index.size(c.key))
         if best_rank is None or rank < best_rank:
             best, best_rank = c, rank
