@@ -10,8 +10,9 @@ Measured from one pod watch on the API server, the same for every system: wall t
 the workload, admission latency (submission -> every pod of the job Running) p50/p90/p99 by job
 size, pods bound per second, GPU-seconds held by bound pods of gangs not yet completely bound
 (partial-admission waste), GPU allocation over time, and the CPU seconds and peak memory of
-each system's own processes (and of the API server + etcd during its run). Prints one table and
-writes the raw figures as JSON.
+each system's own processes (and of the API server + etcd during its run), the API requests
+served during each run, KWOK's backlog (pods bound, not yet Running) and, from KWOK's log, how
+fast it played each system's pod stages. Prints one table and writes the raw figures as JSON.
 
 Needs `scripts/testcluster/testcluster build` and `scripts/peers/peers build` (this script runs
 the latter itself; cached after the first time). Not a test: figures vary with the machine.
@@ -39,6 +40,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +63,8 @@ QUEUES = (("team-a", 0.4, 0.5), ("team-b", 0.3, 0.3), ("team-c", 0.3, 0.2))  # n
 SHAPES = ((1, 1, 0.6), (4, 2, 0.25), (8, 8, 0.15))
 ALL_SYSTEMS = ("phalanx", "kueue", "kueue-wfpr")
 NODE_BATCH = 100  # KWOK nodes created (and waited for) at a time
+WRITE_VERBS = ("POST", "PUT", "PATCH", "DELETE", "DELETECOLLECTION")
+READ_VERBS = ("GET", "LIST", "WATCH")
 
 
 def log(message: str) -> None:
@@ -121,7 +125,7 @@ class Api:
         self.kubectl_bin = env["PHALANX_TESTCLUSTER_KUBECTL"]
         self.ctx = ssl.create_default_context(cafile=env["PHALANX_TESTCLUSTER_CA_FILE"])
 
-    def open(self, method: str, path: str, body: Any = None, timeout: float = 30) -> Any:
+    def open(self, method: str, path: str, body: Any = None, timeout: float = 120) -> Any:
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(self.server + path, data=data, method=method)
         request.add_header("Authorization", f"Bearer {self.token}")
@@ -134,9 +138,10 @@ class Api:
         with self.open(method, path, body) as response:
             return json.loads(response.read() or b"null")
 
-    def writes(self) -> dict[str, float]:
-        """The API server's count of write requests so far, by ``VERB resource[/sub] code``
-        (``apiserver_request_total``); the difference over a run is what the run wrote."""
+    def writes(self, verbs: tuple[str, ...] = WRITE_VERBS) -> dict[str, float]:
+        """The API server's count of requests so far with one of ``verbs`` (writes unless
+        told), by ``VERB resource[/sub] code`` (``apiserver_request_total``); the difference
+        over a run is what the run wrote (or read)."""
         with self.open("GET", "/metrics") as response:
             text = response.read().decode()
         out: dict[str, float] = {}
@@ -150,7 +155,7 @@ class Api:
                     item.partition("=") for item in labels_text.split("{", 1)[1].split('",')
                 )
             )
-            if labels.get("verb") not in ("POST", "PUT", "PATCH", "DELETE", "DELETECOLLECTION"):
+            if labels.get("verb") not in verbs:
                 continue
             resource = labels.get("resource", "")
             if labels.get("subresource"):
@@ -188,6 +193,8 @@ class PodRecord:
     gpus: int
     seen_at: float
     bound_at: float | None = None
+    #: KWOK's first stage: the pod got an IP (Pending, ContainerCreating); Running is its second.
+    started_at: float | None = None
     running_at: float | None = None
     ended_at: float | None = None
 
@@ -225,6 +232,8 @@ class PodWatch:
             if (pod.get("spec") or {}).get("nodeName") and record.bound_at is None:
                 record.bound_at = now
             phase = (pod.get("status") or {}).get("phase")
+            if (pod.get("status") or {}).get("podIP") and record.started_at is None:
+                record.started_at = now
             if phase == "Running" and record.running_at is None:
                 record.running_at = now
             if (kind == "DELETED" or phase in ("Succeeded", "Failed")) and record.ended_at is None:
@@ -859,6 +868,9 @@ def figures(
     latencies: dict[str, list[float]] = {}
     unfinished = 0
     partial_gpu_s = 0.0
+    # The same until the gang's last pod is Running (the node's side: KWOK plays each pod's
+    # start separately), for comparison; not what partial admission wastes.
+    partial_running_gpu_s = 0.0
     partial_gangs = 0
     spreads: list[float] = []  # per gang: first pod bound -> last pod bound
     stages: dict[str, list[float]] = {
@@ -897,11 +909,38 @@ def figures(
                 until = complete_at if complete_at is not None else (p.ended_at or time.monotonic())
                 waste += p.gpus * max(0.0, until - p.bound_at)
             partial_gpu_s += waste
+            running_at = [p.running_at for p in mine if p.running_at is not None]
+            all_running = max(running_at) if len(running_at) >= job.pods else None
+            for p in mine:
+                if p.bound_at is not None:
+                    until = all_running or p.ended_at or time.monotonic()
+                    partial_running_gpu_s += p.gpus * max(0.0, until - p.bound_at)
             spread = (complete_at if complete_at is not None else time.monotonic()) - min(bound)
             spreads.append(spread)
             if spread > 1.0:
                 partial_gangs += 1
     all_lat = [v for vs in latencies.values() for v in vs]
+    # Per pod, KWOK's two stages: bound -> IP assigned (Pending) -> Running. Each is a status
+    # PATCH from KWOK's queue of stage jobs, served by a few workers in arrival order.
+    pod_stages: dict[str, list[float]] = {"bound_to_ip": [], "ip_to_running": []}
+    for p in pods:
+        if p.bound_at is not None and p.started_at is not None:
+            pod_stages["bound_to_ip"].append(max(0.0, p.started_at - p.bound_at))
+            if p.running_at is not None:
+                pod_stages["ip_to_running"].append(max(0.0, p.running_at - p.started_at))
+    # KWOK's backlog: pods bound and not Running yet, at each bind/Running instant.
+    marks = sorted(
+        [(p.bound_at, 1) for p in pods if p.bound_at is not None]
+        + [
+            (p.running_at or p.ended_at, -1)
+            for p in pods
+            if p.bound_at is not None and (p.running_at or p.ended_at) is not None
+        ]
+    )
+    backlog = peak_backlog = 0
+    for _, step in marks:
+        backlog += step
+        peak_backlog = max(peak_backlog, backlog)
     ordered_binds = sorted(binds)
     peak_binds = 0  # most pods bound in any 5-second window
     lo = 0
@@ -939,11 +978,17 @@ def figures(
         "pods_bound_per_s": round(len(binds) / (max(binds) - started), 1) if binds else None,
         "peak_pods_bound_per_s_5s": round(peak_binds / 5.0, 1),
         "partial_gang_gpu_s": round(partial_gpu_s, 1),
+        "gang_bound_until_all_running_gpu_s": round(partial_running_gpu_s, 1),
         "gangs_partially_bound_over_1s": partial_gangs,
         "latency_stages_s": {
             k: {"p50": percentile(v, 0.5), "p90": percentile(v, 0.9)} for k, v in stages.items()
         },
         "gang_bind_spread_s": {"p50": percentile(spreads, 0.5), "max": percentile(spreads, 1.0)},
+        "pod_kwok_stages_s": {
+            k: {"p50": percentile(v, 0.5), "p90": percentile(v, 0.9), "max": percentile(v, 1.0)}
+            for k, v in pod_stages.items()
+        },
+        "peak_pods_bound_not_running": peak_backlog,
         "mean_gpu_allocation": round(statistics.fmean(window) / gpus, 3) if window else None,
         "gpu_allocation_over_time": alloc,
     }
@@ -994,9 +1039,11 @@ def run_system(
     cluster_pids: dict[str, int],
 ) -> dict[str, Any]:
     log(f"{system.name}: starting")
+    load_start = Path("/proc/loadavg").read_text().split()[:3]
     system.setup()
     system.procs.mark()
-    writes0 = api.writes()
+    writes0 = request_counts(api, WRITE_VERBS)
+    reads0 = request_counts(api, READ_VERBS)
     base0 = {name: cpu_seconds(pid) for name, pid in cluster_pids.items()}
     base_peak = {name: 0.0 for name in cluster_pids}
     submitted: dict[str, float] = {}
@@ -1037,7 +1084,8 @@ def run_system(
         if all(f.done() for f in futures) and ended >= total:
             break
     pool.shutdown(wait=False, cancel_futures=True)
-    writes1 = api.writes()
+    writes1 = request_counts(api, WRITE_VERBS)
+    reads1 = request_counts(api, READ_VERBS)
     usage = system.procs.usage()
     base = {
         name: {
@@ -1049,6 +1097,7 @@ def run_system(
     result = figures(jobs, submitted, watch.snapshot(system.namespace), started, nodes, samples)
     result |= {
         "system": system.name,
+        "loadavg_start_end": [load_start, Path("/proc/loadavg").read_text().split()[:3]],
         "submit_errors": errors[:20],
         "submit_error_count": len(errors),
         "processes": usage,
@@ -1061,7 +1110,17 @@ def run_system(
             k: int(v - writes0.get(k, 0.0))
             for k, v in sorted(writes1.items())
             if v - writes0.get(k, 0.0) > 0
-        },
+        }
+        if writes0 and writes1
+        else None,
+        # Reads likewise (GET, LIST, WATCH: a watch counts once, when it is opened).
+        "api_reads": {
+            k: int(v - reads0.get(k, 0.0))
+            for k, v in sorted(reads1.items())
+            if v - reads0.get(k, 0.0) > 0
+        }
+        if reads0 and reads1
+        else None,
     }
     try:
         result["profile"] = system.profile()
@@ -1073,9 +1132,66 @@ def run_system(
             jobs, submitted, watch.snapshot(system.namespace), times, wall_offset
         )
     system.teardown()
-    cleanup(api, watch, system.namespace)
+    # The figures are taken: a starved API server refusing the cleanup (504 on a DELETE of
+    # hundreds of pods) is retried, and never loses them.
+    for attempt in range(3):
+        try:
+            cleanup(api, watch, system.namespace)
+            break
+        except (OSError, RuntimeError) as exc:
+            log(f"{system.name}: cleanup failed ({exc}); try {attempt + 2} of 3")
+            result["cleanup_error"] = str(exc)
     log(f"{system.name}: done")
     return result
+
+
+def request_counts(api: Api, verbs: tuple[str, ...]) -> dict[str, float]:
+    """``api.writes(verbs)``, or {} when the API server does not answer in time: a starved
+    API server (500 nodes on two busy cores) must not lose the run's other figures."""
+    for _ in range(3):
+        try:
+            return api.writes(verbs)
+        except (OSError, TimeoutError) as exc:  # urllib's URLError and timeouts are OSErrors
+            log(f"reading the API server's request counts failed: {exc}")
+    return {}
+
+
+def kwok_patches(log_path: Path, namespace: str) -> dict[str, Any]:
+    """KWOK's own view of one system's pods, from its log (one line per status PATCH it
+    sends): how many PATCHes, over how long, how many per second, and per pod the wait
+    between its first PATCH (IP assigned) and its second (Running), a stage with no delay,
+    so all of it is KWOK's queue."""
+    times: dict[str, list[float]] = {}
+    try:
+        lines = log_path.read_text(errors="replace").splitlines()
+    except OSError:
+        return {}
+    prefix = namespace + "/"
+    for line in lines:
+        if '"Patch pod"' not in line or prefix not in line:
+            continue
+        try:
+            entry = json.loads(line)
+            when = datetime.fromisoformat(entry["time"][:26]).timestamp()
+        except (ValueError, KeyError):
+            continue
+        if str(entry.get("pod", "")).startswith(prefix):
+            times.setdefault(entry["pod"], []).append(when)
+    every = sorted(t for ts in times.values() for t in ts)
+    if len(every) < 2:
+        return {}
+    span = every[-1] - every[0]
+    queued = [ts[1] - ts[0] for ts in times.values() if len(ts) >= 2]
+    return {
+        "pod_status_patches": len(every),
+        "span_s": round(span, 1),
+        "patches_per_s": round(len(every) / span, 1) if span else None,
+        "ip_to_running_patch_s": {
+            "p50": percentile(queued, 0.5),
+            "p90": percentile(queued, 0.9),
+            "max": percentile(queued, 1.0),
+        },
+    }
 
 
 def cleanup(api: Api, watch: PodWatch, namespace: str) -> None:
@@ -1119,10 +1235,13 @@ def table(results: list[dict[str, Any]]) -> str:
     head += [
         "pods bound/s (peak 5 s)",
         "partial-gang GPU·s",
+        "gang bind spread p50/max s",
+        "bound → Running p50/p90 s",
+        "peak bound, not Running",
         "mean GPU alloc",
         "CP CPU s",
         "CP peak MB",
-        "apiserver+etcd CPU s",
+        "apiserver+etcd+kwok CPU s",
     ]
     rows = []
     for r in results:
@@ -1141,6 +1260,9 @@ def table(results: list[dict[str, Any]]) -> str:
                 *[trio(c) for c in classes],
                 f"{r['pods_bound_per_s']} ({r['peak_pods_bound_per_s_5s']})",
                 str(r["partial_gang_gpu_s"]),
+                f"{r['gang_bind_spread_s']['p50']}/{r['gang_bind_spread_s']['max']}",
+                "{p50}/{p90}".format(**r["latency_stages_s"]["bound_to_running"]),
+                str(r.get("peak_pods_bound_not_running", "-")),
                 str(r["mean_gpu_allocation"]),
                 str(r["control_plane_cpu_s"]),
                 str(r["control_plane_peak_rss_mb"]),
@@ -1165,6 +1287,13 @@ def main() -> None:
         type=float,
         default=0,
         help="per system (default: duration + 10 x runtime + 60)",
+    )
+    parser.add_argument(
+        "--kwok-workers",
+        type=int,
+        default=0,
+        help="pod stages KWOK plays at once (0: KWOK's default, 4); KWOK stands in for every "
+        "node's kubelet, so a few workers make one queue for the whole cluster",
     )
     parser.add_argument("--json", type=Path, default=None, help="write the raw figures here")
     parser.add_argument("--keep", action="store_true", help="keep the run directory (logs)")
@@ -1205,16 +1334,21 @@ def main() -> None:
     timeout = args.timeout or args.duration + 10 * args.runtime + 60
     run_dir = Path(tempfile.mkdtemp(prefix="phalanx-k8s-peers-"))
     cluster_dir = run_dir / "cluster"
+    load_before = Path("/proc/loadavg").read_text().split()[:3]
     log(f"cluster: {args.nodes} KWOK nodes x 8 GPUs in {cluster_dir}")
     t0 = time.monotonic()
     # Nodes come in batches: testcluster gives each batch 120 s to become Ready, which a loaded
     # machine cannot do for 500 nodes at once.
     first = min(args.nodes, NODE_BATCH)
+    cluster_env = dict(os.environ)
+    if args.kwok_workers:
+        cluster_env["TESTCLUSTER_KWOK_POD_WORKERS"] = str(args.kwok_workers)
     out = subprocess.run(
         [str(TESTCLUSTER), "up", "--nodes", str(first), "--dir", str(cluster_dir), "--daemon"],
         capture_output=True,
         text=True,
         check=False,
+        env=cluster_env,
     )
     if out.returncode:
         sys.exit(f"testcluster up failed: {out.stderr[-2000:]}")
@@ -1271,6 +1405,15 @@ def main() -> None:
     finally:
         if watch is not None:
             watch.stop()
+        for result in results:
+            if "error" not in result:
+                result["kwok"] = kwok_patches(
+                    cluster_dir / "logs" / "kwok.log", f"bench-{result['system']}"
+                )
+        if args.keep:  # `testcluster down` deletes the cluster's directory, logs included
+            subprocess.run(
+                ["cp", "-r", str(cluster_dir / "logs"), str(run_dir / "cluster-logs")], check=False
+            )
         subprocess.run(
             [str(TESTCLUSTER), "down", "--dir", str(cluster_dir)], capture_output=True, check=False
         )
@@ -1287,6 +1430,8 @@ def main() -> None:
         "shapes": [{"pods": p, "gpus_per_pod": g, "share": s} for p, g, s in SHAPES],
         "queues": [{"name": n, "quota_share": q, "load_share": w} for n, q, w in QUEUES],
         "cluster_up_s": cluster_up_s,
+        "kwok_pod_workers": args.kwok_workers or 4,
+        "loadavg_before": load_before,
         "loadavg_after": load_avg,
         "results": results,
     }

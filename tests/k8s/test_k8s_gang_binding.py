@@ -188,3 +188,31 @@ def test_a_gang_created_whole_but_never_bound_is_bound_after_restart(
     assert sorted(p["spec"]["nodeName"] for p in pods) == sorted(
         p.node for p in plane.job("pair").pods
     )
+
+
+def _connections_opened(backend: Any) -> int:
+    """How many connections the backend's API client has opened so far (every one a TCP
+    connect and a TLS handshake)."""
+    pools = backend.api.rest_client.pool_manager.pools
+    # keys(): the pool container refuses plain iteration (not thread-safe).
+    return sum(pools[key].num_connections for key in pools.keys())  # noqa: SIM118
+
+
+def test_binds_reuse_the_clients_connections(cluster: Cluster, plane: Plane) -> None:
+    """A bind's answer is read and its connection handed back: three more gangs of eight pods
+    (24 binds, 24 creates) open fewer new connections than they have binds."""
+    plane.plane.apply(queue())
+    plane.plane.apply([job("g0", gpus=1, replicas=8)])
+    plane.run_until(lambda: plane.job("g0").phase.value == "Running")
+    time.sleep(0.5)  # the last binds' answers are in
+    before = _connections_opened(plane.plane.backend)
+    for name in ("g1", "g2", "g3"):
+        plane.plane.apply([job(name, gpus=1, replicas=8)])
+        plane.run_until(lambda name=name: plane.job(name).phase.value == "Running")
+        plane.run_until(
+            lambda name=name: all(
+                p["spec"].get("nodeName") for p in cluster.pods(f"phalanx.dev/job={name}")
+            )
+        )
+    opened = _connections_opened(plane.plane.backend) - before
+    assert opened < 24, f"{opened} new connections for 24 binds"

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import contextlib
 import json
 import logging
 import os
@@ -95,6 +96,11 @@ log = logging.getLogger(__name__)
 
 MASTER_PORT = 29500
 GC_INTERVAL_S = 5.0
+#: Binds in flight at once: a gang of up to this many pods has every bind sent together.
+BIND_WORKERS = 16
+#: How long a gang's binders wait for each other before sending anyway (a safety net: they
+#: are queued together, so they meet within one round trip of the binds before them).
+BIND_MEET_TIMEOUT_S = 5.0
 DEFAULT_IMAGE = "python:3.12-slim"
 _SHARE_IMAGE = "busybox:1.36"
 
@@ -148,7 +154,7 @@ class KubernetesBackend:
         self.clock = clock
         # Connections for every API worker, binder, watch and the garbage collector at once:
         # a smaller pool discards connections and pays a TLS handshake for each new one.
-        self.api = api_client or _api_client(kubeconfig, context, 2 * api_workers + 8)
+        self.api = api_client or _api_client(kubeconfig, context, api_workers + BIND_WORKERS + 8)
         self.core = k8s.CoreV1Api(self.api)
         self._lock = threading.RLock()
         self._nodes: dict[str, Obj] = {}
@@ -175,7 +181,7 @@ class KubernetesBackend:
         )
         # Binds have their own workers, so a gang's burst never queues behind other creations.
         self._bind_pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=api_workers, thread_name_prefix="phalanx-k8s-bind"
+            max_workers=BIND_WORKERS, thread_name_prefix="phalanx-k8s-bind"
         )
         self._stop = threading.Event()
         self._collecting = threading.Event()  # a garbage collection is queued or running
@@ -466,7 +472,13 @@ class KubernetesBackend:
 
     def _bind_complete_gangs(self) -> None:
         """Bind, in one burst, the unbound pods of every gang whose pods all exist and none of
-        whose creations are still in flight in this process."""
+        whose creations are still in flight in this process.
+
+        A gang's binds are queued together (under the lock, so two callers never interleave
+        them) and meet at a barrier once built, so they leave together: none is sent while a
+        sibling still waits for a worker or is being serialised. Groups are at most
+        BIND_WORKERS binds, so a group's binders always all get a worker (the queue is FIFO:
+        every task before the group's first is taken before it)."""
         with self._lock:
             if not self._unbound:
                 return
@@ -483,8 +495,18 @@ class KubernetesBackend:
             self._binding.update(pod_id for pod_id, _ in burst)
             # Whether each target node can take the pod is read now, under the lock.
             refused = {pod_id: self._refusal(unbound.node) for pod_id, unbound in burst}
-        for pod_id, unbound in burst:
-            self._bind_pool.submit(self._bind, pod_id, unbound, refused[pod_id])
+            groups: dict[GangKey, list[tuple[str, _Unbound]]] = {}
+            for pod_id, unbound in burst:
+                if refused[pod_id] is not None:
+                    self._bind_pool.submit(self._bind, pod_id, unbound, refused[pod_id])
+                else:
+                    groups.setdefault(unbound.gang, []).append((pod_id, unbound))
+            for pods in groups.values():
+                for start in range(0, len(pods), BIND_WORKERS):
+                    group = pods[start : start + BIND_WORKERS]
+                    meet = threading.Barrier(len(group))
+                    for pod_id, unbound in group:
+                        self._bind_pool.submit(self._bind, pod_id, unbound, None, meet)
 
     def _refusal(self, node: str) -> tuple[str, str] | None:
         """Why a pod cannot be bound to ``node`` now ((reason, message)), or None."""
@@ -495,8 +517,15 @@ class KubernetesBackend:
             return "NodeNotReady", f"node {node} went NotReady before the gang was bound"
         return None
 
-    def _bind(self, pod_id: str, unbound: _Unbound, refusal: tuple[str, str] | None) -> None:
-        """Bind one pod of a complete gang to its node (409, bound already, is fine)."""
+    def _bind(
+        self,
+        pod_id: str,
+        unbound: _Unbound,
+        refusal: tuple[str, str] | None,
+        meet: threading.Barrier | None = None,
+    ) -> None:
+        """Bind one pod of a complete gang to its node (409, bound already, is fine), once
+        every binder of its group has reached ``meet``."""
         failure: tuple[PodEventKind, str, str] | None = None
         if refusal is not None:
             failure = (PodEventKind.LOST, *refusal)
@@ -507,9 +536,17 @@ class KubernetesBackend:
                 "metadata": {"name": pod_id, "namespace": unbound.namespace},
                 "target": {"apiVersion": "v1", "kind": "Node", "name": unbound.node},
             }
+            if meet is not None:
+                # A broken barrier (a sibling waited too long) sends now, as without one.
+                with contextlib.suppress(threading.BrokenBarrierError):
+                    meet.wait(BIND_MEET_TIMEOUT_S)
             try:
-                self.core.create_namespaced_pod_binding(
-                    pod_id, unbound.namespace, body, _preload_content=False
+                # Read to the end: an unread response keeps its connection out of the pool,
+                # and the next request pays a new connection and TLS handshake.
+                _release(
+                    self.core.create_namespaced_pod_binding(
+                        pod_id, unbound.namespace, body, _preload_content=False
+                    )
                 )
             except ApiException as exc:
                 if exc.status not in (404, 409):  # gone (the watch says so) or bound already
@@ -748,8 +785,13 @@ class KubernetesBackend:
 
     def _delete(self, key: tuple[str, str], grace_period_s: float) -> None:
         try:
-            self.core.delete_namespaced_pod(
-                key[1], key[0], grace_period_seconds=max(0, round(grace_period_s))
+            _release(
+                self.core.delete_namespaced_pod(
+                    key[1],
+                    key[0],
+                    grace_period_seconds=max(0, round(grace_period_s)),
+                    _preload_content=False,
+                )
             )
         except ApiException as exc:
             if exc.status != 404:
@@ -844,7 +886,11 @@ class KubernetesBackend:
             labels = labels_of(svc)
             if (namespace_of(svc), labels.get(LABEL_JOB), labels.get(LABEL_ATTEMPT)) not in gangs:
                 try:
-                    self.core.delete_namespaced_service(name_of(svc), namespace_of(svc))
+                    _release(
+                        self.core.delete_namespaced_service(
+                            name_of(svc), namespace_of(svc), _preload_content=False
+                        )
+                    )
                 except ApiException as exc:
                     if exc.status != 404:
                         log.warning("deleting service %s failed: %s", name_of(svc), exc.status)
@@ -925,10 +971,12 @@ def _devices(pod: Obj) -> list[str]:
 LABEL_SECRET = "phalanx.dev/secret"
 
 
-def _create_once(create: Callable[[str, Obj], Any], namespace: str, body: Obj, what: str) -> None:
-    """Create an object; one that exists already (409: made before a restart) is fine."""
+def _create_once(create: Callable[..., Any], namespace: str, body: Obj, what: str) -> None:
+    """Create an object; one that exists already (409: made before a restart) is fine. The
+    answer is read as bytes and dropped: building the client's models of a whole Pod costs
+    more CPU than the request, and nothing reads them."""
     try:
-        create(namespace, body)
+        _release(create(namespace, body, _preload_content=False))
     except ApiException as exc:
         if exc.status != 409:
             raise OSError(f"cannot create {what}: {exc.status} {exc.reason}: {_body(exc)}") from exc
@@ -936,6 +984,15 @@ def _create_once(create: Callable[[str, Obj], Any], namespace: str, body: Obj, w
 
 def _body(exc: ApiException) -> str:
     return str(getattr(exc, "body", "") or "")[:300]
+
+
+def _release(response: Any) -> None:
+    """Read a response taken with ``_preload_content=False`` to its end and hand its
+    connection back to the client's pool."""
+    try:
+        response.data  # noqa: B018 - reading the body is what frees the connection
+    finally:
+        response.release_conn()
 
 
 def _raw(response: Any) -> Obj:
