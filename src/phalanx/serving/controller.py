@@ -301,7 +301,15 @@ class ServiceController:
                 not (oldest > self._revision_seen + 1 and self._revision_seen > 0)
                 and len(changes) < 50_000
             ):
-                changed_jobs = {c.name for c in changes if c.kind == "Job"}
+                # A job's labels are fixed when it is submitted (jobs cannot be changed
+                # once submitted), so only a job added since, or one already known as a
+                # replica, can be a replica now: other jobs' writes (reasons, phases) are
+                # not read again.
+                changed_jobs = {
+                    c.name
+                    for c in changes
+                    if c.kind == "Job" and (c.type == "ADDED" or c.name in self._replicas)
+                }
                 services_changed = any(c.kind in (SERVICE_KIND, REVISION_KIND) for c in changes)
                 loads_changed = loads_changed and any(c.kind == LOAD_KIND for c in changes)
         self._revision_seen = revision
