@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib
 import sys
-import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,13 +27,22 @@ ECHO = (
     "main(['--port', os.environ['PORT'], '--startup-delay-s', '2'])"
 )
 
+#: The pipeline's module. ``first`` waits until the test creates the gate file, then takes
+#: it away, so each run's first step runs exactly as long as the test needs to watch it.
 FLOW = """
-import time
+import os, time
 from phalanx.pipelines import pipeline, task
+
+GATE = {gate!r}
 
 @task
 def first() -> int:
-    time.sleep(2)
+    deadline = time.monotonic() + 120
+    while not os.path.exists(GATE):
+        if time.monotonic() > deadline:
+            raise TimeoutError("the test never opened the gate")
+        time.sleep(0.05)
+    os.remove(GATE)
     return 1
 
 @task
@@ -47,15 +55,17 @@ def flow() -> object:
 """
 
 #: Notes, in the page, that it was not loaded again and which values of a data attribute
-#: the element ``selector`` finds showed, in order.
+#: the element ``selector`` finds showed, in order, starting with the one it shows now.
 WATCHER = """([selector, attribute]) => {
     window.__notReloaded = true;
     window.__seen = [];
-    new MutationObserver(() => {
+    const note = () => {
         const found = document.querySelector(selector);
         const state = found && found.getAttribute(attribute);
         if (state && window.__seen[window.__seen.length - 1] !== state) window.__seen.push(state);
-    }).observe(document.getElementById("main"), {subtree: true, childList: true});
+    };
+    note();
+    new MutationObserver(note).observe(document.getElementById("main"), {subtree: true, childList: true});
 }"""
 
 
@@ -78,7 +88,7 @@ def echo_service(name: str) -> dict[str, object]:
 @pytest.fixture
 def project(tmp_path: Path) -> Iterator[Path]:
     """A project directory with the pipeline's module, importable here and by the steps."""
-    (tmp_path / "browserflow.py").write_text(textwrap.dedent(FLOW))
+    (tmp_path / "browserflow.py").write_text(FLOW.format(gate=str(tmp_path / "go")))
     sys.path.insert(0, str(tmp_path))
     importlib.invalidate_caches()
     try:
@@ -163,23 +173,26 @@ def test_a_pipeline_run_appears_and_its_steps_succeed_live(
     row = 'tr[data-run="run-1"]'
     page.wait_for_selector(f"{row}[data-phase='Running']", timeout=20_000)
     page.screenshot(path=str(screenshots / "pipelineruns-live-running.png"), full_page=True)
+    (project / "go").touch()  # the first step may finish now
     page.wait_for_selector(f"{row}[data-phase='Succeeded']", timeout=60_000)
     assert page.locator(f"{row} td").nth(4).inner_text() == "2"  # both steps succeeded
     assert page.evaluate("window.__notReloaded") is True
     page.screenshot(path=str(screenshots / "pipelineruns-live-succeeded.png"), full_page=True)
 
-    # one run's DAG, opened while its first step runs
+    # one run's DAG, opened while its first step runs (held until the page watches it)
     live.apply(run_manifest("run-2", project))
     page.goto("/ui/pipelineruns/run-2")
     page.wait_for_selector("#live:has-text('live updates: on')")
-    page.evaluate(WATCHER, ['g.step[data-step="second"]', "data-state"])
+    page.wait_for_selector('g.step[data-step="first"][data-state="Running"]', timeout=20_000)
+    page.evaluate(WATCHER, ['g.step[data-step="first"]', "data-state"])
+    (project / "go").touch()
     page.wait_for_selector('g.step[data-step="first"][data-state="Succeeded"]', timeout=60_000)
     page.wait_for_selector('g.step[data-step="second"][data-state="Succeeded"]', timeout=60_000)
     page.wait_for_selector('#phase[data-phase="Succeeded"]', timeout=20_000)
     page.screenshot(path=str(screenshots / "pipelinerun-dag-live.png"), full_page=True)
     assert page.evaluate("window.__notReloaded") is True
     seen = page.evaluate("window.__seen")
-    assert seen[-1] == "Succeeded" and len(seen) >= 2, seen  # it changed while watched
+    assert seen == ["Running", "Succeeded"], seen  # it changed while watched
     run = live.http.get("/api/v1/pipelineruns/run-2").json()
     assert {s: v["state"] for s, v in run["status"]["steps"].items()} == {
         "first": "Succeeded",
