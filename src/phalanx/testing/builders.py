@@ -350,3 +350,36 @@ def queue_manifests(
             },
         },
     ]
+
+
+def job_manifest(
+    name: str,
+    *,
+    queue: str = "q",
+    replicas: int = 1,
+    resources: dict[str, Quantity] | None = None,
+    labels: dict[str, str] | None = None,
+    command: Iterable[str] = ("true",),
+    pod_set: str = "main",
+) -> dict[str, object]:
+    """The manifest of a one-pod-set Job (``replicas`` pods running ``command`` and asking
+    for ``resources``), ready for ``ControlPlane.apply`` or ``Client.apply``."""
+    metadata: dict[str, object] = {"name": name}
+    if labels is not None:
+        metadata["labels"] = dict(labels)
+    return {
+        "apiVersion": "phalanx.dev/v1alpha1",
+        "kind": "Job",
+        "metadata": metadata,
+        "spec": {
+            "queue": queue,
+            "podSets": [
+                {
+                    "name": pod_set,
+                    "replicas": replicas,
+                    "command": list(command),
+                    "resources": dict(resources or {}),
+                }
+            ],
+        },
+    }

@@ -15,26 +15,13 @@ from phalanx.controllers.plane import ControlPlane, ControlPlaneConfig
 from phalanx.model.service import SERVICE_LABEL
 from phalanx.serving.controller import ServiceController, ServingConfig
 from phalanx.store import open_store
-from phalanx.testing import queue_manifests
+from phalanx.testing import job_manifest, queue_manifests
 
 
 def job(name: str, labels: dict[str, str] | None = None) -> dict[str, object]:
-    return {
-        "apiVersion": "phalanx.dev/v1alpha1",
-        "kind": "Job",
-        "metadata": {"name": name, "labels": labels or {}},
-        "spec": {
-            "queue": "q",
-            "podSets": [
-                {
-                    "name": "main",
-                    "replicas": 1,
-                    "command": ["true"],
-                    "resources": {"cpu": "100m", "memory": "64Mi", "nvidia.com/gpu": 1},
-                }
-            ],
-        },
-    }
+    return job_manifest(
+        name, labels=labels, resources={"cpu": "100m", "memory": "64Mi", "nvidia.com/gpu": 1}
+    )
 
 
 def test_observe_reads_added_jobs_and_known_replicas_only(

@@ -22,7 +22,7 @@ from phalanx.backends.sim.backend import VirtualClock
 from phalanx.controllers.plane import ControlPlane, ControlPlaneConfig
 from phalanx.model.service import SERVICE_LABEL
 from phalanx.store import Store
-from phalanx.testing import make_node, queue_manifests
+from phalanx.testing import job_manifest, make_node, queue_manifests
 
 pytestmark = pytest.mark.integration
 
@@ -36,15 +36,6 @@ def service(name: str, image: str = "v1") -> dict[str, Any]:
         "kind": "Service",
         "metadata": {"name": name},
         "spec": {"queue": "q", "template": {"command": ["true"], "image": image}},
-    }
-
-
-def job(name: str, labels: dict[str, str]) -> dict[str, Any]:
-    return {
-        "apiVersion": "phalanx.dev/v1alpha1",
-        "kind": "Job",
-        "metadata": {"name": name, "labels": labels},
-        "spec": {"queue": "q", "podSets": [{"name": "w", "replicas": 1, "command": ["true"]}]},
     }
 
 
@@ -97,7 +88,12 @@ def events_of(response: httpx.Response) -> list[dict[str, Any]]:
 
 
 def test_which_writes_touch_a_service_and_a_run(plane: ControlPlane) -> None:
-    plane.apply([job("replica-a", {SERVICE_LABEL: "svc"}), job("plain", {})])
+    plane.apply(
+        [
+            job_manifest("replica-a", labels={SERVICE_LABEL: "svc"}, pod_set="w"),
+            job_manifest("plain", labels={}, pod_set="w"),
+        ]
+    )
     services = LiveStream(plane.queries, "Service", 0, _never)
     cases = [
         ([("Service", "svc")], ["svc"]),
@@ -157,7 +153,12 @@ def test_a_service_is_sent_drawn_once_per_batch_of_writes_and_deleted(
 ) -> None:
     start = plane.queries.revision()
     plane.apply([service("svc")])
-    plane.apply([job("svc-r1", {SERVICE_LABEL: "svc"}), job("other", {})])
+    plane.apply(
+        [
+            job_manifest("svc-r1", labels={SERVICE_LABEL: "svc"}, pod_set="w"),
+            job_manifest("other", labels={}, pod_set="w"),
+        ]
+    )
     plane.delete("Service", "svc")
     events = events_of(stream_events(plane, f"kinds=Service&resourceVersion={start}"))
     # three writes touched svc (itself, its replica, its deletion): one event, as it is now

@@ -16,48 +16,15 @@ from phalanx.backends.sim import SimBackend
 from phalanx.backends.sim.backend import VirtualClock
 from phalanx.controllers.plane import ControlPlane, ControlPlaneConfig
 from phalanx.store import Store
-from phalanx.testing import make_node
+from phalanx.testing import job_manifest, make_node, queue_manifests
 
 pytestmark = pytest.mark.integration
 
 TOKEN = "ui-token"
 BASE = "http://phalanx.test"
 MANIFESTS: list[dict[str, object]] = [
-    {
-        "apiVersion": "phalanx.dev/v1alpha1",
-        "kind": "ResourceFlavor",
-        "metadata": {"name": "default"},
-        "spec": {},
-    },
-    {
-        "apiVersion": "phalanx.dev/v1alpha1",
-        "kind": "Queue",
-        "metadata": {"name": "q"},
-        "spec": {
-            "flavors": [
-                {"name": "default", "resources": {"cpu": 8, "memory": "8Gi", "nvidia.com/gpu": 8}}
-            ]
-        },
-    },
-    *(
-        {
-            "apiVersion": "phalanx.dev/v1alpha1",
-            "kind": "Job",
-            "metadata": {"name": f"j{i}"},
-            "spec": {
-                "queue": "q",
-                "podSets": [
-                    {
-                        "name": "w",
-                        "replicas": 1,
-                        "command": ["true"],
-                        "resources": {"nvidia.com/gpu": 1},
-                    }
-                ],
-            },
-        }
-        for i in range(3)
-    ),
+    *queue_manifests(gpu=8, cpu=8, memory="8Gi"),
+    *(job_manifest(f"j{i}", pod_set="w", resources={"nvidia.com/gpu": 1}) for i in range(3)),
 ]
 
 Run = Callable[[Callable[[httpx.AsyncClient], Awaitable[None]]], None]

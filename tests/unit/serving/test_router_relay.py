@@ -5,48 +5,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import pytest
+from routerfakes import FakeTransport, NoSink
 
-from phalanx.serving.endpoints import LoadSample, Route
+from phalanx.serving.endpoints import Route
 from phalanx.serving.http1 import _ClientConn, _Upstream
 from phalanx.serving.router import Router
-
-
-class FakeTransport:
-    def __init__(self) -> None:
-        self.out = bytearray()
-        self.closed = False
-        self.paused = False
-
-    def write(self, data: bytes) -> None:
-        self.out += data
-
-    def close(self) -> None:
-        self.closed = True
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def pause_reading(self) -> None:
-        self.paused = True
-
-    def resume_reading(self) -> None:
-        self.paused = False
-
-    def get_extra_info(self, name: str) -> object:
-        return ("10.0.0.9", 4242) if name == "peername" else None
 
 
 class NoRoutes:
     def routes(self) -> Sequence[Route]:
         return ()
-
-
-class NoSink:
-    def report(self, samples: Sequence[LoadSample]) -> None:
-        pass
-
-    def demand(self, service: str) -> None:
-        pass
 
 
 CHUNKED = (

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import pytest
+from routerfakes import FakeTransport, NoSink
 
 from phalanx.serving.endpoints import (
     Endpoint,
@@ -22,30 +23,6 @@ from phalanx.serving.router import Router
 A, B = "http://127.0.0.1:1001", "http://127.0.0.1:1002"
 
 
-class Transport:
-    def __init__(self) -> None:
-        self.out = bytearray()
-        self.closed = False
-
-    def write(self, data: bytes) -> None:
-        self.out += data
-
-    def close(self) -> None:
-        self.closed = True
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-    def get_extra_info(self, name: str) -> object:
-        return None
-
-
 class Routes:
     def routes(self) -> Sequence[Route]:
         return (
@@ -57,21 +34,13 @@ class Routes:
         )
 
 
-class Sink:
-    def report(self, samples: Sequence[LoadSample]) -> None:
-        pass
-
-    def demand(self, service: str) -> None:
-        pass
-
-
 def answer(router: Router, url: str, response: bytes) -> None:
     """One request of service web relayed from replica ``url``, which answers ``response``."""
     client = _ClientConn(router)
-    client.transport = Transport()  # type: ignore[assignment]
+    client.transport = FakeTransport()  # type: ignore[assignment]
     client.busy = True
     up = _Upstream(router, url)
-    up.transport = Transport()  # type: ignore[assignment]
+    up.transport = FakeTransport()  # type: ignore[assignment]
     up.send(client, router._services["web"], b"GET / HTTP/1.1\r\n\r\n", head=False)
     up.data_received(response)
 
@@ -81,7 +50,7 @@ def reply(status: int, reason: str = "X") -> bytes:
 
 
 def test_the_router_counts_each_replicas_final_status_by_class() -> None:
-    router = Router(Routes(), Sink())
+    router = Router(Routes(), NoSink())
     router.refresh()
     for _ in range(3):
         answer(router, A, reply(500))
@@ -101,7 +70,7 @@ def test_the_router_counts_each_replicas_final_status_by_class() -> None:
 
 
 def test_a_replica_no_longer_routed_is_counted_under_its_url() -> None:
-    router = Router(Routes(), Sink())
+    router = Router(Routes(), NoSink())
     router.refresh()
     router._replica_of.clear()  # as after a route change that dropped the replica
     answer(router, A, reply(500))
