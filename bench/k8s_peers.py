@@ -8,8 +8,10 @@ in one cohort with nominal quotas and borrowing, arriving at a fixed rate. Every
 
 Measured from one pod watch on the API server, the same for every system: wall time to finish
 the workload, admission latency (submission -> every pod of the job Running) p50/p90/p99 by job
-size, pods bound per second, GPU-seconds held by bound pods of gangs not yet completely bound
-(partial-admission waste), GPU allocation over time, and the CPU seconds and peak memory of
+size, pods bound per second, stranded GPU-seconds (held by bound pods of a job while a sibling
+had no node and no bind on its way: the partial-admission waste, from the API server's audit
+log of binds and the watch, see ``stranded_gpu_s``), bind-skew GPU-seconds (each pod's bind to
+its gang's last bind), GPU allocation over time, and the CPU seconds and peak memory of
 each system's own processes (and of the API server + etcd during its run), the API requests
 served during each run, KWOK's backlog (pods bound, not yet Running) and, from KWOK's log, how
 fast it played each system's pod stages. Prints one table and writes the raw figures as JSON.
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import itertools
 import json
 import os
 import random
@@ -197,6 +200,18 @@ class PodRecord:
     started_at: float | None = None
     running_at: float | None = None
     ended_at: float | None = None
+    #: Whether it ended Succeeded (a pod deleted or failed before that frees its place).
+    succeeded: bool = False
+    #: First seen marked for deletion (``metadata.deletionTimestamp``).
+    terminating_at: float | None = None
+    #: First seen with condition PodScheduled=False, reason Unschedulable (a scheduler found
+    #: no node for it).
+    unschedulable_at: float | None = None
+    #: From the API server's audit log (same clock as the rest, see ``bind_requests``): when
+    #: it received this pod's successful ``pods/binding`` request, and when it answered it.
+    bind_received_at: float | None = None
+    bind_answered_at: float | None = None
+    name: str = ""
 
 
 class PodWatch:
@@ -228,7 +243,7 @@ class PodWatch:
                     gpus += int(
                         ({**(res.get("limits") or {}), **(res.get("requests") or {})}).get(GPU, 0)
                     )
-                record = self.pods[key] = PodRecord(key[0], job, gpus, now)
+                record = self.pods[key] = PodRecord(key[0], job, gpus, now, name=key[1])
             if (pod.get("spec") or {}).get("nodeName") and record.bound_at is None:
                 record.bound_at = now
             phase = (pod.get("status") or {}).get("phase")
@@ -236,8 +251,19 @@ class PodWatch:
                 record.started_at = now
             if phase == "Running" and record.running_at is None:
                 record.running_at = now
+            if meta.get("deletionTimestamp") and record.terminating_at is None:
+                record.terminating_at = now
+            if record.unschedulable_at is None and record.bound_at is None:
+                for c in (pod.get("status") or {}).get("conditions") or []:
+                    if (
+                        c.get("type") == "PodScheduled"
+                        and c.get("status") == "False"
+                        and c.get("reason") == "Unschedulable"
+                    ):
+                        record.unschedulable_at = now
             if (kind == "DELETED" or phase in ("Succeeded", "Failed")) and record.ended_at is None:
                 record.ended_at = now
+                record.succeeded = phase == "Succeeded"
                 if record.running_at is None and phase == "Succeeded":
                     record.running_at = now
 
@@ -854,6 +880,97 @@ def percentile(values: list[float], q: float) -> float | None:
     return round(ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo), 2)
 
 
+#: The API server's audit policy for the benchmark: successful or not, every ``pods/binding``
+#: request, at the Metadata level (no bodies), one line each when answered. Its two
+#: timestamps (received, answered) say when each bind was asked for, whoever asked.
+AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived, ResponseStarted]
+rules:
+  - level: Metadata
+    verbs: [create]
+    resources:
+      - group: ""
+        resources: [pods/binding]
+  - level: None
+"""
+
+
+def bind_requests(audit_log: Path, namespace: str) -> dict[str, tuple[float, float]]:
+    """Per pod of ``namespace``: (received, answered) wall-clock times of the first
+    successful ``pods/binding`` request the API server's audit log records for it."""
+    out: dict[str, tuple[float, float]] = {}
+    try:
+        lines = audit_log.read_text(errors="replace").splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        try:
+            event = json.loads(line)
+            ref = event["objectRef"]
+            if ref.get("namespace") != namespace or ref.get("subresource") != "binding":
+                continue
+            if not 200 <= int((event.get("responseStatus") or {}).get("code", 0)) < 300:
+                continue
+            received = datetime.fromisoformat(event["requestReceivedTimestamp"]).timestamp()
+            answered = datetime.fromisoformat(event["stageTimestamp"]).timestamp()
+        except (ValueError, KeyError, TypeError):
+            continue
+        if ref["name"] not in out or received < out[ref["name"]][0]:
+            out[ref["name"]] = (received, answered)
+    return out
+
+
+def stranded_gpu_s(size: int, pods: list[PodRecord], now: float) -> tuple[float, float]:
+    """GPU-seconds that bound pods of one job of ``size`` pods held while a sibling had no
+    node and no bind on its way: from the API server's view only, the same for every system.
+
+    At each instant a pod *holds* its GPUs from the earliest sign it is bound (the watch shows
+    its node, or the API server answered its bind) until it ends or is marked for deletion
+    (a gang being torn down waits for no sibling). The job has a *hole* while
+    - one of its pods exists, is not marked for deletion, and the API server has not yet
+      received a bind for it: unschedulable, waiting in a scheduler's queue, or waiting for
+      its system to bind it; or
+    - fewer of its pods exist than it needs: the job has ``k·size + r`` pods so far, r > 0
+      (pods are made in generations of ``size``: a job whose pods were all evicted gets a
+      new generation), so ``size − r`` are missing.
+    A pod whose bind the API server has received is not a hole: that bind is in flight.
+    Stranded GPU·s integrates the GPUs held over the time the job has a hole. Returns (that,
+    the part while a hole carried PodScheduled=False, reason Unschedulable)."""
+    held: list[tuple[float, float, int]] = []  # (from, until, gpus)
+    waiting: list[tuple[float, float, bool]] = []  # (from, until, unschedulable?): a hole
+    created = sorted(p.seen_at for p in pods)
+    edges = {now, *created}
+    for p in pods:
+        signs = [t for t in (p.bound_at, p.bind_answered_at) if t is not None]
+        bound = min(signs) if signs else None
+        gone = min(t for t in (p.ended_at, p.terminating_at, now) if t is not None)
+        if bound is not None and bound < gone:
+            held.append((bound, gone, p.gpus))
+        asked = p.bind_received_at if p.bind_received_at is not None else bound
+        until = min(gone, asked) if asked is not None else gone
+        if p.seen_at < until:
+            waiting.append((p.seen_at, until, False))
+            if p.unschedulable_at is not None and p.unschedulable_at < until:
+                waiting.append((p.unschedulable_at, until, True))
+    if not held:
+        return 0.0, 0.0
+    edges |= {t for a, b, _ in held for t in (a, b)} | {t for a, b, _ in waiting for t in (a, b)}
+    total = by_unschedulable = 0.0
+    for a, b in itertools.pairwise(sorted(edges)):
+        gpus = sum(g for lo, hi, g in held if lo <= a < hi)
+        if not gpus:
+            continue
+        made = sum(1 for t in created if t <= a)
+        missing = (size - made % size) % size
+        holes = [unsched for lo, hi, unsched in waiting if lo <= a < hi]
+        if missing or holes:
+            total += gpus * (b - a)
+            if any(holes):
+                by_unschedulable += gpus * (b - a)
+    return total, by_unschedulable
+
+
 def figures(
     jobs: list[JobReq],
     submitted: dict[str, float],
@@ -873,6 +990,14 @@ def figures(
     partial_running_gpu_s = 0.0
     partial_gangs = 0
     spreads: list[float] = []  # per gang: first pod bound -> last pod bound
+    stranded = stranded_unschedulable = 0.0
+    stranded_gangs = 0
+    # Per gang whose every pod's bind is in the audit log: first -> last bind request received
+    # by the API server, and first bind answered -> last received (> 0: a bind committed
+    # before a sibling's had arrived).
+    received_spreads: list[float] = []
+    answered_before_received: list[float] = []
+    now = time.monotonic()
     stages: dict[str, list[float]] = {
         "to_created": [],
         "created_to_bound": [],
@@ -898,6 +1023,20 @@ def figures(
             ends.append(max(done))
         else:
             unfinished += 1
+        if job.pods > 1:
+            gang_stranded, gang_unschedulable = stranded_gpu_s(job.pods, mine, now)
+            stranded += gang_stranded
+            stranded_unschedulable += gang_unschedulable
+            stranded_gangs += gang_stranded > 0
+            # Per generation of pods (a preempted or evicted gang's pods are made again).
+            made = sorted(mine, key=lambda p: p.seen_at)
+            for start in range(0, len(made) - job.pods + 1, job.pods):
+                generation = made[start : start + job.pods]
+                asked = [p.bind_received_at for p in generation if p.bind_received_at]
+                answered = [p.bind_answered_at for p in generation if p.bind_answered_at]
+                if len(asked) == len(answered) == job.pods:
+                    received_spreads.append(max(asked) - min(asked))
+                    answered_before_received.append(max(asked) - min(answered))
         if job.pods > 1 and bound:
             # GPUs held by bound pods while the gang is not completely bound (the last pod's
             # bind, or the pod's end when the gang never completed).
@@ -977,6 +1116,20 @@ def figures(
         },
         "pods_bound_per_s": round(len(binds) / (max(binds) - started), 1) if binds else None,
         "peak_pods_bound_per_s_5s": round(peak_binds / 5.0, 1),
+        "stranded_gpu_s": round(stranded, 2),
+        "stranded_while_unschedulable_gpu_s": round(stranded_unschedulable, 2),
+        "gangs_stranded": stranded_gangs,
+        "gang_bind_requests_received_spread_s": {
+            "n": len(received_spreads),
+            "p50": percentile(received_spreads, 0.5),
+            "max": percentile(received_spreads, 1.0),
+        },
+        # > 0 for a gang: one of its binds was answered before a sibling's was received.
+        "gang_first_answered_to_last_received_s": {
+            "p50": percentile(answered_before_received, 0.5),
+            "max": percentile(answered_before_received, 1.0),
+            "gangs_over_0": sum(1 for v in answered_before_received if v > 0),
+        },
         "partial_gang_gpu_s": round(partial_gpu_s, 1),
         "gang_bound_until_all_running_gpu_s": round(partial_running_gpu_s, 1),
         "gangs_partially_bound_over_1s": partial_gangs,
@@ -1037,6 +1190,7 @@ def run_system(
     runtime_s: float,
     timeout_s: float,
     cluster_pids: dict[str, int],
+    audit_log: Path,
 ) -> dict[str, Any]:
     log(f"{system.name}: starting")
     load_start = Path("/proc/loadavg").read_text().split()[:3]
@@ -1076,7 +1230,8 @@ def run_system(
         pods = watch.snapshot(system.namespace)
         held = sum(p.gpus for p in pods if p.bound_at is not None and p.ended_at is None)
         samples.append((time.monotonic(), held))
-        ended = sum(1 for p in pods if p.ended_at is not None)
+        # Succeeded only: a preempted or evicted gang's pods end too, and are made again.
+        ended = sum(1 for p in pods if p.ended_at is not None and p.succeeded)
         if int(time.monotonic() - started) % 10 == 0:
             log(
                 f"{system.name}: t={time.monotonic() - started:.0f}s submitted={len(submitted)}/{len(jobs)} pods ended={ended}/{total} GPUs held={held}"
@@ -1094,7 +1249,25 @@ def run_system(
         }
         for name, pid in cluster_pids.items()
     }
-    result = figures(jobs, submitted, watch.snapshot(system.namespace), started, nodes, samples)
+    pods = watch.snapshot(system.namespace)
+    binds = bind_requests(audit_log, system.namespace)
+    # The audit log's wall-clock times on the watch's monotonic clock.
+    for p in pods:
+        if p.name in binds:
+            received, answered = binds[p.name]
+            p.bind_received_at = received - wall_offset
+            p.bind_answered_at = answered - wall_offset
+    result = figures(jobs, submitted, pods, started, nodes, samples)
+    result["bind_requests_audited"] = len(binds)
+    # Every pod's times (seconds after the run's start), to recompute any measure later.
+    result["pod_records"] = [
+        {
+            k: (round(v - started, 4) if isinstance(v, float) else v)
+            for k, v in asdict(p).items()
+            if k != "namespace"
+        }
+        for p in pods
+    ]
     result |= {
         "system": system.name,
         "loadavg_start_end": [load_start, Path("/proc/loadavg").read_text().split()[:3]],
@@ -1234,8 +1407,10 @@ def table(results: list[dict[str, Any]]) -> str:
     head += [f"p50/p90/p99 {c} s" for c in classes]
     head += [
         "pods bound/s (peak 5 s)",
-        "partial-gang GPU·s",
-        "gang bind spread p50/max s",
+        "stranded GPU·s (sibling Unschedulable)",
+        "bind-skew GPU·s",
+        "bound → gang all Running GPU·s",
+        "gang bind spread p50/max s (requests received)",
         "bound → Running p50/p90 s",
         "peak bound, not Running",
         "mean GPU alloc",
@@ -1259,8 +1434,15 @@ def table(results: list[dict[str, Any]]) -> str:
                 trio("all"),
                 *[trio(c) for c in classes],
                 f"{r['pods_bound_per_s']} ({r['peak_pods_bound_per_s_5s']})",
+                f"{r['stranded_gpu_s']} ({r['stranded_while_unschedulable_gpu_s']})",
                 str(r["partial_gang_gpu_s"]),
-                f"{r['gang_bind_spread_s']['p50']}/{r['gang_bind_spread_s']['max']}",
+                str(r["gang_bound_until_all_running_gpu_s"]),
+                "{}/{} ({}/{})".format(
+                    r["gang_bind_spread_s"]["p50"],
+                    r["gang_bind_spread_s"]["max"],
+                    r["gang_bind_requests_received_spread_s"]["p50"],
+                    r["gang_bind_requests_received_spread_s"]["max"],
+                ),
                 "{p50}/{p90}".format(**r["latency_stages_s"]["bound_to_running"]),
                 str(r.get("peak_pods_bound_not_running", "-")),
                 str(r["mean_gpu_allocation"]),
@@ -1341,6 +1523,8 @@ def main() -> None:
     # machine cannot do for 500 nodes at once.
     first = min(args.nodes, NODE_BATCH)
     cluster_env = dict(os.environ)
+    run_dir.joinpath("audit-policy.yaml").write_text(AUDIT_POLICY)
+    cluster_env["TESTCLUSTER_AUDIT_POLICY"] = str(run_dir / "audit-policy.yaml")
     if args.kwok_workers:
         cluster_env["TESTCLUSTER_KWOK_POD_WORKERS"] = str(args.kwok_workers)
     out = subprocess.run(
@@ -1391,7 +1575,15 @@ def main() -> None:
             try:
                 results.append(
                     run_system(
-                        system, api, watch, jobs, args.nodes, args.runtime, timeout, cluster_pids
+                        system,
+                        api,
+                        watch,
+                        jobs,
+                        args.nodes,
+                        args.runtime,
+                        timeout,
+                        cluster_pids,
+                        cluster_dir / "logs" / "audit.log",
                     )
                 )
             except KeyboardInterrupt:

@@ -195,7 +195,44 @@ def _connections_opened(backend: Any) -> int:
     connect and a TLS handshake)."""
     pools = backend.api.rest_client.pool_manager.pools
     # keys(): the pool container refuses plain iteration (not thread-safe).
-    return sum(pools[key].num_connections for key in pools.keys())  # noqa: SIM118
+    opened = sum(pools[key].num_connections for key in pools.keys())  # noqa: SIM118
+    return int(opened + (backend._binder.opened if backend._binder is not None else 0))
+
+
+def test_a_gangs_binds_are_all_sent_before_any_answer_is_read(
+    cluster: Cluster, plane: Plane
+) -> None:
+    """From one thread, back to back: no bind of the gang can be committed (and hold a node)
+    while a sibling's bind still waits to be sent."""
+    binder = plane.plane.backend._binder
+    assert binder is not None
+    steps: list[str] = []
+    connect = binder._connect
+
+    def recording() -> Any:
+        conn = connect()
+        request, getresponse = conn.request, conn.getresponse
+
+        def send(method: str, url: str, **kwargs: Any) -> None:
+            steps.append("send " + url.split("/pods/")[1].split("/", maxsplit=1)[0])
+            request(method, url, **kwargs)
+
+        def read() -> Any:
+            steps.append("read")
+            return getresponse()
+
+        conn.request, conn.getresponse = send, read
+        return conn
+
+    binder._connect = recording
+    binder.close()  # no idle connection left: every bind goes through a recorded one
+    plane.plane.apply(queue())
+    plane.plane.apply([job("eight", gpus=1, replicas=8)])
+    plane.run_until(lambda: plane.job("eight").phase.value == "Running")
+    sends = [s for s in steps if s.startswith("send ")]
+    assert len(sends) == 8, steps
+    assert len({s.split()[1] for s in sends}) == 8, steps
+    assert steps.index("read") == 8, steps  # the eight sends come first
 
 
 def test_binds_reuse_the_clients_connections(cluster: Cluster, plane: Plane) -> None:
@@ -216,3 +253,21 @@ def test_binds_reuse_the_clients_connections(cluster: Cluster, plane: Plane) -> 
         )
     opened = _connections_opened(plane.plane.backend) - before
     assert opened < 24, f"{opened} new connections for 24 binds"
+
+
+def test_without_the_bind_sender_gangs_are_bound_through_the_client(
+    cluster: Cluster, plane: Plane
+) -> None:
+    """Through a proxy the backend has no bind sender: each bind goes through the API client
+    on its own worker, and the gang is still bound whole, on the nodes phalanx chose."""
+    backend = plane.plane.backend
+    assert backend._binder is not None
+    backend._binder.close()
+    backend._binder = None
+    plane.plane.apply(queue())
+    plane.plane.apply([job("viaclient", gpus=1, replicas=8)])
+    plane.run_until(lambda: plane.job("viaclient").phase.value == "Running")
+    pods = cluster.pods("phalanx.dev/job=viaclient")
+    assert sorted(p["spec"]["nodeName"] for p in pods) == sorted(
+        p.node for p in plane.job("viaclient").pods
+    )

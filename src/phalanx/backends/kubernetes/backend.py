@@ -12,7 +12,10 @@ What it does:
   device plugin keeps working. A single pod is created bound (``spec.nodeName``). The pods of a
   gang start together: each is created *unbound* (``schedulerName: phalanx``, so no other
   scheduler takes it; its node and the gang's size in annotations), and once every pod of the
-  gang exists they are all bound in one burst (the ``pods/binding`` subresource, in parallel).
+  gang exists they are all bound in one burst (the ``pods/binding`` subresource): one thread
+  writes every bind of the gang back to back before it reads any answer (binds.py), so they
+  reach the API server within a fraction of a millisecond of each other unless a process is
+  descheduled in between; through a proxy they go through the client, a thread each.
   No pod of a gang holds a node while another is still being created. A crash between the two
   steps leaves unbound pods: after a restart the watch finds them, and ``poll_events`` binds
   every gang whose pods all exist (the controllers' relaunch creates any that are missing);
@@ -61,6 +64,7 @@ from kubernetes import watch as k8s_watch
 from kubernetes.client.rest import ApiException
 
 from phalanx.backends.base import HeldCapacity, PodEvent, PodEventKind, PodLaunch, RendezvousInfo
+from phalanx.backends.kubernetes.binds import BindAnswer, BindRequest, BindSender
 from phalanx.backends.kubernetes.convert import (
     ANNOTATION_DEVICES,
     ANNOTATION_GANG_SIZE,
@@ -156,6 +160,13 @@ class KubernetesBackend:
         # a smaller pool discards connections and pays a TLS handshake for each new one.
         self.api = api_client or _api_client(kubeconfig, context, api_workers + BIND_WORKERS + 8)
         self.core = k8s.CoreV1Api(self.api)
+        # A gang's binds leave back to back from one thread (binds.py); through a proxy, or
+        # with an injected client, they go through the client, one thread each.
+        self._binder = (
+            BindSender(self.api.configuration, self._bind_headers)
+            if api_client is None and BindSender.supports(self.api.configuration)
+            else None
+        )
         self._lock = threading.RLock()
         self._nodes: dict[str, Obj] = {}
         self._pods: dict[tuple[str, str], Obj] = {}
@@ -502,6 +513,9 @@ class KubernetesBackend:
                 else:
                     groups.setdefault(unbound.gang, []).append((pod_id, unbound))
             for pods in groups.values():
+                if self._binder is not None:
+                    self._bind_pool.submit(self._bind_gang, pods)
+                    continue
                 for start in range(0, len(pods), BIND_WORKERS):
                     group = pods[start : start + BIND_WORKERS]
                     meet = threading.Barrier(len(group))
@@ -562,9 +576,45 @@ class KubernetesBackend:
                     "LaunchError",
                     f"cannot bind pod {pod_id} to node {unbound.node}: {exc}",
                 )
-        if failure is None:
-            return  # stays in _binding until the watch shows it bound
-        kind, reason, message = failure
+        if failure is not None:
+            self._bind_failed(pod_id, unbound, *failure)
+
+    def _bind_gang(self, pods: list[tuple[str, _Unbound]]) -> None:
+        """Bind every pod of one gang: all requests sent back to back, then all answers read
+        (see binds.py)."""
+        assert self._binder is not None
+        try:
+            answers = self._binder.bind(
+                [BindRequest(u.namespace, pod_id, u.node) for pod_id, u in pods]
+            )
+        except Exception as exc:  # the pods' failure, never the loop's
+            answers = [BindAnswer(0, error=str(exc))] * len(pods)
+        for (pod_id, unbound), answer in zip(pods, answers, strict=True):
+            # 404: gone (the watch says so); 409: bound already.
+            if 200 <= answer.status < 300 or answer.status in (404, 409):
+                continue
+            why = answer.error or f"{answer.status}: {answer.body}"
+            self._bind_failed(
+                pod_id,
+                unbound,
+                PodEventKind.FAILED,
+                "LaunchError",
+                f"cannot bind pod {pod_id} to node {unbound.node}: {why}",
+            )
+
+    def _bind_headers(self) -> dict[str, str]:
+        """The client's headers and credentials for a request (a refreshed token included)."""
+        headers = {str(k): str(v) for k, v in (self.api.default_headers or {}).items()}
+        headers["User-Agent"] = str(self.api.user_agent)
+        for setting in self.api.configuration.auth_settings().values():
+            if setting.get("in") == "header" and setting.get("value"):
+                headers[str(setting["key"])] = str(setting["value"])
+        return headers
+
+    def _bind_failed(
+        self, pod_id: str, unbound: _Unbound, kind: PodEventKind, reason: str, message: str
+    ) -> None:
+        """A pod of a gang that could not be bound: reported, and deleted when LOST."""
         log.warning("pod %s not bound: %s: %s", pod_id, reason, message)
         with self._lock:
             self._binding.discard(pod_id)
@@ -940,6 +990,8 @@ class KubernetesBackend:
         self._stop.set()
         self._pool.shutdown(wait=True)
         self._bind_pool.shutdown(wait=True)
+        if self._binder is not None:
+            self._binder.close()
 
 
 def _gang_size(pod: PodLaunch) -> int:
