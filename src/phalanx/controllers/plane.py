@@ -127,6 +127,10 @@ class ControlPlane:
         ]
         self._lock = threading.RLock()
         self._wake = threading.Event()
+        #: The thread running a tick (None: none), and whether a reconciler of that tick
+        #: added jobs (jobs_added): the jobs reconciler then runs again before it ends.
+        self._ticking_thread: int | None = None
+        self._has_new_jobs = False
         # A backend that can tell at once when a pod ends (the local one) wakes the loop: the
         # end is recorded, and a pipeline's next step started, without waiting for a tick.
         notify_on_exit = getattr(backend, "notify_on_exit", None)
@@ -223,6 +227,15 @@ class ControlPlane:
         loop: the leader sees the write at its next tick, within ``tick_s``)."""
         self._wake.set()
 
+    def jobs_added(self) -> None:
+        """A reconciler has just stored new jobs: the jobs reconciler runs once more at the
+        end of this tick, so that they are admitted and launched in the same pass (outside
+        a tick, or in another thread: the next tick runs now)."""
+        if self._ticking_thread == threading.get_ident():
+            self._has_new_jobs = True
+        else:
+            self._wake.set()
+
     def _stats_of(self, name: str) -> ReconcilerStats:
         return self.stats.setdefault(name, ReconcilerStats())
 
@@ -263,8 +276,17 @@ class ControlPlane:
         (for tests and metrics)."""
         with self._lock:
             now = self.clock()
-            for reconciler in self.reconcilers:
-                timed(reconciler, self._stats_of(reconciler.name), now)
+            self._ticking_thread, self._has_new_jobs = threading.get_ident(), False
+            try:
+                for reconciler in self.reconcilers:
+                    timed(reconciler, self._stats_of(reconciler.name), now)
+                if self._has_new_jobs:
+                    # A later reconciler (pipeline runs) added jobs: admit and launch them
+                    # in this pass rather than the next. The same guarded pass as any; a
+                    # crash before it leaves them Pending, admitted after the restart.
+                    timed(self.jobs_reconciler, self._stats_of(self.jobs_reconciler.name), now)
+            finally:
+                self._ticking_thread = None
             return self.jobs_reconciler.decisions
 
     def nodes(self) -> list[Node]:

@@ -304,6 +304,10 @@ _CHUNK = 500
 _MAX_CHANGES = 20_000
 #: Reads whose changed job ids a WorldCache keeps for ``changed_since``.
 _EPOCHS_KEPT = 1024
+#: Kinds whose writes change nothing read as configuration through ``config_revision``
+#: (queues, flavors, node health): a pipeline run's status is written at every step, and
+#: would otherwise have them all read again on the next pass.
+_NOT_CONFIGURATION = frozenset({"PipelineRun", "Pipeline"})
 
 
 def _chunks(items: Sequence[T]) -> list[Sequence[T]]:
@@ -385,7 +389,7 @@ class WorldCache:
             if changes:
                 self._revision = changes[-1].revision
                 for change in changes:
-                    if change.kind != "Job":
+                    if change.kind != "Job" and change.kind not in _NOT_CONFIGURATION:
                         self.config_revision = change.revision
                 latest = {c.name: c.revision for c in changes if c.kind == "Job"}
                 names = sorted(n for n, revision in latest.items() if not self._has(n, revision))

@@ -29,10 +29,10 @@ import contextlib
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from phalanx.pipelines.keys import canonical_json, content_hash
+from phalanx.pipelines.hashing import canonical_json, content_hash
+from phalanx.pipelines.record import Record
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -40,39 +40,51 @@ if TYPE_CHECKING:
 # io, pathlib, pickle and tempfile are imported where they are used: a step's process imports
 # this module to run one trivial task, and its start-up is most of that step's cost (pathlib
 # alone, with the urllib.parse and ipaddress it imports, was a quarter of this package's).
+# For the same reason the value types below are Records, not dataclasses (see record.py).
 
 INLINE_LIMIT_BYTES = 16 * 1024
 ENV_ARTIFACTS = "PHALANX_ARTIFACTS"
 
 
-@dataclass(frozen=True, slots=True)
-class File:
+class File(Record):
     """A file produced or consumed by a task: stored by the hash of its bytes."""
 
+    __slots__ = ("path",)
     path: str
+
+    def __init__(self, path: str) -> None:
+        self._set(path=path)
 
     def read_bytes(self) -> bytes:
         with open(self.path, "rb") as f:
             return f.read()
 
 
-@dataclass(frozen=True, slots=True)
-class Directory:
+class Directory(Record):
     """A directory tree: stored as a manifest of relative paths to file hashes."""
 
+    __slots__ = ("path",)
     path: str
 
+    def __init__(self, path: str) -> None:
+        self._set(path=path)
 
-@dataclass(frozen=True, slots=True)
-class ArtifactRef:
+
+class ArtifactRef(Record):
     """Where a value is: its content ``hash``, ``format`` and size, and for small JSON values
     the JSON text itself (``inline``), so that reading it costs no round trip."""
 
+    __slots__ = ("hash", "format", "size", "type", "inline")  # noqa: RUF023 - in __init__'s order (Record)
     hash: str
     format: str
     size: int
-    type: str = ""
-    inline: str | None = None
+    type: str
+    inline: str | None
+
+    def __init__(
+        self, hash: str, format: str, size: int, type: str = "", inline: str | None = None
+    ) -> None:
+        self._set(hash=hash, format=format, size=size, type=type, inline=inline)
 
     def to_json(self) -> dict[str, object]:
         out: dict[str, object] = {
@@ -97,14 +109,19 @@ class ArtifactRef:
         )
 
 
-@dataclass(slots=True)
-class Encoded:
+class Encoded(Record):
     """A value as bytes, its format, and for directories the blobs of its files."""
 
+    __slots__ = ("format", "data", "type", "parts")  # noqa: RUF023 - in __init__'s order (Record)
     format: str
     data: bytes
     type: str
-    parts: dict[str, bytes] = field(default_factory=dict)
+    parts: dict[str, bytes]
+
+    def __init__(
+        self, format: str, data: bytes, type: str, parts: dict[str, bytes] | None = None
+    ) -> None:
+        self._set(format=format, data=data, type=type, parts={} if parts is None else parts)
 
     @property
     def hash(self) -> str:

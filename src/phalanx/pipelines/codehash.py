@@ -7,23 +7,23 @@ names, and the whole source of project-local modules it names, are followed recu
 editing a helper a task calls invalidates the task's cache, while upgrading an installed
 library does not (pin it through the image or ``cache_version`` instead).
 
-Reads source files (inspect): an effect, so it lives apart from the pure keys. A step's
-process checks its task's hash on every start, so this module imports neither pathlib nor
-textwrap (whose regular expressions alone cost that process more than its work): paths go
+Reads source files (linecache; inspect for classes and modules): an effect, so it lives
+apart from the pure keys. A step's process checks its task's hash on every start, so this
+module imports neither pathlib nor textwrap (whose regular expressions alone cost that
+process more than its work) nor, until a class or module is hashed, inspect: paths go
 through os.path, and ``dedent`` is textwrap's, line by line.
 """
 
 from __future__ import annotations
 
 import functools
-import inspect
 import linecache
 import os
 import sys
 import types
 from collections.abc import Callable
 
-from phalanx.pipelines.keys import content_hash
+from phalanx.pipelines.hashing import content_hash
 
 _CACHE: dict[object, str] = {}
 _CONSTANTS = (bool, int, float, complex, str, bytes, tuple, frozenset, type(None))
@@ -107,6 +107,8 @@ def _source(obj: object) -> str:
         text = _function_source(obj)
         if text is not None:
             return dedent(text)
+    import inspect  # only for what is not a plain function: a step's process never needs it
+
     try:
         return dedent(inspect.getsource(obj))  # type: ignore[arg-type]
     except (OSError, TypeError):

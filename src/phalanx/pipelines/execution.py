@@ -2,20 +2,20 @@
 values (type-checked as they arrive), call the task and store its output (type-checked too).
 
 Shared by the in-process runner and by the step process of a job (``python -m
-phalanx.pipelines.step``), so both compute the same keys and write the same artifacts.
+phalanx.pipelines.step``), so both compute the same keys and write the same artifacts. The
+step's process computes no key: keys.py (and the dataclasses it uses) is imported by
+``step_key`` only.
 """
 
 from __future__ import annotations
 
 import importlib
-import inspect
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from phalanx.pipelines.artifacts import ArtifactRef, ArtifactStore, encode
-from phalanx.pipelines.keys import KeyInputs, cache_key
 from phalanx.pipelines.sdk import Task
-from phalanx.pipelines.typecheck import PipelineTypeError, check_value
+from phalanx.pipelines.typecheck import NO_ANNOTATION, PipelineTypeError, check_value
 
 if TYPE_CHECKING:
     from phalanx.kinds.pipeline import StepSpec
@@ -55,6 +55,8 @@ def input_refs(step: StepSpec, outputs: Mapping[str, ArtifactRef]) -> dict[str, 
 
 def step_key(step: StepSpec, refs: Mapping[str, ArtifactRef], image: str = "") -> str:
     """The cache key of ``step`` given its inputs' refs (see keys.cache_key)."""
+    from phalanx.pipelines.keys import KeyInputs, cache_key
+
     return cache_key(
         KeyInputs(
             task=step.task,
@@ -74,10 +76,10 @@ def call_step(
     returned; return the value. Raises PipelineTypeError naming the step and field."""
     values: dict[str, object] = {}
     for name, ref in refs.items():
-        expected = task.hints.get(name, inspect.Parameter.empty)
+        expected = task.hints.get(name, NO_ANNOTATION)
         values[name] = check_value(step, f"input {name!r}", expected, store.get(ref))
     result = task.fn(**values)
-    if task.returns is not inspect.Parameter.empty:
+    if task.returns is not NO_ANNOTATION:
         try:
             check_value(step, "output", task.returns, result)
         except PipelineTypeError as exc:

@@ -6,37 +6,22 @@ content hash of each, whether a literal or an upstream artifact), its optional
 ``cache_version`` and the image it runs in. The same step gives the same key in-process and
 on a server because both call ``cache_key`` with the same ``KeyInputs``.
 
-Imports only the standard library's hashing and JSON; no clock, no I/O (an import-linter
-contract keeps it so).
+Imports only the standard library's hashing and JSON (through hashing.py, where
+``canonical_json`` and ``content_hash`` live); no clock, no I/O (an import-linter contract
+keeps it so).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from phalanx.pipelines.hashing import canonical_json, content_hash
+
+__all__ = ["KEY_SCHEMA", "KeyInputs", "cache_key", "canonical_json", "content_hash"]
+
 #: Version of the key's layout: bump it when what goes into a key changes.
 KEY_SCHEMA = 1
-
-
-def canonical_json(value: object) -> bytes:
-    """The one JSON encoding of a plain value: sorted keys, no spaces, UTF-8.
-
-    Raises TypeError for a value JSON cannot hold (the caller picks another encoding)."""
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=True
-    ).encode()
-
-
-def content_hash(data: bytes, kind: str = "") -> str:
-    """``sha256:<hex>`` of ``data``, prefixed by the encoding ``kind`` (so equal bytes of two
-    encodings, say a JSON string and a file with the same bytes, hash apart)."""
-    digest = hashlib.sha256()
-    digest.update(kind.encode() + b"\0")
-    digest.update(data)
-    return "sha256:" + digest.hexdigest()
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,9 @@ at start and every ``RESYNC_S``) (observe → decide → apply):
      ``replicas`` > 1 is a gang, GPUs in its resources are devices placed like any job's;
      repeat 2–3 until nothing changes, so a fully cached run finishes in one tick;
   4. write the run's status (phase, per-step state, attempts, keys, artifacts, lineage) back
-     to the PipelineRun object in one store write, if it changed.
+     to the PipelineRun object, if it changed, in the same store transaction that creates the
+     new steps' jobs (a crash leaves both or neither); then the plane admits those jobs
+     before this tick ends (``ControlPlane.jobs_added``).
 
 A run whose artifact store is ``s3://`` may name a Secret (``spec.artifactsSecret``): its
 steps' jobs get the Secret's AWS_* keys through ``secretKeyRef`` (never the values), and this
@@ -297,14 +299,11 @@ class PipelineRunReconciler:
                 index, step = next((i, s) for i, s in enumerate(spec.steps) if s.name == name)
                 self._start(spec, obj, index, step, steps, store, previous, new_jobs, now)
                 is_changed = True
-        if new_jobs:
-            self._submit(new_jobs, steps, now)
-        # 4. the run's phase and status
-        phase = dag.run_phase({n: StepState(s["state"]) for n, s in steps.items()})
-        status["phase"] = phase.value
-        if phase is not RunPhase.RUNNING:
-            status.setdefault("finishedAt", now)
-        self._write(obj, status, before, now)
+        # 4. the run's status and the new steps' jobs, in one store transaction
+        phase = self._submit(obj, status, before, new_jobs, now) if new_jobs else None
+        if phase is None:
+            phase = _set_phase(status, now)
+            self._write(obj, status, before, now)
         self._note_jobs(obj.name, steps if phase is RunPhase.RUNNING else {})
         if phase is not RunPhase.RUNNING:
             self._finished.add((obj.name, obj.uid))
@@ -465,28 +464,41 @@ class PipelineRunReconciler:
         }
 
     def _submit(
-        self, manifests: list[dict[str, object]], steps: dict[str, dict[str, Any]], now: float
-    ) -> None:
-        """Create the steps' jobs in one store transaction and wake the loop, which admits
-        them on its next tick. Not through ``ControlPlane.apply``: that counts as an API
-        submission, for which the loop rests after its tick, and a pipeline's next step
-        would wait for it."""
+        self,
+        obj: ObjectRecord,
+        status: dict[str, Any],
+        before: str,
+        manifests: list[dict[str, object]],
+        now: float,
+    ) -> RunPhase:
+        """Create the steps' jobs and write the run's status (its steps Running) in one store
+        transaction, and tell the plane, whose jobs reconciler then runs once more before
+        this tick ends (``ControlPlane.jobs_added``): a step's job is admitted and launched
+        in the same pass as its upstream's end was recorded. Jobs refused whole (a spec or
+        the store refusing one) fail their steps, saying why, and only the status is written.
+        Returns the run's phase. Not through ``ControlPlane.apply``: that counts as an API
+        submission, for which the loop rests after its tick, and the next step would wait."""
+        steps: dict[str, dict[str, Any]] = status["steps"]
         try:
             parsed = [kinds.parse(m) for m in manifests]
             jobs = [
                 (p.name, uuid.uuid4().hex, p.manifest, p.obj.queue, p.obj.priority) for p in parsed
             ]
-            self.store.apply([], jobs, now)
+            phase = _set_phase(status, now)
+            self._write(obj, status, before, now, jobs)
         except (SpecError, ValueError) as exc:  # refused whole: the steps fail, saying why
             for manifest in manifests:
                 labels = manifest["metadata"]["labels"]  # type: ignore[index]
                 steps[labels[LABEL_STEP]].update(
                     state=StepState.FAILED.value, message=f"job refused: {exc}", finishedAt=now
                 )
-            return
+            phase = _set_phase(status, now)
+            self._write(obj, status, before, now)
+            return phase
         for (_, uid, *_), item in zip(jobs, parsed, strict=True):
             self.plane.specs.submitted(uid, item.obj)
-        self.plane.wake()
+        self.plane.jobs_added()
+        return phase
 
     def _jobs(self, names: list[str]) -> dict[str, JobRecord]:
         """The jobs called ``names`` that exist, without their manifests."""
@@ -536,12 +548,30 @@ class PipelineRunReconciler:
                 finishedAt=job.finished_at or now,
             )
 
-    def _write(self, obj: ObjectRecord, status: dict[str, Any], before: str, now: float) -> None:
-        if json.dumps(status, sort_keys=True) == before:
+    def _write(
+        self,
+        obj: ObjectRecord,
+        status: dict[str, Any],
+        before: str,
+        now: float,
+        jobs: list[tuple[str, str, dict[str, Any], str, int]] | None = None,
+    ) -> None:
+        """Write the run's status if it changed, with ``jobs`` to create in the same
+        transaction. Raises ValueError when the store refuses a job (nothing written)."""
+        if not jobs and json.dumps(status, sort_keys=True) == before:
             return
         manifest = dict(obj.manifest)
         manifest["status"] = status
-        self.store.apply([(KIND, obj.name, manifest)], [], now)
+        self.store.apply([(KIND, obj.name, manifest)], jobs or [], now)
+
+
+def _set_phase(status: dict[str, Any], now: float) -> RunPhase:
+    """Set the run's phase from its steps' states (and when it finished); return it."""
+    phase = dag.run_phase({n: StepState(s["state"]) for n, s in status["steps"].items()})
+    status["phase"] = phase.value
+    if phase is not RunPhase.RUNNING:
+        status.setdefault("finishedAt", now)
+    return phase
 
 
 def run_status_age_s(status: Mapping[str, Any], now: float | None = None) -> float:

@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import inspect
 import re
 import typing
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from phalanx.pipelines.artifacts import _is_json
 from phalanx.pipelines.codehash import code_hash
+from phalanx.pipelines.record import Record
 from phalanx.pipelines.typecheck import (
+    NO_ANNOTATION,
     PipelineTypeError,
     accepts,
     compatible,
@@ -29,40 +29,54 @@ from phalanx.pipelines.typecheck import (
 )
 
 if TYPE_CHECKING:  # the kinds are imported when a DAG is built, not by a step's process
+    import inspect
+
     from phalanx.kinds.pipeline import PipelineSpec, StepSpec
+
+# Every step's process imports this module (the user's module does, for @task) only to
+# declare tasks and pipelines: it must not import inspect (a signature is made when first
+# used) nor dataclasses (the records below are Records; see record.py).
 
 P = ParamSpec("P")
 R = TypeVar("R")
 _STEP_NAME = re.compile(r"[^a-z0-9-]+")
 
 
-@dataclass(frozen=True, slots=True)
-class TaskFuture(Generic[R]):
+class TaskFuture(Record, Generic[R]):
     """The output of a step not yet run: pass it to other tasks."""
 
+    __slots__ = ("step", "task")
     step: str
     task: Task[..., R]
+
+    def __init__(self, step: str, task: Task[..., R]) -> None:
+        self._set(step=step, task=task)
 
     @property
     def returns(self) -> object:
         return self.task.returns
 
 
-@dataclass(frozen=True, slots=True)
-class unmapped:  # noqa: N801 - reads as a marker in calls: task.map(xs, k=unmapped([1, 2]))
+class unmapped(Record):  # noqa: N801 - reads as a marker in calls: task.map(xs, k=unmapped([1, 2]))
     """Pass a list whole to every call of ``task.map`` instead of fanning out over it."""
 
+    __slots__ = ("value",)
     value: object
 
+    def __init__(self, value: object) -> None:
+        self._set(value=value)
 
-@dataclass(slots=True)
+
 class _Graph:
     """The DAG being built: steps in the order they were created (a topological order)."""
 
-    steps: list[StepSpec] = field(default_factory=list)
-    tasks: dict[str, Task[..., Any]] = field(default_factory=dict)
-    names: set[str] = field(default_factory=set)
-    condition: tuple[str, bool] | None = None
+    __slots__ = ("condition", "names", "steps", "tasks")
+
+    def __init__(self) -> None:
+        self.steps: list[StepSpec] = []
+        self.tasks: dict[str, Task[..., Any]] = {}
+        self.names: set[str] = set()
+        self.condition: tuple[str, bool] | None = None
 
     def step_name(self, base: str) -> str:
         name = _STEP_NAME.sub("-", base.lower().replace("_", "-")).strip("-")[:40] or "step"
@@ -105,13 +119,26 @@ class Task(Generic[P, R]):
         self.cache = cache
         self.cache_version = cache_version
         self.queue = queue
-        self.signature = inspect.signature(fn)
-        try:
-            self.hints = typing.get_type_hints(fn)
-        except (NameError, TypeError):  # an annotation that cannot be resolved: unchecked
-            self.hints = {}
-        self.returns: object = self.hints.get("return", inspect.Parameter.empty)
         functools.update_wrapper(self, fn)
+
+    @functools.cached_property
+    def signature(self) -> inspect.Signature:
+        """The function's signature (made when first needed: building a DAG needs it, a
+        step's process does not)."""
+        import inspect
+
+        return inspect.signature(self.fn)
+
+    @functools.cached_property
+    def hints(self) -> dict[str, Any]:
+        """The function's resolved annotations; none when one cannot be resolved (then
+        nothing is checked)."""
+        return _type_hints(self.fn)
+
+    @property
+    def returns(self) -> object:
+        """The return annotation, or NO_ANNOTATION."""
+        return self.hints.get("return", NO_ANNOTATION)
 
     @property
     def code_hash(self) -> str:
@@ -163,7 +190,7 @@ class Task(Generic[P, R]):
         bound.apply_defaults()
         inputs: dict[str, StepInput] = {}
         for param, value in bound.arguments.items():
-            expected = self.hints.get(param, inspect.Parameter.empty)
+            expected = self.hints.get(param, NO_ANNOTATION)
             field_name = f"input {param!r}"
             if isinstance(value, TaskFuture):
                 if not compatible(value.returns, expected):
@@ -265,13 +292,26 @@ def when(condition: TaskFuture[Any], *, negate: bool = False) -> Iterator[None]:
         graph.condition = None
 
 
-@dataclass(frozen=True, slots=True)
-class Built:
+def _type_hints(fn: Callable[..., object]) -> dict[str, Any]:
+    """``typing.get_type_hints(fn)``, or none when an annotation cannot be resolved."""
+    try:
+        return typing.get_type_hints(fn)
+    except (NameError, TypeError):  # an annotation that cannot be resolved: unchecked
+        return {}
+
+
+class Built(Record):
     """A pipeline built for some parameters: its spec and the tasks of its steps."""
 
+    __slots__ = ("spec", "tasks", "outputs")  # noqa: RUF023 - in __init__'s order (Record)
     spec: PipelineSpec
     tasks: Mapping[str, Task[..., Any]]
     outputs: object
+
+    def __init__(
+        self, spec: PipelineSpec, tasks: Mapping[str, Task[..., Any]], outputs: object
+    ) -> None:
+        self._set(spec=spec, tasks=tasks, outputs=outputs)
 
 
 class Pipeline(Generic[P]):
@@ -282,12 +322,18 @@ class Pipeline(Generic[P]):
         self.name = name or _STEP_NAME.sub("-", fn.__name__.lower().replace("_", "-"))
         self.ref = f"{fn.__module__}:{fn.__qualname__}"
         self.queue = queue
-        self.signature = inspect.signature(fn)
-        try:
-            self.hints = typing.get_type_hints(fn)
-        except (NameError, TypeError):
-            self.hints = {}
         functools.update_wrapper(self, fn)
+
+    @functools.cached_property
+    def signature(self) -> inspect.Signature:
+        """The function's signature (made when first needed, as Task's)."""
+        import inspect
+
+        return inspect.signature(self.fn)
+
+    @functools.cached_property
+    def hints(self) -> dict[str, Any]:
+        return _type_hints(self.fn)
 
     def params(self, given: Mapping[str, object]) -> dict[str, object]:
         """The parameters with defaults filled in; raises PipelineTypeError naming a missing,
@@ -298,7 +344,7 @@ class Pipeline(Generic[P]):
             raise PipelineTypeError(self.name, "parameters", str(exc)) from None
         bound.apply_defaults()
         for key, value in bound.arguments.items():
-            expected = self.hints.get(key, inspect.Parameter.empty)
+            expected = self.hints.get(key, NO_ANNOTATION)
             if not accepts(expected, value):
                 raise PipelineTypeError(
                     self.name,

@@ -6,12 +6,25 @@ Errors name the step and the field: ``step 'train' input 'lr': expected float, g
 
 from __future__ import annotations
 
-import inspect
 import types
 import typing
 from typing import Any
 
-_EMPTY = inspect.Parameter.empty
+
+class _NoAnnotation:
+    """The annotation of a parameter that has none: ``inspect.Parameter.empty``'s role,
+    without importing inspect (see record.py for why a step's process avoids it)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NO_ANNOTATION"
+
+
+#: What ``Task.hints.get(name, NO_ANNOTATION)`` and ``Task.returns`` give for a parameter or
+#: a return without an annotation: anything is accepted there.
+NO_ANNOTATION: Any = _NoAnnotation()
+_EMPTY = NO_ANNOTATION
 _SEQUENCES = (list, tuple)
 
 

@@ -11,10 +11,11 @@ from typing import Any
 
 from phalanx.cli.pipeline import run_manifest
 from phalanx.controllers.lifecycle import guarded
-from phalanx.controllers.state import SpecCache
+from phalanx.controllers.state import SpecCache, WorldCache
 from phalanx.pipelines import pipeline, task
 from phalanx.pipelines.reconciler import KIND, RESYNC_S, PipelineRunReconciler, job_name
 from phalanx.store.memory import MemoryStore
+from phalanx.testing import queue_manifests
 
 
 @task
@@ -57,10 +58,10 @@ class _Plane:
     store: CountingStore
     backend: _Backend = field(default_factory=_Backend)
     specs: SpecCache = field(default_factory=SpecCache)
-    wakes: int = 0
+    added: int = 0
 
-    def wake(self) -> None:
-        self.wakes += 1
+    def jobs_added(self) -> None:
+        self.added += 1
 
 
 def test_only_written_runs_are_read_between_full_passes(tmp_path: Path) -> None:
@@ -74,7 +75,7 @@ def test_only_written_runs_are_read_between_full_passes(tmp_path: Path) -> None:
 
     reconciler.reconcile(1.0)  # the first pass looks at every run: submits step 0's job
     assert store.reads == Counter({"list": 1})
-    assert store.get_job(job_name("r", 0)) is not None and plane.wakes == 1
+    assert store.get_job(job_name("r", 0)) is not None and plane.added == 1
 
     store.reads.clear()
     reconciler.reconcile(1.1)  # its own writes (the run's status, the job) were since
@@ -100,3 +101,59 @@ def test_only_written_runs_are_read_between_full_passes(tmp_path: Path) -> None:
     store.reads.clear()
     reconciler.reconcile(1.0 + RESYNC_S)  # a full pass again after RESYNC_S
     assert store.reads == Counter({"list": 1})
+
+
+def test_a_runs_status_writes_do_not_have_the_loop_read_its_configuration_again(
+    tmp_path: Path,
+) -> None:
+    """A run's status is written at every step: the World's ``config_revision`` (which has
+    queues, flavors and node health read again) moves for a Queue write, not for those."""
+    store = CountingStore()
+    world = WorldCache(store, SpecCache())
+    world.read()
+    start = world.config_revision
+    manifest = run_manifest(
+        chain.build(), name="r", queue="q", artifacts=str(tmp_path), no_cache=False
+    )
+    store.apply([(KIND, "r", manifest)], [], 1.0)
+    store.apply([(KIND, "r", {**manifest, "status": {"phase": "Running"}})], [], 1.1)
+    world.read()
+    assert world.config_revision == start
+    queue = next(m for m in queue_manifests() if m["kind"] == "Queue")
+    store.apply([("Queue", "q", queue)], [], 1.2)
+    world.read()
+    assert world.config_revision is not None and world.config_revision != start
+
+
+def test_a_step_whose_job_the_store_refuses_fails_saying_why_and_the_run_is_written(
+    tmp_path: Path,
+) -> None:
+    """The steps' jobs and the run's status are one transaction: when the store refuses a
+    job (one of that name exists with another spec), nothing of it is written, then the
+    step fails with the reason and the run's status is written alone."""
+    store = CountingStore()
+    manifest = run_manifest(
+        chain.build(), name="r", queue="q", artifacts=str(tmp_path), no_cache=False
+    )
+    store.apply([(KIND, "r", manifest)], [], 0.0)
+    squatter = {
+        "apiVersion": "phalanx.dev/v1alpha1",
+        "kind": "Job",
+        "metadata": {"name": job_name("r", 0)},
+        "spec": {"queue": "q", "podSets": [{"name": "w", "command": ["true"]}]},
+    }
+    store.apply([], [(job_name("r", 0), "uid-0", squatter, "q", 0)], 0.0)
+    plane = _Plane(store)
+    reconciler = PipelineRunReconciler(plane)  # type: ignore[arg-type]
+    reconciler.reconcile(1.0)
+
+    run = store.get_object(KIND, "r")
+    assert run is not None
+    first = next(iter(run.manifest["status"]["steps"].values()))
+    assert first["state"] == "Failed" and first["message"].startswith("job refused: ")
+    reconciler.reconcile(1.1)  # its write is seen: the dependent can never run
+    run = store.get_object(KIND, "r")
+    assert run is not None and run.manifest["status"]["phase"] == "Failed"
+    job = store.get_job(job_name("r", 0))
+    assert job is not None and job.uid == "uid-0"  # the other job is left as it was
+    assert plane.added == 0
