@@ -9,7 +9,8 @@ drift apart silently.
 ``JobJson`` keeps each job's list-item JSON by (job id, resourceVersion): every write of a job
 or its pods moves its resourceVersion on, so a cached rendering is current. Jobs holding
 capacity are rendered afresh each time: their progress comes from files their pods write,
-which move no version. Must not import client or cli.
+which move no version. Whole pages are kept by the store's revision, for ``cached``: a page
+asked for again before any write is answered with one small read. Must not import client or cli.
 """
 
 from __future__ import annotations
@@ -55,10 +56,35 @@ class JobJson:
     #: which clients poll, and the pages a client walks through.
     CACHE_SIZE = 2048
 
+    #: Whole pages kept by (store revision, queue, selector, limit, continue token): the pages
+    #: clients poll between writes. A page with a job holding capacity is not kept.
+    PAGE_CACHE_SIZE = 16
+
     def __init__(self, queries: Queries) -> None:
         self._queries = queries
         self._items: OrderedDict[tuple[int, int], bytes] = OrderedDict()
+        self._pages: OrderedDict[
+            tuple[int, str | None, LabelSelector | None, int, str], tuple[bytes, str, int]
+        ] = OrderedDict()
         self._lock = threading.Lock()
+
+    def cached(
+        self,
+        queue: str | None,
+        selector: LabelSelector | None,
+        limit: int,
+        continue_token: str,
+    ) -> tuple[bytes, str, int] | None:
+        """What ``page`` answers, if that page was built at the store's current revision
+        (read now: one small query) and kept; None otherwise. Every write moves the revision
+        on, and a page is built from reads made after its revision was read, so a page kept
+        under the current revision holds every write up to it."""
+        memo = (self._queries.store.revision(), queue, selector, limit, continue_token)
+        with self._lock:
+            found = self._pages.get(memo)
+            if found is not None:
+                self._pages.move_to_end(memo)
+            return found
 
     def page(
         self,
@@ -78,11 +104,13 @@ class JobJson:
                     self._items.move_to_end(key)
                     parts[key[0]] = item
         missing = [key for key in keys.items if key[0] not in parts]
+        is_kept = True
         if missing:
             for job_id, view in self._queries.job_views(missing).items():
                 item = json_bytes(job_out(view))
                 parts[job_id] = item
                 if view.phase.value in HOLDING:
+                    is_kept = False
                     continue
                 with self._lock:
                     self._items[(job_id, view.metadata.resource_version)] = item
@@ -90,4 +118,11 @@ class JobJson:
                         self._items.popitem(last=False)
         # A job deleted since the page was picked is left out, as page_jobs does.
         body = b",".join(parts[job_id] for job_id, _ in keys.items if job_id in parts)
-        return b"[" + body + b"]", keys.continue_token, keys.resource_version
+        out = (b"[" + body + b"]", keys.continue_token, keys.resource_version)
+        if is_kept:
+            memo = (keys.resource_version, queue, selector, limit, continue_token)
+            with self._lock:
+                self._pages[memo] = out
+                if len(self._pages) > self.PAGE_CACHE_SIZE:
+                    self._pages.popitem(last=False)
+        return out

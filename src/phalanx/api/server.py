@@ -377,7 +377,9 @@ class ApiServer:
             self.plane = ControlPlane(
                 self.store,
                 self.backend,
-                ControlPlaneConfig(data_dir=data_dir, tick_s=settings.tick_s, lease=lease),
+                ControlPlaneConfig(
+                    data_dir=data_dir, tick_s=settings.tick_s, lease=lease, freeze_heap=True
+                ),
             )
             self.plane.role_listeners.append(self._on_role)
             # Pipeline runs: each step a job owned by its run (phalanx.pipelines).

@@ -28,6 +28,7 @@ from phalanx import kinds
 from phalanx.backends.base import Backend, PodEvent, PodEventKind
 from phalanx.controllers.errors import ConflictError, NotFoundError
 from phalanx.controllers.health import HealthTracker, QuarantinePolicy
+from phalanx.controllers.heap import HeapFreezer
 from phalanx.controllers.leader import LeaderElector, LeaseConfig, Role
 from phalanx.controllers.lifecycle import Lifecycle
 from phalanx.controllers.queries import Queries
@@ -72,6 +73,9 @@ class ControlPlaneConfig:
     #: coming (the rest is the API's): after such a tick of t seconds the next starts no
     #: sooner than t × (1 − share) / share later, wake() or not.
     loop_share: float = 0.25
+    #: Freeze what survives the garbage collector's full collections while started
+    #: (controllers/heap.py): process-wide, so only the server turns it on.
+    freeze_heap: bool = False
 
 
 class ControlPlane:
@@ -138,6 +142,8 @@ class ControlPlane:
             notify_on_exit(self.wake)
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        #: Keeps full garbage collections short (see ControlPlaneConfig.freeze_heap).
+        self.heap = HeapFreezer() if config.freeze_heap else None
         self._applies = 0
         #: (nodes, flavors, queues) and the never-fits checks built from them, for apply.
         self._warning_checks: (
@@ -163,6 +169,8 @@ class ControlPlane:
     def start(self) -> None:
         """Reconcile with the backend, then run the loop in a background thread; with leader
         election, start the elector instead, which does both once this plane leads."""
+        if self.heap is not None:
+            self.heap.start()
         if self.elector is not None:
             self.elector.start()
             return
@@ -175,6 +183,8 @@ class ControlPlane:
         if self.elector is not None:
             self.elector.stop()
         self._stop_loop()
+        if self.heap is not None:
+            self.heap.stop()
 
     def _start_loop(self) -> None:
         self._stopping.clear()

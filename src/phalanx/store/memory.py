@@ -282,6 +282,10 @@ def _encoded(value: Any, what: str) -> str:
 class MemoryStore(Store):
     """The store in this process's memory (module docstring)."""
 
+    @property
+    def has_quick_reads(self) -> bool:
+        return True
+
     def __init__(self) -> None:  # no engine: every method of Store is answered here
         self.url = MEMORY_URL
         self.fence: tuple[str, str, int] | None = None

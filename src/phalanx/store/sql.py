@@ -291,6 +291,13 @@ class Store:
         self.fence: tuple[str, str, int] | None = None
 
     @property
+    def has_quick_reads(self) -> bool:
+        """Whether a small read (the revision) is answered in this process's file or memory
+        without a network round trip: SQLite (a read in WAL mode waits for no writer), not
+        PostgreSQL."""
+        return not self._is_postgres
+
+    @property
     def redacted_url(self) -> str:
         """The URL with any password hidden, for messages."""
         return (
@@ -622,8 +629,29 @@ class Store:
 
     # ---- the revision log ----
 
+    @contextmanager
+    def _driver_cursor(self) -> Iterator[Any]:
+        """A cursor of a pooled connection's DBAPI driver: for the small reads every request
+        and every tick makes (the revision, the log since it), where a session's setup and a
+        statement's compilation cost twenty times the query (about 80 µs against 1.7 ms for
+        the revision, measured on SQLite). SQLite's paramstyle (``?``); the connection goes
+        back to the pool (and its reset) as any."""
+        connection = self.engine.raw_connection()
+        try:
+            cursor = connection.cursor()
+            try:
+                yield cursor
+            finally:
+                cursor.close()
+        finally:
+            connection.close()
+
     def revision(self) -> int:
         """The newest revision (0 for an empty log)."""
+        if not self._is_postgres:
+            with self._driver_cursor() as cursor:
+                cursor.execute("SELECT max(id) FROM changes")
+                return int(cursor.fetchone()[0] or 0)
         with self._sessions() as s:
             return int(s.scalar(select(func.max(ChangeRow.id))) or 0)
 
@@ -633,6 +661,17 @@ class Store:
         that were compacted away and must list again). When nothing can have been missed —
         no writes after ``after``, or the first is ``after + 1`` — the second value is just
         ``after + 1`` at most, which saves a query on every read of a reader keeping up."""
+        if not self._is_postgres:
+            with self._driver_cursor() as cursor:
+                cursor.execute(
+                    "SELECT id, kind, name, type, at FROM changes WHERE id > ? ORDER BY id LIMIT ?",
+                    (after, limit),
+                )
+                changes = [Change(*row) for row in cursor.fetchall()]
+                if not changes or changes[0].revision == after + 1:
+                    return changes, min(after + 1, changes[0].revision) if changes else after
+                cursor.execute("SELECT min(id) FROM changes")
+                return changes, int(cursor.fetchone()[0] or 0)
         with self._sessions() as s:
             rows = s.execute(
                 select(ChangeRow.id, ChangeRow.kind, ChangeRow.name, ChangeRow.type, ChangeRow.at)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -14,6 +15,7 @@ from fastapi import FastAPI
 
 from conftest import AppTransport
 from phalanx.api import app as app_module
+from phalanx.api import fast_routes
 from phalanx.testing import queue_manifests
 
 #: A queue without GPUs: the jobs below stay Pending, no pod starts.
@@ -194,3 +196,39 @@ def test_pages_hide_env_from_other_users(app: FastAPI, http: httpx.Client) -> No
     assert env == {"SECRET_ISH": "(hidden)"}
     (own,) = http.get("/api/v1/jobs", params={"limit": "10"}).json()
     assert own["manifest"]["spec"]["podSets"][0]["env"] == {"SECRET_ISH": "v"}
+
+
+def test_a_page_kept_at_the_current_revision_skips_the_worker_thread(
+    http: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    post_json(http, {"manifests": [*QUEUE, *(job(f"k-{i}") for i in range(3))]}).raise_for_status()
+    hops = {"page": 0}
+    hop = fast_routes.run_in_threadpool
+
+    async def counted(func: Callable[..., Any], *args: object) -> Any:
+        hops["page"] += 1
+        return await hop(func, *args)
+
+    monkeypatch.setattr(fast_routes, "run_in_threadpool", counted)
+    # Until the loop has given every job its reason, each answer may be at a newer revision.
+    deadline = time.monotonic() + 20
+    first = http.get("/api/v1/jobs", params={"limit": "2"})
+    while True:
+        hops["page"] = 0
+        again = http.get("/api/v1/jobs", params={"limit": "2"})
+        if again.headers["x-resource-version"] == first.headers["x-resource-version"]:
+            break
+        assert time.monotonic() < deadline, "the loop kept writing"
+        first = again
+        time.sleep(0.2)
+    assert hops["page"] == 0  # answered from the kept page
+    assert again.content == first.content
+    assert again.headers["x-continue"] == first.headers["x-continue"]
+    # A write moves the revision on: the page is built again, and shows it.
+    post_json(http, {"manifests": [job("k-3")]}).raise_for_status()
+    hops["page"] = 0
+    rest = http.get("/api/v1/jobs", params={"limit": "2", "continue": again.headers["x-continue"]})
+    assert hops["page"] == 1
+    assert [j["name"] for j in rest.json()] == ["k-2", "k-3"]
+    http.get("/api/v1/jobs", params={"limit": "2"}).raise_for_status()
+    assert hops["page"] == 2  # the first page too: it was kept at an older revision

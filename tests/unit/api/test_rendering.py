@@ -1,12 +1,14 @@
 """JSON sent as bytes (``api.rendering``): what FastAPI would have sent after validating against
 the schemas, so that skipping its response validation cannot drift silently; and job pages
-rendered once per resourceVersion, afresh for jobs holding capacity."""
+rendered once per resourceVersion, afresh for jobs holding capacity; whole pages kept by the
+store's revision, never served once a write has moved it on."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import math
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -191,3 +193,66 @@ def test_jobs_holding_capacity_are_rendered_afresh(
         for _ in range(2)
     ]
     assert [p["step"] for p in progress] == [5, 9]
+
+
+def test_a_kept_page_is_served_until_the_next_write(queries: Queries, store: Store) -> None:
+    pages = JobJson(queries)
+    assert pages.cached(None, None, 4, "") is None
+    built = pages.page(None, None, 4, "")
+    assert pages.cached(None, None, 4, "") == built
+    assert pages.cached(None, None, 3, "") is None  # another page
+    # A write by another writer than this process's loop (straight to the store).
+    write(store, "c", message="moved on", reason_code="NeverFits")
+    assert pages.cached(None, None, 4, "") is None
+    items = cast(list[dict[str, Any]], json.loads(pages.page(None, None, 4, "")[0]))
+    assert items[2]["message"] == "moved on"
+    kept = pages.cached(None, None, 4, "")
+    assert kept is not None and json.loads(kept[0]) == items
+
+
+def test_a_page_with_a_job_holding_capacity_is_not_kept(queries: Queries, store: Store) -> None:
+    write(store, "a", phase="Admitted", attempt=1)
+    pages = JobJson(queries)
+    pages.page(None, None, 4, "")
+    assert pages.cached(None, None, 4, "") is None
+    assert pages.cached(None, None, 2, "") is None
+    _, token, _ = pages.page(None, None, 2, "")
+    pages.page(None, None, 2, token)  # c, d: pending only
+    assert pages.cached(None, None, 2, token) is not None
+
+
+def test_no_page_misses_a_write_at_or_before_its_revision(queries: Queries, store: Store) -> None:
+    """A writer moves the jobs on while readers ask for kept pages (and build them): every page
+    shows each job at least as of its last write committed before the request began."""
+    pages = JobJson(queries)
+    seen: list[tuple[int, int, list[dict[str, Any]]]] = []
+    is_writing = threading.Event()
+    is_writing.set()
+
+    def read() -> None:
+        while is_writing.is_set():
+            before = store.revision()
+            found = pages.cached(None, None, 4, "") or pages.page(None, None, 4, "")
+            seen.append((before, found[2], json.loads(found[0])))
+
+    readers = [threading.Thread(target=read) for _ in range(3)]
+    for reader in readers:
+        reader.start()
+    try:
+        for i in range(60):
+            write(store, "abcd"[i % 4], message=f"write {i}")
+    finally:
+        is_writing.clear()
+        for reader in readers:
+            reader.join()
+    changes, _ = store.changes(0, limit=10_000)
+    assert len(seen) > 10
+    for revision, answered_at, items in seen:
+        assert answered_at >= revision
+        for item in items:
+            due = max(
+                (c.revision for c in changes if c.name == item["name"] and c.revision <= revision),
+                default=0,
+            )
+            assert item["metadata"]["resourceVersion"] >= due, (revision, item["name"])
+    assert len({before for before, _, _ in seen}) > 1
