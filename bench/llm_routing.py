@@ -42,7 +42,10 @@ phalanx's gateway its own time is also read from the process itself (``GET
 replica → written to the client), which the machine's scheduling noise does not blur.
 
 ``--routing '{"missCost": 8}'`` runs phalanx's policies with other routing parameters
-(``spec.llm.routing``'s keys); ``--repeat N`` runs every comparison N times, interleaved.
+(``spec.llm.routing``'s keys); a policy may carry its own, ``--policies
+prefix,prefix/missCost=8``, and ``prefix/slots=0`` runs the prefix policy without the
+engines' slots (as it was before it used them), for a comparison in the same run;
+``--repeat N`` runs every comparison N times, interleaved.
 
     python bench/llm_routing.py [--seconds 24] [--replicas 4] [--skip-peers]
                                 [--policies round-robin,least-outstanding,chwbl,prefix]
@@ -276,7 +279,7 @@ def _serve_gateway(spec: str) -> None:
     a = json.loads(spec)
     routes = StaticRoutes(a["upstreams"], [MODEL], policy=a["policy"], routing=a["routing"])
     serve_forever(
-        Gateway(routes, routes),
+        Gateway(routes, routes, **a.get("gateway", {})),
         "127.0.0.1",
         0,
         lambda port: print(f"gateway listening on http://127.0.0.1:{port}", flush=True),
@@ -286,8 +289,15 @@ def _serve_gateway(spec: str) -> None:
 
 @contextmanager
 def phalanx_gateway(
-    policy: str, urls: Sequence[str], log: Path, routing: dict[str, object] | None = None
+    policy: str,
+    urls: Sequence[str],
+    log: Path,
+    routing: dict[str, object] | None = None,
+    options: dict[str, object] | None = None,
 ) -> Iterator[str]:
+    """``options``: the Gateway's own keyword arguments (e.g. ``learn_slots``), which the
+    command has no flags for: then, as with ``routing``, the gateway runs from this
+    script."""
     phalanx = Path(sys.executable).with_name("phalanx")
     upstreams = [arg for url in urls for arg in ("--upstream", url)]
     command = [
@@ -303,8 +313,13 @@ def phalanx_gateway(
         "--port",
         "0",
     ]
-    if routing:
-        spec = {"upstreams": list(urls), "policy": policy, "routing": routing}
+    if routing or options:
+        spec = {
+            "upstreams": list(urls),
+            "policy": policy,
+            "routing": routing or {},
+            "gateway": options or {},
+        }
         command = [sys.executable, __file__, "--serve-gateway", json.dumps(spec)]
     proc = subprocess.Popen(
         command,
@@ -467,13 +482,18 @@ def _targets(
         return lambda urls, log: peer_router(binary, policy, urls, log)
 
     def gateway(spec: str) -> Callable[[Sequence[str], Path], AbstractContextManager[str]]:
-        # "prefix/missCost=16": a policy with its own routing parameters.
+        # "prefix/missCost=16": a policy with its own routing parameters; "prefix/slots=0":
+        # the prefix policy not told the engines' slots (the cost before they were used).
         policy, *pairs = spec.split("/")
         own = dict(routing or {})
+        options: dict[str, object] = {}
         for pair in pairs:
             key, _, value = pair.partition("=")
-            own[key] = float(value)
-        return lambda urls, log: phalanx_gateway(policy, urls, log, own or None)
+            if key == "slots":
+                options["learn_slots"] = float(value) != 0
+            else:
+                own[key] = float(value)
+        return lambda urls, log: phalanx_gateway(policy, urls, log, own or None, options)
 
     out = [Target("direct-rr", lambda urls, log: nullcontext(""))]
     if routers_bin is not None:

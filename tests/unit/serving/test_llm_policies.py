@@ -22,6 +22,7 @@ from phalanx.serving.llm.policies import (
     choose_chwbl,
     choose_prefix,
     prompt_blocks,
+    queue_cost,
 )
 
 URLS = [f"http://127.0.0.1:{9000 + i}" for i in range(4)]
@@ -405,6 +406,145 @@ def test_a_hit_outweighs_the_prefill_work_of_its_own_group() -> None:
     empty = Candidate(URLS[1], 0.0)
     assert choose_prefix([home, empty], blocks, index, RoutingParams(), 0).key == URLS[0]
     assert choose_prefix([empty, home], blocks, index, RoutingParams(), 1).key == URLS[0]
+
+
+# -- free slots ---------------------------------------------------------------------------
+
+
+def _conversation(turns: int, words: int = 60) -> list[bytes]:
+    """A conversation's prompts: each turn repeats the earlier ones and adds its own words,
+    so each turn's blocks start with the previous turn's."""
+    out: list[bytes] = []
+    text = ""
+    for t in range(turns):
+        text += " ".join(f"turn{t}w{i}" for i in range(words)) + " "
+        out.append(text.encode())
+    return out
+
+
+def test_below_its_slots_a_replica_keeps_its_conversation() -> None:
+    """Regression (the Mooncake replay): a conversation's next turn left the replica that
+    held its earlier turns for one with fewer requests in flight, though both had free
+    slots, a full prefill elsewhere for nothing. With the engine's slots known, a replica
+    below them costs no wait, so the hit decides."""
+    params = RoutingParams()
+    first, second = _conversation(2)
+    blocks_1 = prompt_blocks(first, params.block_chars, params.max_blocks)
+    blocks_2 = prompt_blocks(second, params.block_chars, params.max_blocks)
+    assert 0 < len(blocks_1) < len(blocks_2) < params.max_blocks
+    index = PrefixIndex(4096)
+    index.record(URLS[0], blocks_1)
+    home_load, pending = 3.0, 40.0  # three requests in flight there, prefilling 40 blocks
+
+    def fleet(slots: float) -> list[Candidate]:
+        return [Candidate(URLS[0], home_load, 0.0, pending, slots)] + [
+            Candidate(u, 0.0, 0.0, 0.0, slots) for u in URLS[1:]
+        ]
+
+    # Slots not known: the load decides, as before (the turn moves to an idle replica).
+    assert choose_prefix(fleet(0.0), blocks_2, index, params, 0).key != URLS[0]
+    # Four slots, three taken: the fourth request starts at once where its prefix is.
+    for turn in range(4):
+        assert choose_prefix(fleet(4.0), blocks_2, index, params, turn).key == URLS[0]
+    # Three slots, all taken: it would queue behind them; an idle replica wins again.
+    assert choose_prefix(fleet(3.0), blocks_2, index, params, 0).key != URLS[0]
+
+
+def test_a_full_replica_queues_and_the_hit_is_worth_at_most_miss_cost() -> None:
+    params = RoutingParams(miss_cost=4.0)
+    blocks = prompt_blocks(b"shared system prompt " * 400, 128, 64)
+    index = PrefixIndex(1000)
+    index.record(URLS[0], blocks)
+
+    def fleet(home: float) -> list[Candidate]:
+        return [Candidate(URLS[0], home, slots=4.0)] + [
+            Candidate(u, 1.0, slots=4.0) for u in URLS[1:]
+        ]
+
+    # Queue beyond 4 slots: load 6 is 3 queued (worth less than the 4-request hit), load 7
+    # is 4 (a tie: the least loaded wins), load 8 is 5.
+    assert choose_prefix(fleet(6.0), blocks, index, params, 0).key == URLS[0]
+    assert choose_prefix(fleet(7.0), blocks, index, params, 0).key != URLS[0]
+    assert choose_prefix(fleet(8.0), blocks, index, params, 0).key != URLS[0]
+
+
+def test_with_free_slots_everywhere_new_prefixes_still_spread() -> None:
+    """Below the slots every replica costs no wait: a prefix none holds goes to the least
+    loaded (the tie-break), then to the one whose index holds least."""
+    params = RoutingParams(block_chars=16)
+    index = PrefixIndex(10_000)
+    loads = [2.0, 1.0, 3.0, 1.0]
+    blocks = prompt_blocks(b"a brand new prompt " * 8, 16, 64)
+    index.record(URLS[1], prompt_blocks(b"something else " * 8, 16, 64))
+    fleet = [Candidate(URLS[i], load, slots=8.0) for i, load in enumerate(loads)]
+    assert choose_prefix(fleet, blocks, index, params, 0).key == URLS[3]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    loads=st.lists(st.integers(0, 12), min_size=2, max_size=4),
+    pending=st.lists(st.integers(0, 64), min_size=4, max_size=4),
+    held=st.lists(st.integers(0, 8), min_size=4, max_size=4),
+    slots=st.integers(0, 8),
+    turn=st.integers(0, 7),
+)
+def test_prefix_with_slots_takes_the_cheapest_and_bounds_the_queue(
+    loads: list[int], pending: list[int], held: list[int], slots: int, turn: int
+) -> None:
+    params = RoutingParams(block_chars=8, max_blocks=8, miss_cost=4.0, prefill_weight=0.25)
+    blocks = prompt_blocks(b"q" * 64, 8, 8)
+    index = PrefixIndex(100)
+    fleet = []
+    for i, load in enumerate(loads):
+        index.record(URLS[i], blocks[: held[i]])
+        fleet.append(Candidate(URLS[i], float(load), 0.0, float(pending[i]), float(slots)))
+    chosen = choose_prefix(fleet, blocks, index, params, turn)
+
+    def wait(i: int) -> float:  # written out here, apart from queue_cost
+        if slots == 0:
+            return loads[i] + 0.5 * 0.25 * pending[i]
+        if loads[i] < slots:
+            return 0.0
+        return loads[i] - slots + 1 + 0.5 * 0.25 * pending[i]
+
+    costs = {URLS[i]: wait(i) + 0.5 * (8 - held[i]) for i in range(len(loads))}
+    assert costs[chosen.key] == pytest.approx(min(costs.values()))
+    assert queue_cost(chosen, 0.5 * 0.25) == pytest.approx(wait(URLS.index(chosen.key)))
+    # The load guard: the request never joins a queue more than miss_cost longer (in
+    # queued requests, prefill work included) than the shortest one.
+    assert wait(URLS.index(chosen.key)) <= min(wait(i) for i in range(len(loads))) + 4.0
+
+
+def _conversations(slots: float) -> int:
+    """A small model of the Mooncake replay: 4 replicas with ``slots`` slots each and
+    endless caches; 40 conversations of 3 turns, their turns interleaved with the others'
+    so that loads differ; a request stays in flight for 6 arrivals. Returns the turns after
+    the first that missed (went to a replica that did not hold their earlier turns)."""
+    params = RoutingParams()
+    index = PrefixIndex(1 << 20)
+    prompts = {c: _conversation(3, words=20 + 7 * (c % 9)) for c in range(40)}
+    for c, turns in prompts.items():
+        prompts[c] = [f"conversation {c} ".encode() + t for t in turns]
+    order = [(c, t) for t in range(3) for c in range(40)]
+    in_flight: list[str] = []
+    misses = 0
+    for turn, (c, t) in enumerate(order):
+        blocks = prompt_blocks(prompts[c][t], params.block_chars, params.max_blocks)
+        fleet = [Candidate(u, float(in_flight[-6:].count(u)), 0.0, 0.0, slots) for u in URLS]
+        chosen = choose_prefix(fleet, blocks, index, params, turn).key
+        if t and index.matched(chosen, blocks) == 0:
+            misses += 1
+        index.record(chosen, blocks)
+        in_flight.append(chosen)
+    return misses
+
+
+def test_conversations_stay_on_their_replica_while_it_has_free_slots() -> None:
+    # At most 6 in flight in all: with 4 slots a replica that holds a conversation has a
+    # free slot for its next turn unless 4 of the last 6 went there; no later turn should
+    # miss. Not knowing the slots, some turns leave for a less loaded replica, and miss.
+    assert _conversations(slots=4.0) == 0
+    assert _conversations(slots=0.0) > 0
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,9 @@ It is the serving router (``phalanx.serving.router.Router``) with three things c
    this gateway plus what its engine reports beyond them (its ``/metrics``, read every
    ``metrics_interval_s`` for ``vllm`` and ``sglang`` engines), and its prefill work in
    flight (the uncached prompt blocks of its requests in flight, counted at dispatch and
-   taken off when a request to that replica ends, first sent first off). The prompt's
+   taken off when a request to that replica ends, first sent first off), and its slots:
+   the most requests any engine of the service was read running at once (the replicas of
+   a service run one template), below which a request starts at once. The prompt's
    leading blocks are recorded against the replica a request is sent to: the ``prefix``
    policy's estimate of what that replica holds in its cache, bounded per replica by the
    engine's own cache size (``vllm:cache_config_info``'s ``num_gpu_blocks``, in the
@@ -190,6 +192,9 @@ class _LLMService:
     index: PrefixIndex
     ring: HashRing | None = None
     ring_urls: frozenset[str] = frozenset()
+    #: The most requests any of its replicas' engines was seen running at once (0: not
+    #: seen): the requests one replica runs side by side (``Candidate.slots``).
+    slots: float = 0.0
 
 
 @dataclass(slots=True)
@@ -211,6 +216,8 @@ class _EngineInfo:
     cursor: int = 0
     clock: int = 0
     held: int = 0
+    #: The most requests its engine said it was running at once (since it last restarted).
+    max_running: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,10 +279,13 @@ class Gateway(Router):
         metrics_interval_s: float = 1.0,
         metrics_timeout_s: float = 0.5,
         kv_events_interval_s: float = 0.25,
+        learn_slots: bool = True,
         **router_options: Any,
     ) -> None:
         super().__init__(_LLMRoutes(source), sink, **router_options)
         self.metrics_interval_s = metrics_interval_s
+        #: Whether the prefix policy is told the engines' slots (False: for comparisons).
+        self.learn_slots = learn_slots
         self.metrics_timeout_s = metrics_timeout_s
         self.kv_events_interval_s = kv_events_interval_s
         self._events_poller: asyncio.Task[None] | None = None
@@ -523,6 +533,7 @@ class Gateway(Router):
         now = self._now() if down_until else 0.0
         outstanding = self._outstanding
         engines = self._engines
+        slots = svc.slots
         candidates: list[Candidate] = []
         by_url: dict[str, Endpoint] = {}
         down_best: Endpoint | None = None
@@ -543,10 +554,12 @@ class Gateway(Router):
                 info = engines.get(url)
                 pending = float(self._pending_sum.get(url, 0))
                 if info is None:
-                    candidates.append(Candidate(url, float(load), 0.0, pending))
+                    candidates.append(Candidate(url, float(load), 0.0, pending, slots))
                 else:
                     candidates.append(
-                        Candidate(url, load + info.external, info.load.waiting or 0.0, pending)
+                        Candidate(
+                            url, load + info.external, info.load.waiting or 0.0, pending, slots
+                        )
                     )
                 by_url[url] = endpoint
         if not candidates:
@@ -654,6 +667,9 @@ class Gateway(Router):
                 and load.finished_total < before
             ):
                 svc.index.forget(url)  # the engine restarted: its cache is empty
+                info.max_running = 0.0  # and perhaps with other settings
+            if load.running is not None and load.running > info.max_running:
+                info.max_running = load.running
             info.external, info.external_seen = external_load(
                 load.in_flight,
                 ours_before[url],
@@ -664,6 +680,14 @@ class Gateway(Router):
             info.load = load
             if info.has_events is False:
                 info.has_events = None  # ask again at the next poll
+        for svc in self._llm.values() if self.learn_slots else ():
+            seen = [
+                self._engines[e.url].max_running
+                for pool in svc.state.revisions.values()
+                for e in pool
+                if e.url in self._engines
+            ]
+            svc.slots = max(seen, default=0.0)
 
     def _learn_capacity(
         self, svc: _LLMService, url: str, info: _EngineInfo, load: EngineLoad

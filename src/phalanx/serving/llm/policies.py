@@ -37,15 +37,27 @@ The policies (``RoutingParams.policy``):
   The cheapest wins. A hit is thus worth at most ``miss_cost`` requests of queue: the
   chosen replica's load is never more than ``miss_cost`` (plus the least loaded one's
   weighted prefill work) above the least loaded one's, at any load — which is the whole of
-  the load guard. No mean-based bound and no "everyone queues: least
-  loaded" rule: both moved a prefix off its replica while that replica had free slots (a
-  bound of mean + 1 spills a group at its third request in flight), every move costs a
-  full prefill there and evicts another group's blocks, and under overload that feedback
-  (misses → longer requests → more moves) made the fleet thrash worse than round-robin.
+  the load guard. No mean-based bound and no "everyone queues: least loaded" rule: both
+  moved a prefix off its replica while that replica had free slots (a bound of mean + 1
+  spills a group at its third request in flight), every move costs a full prefill there
+  and evicts another group's blocks, and under overload that feedback (misses → longer
+  requests → more moves) made the fleet thrash worse than round-robin.
+  Free slots (``Candidate.slots``: the requests its engine runs at once, as far as the
+  gateway has seen; 0 when not known): a request that finds a free slot starts at once,
+  beside the others, so below ``slots`` neither the requests in flight nor their prefill
+  work make it wait and the load term is 0 (``queue_cost``): the miss alone decides. From
+  ``slots`` on the request queues, and the load term is the queue it would join, ``load -
+  slots + 1``, plus the weighted prefill work in flight: the load guard above holds for
+  that queue. Without this, half of the Mooncake replay's follow-up turns left the
+  replica that held their conversation's earlier turns for one with fewer requests in
+  flight, though both had free slots: a full prefill elsewhere for no wait saved, and the
+  conversation's blocks stored twice, evicting others'. With ``slots`` unknown (0) the
+  load term is ``load`` plus the prefill work, as above.
   Ties (equal cost) go to the least loaded, then to the replica whose index holds the
   fewest blocks (the most room: a new prefix goes where it evicts least, which spreads new
-  groups evenly), then in turn. ``Candidate.waiting`` (the engine's queue) is already part
-  of ``load``; it is not counted twice.
+  groups evenly), then in turn; so with free slots everywhere a prefix that no replica
+  holds still goes to the least loaded. ``Candidate.waiting`` (the engine's queue) is
+  already part of ``load``; it is not counted twice.
 
 Blocks: ``prompt_blocks`` cuts the prompt's bytes into ``block_chars``-byte blocks and
 chains CRC-32s (the hash of block i covers blocks 0..i), so equal hashes mean equal
@@ -74,6 +86,7 @@ __all__ = [
     "choose_prefix",
     "choose_round_robin",
     "prompt_blocks",
+    "queue_cost",
 ]
 
 POLICIES = ("prefix", "chwbl", "least-outstanding", "round-robin")
@@ -134,13 +147,17 @@ class Candidate:
     """A replica that may take the request: ``key`` names it (its URL), ``load`` is its
     requests in flight (through this gateway, plus what its engine reports beyond them),
     ``waiting`` the requests its engine last said were queued (0: none, or not known),
-    ``pending_blocks`` the uncached blocks of the requests in flight through this gateway."""
+    ``pending_blocks`` the uncached blocks of the requests in flight through this gateway,
+    ``slots`` the requests its engine runs at once (0: not known)."""
 
     key: str
     load: float
     waiting: float = 0.0
     #: Prefill work in flight there: the uncached prompt blocks of its requests in flight.
     pending_blocks: float = 0.0
+    #: How many requests its engine runs at once, as far as the gateway has seen (0: not
+    #: known); fewer in flight than that, a request starts at once.
+    slots: float = 0.0
 
 
 def prompt_blocks(prompt: bytes, block_chars: int, max_blocks: int) -> tuple[int, ...]:
@@ -345,6 +362,20 @@ def choose_chwbl(
     return choose_least_outstanding(candidates, turn)
 
 
+def queue_cost(candidate: Candidate, per_pending_block: float) -> float:
+    """What waiting at ``candidate`` costs a request, in queued requests (the prefix
+    policy's load term): ``load + per_pending_block × pending_blocks`` when its slots are
+    not known; 0 while it has a free slot (fewer than ``slots`` in flight); else the queue
+    the request would join, ``load - slots + 1``, plus the weighted prefill work in
+    flight."""
+    c = candidate
+    if c.slots <= 0.0:
+        return c.load + per_pending_block * c.pending_blocks
+    if c.load < c.slots:
+        return 0.0
+    return c.load - c.slots + 1.0 + per_pending_block * c.pending_blocks
+
+
 def choose_prefix(
     candidates: Sequence[Candidate],
     blocks: Sequence[int],
@@ -352,10 +383,10 @@ def choose_prefix(
     params: RoutingParams,
     turn: int,
 ) -> Candidate:
-    """The cheapest candidate: ``load + miss_cost × (missed + prefill_weight × pending) /
-    max_blocks``;
-    ties to the least loaded, then the fewest blocks held, then in turn (see the module
-    docstring)."""
+    """The cheapest candidate: ``queue_cost`` (the load, or with ``slots`` known the
+    queue beyond them, plus ``miss_cost × prefill_weight × pending / max_blocks``) +
+    ``miss_cost × missed / max_blocks``; ties to the least loaded, then the fewest blocks
+    held, then in turn (see the module docstring)."""
     n = len(candidates)
     if n == 1:
         return candidates[0]
@@ -369,7 +400,7 @@ def choose_prefix(
         c = candidates[(start + i) % n]
         missed = total - index.matched(c.key, blocks)
         # Rounded so that equal costs reached by different float paths tie.
-        cost = round(c.load + per_block * (missed + weight * c.pending_blocks), 9)
+        cost = round(queue_cost(c, per_block * weight) + per_block * missed, 9)
         rank = (cost, c.load, index.size(c.key))
         if best_rank is None or rank < best_rank:
             best, best_rank = c, rank
