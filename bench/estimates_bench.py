@@ -22,6 +22,12 @@ the forward simulation itself.
 ``--samples N`` (default: the estimator's): forward runs per estimate with runtimes drawn
 from history (1: one run with median runtimes, the estimator before). ``--repeat-s N``:
 assume the submissions of the last N s come again (``estimate_plane(repeat_s=...)``).
+``--arrival-window-s N``: expect later submissions at the rate and mix of the last N s
+(``estimate_plane(arrival_window_s=...)``). ``--min-group N``: a queue/GPU group's runtimes
+speak for a job once it holds N. ``--config NAME:key=value,...`` (repeatable): measure several
+estimator configurations on one run (keys ``samples``, ``repeat``, ``window``,
+``min_group``); the simulation does not depend on them. Passes at which every pending job
+already has its first estimate are skipped (only first estimates are measured).
 ``--runtimes peek-running`` (diagnosis only): running jobs end at their true ends, which no
 control plane knows. ``--buckets``: the errors split by queue, GPU request, sign, and
 whether a later arrival (of higher, or same or lower priority) started first.
@@ -39,10 +45,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from phalanx.backends.sim import SimWorkload
-from phalanx.model.objects import JobSpec, ResourceQuota
+from phalanx.model.objects import JobPhase, JobSpec, ResourceQuota
 from phalanx.model.resources import CPU, GPU, MEMORY
 from phalanx.model.specs import job_to_manifest
 from phalanx.ops.estimates import (
+    DEFAULT_ARRIVAL_WINDOW_S,
     DEFAULT_SAMPLES,
     RuntimeModel,
     estimate_plane,
@@ -69,6 +76,39 @@ class PeekRunning(RuntimeModel):
 
     def remaining_s(self, spec: JobSpec, elapsed_s: float, q: float = 0.5) -> float:
         return max(0.0, self.true_s[spec.name] - elapsed_s)
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """One way of estimating, measured on the same run as the others."""
+
+    name: str
+    samples: int
+    repeat_s: float
+    arrival_window_s: float
+    min_group: int
+
+    @classmethod
+    def parse(cls, text: str, default: Config) -> Config:
+        """``NAME:key=value,...`` with keys samples, repeat, window, min_group (the rest as
+        ``default``). Raises SystemExit naming a bad item."""
+        name, _, items = text.partition(":")
+        values: dict[str, float] = {}
+        for item in filter(None, items.split(",")):
+            key, sep, value = item.partition("=")
+            if not sep or key not in ("samples", "repeat", "window", "min_group"):
+                raise SystemExit(
+                    f"--config {text!r}: {item!r} is not key=value with key samples, repeat, "
+                    "window or min_group"
+                )
+            values[key] = float(value)
+        return cls(
+            name or "config",
+            int(values.get("samples", default.samples)),
+            values.get("repeat", default.repeat_s),
+            values.get("window", default.arrival_window_s),
+            int(values.get("min_group", default.min_group)),
+        )
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -99,6 +139,26 @@ def main() -> None:
         type=float,
         default=0.0,
         help="expect the jobs submitted in the last N s to be submitted again (0: none)",
+    )
+    parser.add_argument(
+        "--arrival-window-s",
+        type=float,
+        default=DEFAULT_ARRIVAL_WINDOW_S,
+        help="expect later submissions at the rate and mix of the last N s (0: none)",
+    )
+    parser.add_argument(
+        "--min-group",
+        type=int,
+        default=1,
+        help="runtimes of a queue/GPU group speak for a job once the group holds N",
+    )
+    parser.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        metavar="NAME:key=value,...",
+        help="measure this estimator configuration (keys: samples, repeat, window, "
+        "min_group; the rest from the flags above) on the same run; repeatable",
     )
     parser.add_argument(
         "--buckets", action="store_true", help="print the errors bucketed by kind of job"
@@ -152,9 +212,11 @@ def main() -> None:
         at = jobs[0].submit_s + (j.submit_s - jobs[0].submit_s) / args.speedup
         arrivals.append(Arrival(at, job_to_manifest(spec), SimWorkload(j.runtime_s)))
     true_runtime = {j.name: j.runtime_s for j in jobs}
-    # job -> (asked at, estimated start, what it waited on then)
-    first: dict[str, tuple[float, float | None, str]] = {}
-    estimate_cpu = 0.0
+    flags = Config("flags", args.samples, args.repeat_s, args.arrival_window_s, args.min_group)
+    configs = [Config.parse(c, flags) for c in args.config] or [flags]
+    # config -> job -> (asked at, estimated start, what it waited on then)
+    firsts: dict[str, dict[str, tuple[float, float | None, str]]] = {c.name: {} for c in configs}
+    estimate_cpu = {c.name: 0.0 for c in configs}
     samples = 0
     started, cpu = time.perf_counter(), time.process_time()
     with Driver(
@@ -166,62 +228,110 @@ def main() -> None:
     ) as driver:
         for t in sorted({a.at for a in arrivals}):
             driver.run(until=t)
-            before = time.process_time()
-            history = runtime_history(driver.plane) + seed
-            model = (
-                replace(PeekRunning.from_history(history), true_s=true_runtime)
-                if args.runtimes == "peek-running"
-                else RuntimeModel.from_history(history)
-            )
-            estimates = estimate_plane(
-                driver.plane, model, samples=args.samples, repeat_s=args.repeat_s
-            )
-            estimate_cpu += time.process_time() - before
+            # Only first estimates count: a pass that would give no pending job its first
+            # one is left out (every answer is the same either way).
+            waiting = {
+                r.name
+                for r in driver.plane.world.read().jobs.values()
+                if r.phase == JobPhase.PENDING.value
+            }
+            if all(waiting <= firsts[c.name].keys() for c in configs):
+                continue
             samples += 1
             now = driver.clock.now
-            for name, e in estimates.items():
-                first.setdefault(name, (now, e.start_at, e.waits_on))
+            for config in configs:
+                before = time.process_time()
+                history = runtime_history(driver.plane) + seed
+                model = (
+                    replace(
+                        PeekRunning.from_history(history, min_group=config.min_group),
+                        true_s=true_runtime,
+                    )
+                    if args.runtimes == "peek-running"
+                    else RuntimeModel.from_history(history, min_group=config.min_group)
+                )
+                estimates = estimate_plane(
+                    driver.plane,
+                    model,
+                    samples=config.samples,
+                    repeat_s=config.repeat_s,
+                    arrival_window_s=config.arrival_window_s,
+                )
+                estimate_cpu[config.name] += time.process_time() - before
+                first = firsts[config.name]
+                for name, e in estimates.items():
+                    first.setdefault(name, (now, e.start_at, e.waits_on))
         driver.run()  # every job has arrived and had its first estimate
         records = {r.name: r for r in driver.store.list_jobs()}
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu
-    errors, unknown, waited, never = [], 0, 0, 0
-    rows: list[tuple[str, float, float, str]] = []  # job, signed error, actual wait, waits on
+    print(
+        f"{len(nodes)} nodes, {len(jobs)} jobs, runtimes {args.runtimes}: wall {wall:.1f} s, "
+        f"CPU {cpu:.1f} s, {samples} estimate passes per configuration"
+    )
+    for config in configs:
+        report(config, firsts[config.name], records, args.min_wait_s)
+        print(f"  CPU per estimate pass: {estimate_cpu[config.name] / max(1, samples):.3f} s")
+        if args.buckets:
+            print_buckets(
+                rows_of(firsts[config.name], records, args.min_wait_s), jobs, arrivals, records
+            )
+
+
+Row = tuple[str, float, float, str]  # job, signed error, actual wait, waits on
+
+
+def rows_of(
+    first: Mapping[str, tuple[float, float | None, str]],
+    records: Mapping[str, JobRecord],
+    min_wait_s: float,
+) -> list[Row]:
+    """The jobs that waited at least ``min_wait_s`` from their first estimate and got one."""
+    rows = []
     for name, (asked, estimated, waits_on) in first.items():
         record = records.get(name)
-        if record is None or record.started_at is None:
-            never += 1
+        if record is None or record.started_at is None or estimated is None:
             continue
         actual = record.started_at - asked
-        if actual < args.min_wait_s:
-            continue
-        waited += 1
-        if estimated is None:
-            unknown += 1
-            continue
-        errors.append(abs((estimated - asked) - actual) / actual)
-        rows.append((name, ((estimated - asked) - actual) / actual, actual, waits_on))
+        if actual >= min_wait_s:
+            rows.append((name, ((estimated - asked) - actual) / actual, actual, waits_on))
+    return rows
+
+
+def report(
+    config: Config,
+    first: Mapping[str, tuple[float, float | None, str]],
+    records: Mapping[str, JobRecord],
+    min_wait_s: float,
+) -> None:
+    """Print the accuracy of one configuration's first estimates."""
+    never = sum(1 for n in first if records.get(n) is None or records[n].started_at is None)
+    waited = [
+        n
+        for n, (asked, _, _) in first.items()
+        if n in records
+        and records[n].started_at is not None
+        and (records[n].started_at or 0.0) - asked >= min_wait_s
+    ]
+    unknown = sum(1 for n in waited if first[n][1] is None)
+    errors = [abs(signed) for _, signed, _, _ in rows_of(first, records, min_wait_s)]
+    signed = [s for _, s, _, _ in rows_of(first, records, min_wait_s)]
     print(
-        f"{len(nodes)} nodes, {len(jobs)} jobs, runtimes {args.runtimes}, {args.samples} "
-        f"sample(s), repeat {args.repeat_s:g} s: wall {wall:.1f} s, "
-        f"CPU {cpu:.1f} s ({estimate_cpu:.1f} s in {samples} estimate passes)"
-    )
-    print(
-        f"jobs estimated while pending: {len(first)}; never started: {never}; waited >= "
-        f"{args.min_wait_s:g} s: {waited}"
+        f"[{config.name}] samples {config.samples}, repeat {config.repeat_s:g} s, arrival "
+        f"window {config.arrival_window_s:g} s, min group {config.min_group}: "
+        f"jobs estimated while pending {len(first)}, never started {never}, waited >= "
+        f"{min_wait_s:g} s {len(waited)}, no estimate {unknown}"
     )
     if errors:
         print(
-            f"|estimate - actual| / actual wait: median {statistics.median(errors) * 100:.1f} %, "
+            f"  |estimate - actual| / actual wait: median {statistics.median(errors) * 100:.1f} %, "
             f"p90 {percentile(errors, 0.9) * 100:.1f} %, within 20 %: "
-            f"{sum(e <= 0.2 for e in errors) / len(errors) * 100:.0f} % of {len(errors)} jobs"
+            f"{sum(e <= 0.2 for e in errors) / len(errors) * 100:.0f} % of {len(errors)} jobs; "
+            f"median signed {statistics.median(signed) * 100:+.1f} %"
         )
-    print(f"no estimate (beyond the horizon or never as things stood): {unknown}")
-    if args.buckets:
-        print_buckets(rows, jobs, arrivals, records)
 
 
 def print_buckets(
-    rows: list[tuple[str, float, float, str]],
+    rows: list[Row],
     jobs: list[TraceJob],
     arrivals: list[Arrival],
     records: Mapping[str, JobRecord],

@@ -14,23 +14,32 @@ running job, of those longer than it has run so far (one that outlived them all 
 again). ``sampled`` makes several forward runs with quantiles drawn at random (seeded) and
 gives each job the median run's start; with one run, every quantile is the median.
 
+Later submissions (``phalanx.ops.arrivals``): jobs expected to be submitted join the forward
+run's queue when they arrive, drawn in each run at the rate and mix of the recent past, or the
+last ``repeat_s`` seconds' submissions again; they take their turn and get no estimate.
+
 ``forward`` and ``sampled`` are pure (a Snapshot and numbers in, estimates out; the draws come
-from a seeded generator); ``estimate_plane`` reads the control plane for them.
+from a seeded generator); ``estimate_plane`` reads the control plane for them and keeps its
+answer per plane while nothing it read has changed (``estimate_cache``).
 """
 
 from __future__ import annotations
 
 import bisect
+import heapq
 import math
 import random
-from collections.abc import Callable, Mapping, Sequence
+import threading
+import weakref
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from phalanx.controllers.plane import ControlPlane
 from phalanx.model.objects import JobPhase, JobSpec
 from phalanx.model.reasons import ReasonCode
 from phalanx.model.resources import GPU, GPU_MILLI_PER_DEVICE
-from phalanx.model.specs import SpecError, parse_job
+from phalanx.ops.answer_cache import AnswerCache
+from phalanx.ops.arrivals import FUTURE_SEQ, ArrivalModel, arrival_model_of, recent_arrivals
 from phalanx.scheduling import (
     AdmittedWorkload,
     PendingWorkload,
@@ -46,6 +55,11 @@ _NEVER = frozenset(
 
 #: Forward runs per estimate (``sampled``): odd, so that the median is one run's.
 DEFAULT_SAMPLES = 7
+#: How long (in the plane's clock) ``estimate_plane`` hands out an answer again while
+#: nothing it reads has changed: running jobs' expected ends move on with the clock alone.
+CACHE_MAX_AGE_S = 10.0
+#: Later submissions are expected at the rate and mix of this many seconds past.
+DEFAULT_ARRIVAL_WINDOW_S = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,17 +81,22 @@ class Estimate:
 @dataclass(frozen=True, slots=True)
 class RuntimeModel:
     """Expected runtimes from finished jobs: ``history`` holds (queue, GPUs in thousandths,
-    seconds run) of each; see the module docstring."""
+    seconds run) of each; a group (same queue and GPUs, same queue) speaks for a job once it
+    holds ``min_group`` runtimes. See the module docstring."""
 
     history: Sequence[tuple[str, int, float]] = ()
     default_runtime_s: float = 3600.0
     _by_shape: Mapping[tuple[str, int], Sequence[float]] = field(default_factory=dict, repr=False)
     _by_queue: Mapping[str, Sequence[float]] = field(default_factory=dict, repr=False)
     _overall: Sequence[float] = ()
+    min_group: int = 1
 
     @classmethod
     def from_history(
-        cls, history: Sequence[tuple[str, int, float]], default_runtime_s: float = 3600.0
+        cls,
+        history: Sequence[tuple[str, int, float]],
+        default_runtime_s: float = 3600.0,
+        min_group: int = 1,
     ) -> RuntimeModel:
         """The model of ``history``, its runtimes grouped and sorted once."""
         shapes: dict[tuple[str, int], list[float]] = {}
@@ -91,13 +110,15 @@ class RuntimeModel:
             {k: sorted(v) for k, v in shapes.items()},
             {k: sorted(v) for k, v in queues.items()},
             sorted(s for _, _, s in history),
+            max(1, min_group),
         )
 
     def _samples(self, spec: JobSpec) -> Sequence[float]:
-        shape = self._by_shape.get((spec.queue, spec.total_request.gpu_milli))
-        if shape:
+        shape = self._by_shape.get((spec.queue, spec.total_request.gpu_milli), ())
+        if len(shape) >= self.min_group:
             return shape
-        return self._by_queue.get(spec.queue) or self._overall
+        queue = self._by_queue.get(spec.queue, ())
+        return queue if len(queue) >= self.min_group else self._overall
 
     @property
     def has_history(self) -> bool:
@@ -145,14 +166,18 @@ def forward(
     max_cycles: int = 2_000,
     max_work: int = 200_000,
     runtime_of: Callable[[JobSpec], float] | None = None,
+    arrivals: Iterable[PendingWorkload] = (),
 ) -> dict[str, Estimate]:
     """Estimates for every pending job of ``snapshot``. ``ends_at``: when each admitted
-    workload is expected to end; ``specs``: spec and FIFO sequence of each admitted workload
-    (a preempted one goes back to the queue with them). The forward run stops after
-    ``max_cycles`` scheduler cycles (the first included) or once the cycles have considered ``max_work`` pending
-    workloads in all (10,000 waiting jobs: 20 cycles), whichever comes first; jobs not
-    started by then have no estimate. ``runtime_of``: how long a job started in the forward
-    run runs (default: ``runtimes.runtime_s``). Pure."""
+        workload is expected to end; ``specs``: spec and FIFO sequence of each admitted workload
+        (a preempted one goes back to the queue with them). The forward run stops after
+        ``max_cycles`` scheduler cycles (the first included) or once the cycles have considered ``max_work`` pending
+        workloads in all (10,000 waiting jobs: 20 cycles), whichever comes first; jobs not
+        started by then have no estimate. ``runtime_of``: how long a job started in the forward
+        run runs (default: ``runtimes.runtime_s``). ``arrivals``: jobs expected to be submitted
+    later, in time order (``not_before``: when each arrives; ``phalanx.ops.arrivals``), each
+    joining the queue when its time comes (a moment of its own) after every job before it; they
+    get no estimate, and the run ends once every pending job of ``snapshot`` has started. Pure."""
     runtime_of = runtime_of or runtimes.runtime_s
     now = snapshot.now
     first = schedule(snapshot)
@@ -162,9 +187,12 @@ def forward(
     out: dict[str, Estimate] = {}
     ends = dict(ends_at)
     pending = {w.spec.name: w for w in snapshot.pending}
-    # Expected later arrivals (held back by not_before, named ``~next``) take their turn
-    # but get no estimate: once every job asked about has started, the run is over.
-    asked = {n for n, w in pending.items() if not n.endswith(_NEXT)}
+    # Expected later arrivals take their turn but get no estimate: once every job asked
+    # about has started, the run is over.
+    asked = set(pending)
+    upcoming = iter(arrivals)
+    arrival = next(upcoming, None)
+    arrived = 0
     admitted = {w.name: w for w in snapshot.admitted}
     ended_last: tuple[str, ...] = ()
     t, decisions, cycles, work = now, first, 1, len(pending)
@@ -190,14 +218,22 @@ def forward(
             (r := decisions.reason_for(name)) is not None and r.code.value in _NEVER
             for name in pending
         )
-        # 3. the next moment: a preemption frees capacity now, else the next end or backoff
+        # 3. the next moment: a preemption frees capacity now, else the next end, backoff or
+        # expected arrival
         if decisions.preemptions:
             next_t = t
         else:
             backoffs = [w.not_before for w in pending.values() if w.not_before > t]
+            if arrival is not None:
+                backoffs.append(arrival.not_before)
             next_t = min([*(ends[n] for n in admitted if n in ends), *backoffs], default=math.inf)
             if is_stuck or next_t == math.inf or next_t - now > horizon_s:
                 break
+        # 4. expected arrivals due by then join the queue, after everyone before them
+        while arrival is not None and arrival.not_before <= next_t:
+            arrived += 1
+            pending[arrival.spec.name] = replace(arrival, seq=FUTURE_SEQ + arrived)
+            arrival = next(upcoming, None)
         ended = sorted(n for n in admitted if ends.get(n, math.inf) <= next_t)
         for name in ended:
             del admitted[name]
@@ -212,7 +248,7 @@ def forward(
         decisions = schedule(snapshot)
         cycles += 1
         work += len(pending)
-    for name in pending:
+    for name in asked & pending.keys():
         out[name] = Estimate(name, None, waits.get(name, ""))
     return {name: e for name, e in out.items() if name in asked}
 
@@ -225,6 +261,10 @@ class WhatIf:
 
     queue_gpus: Mapping[str, float] = field(default_factory=dict)
     drained: frozenset[str] = frozenset()
+
+    def key(self) -> Hashable:
+        """What the change is, as a value that can key a cache."""
+        return (tuple(sorted(self.queue_gpus.items())), self.drained)
 
     def apply(self, snapshot: Snapshot) -> Snapshot:
         """``snapshot`` with the change made. Raises ValueError naming an unknown queue or
@@ -286,25 +326,41 @@ def estimate_plane(
     what_if: WhatIf | None = None,
     samples: int = DEFAULT_SAMPLES,
     repeat_s: float = 0.0,
+    arrival_window_s: float = DEFAULT_ARRIVAL_WINDOW_S,
 ) -> dict[str, Estimate]:
     """Estimates for every pending job of ``plane``, from a snapshot of now (see the module
     docstring), with ``what_if``'s change made first if given; ``samples`` forward runs with
     runtimes drawn from history (``sampled``; 1: one run with median runtimes). Jobs still
     waiting for the pods of their previous attempt to stop are left out (they are about to be
-    considered again). ``repeat_s`` > 0: the jobs submitted in the last ``repeat_s`` are
-    expected to be submitted again, each ``repeat_s`` after it was (``recent_arrivals``).
-    Raises ValueError for a what-if naming an unknown queue or node."""
-    runtimes = runtimes or RuntimeModel.from_history(runtime_history(plane))
+    considered again). Later submissions (``phalanx.ops.arrivals``): ``arrival_window_s`` > 0
+    expects them at the rate and mix of that many seconds past (0: none); ``repeat_s`` > 0
+    expects the jobs submitted in the last ``repeat_s`` seconds again.
+
+    With ``runtimes`` None (the model is read from the plane's history), the answer is kept
+    per plane and handed out again (a copy) while the store's revision, the cached world,
+    the nodes and the capacity held by others are as they were, for up to
+    ``CACHE_MAX_AGE_S`` of the plane's clock. Raises ValueError for a what-if naming an
+    unknown queue or node."""
     now = plane.clock()
+    cache = estimate_cache(plane) if runtimes is None else None
+    params = (horizon_s, what_if.key() if what_if else None, samples, repeat_s, arrival_window_s)
+    revision = plane.store.revision()
     world = plane.world.read()
+    nodes, held = plane.nodes(), plane.backend.held_capacity()
+    inputs = (revision, world.epoch, world.revision, nodes, held)
+    if cache is not None:
+        kept = cache.get(params, inputs, now)
+        if kept is not None:
+            return dict(kept)
+    runtimes = runtimes or RuntimeModel.from_history(runtime_history(plane))
     snapshot, _ = world.snapshot(
         now,
-        plane.nodes(),
+        nodes,
         plane.specs.queues(plane.store),
         plane.specs.flavors(plane.store),
         plane.config.scheduler,
         None,
-        plane.backend.held_capacity(),
+        held,
     )
     if what_if is not None:
         snapshot = what_if.apply(snapshot)
@@ -318,46 +374,36 @@ def estimate_plane(
         elif record.phase in (JobPhase.ADMITTED.value, JobPhase.RUNNING.value):
             started = record.started_at or record.admitted_at or now
             running[record.name] = (spec, now - started)
-    arrivals = recent_arrivals(plane, now, repeat_s) if repeat_s > 0 else ()
-    return sampled(
+    estimates = sampled(
         snapshot,
         running,
         specs,
         runtimes,
         samples=samples,
         horizon_s=horizon_s,
-        arrivals=arrivals,
+        arrivals=recent_arrivals(plane, now, repeat_s) if repeat_s > 0 else (),
+        arrival_model=(
+            arrival_model_of(plane, now, arrival_window_s) if arrival_window_s > 0 else None
+        ),
     )
+    if cache is not None:
+        cache.put(params, inputs, now, dict(estimates))
+    return estimates
 
 
-def recent_arrivals(plane: ControlPlane, now: float, repeat_s: float) -> list[PendingWorkload]:
-    """The jobs submitted in the last ``repeat_s`` seconds as they would arrive again:
-    renamed ``<name>~next``, held back (``not_before``) until ``repeat_s`` after their own
-    submission, in their submission order after every job now waiting. What a control plane
-    knows of its future load is its recent past: later arrivals of higher priority go first,
-    smaller ones fill gaps before a wide job."""
-    since = now - repeat_s
-    ids = [j.id for j in plane.store.list_jobs(manifests=False) if j.created_at > since]
-    out = []
-    for record in plane.store.list_jobs(ids=ids) if ids else ():
-        try:
-            spec = parse_job(record.manifest)
-        except SpecError:
-            continue
-        out.append(
-            PendingWorkload(
-                replace(spec, name=spec.name + _NEXT),
-                _FUTURE_SEQ + record.id,
-                record.created_at + repeat_s,
-            )
-        )
-    return out
+_CACHES: weakref.WeakKeyDictionary[ControlPlane, AnswerCache[dict[str, Estimate]]] = (
+    weakref.WeakKeyDictionary()
+)
+_CACHES_LOCK = threading.Lock()
 
 
-#: Expected arrivals queue after every job submitted so far (FIFO sequences are job ids).
-_FUTURE_SEQ = 1 << 40
-#: The suffix of an expected arrival's name (no job name has a ``~``).
-_NEXT = "~next"
+def estimate_cache(plane: ControlPlane) -> AnswerCache[dict[str, Estimate]]:
+    """The cache of ``plane``'s estimates (made on first use, gone with the plane)."""
+    with _CACHES_LOCK:
+        cache = _CACHES.get(plane)
+        if cache is None:
+            cache = _CACHES[plane] = AnswerCache(max_age_s=CACHE_MAX_AGE_S)
+        return cache
 
 
 def sampled(
@@ -371,11 +417,13 @@ def sampled(
     horizon_s: float = 7 * 86_400.0,
     max_work: int = 200_000,
     arrivals: Sequence[PendingWorkload] = (),
+    arrival_model: ArrivalModel | None = None,
 ) -> dict[str, Estimate]:
     """Estimates of ``snapshot``'s pending jobs as the median of ``samples`` forward runs.
     ``running``: each admitted job's spec and seconds run so far; ``arrivals``: jobs expected
-    to be submitted later (held back by ``not_before``), which take their turn in the forward
-    runs but get no estimate.
+    to be submitted later (``not_before``: when), and ``arrival_model``: more drawn at random
+    in each run (``phalanx.ops.arrivals``); they take their turn in the forward runs but get
+    no estimate.
 
     Runtimes are heavy-tailed, and a job's wait is a sum (the jobs ahead of it, one after
     another) and a minimum (the first of several to free enough) of them: the median of a sum
@@ -384,29 +432,49 @@ def sampled(
     run draws every job's runtime from its history instead (a quantile drawn at random:
     for a running job, of the runtimes longer than it has run so far); a job's estimate is
     its start in the run whose start is the median (lower median for an even ``samples``;
-    no start counts as latest). Deterministic for a ``seed``; with no history or
-    ``samples`` <= 1, one run with median runtimes. ``max_work`` is shared by the runs."""
+    no start counts as latest). Deterministic for a ``seed``; with nothing to draw (no
+    history or ``samples`` <= 1, and no ``arrival_model``), one run with median runtimes.
+    ``max_work`` is shared by the runs."""
     asked = {w.spec.name for w in snapshot.pending}
-    if arrivals:
-        snapshot = replace(snapshot, pending=(*snapshot.pending, *arrivals))
-    if samples <= 1 or not runtimes.has_history:
+    expected = sorted(arrivals, key=lambda w: w.not_before)
+    draws_runtimes = samples > 1 and runtimes.has_history
+    if not draws_runtimes and arrival_model is None:
         ends = {n: snapshot.now + runtimes.remaining_s(s, e) for n, (s, e) in running.items()}
-        found = forward(snapshot, ends, specs, runtimes, horizon_s=horizon_s, max_work=max_work)
-        return {n: e for n, e in found.items() if n in asked}
+        return forward(
+            snapshot,
+            ends,
+            specs,
+            runtimes,
+            horizon_s=horizon_s,
+            max_work=max_work,
+            arrivals=expected,
+        )
+    runs_n = max(1, samples)
     rng = random.Random(seed)
+
+    def quantile() -> float:
+        return rng.random() if draws_runtimes else 0.5
+
     runs: list[dict[str, Estimate]] = []
-    for _ in range(samples):
+    for _ in range(runs_n):
         ends = {
-            n: snapshot.now + runtimes.remaining_s(s, e, rng.random())
+            n: snapshot.now + runtimes.remaining_s(s, e, quantile())
             for n, (s, e) in sorted(running.items())
         }
         drawn: dict[str, float] = {}
 
         def runtime_of(spec: JobSpec, drawn: dict[str, float] = drawn) -> float:
             if spec.name not in drawn:
-                drawn[spec.name] = runtimes.runtime_s(spec, rng.random())
+                drawn[spec.name] = runtimes.runtime_s(spec, quantile())
             return drawn[spec.name]
 
+        upcoming: Iterable[PendingWorkload] = expected
+        if arrival_model is not None:
+            upcoming = heapq.merge(
+                expected,
+                arrival_model.draw(random.Random(rng.random()), snapshot.now),
+                key=lambda w: w.not_before,
+            )
         runs.append(
             forward(
                 snapshot,
@@ -414,8 +482,9 @@ def sampled(
                 specs,
                 runtimes,
                 horizon_s=horizon_s,
-                max_work=max(1, max_work // samples),
+                max_work=max(1, max_work // runs_n),
                 runtime_of=runtime_of,
+                arrivals=upcoming,
             )
         )
     out: dict[str, Estimate] = {}

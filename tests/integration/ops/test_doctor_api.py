@@ -10,7 +10,8 @@ from opsharness import FLAVOR, TOKEN, AppTransport, SimPlane, job, queue
 
 from phalanx.api import create_app
 from phalanx.client import ApiError, Client
-from phalanx.ops.estimates import estimate_plane, recent_arrivals
+from phalanx.ops.arrivals import recent_arrivals
+from phalanx.ops.estimates import estimate_plane
 
 
 @pytest.fixture

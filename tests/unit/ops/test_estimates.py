@@ -2,33 +2,47 @@
 
 from __future__ import annotations
 
+import random
+from collections.abc import Sequence
+
 from phalanx.model.objects import JobSpec
+from phalanx.ops.arrivals import NEXT, ArrivalModel
 from phalanx.ops.estimates import RuntimeModel, forward, sampled
-from phalanx.scheduling import PendingWorkload
+from phalanx.scheduling import AdmittedWorkload, PendingWorkload, Snapshot
 from phalanx.testing import make_admitted, make_job, make_node, make_queue, make_snapshot
 
 NOW = 1000.0
 
 
-def queue(gpus: int = 16):  # type: ignore[no-untyped-def]
-    return make_queue("q").quota("default", gpu=gpus, cpu=64, memory="1Ti").obj()
+def snapshot_of(
+    pending: Sequence[JobSpec],
+    admitted: Sequence[AdmittedWorkload] = (),
+    nodes: int = 1,
+    quota_gpus: int = 16,
+) -> Snapshot:
+    """``nodes`` 8-GPU nodes n1, n2, … and one queue ``q`` of ``quota_gpus`` GPUs, at NOW."""
+    return make_snapshot(
+        nodes=[make_node(f"n{i + 1}").gpus(8).obj() for i in range(nodes)],
+        queues=[make_queue("q").quota("default", gpu=quota_gpus, cpu=64, memory="1Ti").obj()],
+        pending=pending,
+        admitted=admitted,
+        now=NOW,
+    )
 
 
-def running(name: str, gpus: int, node: str, devices: range, runtime_s: float) -> tuple:  # type: ignore[type-arg]
-    spec = make_job(name).queue("q").gpus(gpus).max_runtime(runtime_s).obj()
+def running(
+    name: str, gpus: int, node: str, devices: range, runtime_s: float | None, priority: int = 0
+) -> tuple[JobSpec, AdmittedWorkload]:
+    """A job of queue q admitted at NOW on ``devices`` of ``node``."""
+    job = make_job(name).queue("q").gpus(gpus).priority(priority)
+    spec = (job if runtime_s is None else job.max_runtime(runtime_s)).obj()
     return spec, make_admitted(spec, [(node, devices)], admitted_at=NOW)
 
 
 def test_a_job_starts_when_the_running_job_ahead_of_it_ends() -> None:
     spec_a, a = running("a", 8, "n1", range(8), 600)
     waiter = make_job("w").queue("q").gpus(8).max_runtime(60).obj()
-    snap = make_snapshot(
-        nodes=[make_node("n1").gpus(8).obj()],
-        queues=[queue()],
-        pending=[waiter],
-        admitted=[a],
-        now=NOW,
-    )
+    snap = snapshot_of([waiter], [a])
     est = forward(snap, {"a": NOW + 600}, {"a": (spec_a, 0)}, RuntimeModel())
     assert est["w"].start_at == NOW + 600
     assert est["w"].after == ("a",)
@@ -40,18 +54,10 @@ def test_a_gang_waits_for_enough_free_at_once_and_fifo_order_holds() -> None:
     # fits once both have ended; a 4-GPU job behind it starts after the gang ends (FIFO).
     spec_a, a = running("a", 4, "n1", range(4), 100)
     spec_b, b = running("b", 4, "n2", range(4), 300)
-    fill_1 = make_job("f1").queue("q").gpus(4).max_runtime(10_000).obj()
-    fill_2 = make_job("f2").queue("q").gpus(4).max_runtime(10_000).obj()
-    spec_f1, f1 = fill_1, make_admitted(fill_1, [("n1", range(4, 8))], admitted_at=NOW)
-    spec_f2, f2 = fill_2, make_admitted(fill_2, [("n2", range(4, 8))], admitted_at=NOW)
+    spec_f1, f1 = running("f1", 4, "n1", range(4, 8), 10_000)
+    spec_f2, f2 = running("f2", 4, "n2", range(4, 8), 10_000)
     gang = make_job("gang").queue("q").gpus(4).replicas(2).max_runtime(500).obj()
-    snap = make_snapshot(
-        nodes=[make_node("n1").gpus(8).obj(), make_node("n2").gpus(8).obj()],
-        queues=[queue(32)],
-        pending=[gang],
-        admitted=[a, b, f1, f2],
-        now=NOW,
-    )
+    snap = snapshot_of([gang], [a, b, f1, f2], nodes=2, quota_gpus=32)
     specs: dict[str, tuple[JobSpec, int]] = {
         "a": (spec_a, 0),
         "b": (spec_b, 1),
@@ -69,13 +75,7 @@ def test_quota_bounds_the_estimate_and_history_gives_runtimes() -> None:
     spec_a, a = running("a", 8, "n1", range(8), 100)
     w1 = make_job("w1").queue("q").gpus(8).obj()
     w2 = make_job("w2").queue("q").gpus(8).obj()
-    snap = make_snapshot(
-        nodes=[make_node("n1").gpus(8).obj(), make_node("n2").gpus(8).obj()],
-        queues=[queue(8)],
-        pending=[w1, w2],
-        admitted=[a],
-        now=NOW,
-    )
+    snap = snapshot_of([w1, w2], [a], nodes=2, quota_gpus=8)
     model = RuntimeModel.from_history([("q", 8000, 100.0), ("q", 8000, 200.0), ("q", 8000, 900.0)])
     est = forward(snap, {"a": NOW + 100}, {"a": (spec_a, 0)}, model)
     assert est["w1"].start_at == NOW + 100
@@ -85,10 +85,7 @@ def test_quota_bounds_the_estimate_and_history_gives_runtimes() -> None:
 
 def test_a_job_that_can_never_fit_has_no_estimate() -> None:
     wide = make_job("wide").queue("q").gpus(16).obj()
-    snap = make_snapshot(
-        nodes=[make_node("n1").gpus(8).obj()], queues=[queue()], pending=[wide], now=NOW
-    )
-    est = forward(snap, {}, {}, RuntimeModel())
+    est = forward(snapshot_of([wide]), {}, {}, RuntimeModel())
     assert est["wide"].start_at is None
     assert est["wide"].waits_on == "NeverFits"
 
@@ -102,39 +99,34 @@ def test_runtime_model_falls_back_from_shape_to_queue_to_all() -> None:
     assert RuntimeModel().runtime_s(make_job("x").queue("s").obj()) == 3600.0
 
 
+def test_a_group_speaks_for_a_job_only_with_min_group_runtimes() -> None:
+    # q/1 GPU has one runtime (10 s), q has three (10, 30, 50), everything four (+100).
+    history = [("q", 1000, 10.0), ("q", 2000, 30.0), ("q", 2000, 50.0), ("r", 1000, 100.0)]
+    spec = make_job("x").queue("q").gpus(1).obj()
+    assert RuntimeModel.from_history(history).runtime_s(spec) == 10.0
+    assert RuntimeModel.from_history(history, min_group=2).runtime_s(spec) == 30.0
+    assert RuntimeModel.from_history(history, min_group=4).runtime_s(spec) == 40.0
+
+
 def test_the_forward_run_is_bounded() -> None:
     # Ten 8-GPU jobs queue behind each other on one node; a budget of 3 cycles (now, +100,
     # +200) estimates the first two and leaves the rest unknown, rather than running on.
     spec_a, a = running("a", 8, "n1", range(8), 100)
     waiting = [make_job(f"w{i}").queue("q").gpus(8).max_runtime(100).obj() for i in range(10)]
-    snap = make_snapshot(
-        nodes=[make_node("n1").gpus(8).obj()],
-        queues=[queue()],
-        pending=waiting,
-        admitted=[a],
-        now=NOW,
-    )
+    snap = snapshot_of(waiting, [a])
     full = forward(snap, {"a": NOW + 100}, {"a": (spec_a, 0)}, RuntimeModel())
     assert [full[f"w{i}"].start_at for i in range(10)] == [NOW + 100 * (i + 1) for i in range(10)]
     bounded = forward(snap, {"a": NOW + 100}, {"a": (spec_a, 0)}, RuntimeModel(), max_cycles=3)
     assert [bounded[f"w{i}"].start_at for i in range(4)] == [NOW + 100, NOW + 200, None, None]
 
 
-def chain_behind_one_node() -> tuple:  # type: ignore[type-arg]
+def chain_behind_one_node() -> tuple[Snapshot, JobSpec, RuntimeModel]:
     """One 8-GPU node held by ``a`` (just started); w1..w3 and then ``x`` wait for it, one
     after another. History: most runs take 1 s, two of five take 100 s."""
-    a_spec = make_job("a").queue("q").gpus(8).obj()
-    a = make_admitted(a_spec, [("n1", range(8))], admitted_at=NOW)
+    a_spec, a = running("a", 8, "n1", range(8), None)
     waiting = [make_job(n).queue("q").gpus(8).obj() for n in ("w1", "w2", "w3", "x")]
-    snap = make_snapshot(
-        nodes=[make_node("n1").gpus(8).obj()],
-        queues=[queue()],
-        pending=waiting,
-        admitted=[a],
-        now=NOW,
-    )
     history = [("q", 8000, t) for t in (1.0, 1.0, 1.0, 100.0, 100.0)]
-    return snap, a_spec, RuntimeModel.from_history(history)
+    return snapshot_of(waiting, [a]), a_spec, RuntimeModel.from_history(history)
 
 
 def test_sampled_runtimes_see_that_a_sum_of_skewed_runtimes_is_long() -> None:
@@ -175,24 +167,74 @@ def test_runtime_quantiles_interpolate_and_the_median_is_the_default() -> None:
     assert model.remaining_s(spec, 25.0, 1.0) == 55.0
 
 
-def test_an_expected_arrival_of_higher_priority_goes_first() -> None:
-    # One 8-GPU node held by a until +100; low waits for it. A priority-5 job is expected to
-    # arrive at +50 (it was submitted 50 s into the last repeat window): it starts at +100
-    # and holds the node for its 100 s runtime, so low starts at +200. Without it: +100.
-    # (a has the highest priority: nothing preempts it)
-    spec_a = make_job("a").queue("q").gpus(8).priority(9).max_runtime(100).obj()
-    a = make_admitted(spec_a, [("n1", range(8))], admitted_at=NOW)
+SampledArgs = tuple[
+    Snapshot, dict[str, tuple[JobSpec, float]], dict[str, tuple[JobSpec, int]], RuntimeModel
+]
+
+
+def held_node_and_a_low_waiter() -> tuple[SampledArgs, JobSpec]:
+    """One 8-GPU node held by ``a`` (priority 9: nothing preempts it) until +100; ``low``
+    (priority 0, 100 s) waits for it. Returns sampled's first four arguments, and a
+    priority-5 8-GPU job of 100 s to expect."""
+    spec_a, a = running("a", 8, "n1", range(8), 100, priority=9)
     low = make_job("low").queue("q").gpus(8).max_runtime(100).obj()
-    snap = make_snapshot(
-        nodes=[make_node("n1").gpus(8).obj()],
-        queues=[queue()],
-        pending=[low],
-        admitted=[a],
-        now=NOW,
+    high = make_job("high").queue("q").gpus(8).priority(5).max_runtime(100).obj()
+    args: SampledArgs = (
+        snapshot_of([low], [a]),
+        {"a": (spec_a, 0.0)},
+        {"a": (spec_a, 0)},
+        RuntimeModel(),
     )
-    high = make_job("high~next").queue("q").gpus(8).priority(5).max_runtime(100).obj()
-    args = (snap, {"a": (spec_a, 0.0)}, {"a": (spec_a, 0)}, RuntimeModel())
+    return args, high
+
+
+def test_an_expected_arrival_of_higher_priority_goes_first() -> None:
+    # A priority-5 job expected at +50 (submitted 50 s into the last repeat window) starts
+    # at +100 and holds the node for 100 s, so low starts at +200. Without it: +100.
+    args, high = held_node_and_a_low_waiter()
     assert sampled(*args)["low"].start_at == NOW + 100
-    expected = sampled(*args, arrivals=[PendingWorkload(high, 1 << 40, NOW + 50)])
+    coming = PendingWorkload(high, 1 << 40, NOW + 50)
+    expected = sampled(*args, arrivals=[coming])
     assert set(expected) == {"low"}  # the expected arrival gets no estimate of its own
     assert expected["low"].start_at == NOW + 200
+
+
+def test_an_arrival_takes_free_capacity_when_it_comes() -> None:
+    # The node is free until an 8-GPU job arrives at +30; a gang of two 8-GPU pods waits on
+    # the 8-GPU node beside it (n2, held by ``a`` until +100): the arrival takes n1 at +30,
+    # so the gang waits for both ends (+130), not for a's end alone (+100).
+    spec_a, a = running("a", 8, "n2", range(8), 100, priority=9)
+    gang = make_job("gang").queue("q").gpus(8).replicas(2).max_runtime(100).obj()
+    snap = snapshot_of([gang], [a], nodes=2)
+    coming = make_job("c").queue("q").gpus(8).priority(5).max_runtime(100).obj()
+    args: SampledArgs = (snap, {"a": (spec_a, 0.0)}, {"a": (spec_a, 0)}, RuntimeModel())
+    assert sampled(*args)["gang"].start_at == NOW + 100
+    later = sampled(*args, arrivals=[PendingWorkload(coming, 1 << 40, NOW + 30)])
+    assert later["gang"].start_at == NOW + 130
+
+
+def test_arrivals_are_drawn_at_the_recent_rate_within_one_span() -> None:
+    specs = [make_job(f"r{i}").queue("q").gpus(1).priority(i % 2).obj() for i in range(20)]
+    model = ArrivalModel(tuple(specs), span_s=200.0)
+    assert model.rate_per_s == 0.1
+    drawn = list(model.draw(random.Random(1), NOW))
+    times = [w.not_before for w in drawn]
+    assert times == sorted(times) and times[0] > NOW and times[-1] <= NOW + 200.0
+    assert 8 <= len(drawn) <= 35  # Poisson(20): outside this with probability < 0.3 %
+    assert all(NEXT in w.spec.name for w in drawn)
+    assert len({w.spec.name for w in drawn}) == len(drawn)
+    assert {w.spec.name.split(NEXT)[0] for w in drawn} <= {s.name for s in specs}
+    assert list(model.draw(random.Random(1), NOW)) == drawn  # a seed draws the same
+    assert list(ArrivalModel((), 100.0).draw(random.Random(1), NOW)) == []
+
+
+def test_expected_higher_priority_work_delays_a_low_priority_wait() -> None:
+    # Ten priority-5 jobs of 100 s were submitted in the last 100 s: about ten more are
+    # expected in the next 100 s, each going before low, so low's median start moves from
+    # +100 to about +1100. The median of 7 runs is far from both ends of Poisson(10).
+    args, high = held_node_and_a_low_waiter()
+    model = ArrivalModel(tuple([high] * 10), span_s=100.0)
+    assert sampled(*args)["low"].start_at == NOW + 100
+    expected = sampled(*args, arrival_model=model)
+    start = expected["low"].start_at
+    assert start is not None and NOW + 600 <= start <= NOW + 1700
