@@ -17,7 +17,7 @@ from phalanx.backends.base import HeldCapacity, PodEvent, PodLaunch, RendezvousI
 from phalanx.controllers.plane import ControlPlane, ControlPlaneConfig
 from phalanx.model.objects import Node
 from phalanx.store import Transition, open_store
-from phalanx.testing import make_node, queue_manifests
+from phalanx.testing import job_manifest, make_node, queue_manifests
 
 pytestmark = pytest.mark.integration
 
@@ -60,22 +60,7 @@ class NodesOnly:
 
 
 def job(name: str, gpus: int = 1) -> dict[str, object]:
-    return {
-        "apiVersion": "phalanx.dev/v1alpha1",
-        "kind": "Job",
-        "metadata": {"name": name},
-        "spec": {
-            "queue": "q",
-            "podSets": [
-                {
-                    "name": "main",
-                    "replicas": 1,
-                    "command": ["true"],
-                    "resources": {"cpu": "100m", "memory": "64Mi", "nvidia.com/gpu": gpus},
-                }
-            ],
-        },
-    }
+    return job_manifest(name, resources={"cpu": "100m", "memory": "64Mi", "nvidia.com/gpu": gpus})
 
 
 class Clock:

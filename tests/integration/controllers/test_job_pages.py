@@ -17,20 +17,13 @@ from phalanx.controllers.queries import Queries
 from phalanx.controllers.state import SpecCache
 from phalanx.model.metadata import parse_selector
 from phalanx.store import Store, Transition, open_store
+from phalanx.testing import job_manifest as pod_set_job
 
 pytestmark = pytest.mark.integration
 
 
 def job(name: str, team: str) -> dict[str, object]:
-    return {
-        "apiVersion": "phalanx.dev/v1alpha1",
-        "kind": "Job",
-        "metadata": {"name": name, "labels": {"team": team}},
-        "spec": {
-            "queue": "q",
-            "podSets": [{"name": "w", "replicas": 2, "command": ["true"], "resources": {"cpu": 1}}],
-        },
-    }
+    return pod_set_job(name, labels={"team": team}, replicas=2, pod_set="w", resources={"cpu": 1})
 
 
 @pytest.fixture

@@ -11,20 +11,13 @@ import pytest
 
 from phalanx.controllers.state import SpecCache, World, WorldCache
 from phalanx.store import PodRecord, Store, Transition, open_store
+from phalanx.testing import job_manifest
 
 pytestmark = pytest.mark.integration
 
 
 def job(name: str) -> dict[str, object]:
-    return {
-        "apiVersion": "phalanx.dev/v1alpha1",
-        "kind": "Job",
-        "metadata": {"name": name},
-        "spec": {
-            "queue": "q",
-            "podSets": [{"name": "w", "replicas": 1, "command": ["true"], "resources": {}}],
-        },
-    }
+    return job_manifest(name, pod_set="w")
 
 
 @pytest.fixture

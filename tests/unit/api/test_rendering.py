@@ -29,6 +29,7 @@ from phalanx.controllers.views import ApplyResult, EventView, JobView, ProgressV
 from phalanx.model.objects import JobPhase
 from phalanx.model.reasons import Reason, ReasonCode
 from phalanx.store import Store, Transition, open_store
+from phalanx.testing import job_manifest
 
 
 def validated(adapter: TypeAdapter[Any], value: object) -> object:
@@ -106,15 +107,7 @@ def test_apply_outcomes_are_what_the_schema_validates() -> None:
 
 
 def job(name: str) -> dict[str, object]:
-    return {
-        "apiVersion": "phalanx.dev/v1alpha1",
-        "kind": "Job",
-        "metadata": {"name": name, "labels": {"team": "x"}},
-        "spec": {
-            "queue": "q",
-            "podSets": [{"name": "w", "replicas": 1, "command": ["true"], "resources": {"cpu": 1}}],
-        },
-    }
+    return job_manifest(name, labels={"team": "x"}, pod_set="w", resources={"cpu": 1})
 
 
 @pytest.fixture
