@@ -45,6 +45,7 @@ from pathlib import Path
 import lean_load
 
 from phalanx.client import Client
+from phalanx.testing import job_manifest as pod_set_job
 from phalanx.testing import queue_manifests
 
 TARGET_SINGLE_PER_S = 500.0
@@ -59,22 +60,11 @@ QUEUE = queue_manifests(gpu=0, cpu=64, memory="64Gi")
 
 def job_manifest(name: str) -> dict[str, object]:
     """A one-pod job asking for one GPU of queue ``q`` (which has none: it stays Pending)."""
-    return {
-        "apiVersion": "phalanx.dev/v1alpha1",
-        "kind": "Job",
-        "metadata": {"name": name, "labels": {"bench": "api"}},
-        "spec": {
-            "queue": "q",
-            "podSets": [
-                {
-                    "name": "main",
-                    "replicas": 1,
-                    "command": ["true"],
-                    "resources": {"cpu": "100m", "memory": "64Mi", "nvidia.com/gpu": 1},
-                }
-            ],
-        },
-    }
+    return pod_set_job(
+        name,
+        labels={"bench": "api"},
+        resources={"cpu": "100m", "memory": "64Mi", "nvidia.com/gpu": 1},
+    )
 
 
 def _port() -> int:
