@@ -186,6 +186,14 @@ def test_delete_dispatches_through_the_registry(cli: Invoke, tmp_path: Path) -> 
     assert names(ok(cli("get", "queues"))) == ["team-a"]
 
 
+#: Runs the CLI with Ctrl-C raising KeyboardInterrupt, as from a terminal, whatever this test
+#: process does with SIGINT (a signal it ignores would be ignored by its children too).
+INTERRUPTIBLE_CLI = (
+    "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "sys.argv[0] = 'phalanx'; runpy.run_module('phalanx.cli', run_name='__main__')"
+)
+
+
 def test_get_watch_prints_a_row_per_change_until_ctrl_c(
     cli: Invoke, server: object, tmp_path: Path
 ) -> None:
@@ -206,7 +214,7 @@ def test_get_watch_prints_a_row_per_change_until_ctrl_c(
         return out
 
     with subprocess.Popen(
-        [sys.executable, "-m", "phalanx.cli", "--data-dir", data_dir, *WATCH_ARGS],
+        [sys.executable, "-c", INTERRUPTIBLE_CLI, "--data-dir", data_dir, *WATCH_ARGS],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -232,10 +240,13 @@ def test_get_watch_prints_a_row_per_change_until_ctrl_c(
         finally:
             watcher.send_signal(signal.SIGINT)
             try:
-                code = watcher.wait(timeout=10)
+                code = watcher.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 watcher.kill()
-                raise
+                watcher.wait()
+                raise AssertionError(
+                    "get -w did not end within 20 s of SIGINT; its stderr: " + watcher.stderr.read()
+                ) from None
             reader.join(timeout=5)
             stderr = watcher.stderr.read()
     assert code == 130, stderr

@@ -78,7 +78,7 @@ def test_frozen_cycles_are_collected_once_the_frozen_objects_grow(
     gc.collect()
     assert freezer.stats.complete_collections == 1
     base = freezer.stats.frozen_after_complete
-    assert base == gc.get_freeze_count() > 0
+    assert 0 < gc.get_freeze_count() <= base  # frozen objects may have died since
 
     # A cycle that is alive at a full collection is frozen with the rest; once garbage, a
     # frozen cycle is not collected ...
