@@ -17,6 +17,7 @@ import pytest
 from dashboardharness import QUEUE, Browser, Live, sign_in
 
 from phalanx.kinds.pipeline import spec_manifest
+from project_modules import importable_module
 
 pytestmark = pytest.mark.integration
 
@@ -88,14 +89,8 @@ def echo_service(name: str) -> dict[str, object]:
 @pytest.fixture
 def project(tmp_path: Path) -> Iterator[Path]:
     """A project directory with the pipeline's module, importable here and by the steps."""
-    (tmp_path / "browserflow.py").write_text(FLOW.format(gate=str(tmp_path / "go")))
-    sys.path.insert(0, str(tmp_path))
-    importlib.invalidate_caches()
-    try:
+    with importable_module(tmp_path, "browserflow", FLOW.format(gate=str(tmp_path / "go"))):
         yield tmp_path
-    finally:
-        sys.path.remove(str(tmp_path))
-        sys.modules.pop("browserflow", None)
 
 
 def run_manifest(name: str, project: Path) -> dict[str, object]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib
 import sys
-import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +21,7 @@ from phalanx.controllers.plane import ControlPlane, ControlPlaneConfig
 from phalanx.pipelines.reconciler import KIND, PipelineRunReconciler, job_name
 from phalanx.store import open_store
 from phalanx.testing import queue_manifests
+from project_modules import importable_module
 
 STEPS = 4
 FLOWS = """
@@ -45,16 +45,8 @@ ADMITTED = {"Admitted", "Running", "Succeeded"}
 @pytest.fixture
 def project(tmp_path: Path) -> Iterator[Path]:
     """A project directory with the module ``samepass_flows``, importable here."""
-    root = tmp_path / "project"
-    root.mkdir()
-    (root / "samepass_flows.py").write_text(textwrap.dedent(FLOWS))
-    sys.path.insert(0, str(root))
-    importlib.invalidate_caches()
-    try:
+    with importable_module(tmp_path / "project", "samepass_flows", FLOWS) as root:
         yield root
-    finally:
-        sys.path.remove(str(root))
-        sys.modules.pop("samepass_flows", None)
 
 
 def make_plane(data: Path) -> ControlPlane:

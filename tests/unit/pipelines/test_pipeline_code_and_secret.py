@@ -16,6 +16,7 @@ import pytest
 from phalanx.kinds.pipeline import parse_pipeline, parse_pipeline_run, spec_manifest
 from phalanx.model.specs import SpecError
 from phalanx.pipelines.codehash import _source, code_hash
+from project_modules import importable_module
 
 MODULE = """
 import functools
@@ -53,13 +54,8 @@ class Holder:
 
 @pytest.fixture
 def module(tmp_path: Path) -> Iterator[ModuleType]:
-    (tmp_path / "codehash_sample.py").write_text(MODULE)
-    sys.path.insert(0, str(tmp_path))
-    try:
+    with importable_module(tmp_path, "codehash_sample", MODULE):
         yield importlib.import_module("codehash_sample")
-    finally:
-        sys.path.remove(str(tmp_path))
-        sys.modules.pop("codehash_sample", None)
 
 
 @pytest.mark.parametrize(

@@ -29,6 +29,7 @@ from phalanx.pipelines.execution import input_refs, step_key
 from phalanx.pipelines.hashing import sha256
 from phalanx.pipelines.keys import KeyInputs, cache_key, content_hash
 from phalanx.pipelines.sdk import TaskFuture, unmapped
+from project_modules import importable_module
 
 #: A project module; its code hashes below depend on this exact text and module name.
 GOLDFLOWS = """\
@@ -90,14 +91,8 @@ HEAVY = ("inspect", "dataclasses", "hashlib", "_hashlib", "ast", "dis", "pathlib
 
 @pytest.fixture
 def goldflows(tmp_path: Path) -> Iterator[Path]:
-    (tmp_path / "goldflows.py").write_text(GOLDFLOWS)
-    sys.path.insert(0, str(tmp_path))
-    importlib.invalidate_caches()
-    try:
-        yield tmp_path
-    finally:
-        sys.path.remove(str(tmp_path))
-        sys.modules.pop("goldflows", None)
+    with importable_module(tmp_path, "goldflows", GOLDFLOWS) as folder:
+        yield folder
 
 
 def test_content_hashes_cache_keys_and_encodings_are_unchanged() -> None:
