@@ -20,7 +20,8 @@ Each figure is the median of ``--repeat`` runs after one warm-up (job mode: one 
 overhead per task = wall time / tasks (the task itself costs microseconds). The load average
 is printed with the figures.
 
-    python bench/pipeline_bench.py [--repeat 3] [--skip-prefect] [--skip-jobs]
+    python bench/pipeline_bench.py [--repeat 3] [--skip-prefect] [--skip-jobs] [--ticks 0.2,0.05]
+        [--dags chain,fanout]
 """
 
 from __future__ import annotations
@@ -170,7 +171,7 @@ def chain_breakdown(client: Any, run: str) -> dict[str, float]:
     }
 
 
-def job_mode(work: Path, tick_s: float) -> dict[str, float]:
+def job_mode(work: Path, tick_s: float, only: tuple[str, ...]) -> dict[str, float]:
     from phalanx.api.server import ApiServer, ServerSettings
     from phalanx.cli.pipeline import run_manifest
     from phalanx.client import Client
@@ -221,7 +222,8 @@ def job_mode(work: Path, tick_s: float) -> dict[str, float]:
                     },
                 ]
             )
-            for name, pipe, n in (("chain", flows.chain, CHAIN), ("fanout", flows.fanout, FANOUT)):
+            dags = (("chain", flows.chain, CHAIN), ("fanout", flows.fanout, FANOUT))
+            for name, pipe, n in (d for d in dags if d[0] in only):
                 run_name = f"{name}-{int(tick_s * 1000)}"
                 since = client.job_page(limit=1).resource_version
                 started = time.perf_counter()
@@ -296,7 +298,9 @@ def main() -> None:
     parser.add_argument("--skip-prefect", action="store_true")
     parser.add_argument("--skip-jobs", action="store_true")
     parser.add_argument("--ticks", default="0.2,0.05", help="job-mode loop ticks (seconds)")
+    parser.add_argument("--dags", default="chain,fanout", help="job-mode DAGs to run")
     args = parser.parse_args()
+    dags = tuple(args.dags.split(","))
     load_before = os.getloadavg()
     results: dict[str, Any] = {"load_before": load_before}
     with tempfile.TemporaryDirectory(prefix="phalanx-pipeline-bench-") as tmp:
@@ -304,7 +308,7 @@ def main() -> None:
         results["in_process"] = in_process(work, args.repeat)
         if not args.skip_jobs:
             for tick in (float(t) for t in args.ticks.split(",")):
-                results[f"jobs_tick_{tick}"] = job_mode(work, tick)
+                results[f"jobs_tick_{tick}"] = job_mode(work, tick, dags)
     print(json.dumps(results, indent=2), flush=True)  # kept if the Prefect run fails
     if not args.skip_prefect:
         try:
@@ -328,6 +332,8 @@ def main() -> None:
             )
         for key, value in results.items():
             if key.startswith("jobs_tick_"):
+                if dag not in value:
+                    continue
                 print(_row(f"phalanx job mode (tick {key[10:]} s)", value[dag], tasks))
                 if dag == "chain":
                     print(

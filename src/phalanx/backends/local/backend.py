@@ -11,6 +11,25 @@ read them); the files there are the whole truth, so a new backend on the same da
 - ``exit.json``: written by the supervisor when the workload ended (``reason: OOMKilled`` when
   it killed the pod for exceeding ``memory_limit_bytes``).
 
+Durability. Every file is written atomically (a temporary file renamed over it), so a reader —
+this backend, after the control plane was killed at any instant — sees the old file or the
+whole new one: the page cache belongs to the kernel and outlives the process. Only
+``exit.json`` and ``stop.json`` are also fsynced, to outlive a crash of the machine; the two
+files every launch writes are not, which keeps two fsyncs per pod off the control loop:
+
+- ``launch.json`` holds nothing the store does not: the next ``launch`` of the pod (reconcile
+  calls it for every admitted pod) writes it again when it is missing or unreadable;
+- ``pid.json`` names a process, and no process outlives the machine. After a crash of the
+  machine a pod whose ``pid.json`` is missing is started again, as the same attempt (it may
+  have begun before the crash); one whose ``pid.json`` is on disk, whole or empty, has no
+  supervisor and no ``exit.json`` and is reported LOST, for its job's failure policy to
+  restart or fail, as for any pod of a failed node. An ``exit.json`` on disk reports the
+  pod's end whatever became of the rest. (SQLite, in WAL mode with ``synchronous=NORMAL``,
+  may itself lose its last commits in such a crash; the files are what ``adopt`` repairs
+  the store from.)
+
+tests/integration/backends/test_local_machine_crash.py builds each of these states.
+
 The workload runs in ``<pod root>/work/<pod_id>/`` (0700; owned by the pod user when pods run
 as one, see isolation.py), with a minimal environment: PATH, LANG, LC_ALL, PYTHONPATH,
 VIRTUAL_ENV, HOME (its working directory under a pod user) and USER, plus its own env — never
@@ -19,6 +38,9 @@ the rest of the server's.
 Fault injection (a test and chaos feature): while ``<data_dir>/faults/<node>`` exists, every
 pod on that node is killed as if the node had failed, and reported LOST with reason
 ``NodeFault`` and the file's text as the message (``inject_node_fault``/``clear_node_fault``).
+
+A launch is handed to a supervisor started ahead of it when one waits (warm.py), else one is
+started for it; either way the pod runs the same.
 
 Pod transitions, as ``poll_events`` and ``adopt`` report them:
 
@@ -42,6 +64,7 @@ import socket
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -61,6 +84,7 @@ from phalanx.backends.local.gpu_health import GpuHealthWatcher
 from phalanx.backends.local.isolation import PodUser, own_directory, pod_root
 from phalanx.backends.local.nodes import discover_nodes
 from phalanx.backends.local.supervisor import read_proc_stat, read_start_ticks
+from phalanx.backends.local.warm import WarmSupervisors
 from phalanx.model.objects import Node
 
 __all__ = ["LocalBackend", "clear_node_fault", "inject_node_fault"]
@@ -113,11 +137,13 @@ class LocalBackend:
         python: str = sys.executable,
         gpu_health: GpuHealthWatcher | None = None,
         pod_user: PodUser | None = None,
+        warm_supervisors: int = 1,
     ) -> None:
         """``nodes``: declared virtual nodes (default: this machine, discovered, whose GPUs are
         then watched for critical XIDs through NVML unless ``gpu_health`` is given).
         ``pod_user``: run workloads as this user (the server must be root; see isolation.py);
-        None: as the server's user."""
+        None: as the server's user. ``warm_supervisors``: how many pod supervisors to keep
+        started ahead of their pods (warm.py), from the first launch on; 0: none."""
         self._pods_dir = Path(data_dir).absolute() / "pods"
         self._pods_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._pods_dir.chmod(0o700)
@@ -135,6 +161,11 @@ class LocalBackend:
         self._tracked: dict[str, _TrackedPod] = {}
         self._events: list[PodEvent] = []
         self._exits: ExitWatcher | None = None
+        basics = {key: os.environ[key] for key in ("PATH", "LANG", "LC_ALL") if key in os.environ}
+        self._warm = WarmSupervisors(python, warm_supervisors, basics)
+        # A backend dropped without close (a test's, a library user's) ends its waiting
+        # supervisors when it is collected, or at exit; they would wait until then.
+        self._close_warm = weakref.finalize(self, self._warm.close)
 
     def notify_on_exit(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` (from a thread of the backend's) as soon as any pod's supervisor
@@ -146,6 +177,14 @@ class LocalBackend:
             self._exits = ExitWatcher(callback)
             for pod in self._tracked.values():
                 self._exits.watch(pod.pid)
+
+    def prestart_supervisors(self) -> None:
+        """Start the supervisors kept ahead of pods now rather than at the first launch."""
+        self._warm.start()
+
+    def waiting_supervisors(self) -> list[int]:
+        """The pids of the supervisors started ahead of pods that wait for one now."""
+        return self._warm.idle_pids()
 
     def nodes(self) -> list[Node]:
         """Return the nodes given at construction (or this machine, discovered); with a GPU
@@ -214,8 +253,9 @@ class LocalBackend:
                     return
                 if self._pod_user is not None:
                     record["user"] = {"uid": self._pod_user.uid, "gid": self._pod_user.gid}
-                write_json_atomic(pod_dir / "launch.json", record)
+                write_json_atomic(pod_dir / "launch.json", record, is_durable=False)
             self._spawn(pod.pod_id, pod_dir, record)
+        self._warm.start()
 
     def stop(self, pod_id: str, grace_period_s: float) -> None:
         """Record stop.json, then SIGTERM the pod (its supervisor relays to the whole group);
@@ -309,6 +349,7 @@ class LocalBackend:
             if self._exits is not None:
                 self._exits.close()
                 self._exits = None
+        self._close_warm()
         if self._gpu_health is not None:
             self._gpu_health.close()
 
@@ -335,10 +376,15 @@ class LocalBackend:
             {str(k): str(v) for k, v in env_record.items()} if isinstance(env_record, dict) else {}
         )
         node = str(record.get("node", ""))
+        argv = _supervisor_argv(self._python, pod_dir, record)
+        warm = self._warm.hand(argv[4:], env)  # what follows python -I -S supervisor.py
+        if warm is not None:
+            self._started(pod_id, pod_dir, node, *warm)
+            return
         try:
             pid = os.posix_spawnp(
                 self._python,
-                _supervisor_argv(self._python, pod_dir, record),
+                argv,
                 env,
                 file_actions=[
                     (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
@@ -365,8 +411,16 @@ class LocalBackend:
             )
             self._not_started(pod_id, pod_dir, message)
             return
-        start_ticks = read_start_ticks(pid)
-        write_json_atomic(pod_dir / "pid.json", {"pid": pid, "start_ticks": start_ticks})
+        self._started(pod_id, pod_dir, node, pid, read_start_ticks(pid))
+
+    def _started(
+        self, pod_id: str, pod_dir: Path, node: str, pid: int, start_ticks: int | None
+    ) -> None:
+        """Record the pod's supervisor (pid.json; it writes the same itself, so a crash just
+        after the start cannot leave a started pod without one for long), track it, report
+        the pod RUNNING."""
+        pid_record = {"pid": pid, "start_ticks": start_ticks}
+        write_json_atomic(pod_dir / "pid.json", pid_record, is_durable=False)
         self._track(_TrackedPod(pod_id, pod_dir, pid, start_ticks, node=node))
         self._events.append(PodEvent(pod_id, PodEventKind.RUNNING, time.time()))
 
@@ -564,14 +618,17 @@ def _supervisor_argv(python: str, pod_dir: Path, record: dict[str, object]) -> l
     return argv
 
 
-def write_json_atomic(path: Path, data: object) -> None:
+def write_json_atomic(path: Path, data: object, is_durable: bool = True) -> None:
     """Write ``data`` as JSON to ``path`` so that readers see the old file or the whole new one:
-    a temporary file in the same directory, fsynced, then renamed over ``path``."""
+    a temporary file in the same directory, fsynced when ``is_durable`` (the file must
+    survive a crash of the machine, not only of this process: see the module docstring),
+    then renamed over ``path``."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with tmp.open("w", encoding="utf-8") as f:
-        json.dump(data, f)
-        f.flush()
-        os.fsync(f.fileno())
+        f.write(json.dumps(data))
+        if is_durable:
+            f.flush()
+            os.fsync(f.fileno())
     tmp.replace(path)
 
 

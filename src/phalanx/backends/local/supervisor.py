@@ -19,6 +19,11 @@ nothing but built-in and frozen modules (os, sys, errno, time, and ``_signal``, 
 does), writes its two small JSON files by hand, and starts the workload with fork and exec
 rather than through ``subprocess``. Nothing from phalanx: the backend runs it without the
 package (``-I -S``).
+
+A supervisor may also be started ahead of its pod (``supervisor.py --wait``, warm.py): it then
+reads its launch from stdin (``encode_launch``'s form: the command line above, then the
+pod's environment), up to end of file, before doing the same; one that reads no whole launch
+(its backend closed the pipe or died) exits at once, having done nothing.
 """
 
 from __future__ import annotations
@@ -36,7 +41,16 @@ if TYPE_CHECKING:
 else:
     import _signal as signal
 
-__all__ = ["LAUNCH_ERROR", "NOT_STARTED_EXIT_CODE", "main", "read_proc_stat", "read_start_ticks"]
+__all__ = [
+    "LAUNCH_ERROR",
+    "NOT_STARTED_EXIT_CODE",
+    "WAIT_FLAG",
+    "decode_launch",
+    "encode_launch",
+    "main",
+    "read_proc_stat",
+    "read_start_ticks",
+]
 
 #: Exit code reported when the workload could not be started at all (as a shell does).
 NOT_STARTED_EXIT_CODE = 127
@@ -45,7 +59,11 @@ NOT_STARTED_EXIT_CODE = 127
 LAUNCH_ERROR = "LaunchError"
 #: How often the group's memory is measured against ``--memory-limit``.
 MEMORY_CHECK_S = 0.2
-_USAGE = "usage: supervisor.py POD_DIR [OPTION VALUE]... -- COMMAND [ARG]..."
+_USAGE = "usage: supervisor.py POD_DIR [OPTION VALUE]... -- COMMAND [ARG]... | --wait"
+#: The command line of a supervisor started ahead of its pod (its launch comes on stdin).
+WAIT_FLAG = "--wait"
+#: Frames a launch on stdin: a launch cut short (a partial write) is never taken for one.
+_LAUNCH_HEAD, _LAUNCH_TAIL = b"phalanx-launch-1\0", b"\0end"
 _RELAYED = (signal.SIGTERM, signal.SIGINT)
 #: Python ignores these at start-up; ignored signals survive exec, so the workload gets
 #: them back at their defaults (as subprocess does).
@@ -114,9 +132,11 @@ class _Launch:
         self.command = argv[i + 1 :]
 
 
-def main(argv: list[str]) -> int:
-    """Supervise the pod ``argv`` describes (see the module docstring); return the exit
-    status of this process."""
+def main(argv: list[str], env: dict[str, str] | None = None) -> int:
+    """Supervise the pod ``argv`` describes (see the module docstring), its workload run with
+    ``env`` (None: this process's environment); return the exit status of this process."""
+    if argv == [WAIT_FLAG]:
+        return _main_warm()
     try:
         launch = _Launch(argv)
     except ValueError as exc:
@@ -136,10 +156,12 @@ def main(argv: list[str]) -> int:
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, {*_RELAYED, signal.SIGCHLD})
     for signum in _RELAYED:
         signal.signal(signum, relay.on_signal)
-    child, message = _start(launch, mask)
+    child, message = _start(launch, mask, dict(os.environ) if env is None else env)
+    # Not fsynced: it names a process, and no process outlives the machine (backend.py).
     _write_atomic(
         os.path.join(launch.pod_dir, "pid.json"),
         f'{{"pid": {os.getpid()}, "start_ticks": {_json_value(read_start_ticks(os.getpid()))}}}',
+        is_durable=False,
     )
     if child is None:
         os.write(2, f"phalanx: {message}\n".encode(errors="backslashreplace"))
@@ -160,9 +182,64 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def _start(launch: _Launch, mask: Iterable[int]) -> tuple[int | None, str]:
-    """Start the workload; return its pid, or None and a message saying why it could not
-    start. ``mask``: the signal mask the workload gets."""
+def _main_warm() -> int:
+    """A supervisor started ahead of its pod: read the launch from stdin, send stdout and
+    stderr to the pod's log and stdin to /dev/null, then supervise it as ``main`` does.
+    Without a whole launch (end of file first: the backend closed the pipe, or died), exit
+    at once: nothing was started and nothing is written."""
+    data = b""
+    while chunk := _read_retrying(0):
+        data += chunk
+    try:
+        argv, env = decode_launch(data)
+        pod_dir = os.path.abspath(argv[0])
+        log = os.open(
+            os.path.join(pod_dir, "output.log"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600
+        )
+    except (ValueError, IndexError, OSError):
+        return 0
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(null)
+    os.close(log)
+    return main(argv, env)
+
+
+def encode_launch(argv: list[str], env: dict[str, str]) -> bytes:
+    """A launch for a supervisor started with ``--wait``: its command line (``main``'s
+    ``argv``) and the workload's environment. Raises ValueError for a NUL character in any
+    of them or an '=' in a variable's name (the OS would refuse them at exec)."""
+    items = [*argv, *(f"{key}={value}" for key, value in env.items())]
+    if any("\0" in item for item in items) or any("=" in key or not key for key in env):
+        raise ValueError("a NUL character in the launch, or '=' in a variable name")
+    fields = [str(len(argv)).encode(), *(os.fsencode(item) for item in items)]
+    return _LAUNCH_HEAD + b"\0".join(fields) + _LAUNCH_TAIL
+
+
+def decode_launch(data: bytes) -> tuple[list[str], dict[str, str]]:
+    """The (argv, env) of ``encode_launch``'s ``data``; raises ValueError unless it is one
+    whole launch."""
+    if not (data.startswith(_LAUNCH_HEAD) and data.endswith(_LAUNCH_TAIL)):
+        raise ValueError("not a whole launch")
+    fields = [os.fsdecode(f) for f in data[len(_LAUNCH_HEAD) : -len(_LAUNCH_TAIL)].split(b"\0")]
+    count = int(fields[0])
+    if not 0 <= count <= len(fields) - 1:
+        raise ValueError("not a whole launch")
+    argv, env_items = fields[1 : 1 + count], fields[1 + count :]
+    env = {}
+    for item in env_items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"not a variable: {item!r}")
+        env[key] = value
+    return argv, env
+
+
+def _start(launch: _Launch, mask: Iterable[int], env: dict[str, str]) -> tuple[int | None, str]:
+    """Start the workload with ``env``; return its pid, or None and a message saying why it
+    could not start. ``mask``: the signal mask the workload gets."""
     argv = launch.command
     if not argv:
         return None, "no command to run; set command (or args) in the pod set"
@@ -171,7 +248,6 @@ def _start(launch: _Launch, mask: Iterable[int]) -> tuple[int | None, str]:
             None,
             f"working directory {launch.working_dir!r} does not exist or is not a directory",
         )
-    env = os.environ.copy()
     # A pipe the child closes by exec (success) or writes its failure to.
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
@@ -309,15 +385,17 @@ def _json_value(value: str | int | float | None) -> str:
     return '"' + "".join(out) + '"'
 
 
-def _write_atomic(path: str, text: str) -> None:
+def _write_atomic(path: str, text: str, is_durable: bool = True) -> None:
     """Write ``text`` to ``path`` so that readers see the old file or the whole new one: a
-    temporary file in the same directory, fsynced, then renamed over ``path``."""
+    temporary file in the same directory, fsynced (when ``is_durable``: the file must
+    survive a crash of the machine), then renamed over ``path``."""
     directory, name = os.path.split(path)
     tmp = os.path.join(directory, f".{name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
         os.write(fd, text.encode())
-        os.fsync(fd)
+        if is_durable:
+            os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(tmp, path)
