@@ -935,11 +935,17 @@ def stranded_gpu_s(size: int, pods: list[PodRecord], now: float) -> tuple[float,
       (pods are made in generations of ``size``: a job whose pods were all evicted gets a
       new generation), so ``size − r`` are missing.
     A pod whose bind the API server has received is not a hole: that bind is in flight.
+    A pod exists from the first sign of it: the watch showing it, or the API server receiving
+    or answering its bind (a bind needs its pod; the watch can show a creation after the
+    audit log shows the pod's bind).
     Stranded GPU·s integrates the GPUs held over the time the job has a hole. Returns (that,
     the part while a hole carried PodScheduled=False, reason Unschedulable)."""
     held: list[tuple[float, float, int]] = []  # (from, until, gpus)
     waiting: list[tuple[float, float, bool]] = []  # (from, until, unschedulable?): a hole
-    created = sorted(p.seen_at for p in pods)
+    created = sorted(
+        min(t for t in (p.seen_at, p.bind_received_at, p.bind_answered_at) if t is not None)
+        for p in pods
+    )
     edges = {now, *created}
     for p in pods:
         signs = [t for t in (p.bound_at, p.bind_answered_at) if t is not None]

@@ -5,6 +5,7 @@ rendezvous Service is created once."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import threading
 import time
@@ -12,6 +13,10 @@ from typing import Any
 
 import pytest
 from cluster import Cluster, Plane, job, queue
+from hyperframe.frame import Frame
+
+from phalanx.backends.kubernetes import http2
+from phalanx.backends.kubernetes.binds import BindAnswer
 
 pytestmark = pytest.mark.k8s
 
@@ -199,13 +204,90 @@ def _connections_opened(backend: Any) -> int:
     return int(opened + (backend._binder.opened if backend._binder is not None else 0))
 
 
-def test_a_gangs_binds_are_all_sent_before_any_answer_is_read(
+def _frames(chunk: bytes) -> list[tuple[str, int]]:
+    """(type, stream id) of every HTTP/2 frame in one write."""
+    view = memoryview(chunk.removeprefix(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"))
+    out = []
+    while view:
+        frame, length = Frame.parse_frame_header(view[:9])
+        out.append((type(frame).__name__, frame.stream_id))
+        view = view[9 + length :]
+    return out
+
+
+class _RecordingSocket:
+    """A bind connection's socket, every write recorded."""
+
+    def __init__(self, sock: Any, writes: list[bytes]) -> None:
+        self.sock, self.writes = sock, writes
+
+    def sendall(self, data: bytes, /) -> None:
+        self.writes.append(bytes(data))
+        self.sock.sendall(data)
+
+    def recv(self, size: int, /) -> bytes:
+        return bytes(self.sock.recv(size))
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_a_gangs_binds_arrive_on_one_http2_connection_in_one_write(
     cluster: Cluster, plane: Plane
 ) -> None:
-    """From one thread, back to back: no bind of the gang can be committed (and hold a node)
-    while a sibling's bind still waits to be sent."""
+    """The API server chooses HTTP/2: the gang's eight binds are eight streams of one
+    connection, all in one socket write (every HEADERS frame first), and all are answered 201
+    Created, on the nodes phalanx chose."""
+    if not http2.AVAILABLE and os.environ.get("PHALANX_REQUIRE_K8S") != "1":
+        pytest.skip("h2 is not installed: pip install -e '.[kubernetes]'")
+    binder = plane.plane.backend._binder
+    assert binder is not None and binder.http2
+    writes: list[bytes] = []
+    connect, bind = binder._connect_http2, binder.bind
+    answers: list[BindAnswer] = []
+
+    def recording() -> Any:
+        conn = connect()
+        assert conn is not None, "the API server did not choose HTTP/2"
+        conn._sock = _RecordingSocket(conn._sock, writes)
+        return conn
+
+    def answered(requests: Any) -> list[BindAnswer]:
+        got = bind(requests)
+        answers.extend(got)
+        return got
+
+    binder._connect_http2, binder.bind = recording, answered  # type: ignore[method-assign]
+    binder.close()  # no idle connection left: the gang's binds go through a recorded one
+    opened = binder.opened
+    plane.plane.apply(queue())
+    plane.plane.apply([job("eight", gpus=1, replicas=8)])
+    plane.run_until(lambda: plane.job("eight").phase.value == "Running")
+    plane.run_until(lambda: len(answers) == 8)
+    assert binder.opened - opened == 1
+    assert binder.http2
+    carrying = [w for w in writes if any(k == "HeadersFrame" for k, _ in _frames(w))]
+    assert len(carrying) == 1, [_frames(w) for w in writes]
+    # Every HEADERS frame before the first DATA frame: the API server has a handler under way
+    # for every bind before any can read its body and act.
+    frames = [f for f in _frames(carrying[0]) if f[0] in ("HeadersFrame", "DataFrame")]
+    streams = [1, 3, 5, 7, 9, 11, 13, 15]
+    assert frames == [("HeadersFrame", s) for s in streams] + [("DataFrame", s) for s in streams]
+    assert [a.status for a in answers] == [201] * 8, answers
+    pods = cluster.pods("phalanx.dev/job=eight")
+    assert sorted(p["spec"]["nodeName"] for p in pods) == sorted(
+        p.node for p in plane.job("eight").pods
+    )
+
+
+def test_over_http1_a_gangs_binds_are_all_sent_before_any_answer_is_read(
+    cluster: Cluster, plane: Plane
+) -> None:
+    """Without HTTP/2, from one thread, back to back: no bind of the gang can be committed
+    (and hold a node) while a sibling's bind still waits to be sent."""
     binder = plane.plane.backend._binder
     assert binder is not None
+    binder.http2 = False
     steps: list[str] = []
     connect = binder._connect
 

@@ -132,6 +132,15 @@ CASES = [
     ),
     pytest.param(
         2,
+        [
+            pod("a", seen=0.0, asked=1.0, bound=1.2, ended=30.0),
+            pod("b", seen=1.5, asked=1.1, bound=1.3, ended=30.0),
+        ],
+        (0.0, 0.0),
+        id="a-pod-the-watch-shows-late-existed-when-its-bind-was-received",
+    ),
+    pytest.param(
+        2,
         [pod("a", asked=None, bound=None), pod("b", unschedulable=1.0)],
         (0.0, 0.0),
         id="nothing-bound-holds-nothing",
@@ -183,30 +192,18 @@ def test_the_audit_log_gives_each_bind_its_received_and_answered_times(tmp_path:
             },
         }
         api.call("POST", "/api/v1/namespaces/default/pods", body)
+        binding = {
+            "apiVersion": "v1",
+            "kind": "Binding",
+            "metadata": {"name": "p0", "namespace": "default"},
+            "target": {"apiVersion": "v1", "kind": "Node", "name": "kwok-gpu-0000"},
+        }
         before = time.time()
-        api.call(
-            "POST",
-            "/api/v1/namespaces/default/pods/p0/binding",
-            {
-                "apiVersion": "v1",
-                "kind": "Binding",
-                "metadata": {"name": "p0", "namespace": "default"},
-                "target": {"apiVersion": "v1", "kind": "Node", "name": "kwok-gpu-0000"},
-            },
-        )
+        api.call("POST", "/api/v1/namespaces/default/pods/p0/binding", binding)
         after = time.time()
         # A bind refused (bound already) is in the log but is not the pod's bind.
         with pytest.raises(Exception, match="409"):
-            api.call(
-                "POST",
-                "/api/v1/namespaces/default/pods/p0/binding",
-                {
-                    "apiVersion": "v1",
-                    "kind": "Binding",
-                    "metadata": {"name": "p0", "namespace": "default"},
-                    "target": {"apiVersion": "v1", "kind": "Node", "name": "kwok-gpu-0000"},
-                },
-            )
+            api.call("POST", "/api/v1/namespaces/default/pods/p0/binding", binding)
         audit = directory / "logs" / "audit.log"
         lines = [json.loads(line) for line in audit.read_text().splitlines()]
         # Only binds are logged (not the pod's creation, nor anything else the cluster does).

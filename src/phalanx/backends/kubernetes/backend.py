@@ -13,9 +13,11 @@ What it does:
   gang start together: each is created *unbound* (``schedulerName: phalanx``, so no other
   scheduler takes it; its node and the gang's size in annotations), and once every pod of the
   gang exists they are all bound in one burst (the ``pods/binding`` subresource): one thread
-  writes every bind of the gang back to back before it reads any answer (binds.py), so they
-  reach the API server within a fraction of a millisecond of each other unless a process is
-  descheduled in between; through a proxy they go through the client, a thread each.
+  frames every bind of the gang as a stream of one HTTP/2 connection and writes them all with
+  one socket write, so the API server reads them together, before it reads any answer
+  (binds.py; over HTTP/1.1, back to back on a connection each, when the ``h2`` package is
+  missing or the server does not choose HTTP/2); through a proxy they go through the client,
+  a thread each.
   No pod of a gang holds a node while another is still being created. A crash between the two
   steps leaves unbound pods: after a restart the watch finds them, and ``poll_events`` binds
   every gang whose pods all exist (the controllers' relaunch creates any that are missing);
@@ -160,7 +162,7 @@ class KubernetesBackend:
         # a smaller pool discards connections and pays a TLS handshake for each new one.
         self.api = api_client or _api_client(kubeconfig, context, api_workers + BIND_WORKERS + 8)
         self.core = k8s.CoreV1Api(self.api)
-        # A gang's binds leave back to back from one thread (binds.py); through a proxy, or
+        # A gang's binds leave together from one thread (binds.py); through a proxy, or
         # with an injected client, they go through the client, one thread each.
         self._binder = (
             BindSender(self.api.configuration, self._bind_headers)

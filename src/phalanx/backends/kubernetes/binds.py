@@ -1,13 +1,18 @@
-"""Sending a gang's binds back to back, from one thread, on connections kept for binds.
+"""Sending a gang's binds together, from one thread, on connections kept for binds.
 
 Kubernetes has no request that binds several pods, so a gang of k pods is k ``pods/binding``
 writes. If one is committed before the API server has even received another, the first pod
 holds its node while a sibling has no bind on its way. Threads that meet at a barrier and
 then each build and send one request leave milliseconds apart on a busy machine (each must
 wake, take the interpreter lock and serialise its request), as long as the API server takes
-to commit a bind. Here every request is built first, every connection is opened first, and
-then one thread writes them all, one after another, before it reads any answer: the sends
-are microseconds apart.
+to commit a bind. Here every request is built first, and then they leave together:
+
+- over HTTP/2 (https, the h2 library installed, and the server choosing "h2" by ALPN), as
+  streams of one connection written with one ``sendall`` (http2.py): the API server reads
+  the whole gang at once, and no send can be descheduled between two binds;
+- otherwise over HTTP/1.1, a connection per bind: every connection opened first, then one
+  thread writes the requests back to back before it reads any answer, so the sends are
+  microseconds apart unless the kernel takes the core away in between.
 
 Must not import phalanx.backends.local, controllers, store or api.
 """
@@ -16,12 +21,18 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
+import socket
 import ssl
 import threading
 import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from phalanx.backends.kubernetes import http2
+
+log = logging.getLogger(__name__)
 
 #: Idle connections kept for the next burst (more are opened when a burst needs them).
 MAX_IDLE = 32
@@ -55,35 +66,34 @@ class BindSender:
         configuration: Any,
         headers: Callable[[], dict[str, str]],
         connect: Callable[[], http.client.HTTPConnection] | None = None,
+        connect_http2: Callable[[], http2.Http2Connection | None] | None = None,
     ) -> None:
         url = urllib.parse.urlsplit(str(configuration.host))
         self._prefix = url.path.rstrip("/")
         self._headers = headers
         self._lock = threading.Lock()
         self._idle: list[http.client.HTTPConnection] = []
+        self._idle_http2: list[http2.Http2Connection] = []
         #: Connections opened so far (each a TCP connect and, for https, a TLS handshake).
         self.opened = 0
+        #: Whether bursts go over HTTP/2 (http2.py). Turned off for good once the server does
+        #: not choose "h2"; tests turn it off to exercise the HTTP/1.1 path.
+        self.http2 = connect_http2 is not None
+        self._connect_http2 = connect_http2 or (lambda: None)
+        host, port = url.hostname or "localhost", url.port
         if connect is not None:
             self._connect = connect
             return
-        host, port = url.hostname or "localhost", url.port
         if url.scheme != "https":
             self._connect = lambda: http.client.HTTPConnection(host, port, timeout=TIMEOUT_S)
             return
-        context = ssl.create_default_context(
-            cafile=configuration.ssl_ca_cert or None,
-            cadata=getattr(configuration, "ca_cert_data", None) or None,
-        )
-        if not configuration.verify_ssl:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        elif configuration.assert_hostname is False:
-            context.check_hostname = False
-        if configuration.cert_file:
-            context.load_cert_chain(configuration.cert_file, configuration.key_file)
+        context = _ssl_context(configuration)
         self._connect = lambda: http.client.HTTPSConnection(
             host, port, timeout=TIMEOUT_S, context=context
         )
+        if connect_http2 is None and http2.AVAILABLE:
+            self._connect_http2 = _http2_connector(configuration, host, port or 443)
+            self.http2 = True
 
     @staticmethod
     def supports(configuration: Any) -> bool:
@@ -95,15 +105,24 @@ class BindSender:
 
     def bind(self, requests: Sequence[BindRequest]) -> list[BindAnswer]:
         """Send every bind, then read every answer; one answer per request, in order. A
-        connection that the server had closed while idle is replaced and its request sent
-        again once (a bind that was applied answers 409 the second time)."""
+        request the server did not act on (a connection it had closed while idle, a refused
+        stream) is sent again once on a fresh connection (a bind that was applied answers 409
+        the second time)."""
         headers = {
             **self._headers(),
             "Content-Type": "application/json",
             "Accept": "application/json",
         }
-        # 1. Build every request and open every connection before anything is sent.
-        bodies = [
+        bodies = self._bodies(requests)
+        if self.http2:
+            answers = self._bind_http2(bodies, headers)
+            if answers is not None:
+                return answers
+        return self._bind_http1(bodies, headers)
+
+    def _bodies(self, requests: Sequence[BindRequest]) -> list[tuple[str, bytes]]:
+        """(path, JSON body) of each bind."""
+        return [
             (
                 f"{self._prefix}/api/v1/namespaces/{urllib.parse.quote(r.namespace)}/pods/"
                 f"{urllib.parse.quote(r.pod)}/binding",
@@ -118,6 +137,47 @@ class BindSender:
             )
             for r in requests
         ]
+
+    def _bind_http2(
+        self, bodies: list[tuple[str, bytes]], headers: dict[str, str]
+    ) -> list[BindAnswer] | None:
+        """Every bind as a stream of one HTTP/2 connection, all written at once; None when the
+        server did not choose HTTP/2 (the caller sends them over HTTP/1.1 instead)."""
+        requests = [http2.Request("POST", path, body) for path, body in bodies]
+        pairs = list(headers.items())
+        answers: list[http2.Response | None] = [None] * len(requests)
+        # 1. An idle connection, or a new one; 2. a fresh one for what the first left undone.
+        for attempt in range(2):
+            todo = [i for i, a in enumerate(answers) if a is None]
+            if not todo:
+                break
+            try:
+                conn = self._take_http2() if attempt == 0 else self._new_http2()
+            except OSError as exc:
+                why = f"cannot connect: {exc}"
+                for i in todo:
+                    answers[i] = http2.Response(0, error=why)
+                break
+            if conn is None:  # no HTTP/2 from this server
+                if attempt == 0:
+                    return None
+                break
+            got = conn.exchange([requests[i] for i in todo], pairs)
+            for i, answer in zip(todo, got, strict=True):
+                answers[i] = answer
+            self._give_http2(conn)
+        return [
+            BindAnswer(a.status, a.body[:300].decode(errors="replace"), a.error)
+            if a is not None
+            else BindAnswer(0, error="no answer on a fresh connection")
+            for a in answers
+        ]
+
+    def _bind_http1(
+        self, bodies: list[tuple[str, bytes]], headers: dict[str, str]
+    ) -> list[BindAnswer]:
+        """Every bind on a connection of its own: all sent, then all answers read."""
+        # 1. Open every connection before anything is sent.
         conns = self._take(len(bodies))
         answers: list[BindAnswer | None] = [None] * len(bodies)
         for i, conn in enumerate(conns):
@@ -156,8 +216,36 @@ class BindSender:
     def close(self) -> None:
         with self._lock:
             idle, self._idle = self._idle, []
+            idle_http2, self._idle_http2 = self._idle_http2, []
         for conn in idle:
             conn.close()
+        for conn2 in idle_http2:
+            conn2.close()
+
+    def _new_http2(self) -> http2.Http2Connection | None:
+        """A new HTTP/2 connection, or None (and HTTP/2 off from now on) when the server did
+        not choose it."""
+        with self._lock:
+            self.opened += 1
+        conn = self._connect_http2()
+        if conn is None and self.http2:
+            self.http2 = False
+            log.info("the API server did not choose HTTP/2: gangs are bound over HTTP/1.1")
+        return conn
+
+    def _take_http2(self) -> http2.Http2Connection | None:
+        with self._lock:
+            if self._idle_http2:
+                return self._idle_http2.pop()
+        return self._new_http2()
+
+    def _give_http2(self, conn: http2.Http2Connection) -> None:
+        if conn.usable:
+            with self._lock:
+                if len(self._idle_http2) < MAX_IDLE:
+                    self._idle_http2.append(conn)
+                    return
+        conn.close()
 
     def _new(self) -> http.client.HTTPConnection:
         with self._lock:
@@ -202,3 +290,45 @@ class BindSender:
         if response.will_close:
             conn.close()
         return BindAnswer(response.status, data[:300].decode(errors="replace"))
+
+
+def _ssl_context(configuration: Any, alpn: Sequence[str] = ()) -> ssl.SSLContext:
+    """The TLS settings of the client's ``configuration``: its CA, client certificate and
+    verification, offering ``alpn`` protocols when given."""
+    context = ssl.create_default_context(
+        cafile=configuration.ssl_ca_cert or None,
+        cadata=getattr(configuration, "ca_cert_data", None) or None,
+    )
+    if not configuration.verify_ssl:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    elif configuration.assert_hostname is False:
+        context.check_hostname = False
+    if configuration.cert_file:
+        context.load_cert_chain(configuration.cert_file, configuration.key_file)
+    if alpn:
+        context.set_alpn_protocols(list(alpn))
+    return context
+
+
+def _http2_connector(
+    configuration: Any, host: str, port: int
+) -> Callable[[], http2.Http2Connection | None]:
+    """Opens TLS connections offering only "h2": an HTTP/2 connection, or None when the
+    server chose no protocol (raises OSError when it cannot connect)."""
+    context = _ssl_context(configuration, alpn=("h2",))
+
+    def connect() -> http2.Http2Connection | None:
+        raw = socket.create_connection((host, port), timeout=TIMEOUT_S)
+        try:
+            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock = context.wrap_socket(raw, server_hostname=host)
+        except BaseException:
+            raw.close()
+            raise
+        if sock.selected_alpn_protocol() != "h2":
+            sock.close()
+            return None
+        return http2.Http2Connection(sock, f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+
+    return connect
