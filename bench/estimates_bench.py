@@ -26,18 +26,30 @@ assume the submissions of the last N s come again (``estimate_plane(repeat_s=...
 (``estimate_plane(arrival_window_s=...)``). ``--min-group N``: a queue/GPU group's runtimes
 speak for a job once it holds N. ``--config NAME:key=value,...`` (repeatable): measure several
 estimator configurations on one run (keys ``samples``, ``repeat``, ``window``,
-``min_group``); the simulation does not depend on them. Passes at which every pending job
-already has its first estimate are skipped (only first estimates are measured).
+``min_group``, and the replay's keys below); the simulation does not depend on them. Passes
+at which every pending job already has its first estimate are skipped (only first estimates
+are measured).
 ``--runtimes peek-running`` (diagnosis only): running jobs end at their true ends, which no
 control plane knows. ``--buckets``: the errors split by queue, GPU request, sign, and
 whether a later arrival (of higher, or same or lower priority) started first.
 
+``--record FILE``: run the simulation only, writing what the estimator reads at each pass
+(``plane_inputs`` and the runtime history) and every job's submission and actual start (about
+15 s). ``--replay FILE --config …``: measure estimators on that recording, each pass in time
+order with only what the plane knew then; the forward runs of each (samples, repeat, window,
+min_group) are kept beside it (``FILE.runs-…``), so ranks (``rank``, ``rank_whole``) and the
+corrections (``priority``, ``calibrate``, ``class``, ``cmin``) are measured again in seconds.
+A key not given in ``--config`` takes the estimator's default. See docs/operations.md.
+
     .venv/bin/python bench/estimates_bench.py [--skip 2000] [--limit 200] [--nodes 6] [--speedup 10] [--runtimes oracle] [--samples 7] [--buckets]
+    .venv/bin/python bench/estimates_bench.py --record /tmp/openb.rec
+    .venv/bin/python bench/estimates_bench.py --replay /tmp/openb.rec --config new: --config old:rank_whole=-1
 """
 
 from __future__ import annotations
 
 import argparse
+import pickle
 import statistics
 import time
 from collections.abc import Mapping
@@ -48,18 +60,29 @@ from phalanx.backends.sim import SimWorkload
 from phalanx.model.objects import JobPhase, JobSpec, ResourceQuota
 from phalanx.model.resources import CPU, GPU, MEMORY
 from phalanx.model.specs import job_to_manifest
+from phalanx.ops.arrivals import arrivals_again, recent_model
+from phalanx.ops.calibration import EstimateLog, job_class, priority_load, stretch
 from phalanx.ops.estimates import (
     DEFAULT_ARRIVAL_WINDOW_S,
+    DEFAULT_CALIBRATE,
+    DEFAULT_PRIORITY_WINDOW_S,
+    DEFAULT_RANK_Q,
     DEFAULT_SAMPLES,
+    DEFAULT_WHOLE_GPU_RANK_Q,
+    Estimate,
     RuntimeModel,
     estimate_plane,
+    forward_runs,
+    plane_inputs,
+    ranked,
     runtime_history,
+    scaled,
+    whole_gpu_ranks,
 )
-from phalanx.scheduling import SchedulerConfig
+from phalanx.scheduling import SchedulerConfig, Snapshot
 from phalanx.simulation.driver import Arrival, Driver, config_manifests
 from phalanx.simulation.full import SIM_COMMAND
 from phalanx.simulation.openb import load_openb_nodes, load_openb_pods
-from phalanx.simulation.trace import TraceJob
 from phalanx.simulation.world import build_world, job_spec
 from phalanx.store.records import JobRecord
 
@@ -87,19 +110,39 @@ class Config:
     repeat_s: float
     arrival_window_s: float
     min_group: int
+    rank_q: float = DEFAULT_RANK_Q
+    priority_window_s: float = DEFAULT_PRIORITY_WINDOW_S
+    calibrate: int = DEFAULT_CALIBRATE
+    by_class: int = 0
+    calibrate_min_wait_s: float = 0.0
+    #: the rank told jobs asking whole GPUs (-1: rank_q)
+    rank_whole_q: float = -1.0 if DEFAULT_WHOLE_GPU_RANK_Q is None else DEFAULT_WHOLE_GPU_RANK_Q
+
+    KEYS = (
+        "samples",
+        "repeat",
+        "window",
+        "min_group",
+        "rank",
+        "priority",
+        "calibrate",
+        "class",
+        "cmin",
+        "rank_whole",
+    )
 
     @classmethod
     def parse(cls, text: str, default: Config) -> Config:
-        """``NAME:key=value,...`` with keys samples, repeat, window, min_group (the rest as
-        ``default``). Raises SystemExit naming a bad item."""
+        """``NAME:key=value,...`` with keys ``KEYS`` (the rest as ``default``). Raises
+        SystemExit naming a bad item."""
         name, _, items = text.partition(":")
         values: dict[str, float] = {}
         for item in filter(None, items.split(",")):
             key, sep, value = item.partition("=")
-            if not sep or key not in ("samples", "repeat", "window", "min_group"):
+            if not sep or key not in cls.KEYS:
                 raise SystemExit(
-                    f"--config {text!r}: {item!r} is not key=value with key samples, repeat, "
-                    "window or min_group"
+                    f"--config {text!r}: {item!r} is not key=value with key one of "
+                    f"{', '.join(cls.KEYS)}"
                 )
             values[key] = float(value)
         return cls(
@@ -108,7 +151,144 @@ class Config:
             values.get("repeat", default.repeat_s),
             values.get("window", default.arrival_window_s),
             int(values.get("min_group", default.min_group)),
+            values.get("rank", default.rank_q),
+            values.get("priority", default.priority_window_s),
+            int(values.get("calibrate", default.calibrate)),
+            int(values.get("class", default.by_class)),
+            values.get("cmin", default.calibrate_min_wait_s),
+            values.get("rank_whole", default.rank_whole_q),
         )
+
+
+@dataclass(slots=True)
+class Pass:
+    """What the estimator reads at one estimate pass (``plane_inputs`` and the plane's runtime
+    history), and the pending jobs that get their first estimate there."""
+
+    now: float
+    snapshot: Snapshot
+    running: dict[str, tuple[JobSpec, float]]
+    specs: dict[str, tuple[JobSpec, int]]
+    history: list[tuple[str, int, float]]
+    new: tuple[str, ...]
+
+
+@dataclass(slots=True)
+class Recording:
+    """One simulation (``--record``): its flags, the history known before it, each estimate
+    pass, every job's submission (time, id, spec) and final record (its actual start)."""
+
+    flags: dict[str, object]
+    seed: list[tuple[str, int, float]]
+    passes: list[Pass]
+    submitted: list[tuple[float, int, JobSpec]]
+    records: dict[str, JobRecord]
+
+
+def pass_runs(
+    config: Config, rec: Recording, p: Pass, only: tuple[str, ...] | None
+) -> list[dict[str, Estimate]]:
+    """``config``'s forward runs at pass ``p`` of ``rec``, from what the plane knew then (as
+    ``estimate_plane`` would make them there)."""
+    model = RuntimeModel.from_history(p.history + rec.seed, min_group=config.min_group)
+    known = [(at, i, spec) for at, i, spec in rec.submitted if at <= p.now]
+    return forward_runs(
+        p.snapshot,
+        p.running,
+        p.specs,
+        model,
+        samples=config.samples,
+        arrivals=arrivals_again(known, p.now, config.repeat_s) if config.repeat_s > 0 else (),
+        arrival_model=(
+            recent_model(
+                [(at, spec) for at, _, spec in known],
+                p.now,
+                config.arrival_window_s,
+                known[0][0],
+            )
+            if config.arrival_window_s > 0 and known
+            else None
+        ),
+        only=only,
+    )
+
+
+def adjusted(
+    config: Config,
+    rec: Recording,
+    p: Pass,
+    runs: list[dict[str, Estimate]],
+    log: EstimateLog,
+) -> dict[str, Estimate]:
+    """``config``'s estimates at pass ``p`` from its forward ``runs``: ranked, stretched by
+    later work of higher priority, calibrated by the errors of earlier estimates (``log``:
+    this configuration's first estimates; it learns of the jobs started by now)."""
+    whole = whole_gpu_ranks(p.snapshot, config.rank_whole_q) if config.rank_whole_q >= 0 else None
+    estimates = ranked(runs, config.rank_q, whole)
+    if config.priority_window_s > 0:
+        model = RuntimeModel.from_history(p.history + rec.seed, min_group=config.min_group)
+        known = [(at, spec) for at, _, spec in rec.submitted if at <= p.now]
+        rho = priority_load(known, p.snapshot, model, config.priority_window_s)
+        estimates = scaled(estimates, p.now, {n: stretch(r) for n, r in rho.items()})
+    if config.calibrate > 0:
+        log.started(
+            {
+                n: r.started_at
+                for n, r in rec.records.items()
+                if r.started_at is not None and r.started_at <= p.now
+            }
+        )
+        classes = {w.spec.name: job_class(w.spec) for w in p.snapshot.pending}
+        log.note(estimates, p.now, classes if config.by_class else None)
+        estimates = scaled(
+            estimates,
+            p.now,
+            {
+                n: log.calibration(classes.get(n) if config.by_class else None).factor
+                for n in estimates
+            },
+        )
+    return estimates
+
+
+def replay(args: argparse.Namespace, configs: list[Config]) -> None:
+    """Measure ``configs`` on a ``--record`` file, each estimating every pass in time order.
+    The forward runs of each (samples, repeat, window, min_group) are made once and kept
+    beside the file (``FILE.runs-…``): ranking, stretching and calibration are redone on
+    them."""
+    rec: Recording = pickle.loads(args.replay.read_bytes())
+    print(f"replay of {args.replay}: {rec.flags}, {len(rec.passes)} estimate passes")
+    for config in configs:
+        key = (
+            f"s{config.samples}-r{config.repeat_s:g}-w{config.arrival_window_s:g}"
+            f"-g{config.min_group}{'-all' if args.all_jobs else ''}"
+        )
+        kept = args.replay.with_name(f"{args.replay.name}.runs-{key}")
+        if kept.exists():
+            all_runs, runs_cpu = pickle.loads(kept.read_bytes())
+        else:
+            before = time.process_time()
+            all_runs = [
+                [
+                    {n: e for n, e in r.items() if n in p.new}
+                    for r in pass_runs(config, rec, p, None if args.all_jobs else p.new)
+                ]
+                for p in rec.passes
+            ]
+            runs_cpu = time.process_time() - before
+            kept.write_bytes(pickle.dumps((all_runs, runs_cpu)))
+        first: dict[str, tuple[float, float | None, str]] = {}
+        log = EstimateLog(max(1, config.calibrate), config.calibrate_min_wait_s)
+        before = time.process_time()
+        for p, runs in zip(rec.passes, all_runs, strict=True):
+            for name, e in adjusted(config, rec, p, runs, log).items():
+                first.setdefault(name, (p.now, e.start_at, e.waits_on))
+        cpu = runs_cpu + time.process_time() - before
+        report(config, first, rec.records, args.min_wait_s)
+        print(f"  CPU per estimate pass: {cpu / max(1, len(rec.passes)):.3f} s")
+        if args.buckets:
+            by_name = {spec.name: (spec, at) for at, _, spec in rec.submitted}
+            print_buckets(rows_of(first, rec.records, args.min_wait_s), by_name, rec.records)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -171,7 +351,36 @@ def main() -> None:
         "finished before the window; none: only of jobs finished during the run",
     )
     parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument(
+        "--record",
+        type=Path,
+        metavar="FILE",
+        help="run the simulation only, writing each estimate pass's inputs and every job's "
+        "actual start to FILE (for --replay)",
+    )
+    parser.add_argument(
+        "--replay",
+        type=Path,
+        metavar="FILE",
+        help="measure the configurations on a --record file instead of simulating",
+    )
+    parser.add_argument(
+        "--all-jobs",
+        action="store_true",
+        help="with --replay: estimate every pending job at each pass, as the live bench does "
+        "(default: only those without a first estimate, the same answers in less time)",
+    )
     args = parser.parse_args()
+    flags = Config("flags", args.samples, args.repeat_s, args.arrival_window_s, args.min_group)
+    configs = [Config.parse(c, flags) for c in args.config] or [flags]
+    if args.replay:
+        replay(args, configs)
+        return
+    if sum(c.calibrate > 0 for c in configs) > 1 and not args.record:
+        raise SystemExit(
+            "--config: calibrate is set in more than one configuration; a live run keeps one "
+            "log of first estimates per plane, so measure them with --replay (or one at a time)"
+        )
     nodes = load_openb_nodes(args.data / "openb_node_list_gpu_node.csv")[: args.nodes]
     jobs = load_openb_pods(args.data / "openb_pod_list_default.csv").jobs[
         args.skip : args.skip + args.limit
@@ -212,8 +421,8 @@ def main() -> None:
         at = jobs[0].submit_s + (j.submit_s - jobs[0].submit_s) / args.speedup
         arrivals.append(Arrival(at, job_to_manifest(spec), SimWorkload(j.runtime_s)))
     true_runtime = {j.name: j.runtime_s for j in jobs}
-    flags = Config("flags", args.samples, args.repeat_s, args.arrival_window_s, args.min_group)
-    configs = [Config.parse(c, flags) for c in args.config] or [flags]
+    passes: list[Pass] = []
+    seen: set[str] = set()
     # config -> job -> (asked at, estimated start, what it waited on then)
     firsts: dict[str, dict[str, tuple[float, float | None, str]]] = {c.name: {} for c in configs}
     estimate_cpu = {c.name: 0.0 for c in configs}
@@ -235,6 +444,18 @@ def main() -> None:
                 for r in driver.plane.world.read().jobs.values()
                 if r.phase == JobPhase.PENDING.value
             }
+            if args.record:
+                if waiting <= seen:
+                    continue
+                now = driver.clock.now
+                snapshot, running, specs = plane_inputs(driver.plane, now)
+                new = tuple(w.spec.name for w in snapshot.pending if w.spec.name not in seen)
+                seen.update(w.spec.name for w in snapshot.pending)
+                passes.append(
+                    Pass(now, snapshot, running, specs, runtime_history(driver.plane), new)
+                )
+                samples += 1
+                continue
             if all(waiting <= firsts[c.name].keys() for c in configs):
                 continue
             samples += 1
@@ -256,6 +477,10 @@ def main() -> None:
                     samples=config.samples,
                     repeat_s=config.repeat_s,
                     arrival_window_s=config.arrival_window_s,
+                    rank_q=config.rank_q,
+                    whole_gpu_rank_q=config.rank_whole_q if config.rank_whole_q >= 0 else None,
+                    priority_window_s=config.priority_window_s,
+                    calibrate=config.calibrate,
                 )
                 estimate_cpu[config.name] += time.process_time() - before
                 first = firsts[config.name]
@@ -263,7 +488,24 @@ def main() -> None:
                     first.setdefault(name, (now, e.start_at, e.waits_on))
         driver.run()  # every job has arrived and had its first estimate
         records = {r.name: r for r in driver.store.list_jobs()}
+        submitted = [
+            (r.created_at, r.id, driver.plane.specs.job(r)) for r in driver.store.list_jobs()
+        ]
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    if args.record:
+        recording = Recording(
+            {k: getattr(args, k) for k in ("skip", "limit", "nodes", "speedup", "history")},
+            seed,
+            passes,
+            sorted(submitted, key=lambda s: (s[0], s[1])),
+            records,
+        )
+        args.record.write_bytes(pickle.dumps(recording, protocol=pickle.HIGHEST_PROTOCOL))
+        print(
+            f"{len(nodes)} nodes, {len(jobs)} jobs: {samples} estimate passes recorded to "
+            f"{args.record} in {wall:.1f} s wall, {cpu:.1f} s CPU"
+        )
+        return
     print(
         f"{len(nodes)} nodes, {len(jobs)} jobs, runtimes {args.runtimes}: wall {wall:.1f} s, "
         f"CPU {cpu:.1f} s, {samples} estimate passes per configuration"
@@ -272,9 +514,8 @@ def main() -> None:
         report(config, firsts[config.name], records, args.min_wait_s)
         print(f"  CPU per estimate pass: {estimate_cpu[config.name] / max(1, samples):.3f} s")
         if args.buckets:
-            print_buckets(
-                rows_of(firsts[config.name], records, args.min_wait_s), jobs, arrivals, records
-            )
+            by_name = {j.name: (job_spec(j), a.at) for j, a in zip(jobs, arrivals, strict=True)}
+            print_buckets(rows_of(firsts[config.name], records, args.min_wait_s), by_name, records)
 
 
 Row = tuple[str, float, float, str]  # job, signed error, actual wait, waits on
@@ -317,7 +558,10 @@ def report(
     signed = [s for _, s, _, _ in rows_of(first, records, min_wait_s)]
     print(
         f"[{config.name}] samples {config.samples}, repeat {config.repeat_s:g} s, arrival "
-        f"window {config.arrival_window_s:g} s, min group {config.min_group}: "
+        f"window {config.arrival_window_s:g} s, min group {config.min_group}, rank "
+        f"{config.rank_q:g} (whole GPUs {config.rank_whole_q:g}), priority window {config.priority_window_s:g} s, calibrate "
+        f"{config.calibrate}{' by class' if config.by_class else ''} (waits >= "
+        f"{config.calibrate_min_wait_s:g} s): "
         f"jobs estimated while pending {len(first)}, never started {never}, waited >= "
         f"{min_wait_s:g} s {len(waited)}, no estimate {unknown}"
     )
@@ -332,14 +576,12 @@ def report(
 
 def print_buckets(
     rows: list[Row],
-    jobs: list[TraceJob],
-    arrivals: list[Arrival],
+    by_name: Mapping[str, tuple[JobSpec, float]],
     records: Mapping[str, JobRecord],
 ) -> None:
     """Errors bucketed: by queue, GPU request, what the job waited on, the sign of the error,
     and whether a job that arrived after it started before it (a later arrival the estimate
     could not know: higher priority, or a smaller job backfilled)."""
-    by_name = {j.name: (j, a.at) for j, a in zip(jobs, arrivals, strict=True)}
     buckets: dict[str, list[float]] = {}
 
     def put(key: str, signed: float) -> None:
@@ -348,7 +590,7 @@ def print_buckets(
     for name, signed, _actual, waits_on in rows:
         job, arrived = by_name[name]
         started = records[name].started_at or 0.0
-        gpu = job_spec(job).total_request.gpu_milli
+        gpu = job.total_request.gpu_milli
         overtaken = [
             o
             for o, at in by_name.values()

@@ -84,26 +84,50 @@ def _submitted_since(plane: ControlPlane, since: float) -> list[tuple[JobRecord,
 
 
 def arrival_model_of(plane: ControlPlane, now: float, window_s: float) -> ArrivalModel | None:
-    """The model of the submissions of the last ``window_s`` seconds (fewer when the store's
-    first job is younger: the rate counts only time the plane has seen); None with under
-    ``MIN_SPAN_S`` of history or no submission in the window."""
+    """The model of the submissions of the last ``window_s`` seconds (``recent_model``) read
+    from ``plane``."""
     first = min((j.created_at for j in plane.store.list_jobs(manifests=False)), default=now)
-    span_s = min(window_s, now - first)
+    return recent_model(submissions_since(plane, now - window_s), now, window_s, first)
+
+
+def recent_model(
+    submitted: Sequence[tuple[float, JobSpec]], now: float, window_s: float, first_at: float
+) -> ArrivalModel | None:
+    """The model of the ``submitted`` (time, spec; oldest first) of the last ``window_s``
+    seconds (fewer when the plane's first job, submitted at ``first_at``, is younger: the rate
+    counts only time the plane has seen); None with under ``MIN_SPAN_S`` of history or no
+    submission in the window. Pure."""
+    span_s = min(window_s, now - first_at)
     if span_s < MIN_SPAN_S:
         return None
-    recent = [spec for _, spec in _submitted_since(plane, now - span_s)]
+    recent = [spec for at, spec in submitted if now - span_s <= at <= now]
     return ArrivalModel(tuple(recent), span_s) if recent else None
 
 
+def submissions_since(plane: ControlPlane, since: float) -> list[tuple[float, JobSpec]]:
+    """(submitted at, spec) of the jobs submitted at or after ``since``, oldest first."""
+    return [(record.created_at, spec) for record, spec in _submitted_since(plane, since)]
+
+
 def recent_arrivals(plane: ControlPlane, now: float, repeat_s: float) -> list[PendingWorkload]:
-    """The jobs submitted in the last ``repeat_s`` seconds as they would arrive again:
-    renamed ``<name>~next``, held back (``not_before``) until ``repeat_s`` after their own
-    submission, in their submission order after every job now waiting."""
+    """The jobs submitted in the last ``repeat_s`` seconds as they would arrive again
+    (``arrivals_again``)."""
+    return arrivals_again(
+        [(r.created_at, r.id, spec) for r, spec in _submitted_since(plane, now - repeat_s)],
+        now,
+        repeat_s,
+    )
+
+
+def arrivals_again(
+    submitted: Sequence[tuple[float, int, JobSpec]], now: float, repeat_s: float
+) -> list[PendingWorkload]:
+    """The ``submitted`` (time, job id, spec; oldest first) of the last ``repeat_s`` seconds as
+    they would arrive again: renamed ``<name>~next``, held back (``not_before``) until
+    ``repeat_s`` after their own submission, in their submission order after every job now
+    waiting. Pure."""
     return [
-        PendingWorkload(
-            replace(spec, name=spec.name + NEXT),
-            FUTURE_SEQ + record.id,
-            record.created_at + repeat_s,
-        )
-        for record, spec in _submitted_since(plane, now - repeat_s)
+        PendingWorkload(replace(spec, name=spec.name + NEXT), FUTURE_SEQ + job_id, at + repeat_s)
+        for at, job_id, spec in submitted
+        if now - repeat_s <= at
     ]

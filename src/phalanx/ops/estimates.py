@@ -11,8 +11,14 @@ Runtimes (``RuntimeModel``): the job's ``maxRuntime`` when it sets one (an upper
 Slurm's time limit); else a quantile of the runtimes of finished jobs of the same queue with
 the same GPU count, else of the same queue, else of all, else ``default_runtime_s``; for a
 running job, of those longer than it has run so far (one that outlived them all runs as long
-again). ``sampled`` makes several forward runs with quantiles drawn at random (seeded) and
-gives each job the median run's start; with one run, every quantile is the median.
+again). ``sampled`` makes several forward runs (``forward_runs``) with quantiles drawn at
+random (seeded, each run from a generator of its own) and gives each job the start at rank
+``rank_q`` of the runs' (``ranked``; the median by default); with one run, every quantile is
+the median.
+
+Corrections (``phalanx.ops.calibration``, opt-in): waits stretched by the work of higher
+priority submitted lately (``priority_window_s``), and scaled by how the first estimates of
+the jobs that started lately turned out (``calibrate``).
 
 Later submissions (``phalanx.ops.arrivals``): jobs expected to be submitted join the forward
 run's queue when they arrive, drawn in each run at the rate and mix of the recent past, or the
@@ -39,7 +45,14 @@ from phalanx.model.objects import JobPhase, JobSpec
 from phalanx.model.reasons import ReasonCode
 from phalanx.model.resources import GPU, GPU_MILLI_PER_DEVICE
 from phalanx.ops.answer_cache import AnswerCache
-from phalanx.ops.arrivals import FUTURE_SEQ, ArrivalModel, arrival_model_of, recent_arrivals
+from phalanx.ops.arrivals import (
+    FUTURE_SEQ,
+    ArrivalModel,
+    arrival_model_of,
+    recent_arrivals,
+    submissions_since,
+)
+from phalanx.ops.calibration import EstimateLog, priority_load, stretch
 from phalanx.scheduling import (
     AdmittedWorkload,
     PendingWorkload,
@@ -60,6 +73,14 @@ DEFAULT_SAMPLES = 7
 CACHE_MAX_AGE_S = 10.0
 #: Later submissions are expected at the rate and mix of this many seconds past.
 DEFAULT_ARRIVAL_WINDOW_S = 0.0
+#: Which of the forward runs' starts a job is told (``ranked``: 0.5, the median).
+DEFAULT_RANK_Q = 0.5
+#: Which of them a job asking whole GPUs is told (None: ``DEFAULT_RANK_Q``).
+DEFAULT_WHOLE_GPU_RANK_Q: float | None = 0.84
+#: Waits are stretched by the work of higher priority submitted this many seconds past.
+DEFAULT_PRIORITY_WINDOW_S = 0.0
+#: Waits are scaled by the errors of this many latest first estimates (0: not at all).
+DEFAULT_CALIBRATE = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +188,7 @@ def forward(
     max_work: int = 200_000,
     runtime_of: Callable[[JobSpec], float] | None = None,
     arrivals: Iterable[PendingWorkload] = (),
+    only: Iterable[str] | None = None,
 ) -> dict[str, Estimate]:
     """Estimates for every pending job of ``snapshot``. ``ends_at``: when each admitted
         workload is expected to end; ``specs``: spec and FIFO sequence of each admitted workload
@@ -177,7 +199,8 @@ def forward(
         run runs (default: ``runtimes.runtime_s``). ``arrivals``: jobs expected to be submitted
     later, in time order (``not_before``: when each arrives; ``phalanx.ops.arrivals``), each
     joining the queue when its time comes (a moment of its own) after every job before it; they
-    get no estimate, and the run ends once every pending job of ``snapshot`` has started. Pure."""
+    get no estimate, and the run ends once every pending job of ``snapshot`` has started (of
+    ``only`` when given: only those get estimates). Pure."""
     runtime_of = runtime_of or runtimes.runtime_s
     now = snapshot.now
     first = schedule(snapshot)
@@ -189,7 +212,7 @@ def forward(
     pending = {w.spec.name: w for w in snapshot.pending}
     # Expected later arrivals take their turn but get no estimate: once every job asked
     # about has started, the run is over.
-    asked = set(pending)
+    asked = set(pending) if only is None else set(only) & pending.keys()
     upcoming = iter(arrivals)
     arrival = next(upcoming, None)
     arrived = 0
@@ -251,6 +274,19 @@ def forward(
     for name in asked & pending.keys():
         out[name] = Estimate(name, None, waits.get(name, ""))
     return {name: e for name, e in out.items() if name in asked}
+
+
+def scaled(
+    estimates: Mapping[str, Estimate], now: float, factor: Mapping[str, float]
+) -> dict[str, Estimate]:
+    """``estimates`` with each job's wait (from ``now``) times its ``factor`` (missing: 1); a
+    job estimated to start now, or with no estimate, is left as it is. Pure."""
+    return {
+        name: e
+        if e.start_at is None or e.start_at <= now or factor.get(name, 1.0) == 1.0
+        else replace(e, start_at=now + (e.start_at - now) * factor[name])
+        for name, e in estimates.items()
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,6 +363,10 @@ def estimate_plane(
     samples: int = DEFAULT_SAMPLES,
     repeat_s: float = 0.0,
     arrival_window_s: float = DEFAULT_ARRIVAL_WINDOW_S,
+    rank_q: float = DEFAULT_RANK_Q,
+    whole_gpu_rank_q: float | None = DEFAULT_WHOLE_GPU_RANK_Q,
+    priority_window_s: float = DEFAULT_PRIORITY_WINDOW_S,
+    calibrate: int = DEFAULT_CALIBRATE,
 ) -> dict[str, Estimate]:
     """Estimates for every pending job of ``plane``, from a snapshot of now (see the module
     docstring), with ``what_if``'s change made first if given; ``samples`` forward runs with
@@ -334,7 +374,12 @@ def estimate_plane(
     waiting for the pods of their previous attempt to stop are left out (they are about to be
     considered again). Later submissions (``phalanx.ops.arrivals``): ``arrival_window_s`` > 0
     expects them at the rate and mix of that many seconds past (0: none); ``repeat_s`` > 0
-    expects the jobs submitted in the last ``repeat_s`` seconds again.
+    expects the jobs submitted in the last ``repeat_s`` seconds again. ``rank_q``: which of
+    the runs' starts a job gets (``ranked``); ``whole_gpu_rank_q``: which one a job asking
+    whole GPUs gets (None: ``rank_q``). Corrections (``phalanx.ops.calibration``):
+    ``priority_window_s`` > 0 stretches each wait by the work of higher priority submitted in
+    that many seconds past; ``calibrate`` > 0 scales waits by the median error of the first
+    estimates of the latest ``calibrate`` jobs that started (kept per plane, ``estimate_log``).
 
     With ``runtimes`` None (the model is read from the plane's history), the answer is kept
     per plane and handed out again (a copy) while the store's revision, the cached world,
@@ -343,7 +388,17 @@ def estimate_plane(
     unknown queue or node."""
     now = plane.clock()
     cache = estimate_cache(plane) if runtimes is None else None
-    params = (horizon_s, what_if.key() if what_if else None, samples, repeat_s, arrival_window_s)
+    params = (
+        horizon_s,
+        what_if.key() if what_if else None,
+        samples,
+        repeat_s,
+        arrival_window_s,
+        rank_q,
+        whole_gpu_rank_q,
+        priority_window_s,
+        calibrate,
+    )
     revision = plane.store.revision()
     world = plane.world.read()
     nodes, held = plane.nodes(), plane.backend.held_capacity()
@@ -353,14 +408,48 @@ def estimate_plane(
         if kept is not None:
             return dict(kept)
     runtimes = runtimes or RuntimeModel.from_history(runtime_history(plane))
+    snapshot, running, specs = plane_inputs(plane, now, what_if)
+    estimates = sampled(
+        snapshot,
+        running,
+        specs,
+        runtimes,
+        samples=samples,
+        horizon_s=horizon_s,
+        arrivals=recent_arrivals(plane, now, repeat_s) if repeat_s > 0 else (),
+        arrival_model=(
+            arrival_model_of(plane, now, arrival_window_s) if arrival_window_s > 0 else None
+        ),
+        rank_q=rank_q,
+        whole_gpu_rank_q=whole_gpu_rank_q,
+    )
+    if priority_window_s > 0:
+        submitted = submissions_since(plane, now - priority_window_s)
+        rho = priority_load(submitted, snapshot, runtimes, priority_window_s)
+        estimates = scaled(estimates, now, {name: stretch(r) for name, r in rho.items()})
+    if calibrate > 0 and what_if is None:
+        estimates = calibrated(plane, estimates, now, calibrate)
+    if cache is not None:
+        cache.put(params, inputs, now, dict(estimates))
+    return estimates
+
+
+def plane_inputs(
+    plane: ControlPlane, now: float, what_if: WhatIf | None = None
+) -> tuple[Snapshot, dict[str, tuple[JobSpec, float]], dict[str, tuple[JobSpec, int]]]:
+    """What ``sampled`` estimates from, read from ``plane`` at ``now``: the snapshot (with
+    ``what_if``'s change made), each admitted job's spec and seconds run so far (a preempted
+    one stopping now), and every known job's spec and FIFO sequence. Raises ValueError for a
+    what-if naming an unknown queue or node."""
+    world = plane.world.read()
     snapshot, _ = world.snapshot(
         now,
-        nodes,
+        plane.nodes(),
         plane.specs.queues(plane.store),
         plane.specs.flavors(plane.store),
         plane.config.scheduler,
         None,
-        held,
+        plane.backend.held_capacity(),
     )
     if what_if is not None:
         snapshot = what_if.apply(snapshot)
@@ -374,21 +463,35 @@ def estimate_plane(
         elif record.phase in (JobPhase.ADMITTED.value, JobPhase.RUNNING.value):
             started = record.started_at or record.admitted_at or now
             running[record.name] = (spec, now - started)
-    estimates = sampled(
-        snapshot,
-        running,
-        specs,
-        runtimes,
-        samples=samples,
-        horizon_s=horizon_s,
-        arrivals=recent_arrivals(plane, now, repeat_s) if repeat_s > 0 else (),
-        arrival_model=(
-            arrival_model_of(plane, now, arrival_window_s) if arrival_window_s > 0 else None
-        ),
-    )
-    if cache is not None:
-        cache.put(params, inputs, now, dict(estimates))
-    return estimates
+    return snapshot, running, specs
+
+
+def calibrated(
+    plane: ControlPlane, estimates: Mapping[str, Estimate], now: float, keep: int
+) -> dict[str, Estimate]:
+    """``estimates`` scaled by the median ratio actual / estimated wait of the latest ``keep``
+    jobs of ``plane`` that started after a first estimate (``phalanx.ops.calibration``); the
+    estimates of jobs not seen before are kept as their first."""
+    log = estimate_log(plane, keep)
+    records = plane.store.list_jobs(manifests=False)
+    log.forget_all_but({r.name for r in records})
+    log.started({r.name: r.started_at for r in records})
+    log.note(estimates, now)
+    factor = log.calibration().factor
+    return scaled(estimates, now, dict.fromkeys(estimates, factor))
+
+
+_LOGS: weakref.WeakKeyDictionary[ControlPlane, EstimateLog] = weakref.WeakKeyDictionary()
+
+
+def estimate_log(plane: ControlPlane, keep: int) -> EstimateLog:
+    """The first estimates and their errors kept for ``plane`` (made on first use, gone with
+    the plane), keeping the latest ``keep`` ratios."""
+    with _CACHES_LOCK:
+        log = _LOGS.get(plane)
+        if log is None or log.keep != keep:
+            log = _LOGS[plane] = EstimateLog(keep)
+        return log
 
 
 _CACHES: weakref.WeakKeyDictionary[ControlPlane, AnswerCache[dict[str, Estimate]]] = (
@@ -418,8 +521,12 @@ def sampled(
     max_work: int = 200_000,
     arrivals: Sequence[PendingWorkload] = (),
     arrival_model: ArrivalModel | None = None,
+    only: Iterable[str] | None = None,
+    rank_q: float = 0.5,
+    whole_gpu_rank_q: float | None = None,
 ) -> dict[str, Estimate]:
-    """Estimates of ``snapshot``'s pending jobs as the median of ``samples`` forward runs.
+    """Estimates of ``snapshot``'s pending jobs (of ``only`` when given) as the median of
+    ``samples`` forward runs.
     ``running``: each admitted job's spec and seconds run so far; ``arrivals``: jobs expected
     to be submitted later (``not_before``: when), and ``arrival_model``: more drawn at random
     in each run (``phalanx.ops.arrivals``); they take their turn in the forward runs but get
@@ -431,39 +538,89 @@ def sampled(
     below the minimum of their medians, so one run with median runtimes misjudges both. Each
     run draws every job's runtime from its history instead (a quantile drawn at random:
     for a running job, of the runtimes longer than it has run so far); a job's estimate is
-    its start in the run whose start is the median (lower median for an even ``samples``;
-    no start counts as latest). Deterministic for a ``seed``; with nothing to draw (no
-    history or ``samples`` <= 1, and no ``arrival_model``), one run with median runtimes.
-    ``max_work`` is shared by the runs."""
+    its start in the run whose start is at rank ``rank_q`` of the runs' (the median by
+    default, the lower one for an even ``samples``; no start counts as latest), or at rank
+    ``whole_gpu_rank_q`` for a job asking whole GPUs (None: ``rank_q``): a whole device
+    waits for every sharer to leave it, and later fractional jobs keep slipping in, which no
+    run of the jobs submitted so far shows (measured in docs/operations.md). Deterministic
+    for a ``seed``; with nothing to draw (no history or ``samples`` <= 1, and no
+    ``arrival_model``), one run with median runtimes. ``max_work`` is shared by the runs.
+    ``only``: estimate only these jobs (the same answers for them: each run draws from a
+    generator of its own)."""
+    runs = forward_runs(
+        snapshot,
+        running,
+        specs,
+        runtimes,
+        samples=samples,
+        seed=seed,
+        horizon_s=horizon_s,
+        max_work=max_work,
+        arrivals=arrivals,
+        arrival_model=arrival_model,
+        only=only,
+    )
+    whole = None if whole_gpu_rank_q is None else whole_gpu_ranks(snapshot, whole_gpu_rank_q)
+    return ranked(runs, rank_q, whole)
+
+
+def forward_runs(
+    snapshot: Snapshot,
+    running: Mapping[str, tuple[JobSpec, float]],
+    specs: Mapping[str, tuple[JobSpec, int]],
+    runtimes: RuntimeModel,
+    *,
+    samples: int = DEFAULT_SAMPLES,
+    seed: int = 0,
+    horizon_s: float = 7 * 86_400.0,
+    max_work: int = 200_000,
+    arrivals: Sequence[PendingWorkload] = (),
+    arrival_model: ArrivalModel | None = None,
+    only: Iterable[str] | None = None,
+) -> list[dict[str, Estimate]]:
+    """The forward runs ``sampled`` ranks (one when there is nothing to draw), each with the
+    estimates of the jobs asked about. Pure."""
     asked = {w.spec.name for w in snapshot.pending}
+    if only is not None:
+        asked &= set(only)
     expected = sorted(arrivals, key=lambda w: w.not_before)
     draws_runtimes = samples > 1 and runtimes.has_history
     if not draws_runtimes and arrival_model is None:
         ends = {n: snapshot.now + runtimes.remaining_s(s, e) for n, (s, e) in running.items()}
-        return forward(
-            snapshot,
-            ends,
-            specs,
-            runtimes,
-            horizon_s=horizon_s,
-            max_work=max_work,
-            arrivals=expected,
-        )
+        return [
+            forward(
+                snapshot,
+                ends,
+                specs,
+                runtimes,
+                horizon_s=horizon_s,
+                max_work=max_work,
+                arrivals=expected,
+                only=asked,
+            )
+        ]
     runs_n = max(1, samples)
-    rng = random.Random(seed)
-
-    def quantile() -> float:
-        return rng.random() if draws_runtimes else 0.5
-
+    seeds = random.Random(seed)
     runs: list[dict[str, Estimate]] = []
     for _ in range(runs_n):
+        # each run draws from a generator of its own: a run that stops earlier (fewer jobs
+        # asked about) leaves the others' draws as they were
+        rng = random.Random(seeds.random())
+
+        def quantile(rng: random.Random = rng) -> float:
+            return rng.random() if draws_runtimes else 0.5
+
         ends = {
             n: snapshot.now + runtimes.remaining_s(s, e, quantile())
             for n, (s, e) in sorted(running.items())
         }
         drawn: dict[str, float] = {}
 
-        def runtime_of(spec: JobSpec, drawn: dict[str, float] = drawn) -> float:
+        def runtime_of(
+            spec: JobSpec,
+            drawn: dict[str, float] = drawn,
+            quantile: Callable[[], float] = quantile,
+        ) -> float:
             if spec.name not in drawn:
                 drawn[spec.name] = runtimes.runtime_s(spec, quantile())
             return drawn[spec.name]
@@ -485,13 +642,37 @@ def sampled(
                 max_work=max(1, max_work // runs_n),
                 runtime_of=runtime_of,
                 arrivals=upcoming,
+                only=asked,
             )
         )
+    return runs
+
+
+def ranked(
+    runs: Sequence[Mapping[str, Estimate]],
+    rank_q: float = 0.5,
+    rank_of: Mapping[str, float] | None = None,
+) -> dict[str, Estimate]:
+    """Each job's estimate in the run whose start for it is at rank ``rank_q`` of the runs'
+    (0.5: the median, the lower one of an even count; no start counts as latest), or at the
+    job's own rank in ``rank_of``. Pure."""
     out: dict[str, Estimate] = {}
-    for name in sorted(asked & set(runs[0])):
-        ranked = sorted(
+    ranks = rank_of or {}
+    for name in sorted(runs[0]) if runs else ():
+        starts = sorted(
             (r[name] for r in runs if name in r),
             key=lambda e: math.inf if e.start_at is None else e.start_at,
         )
-        out[name] = ranked[(len(ranked) - 1) // 2]
+        q = ranks.get(name, rank_q)
+        out[name] = starts[min(len(starts) - 1, math.floor(q * (len(starts) - 1)))]
     return out
+
+
+def whole_gpu_ranks(snapshot: Snapshot, rank_q: float) -> dict[str, float]:
+    """``rank_q`` for each pending job of ``snapshot`` that asks for whole GPUs (a pod with
+    one or more devices): for ``ranked``'s ``rank_of``."""
+    return {
+        w.spec.name: rank_q
+        for w in snapshot.pending
+        if any(ps.resources.gpu_milli >= GPU_MILLI_PER_DEVICE for ps in w.spec.pod_sets)
+    }

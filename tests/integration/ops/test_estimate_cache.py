@@ -3,6 +3,7 @@ changed, and the model of later submissions read from the store."""
 
 from __future__ import annotations
 
+import pytest
 from opsharness import FLAVOR, SimPlane, job, queue
 
 from phalanx.ops.arrivals import MIN_SPAN_S, NEXT, arrival_model_of
@@ -11,6 +12,7 @@ from phalanx.ops.estimates import (
     RuntimeModel,
     WhatIf,
     estimate_cache,
+    estimate_log,
     estimate_plane,
 )
 
@@ -77,3 +79,28 @@ def test_later_submissions_are_expected_at_the_rate_of_the_recent_ones(sim: SimP
     sim.apply([job("wide", 8, replicas=3, maxRuntime="10m")])
     estimates = estimate_plane(sim.plane, arrival_window_s=3600.0)
     assert set(estimates) == {"wide"} and not any(NEXT in n for n in estimates)
+
+
+def test_calibration_learns_from_the_first_estimates_of_jobs_that_started(sim: SimPlane) -> None:
+    # One queue of 8 GPUs; every job asks 8 and says it runs 10 minutes (maxRuntime), but runs
+    # 5: each waiter starts after half the wait it was told.
+    sim.apply([FLAVOR, queue("q", gpus=8)])
+    sim.apply([job("holder", 8, maxRuntime="10m")], runtime_s=300.0)
+    sim.run(2)
+    sim.apply([job(f"w{i}", 8, maxRuntime="10m") for i in range(1, 6)], runtime_s=300.0)
+    sim.run(2)
+    told = estimate_plane(sim.plane, calibrate=5)  # the first estimates, noted
+    assert [told[f"w{i}"].wait_s(sim.clock.now) for i in range(1, 6)] == [
+        600.0 * i - 4 for i in range(1, 6)
+    ]
+    sim.run(5 * 300 + 10, tick_s=10.0)  # w1..w5 have started (w5 runs until +1800)
+    log = estimate_log(sim.plane, 5)
+    sim.apply([job("x", 8, maxRuntime="10m")], runtime_s=300.0)
+    sim.run(1)
+    plain = estimate_plane(sim.plane)["x"].wait_s(sim.clock.now)
+    calibrated = estimate_plane(sim.plane, calibrate=5)["x"].wait_s(sim.clock.now)
+    ratios = log.calibration().ratios
+    assert len(ratios) == 5 and all(0.45 < r < 0.55 for r in ratios)
+    assert plain is not None and calibrated is not None and plain > 60
+    assert calibrated == pytest.approx(plain * log.calibration().factor)
+    assert calibrated < 0.6 * plain

@@ -7,7 +7,15 @@ from collections.abc import Sequence
 
 from phalanx.model.objects import JobSpec
 from phalanx.ops.arrivals import NEXT, ArrivalModel
-from phalanx.ops.estimates import RuntimeModel, forward, sampled
+from phalanx.ops.estimates import (
+    Estimate,
+    RuntimeModel,
+    forward,
+    forward_runs,
+    ranked,
+    sampled,
+    whole_gpu_ranks,
+)
 from phalanx.scheduling import AdmittedWorkload, PendingWorkload, Snapshot
 from phalanx.testing import make_admitted, make_job, make_node, make_queue, make_snapshot
 
@@ -136,9 +144,11 @@ def test_sampled_runtimes_see_that_a_sum_of_skewed_runtimes_is_long() -> None:
     medians = sampled(snap, running, specs, model, samples=1)
     # median runtimes: four jobs of 1 s each ahead of x
     assert medians["x"].start_at == NOW + 4.0
-    # drawn: P(no 100 s run among the four before x) = 0.6**4 = 0.13, so the median run has one
+    # drawn: a quantile above 0.5 is a runtime between 1 and 100 s (interpolated), above
+    # 0.75 the 100 s; P(all four before x drawn under 0.5) = 0.5**4, so the median run holds
+    # a long one
     drawn = sampled(snap, running, specs, model, samples=7)
-    assert drawn["x"].start_at is not None and drawn["x"].start_at >= NOW + 100.0
+    assert drawn["x"].start_at is not None and drawn["x"].start_at >= NOW + 50.0
     # each estimate is one run's start: the order of the chain holds
     starts = [drawn[n].start_at for n in ("w1", "w2", "w3", "x")]
     assert all(s is not None for s in starts)
@@ -238,3 +248,53 @@ def test_expected_higher_priority_work_delays_a_low_priority_wait() -> None:
     expected = sampled(*args, arrival_model=model)
     start = expected["low"].start_at
     assert start is not None and NOW + 600 <= start <= NOW + 1700
+
+
+def test_estimating_only_some_jobs_gives_them_the_same_estimates() -> None:
+    # Each run draws from its own generator: runs that stop once x has started (``only``)
+    # draw for x exactly what the full runs do.
+    snap, a_spec, _ = chain_behind_one_node()
+    model = RuntimeModel.from_history([("q", 8000, t) for t in (3.0, 7.0, 20.0, 55.0, 150.0)])
+    args = (snap, {"a": (a_spec, 0.0)}, {"a": (a_spec, 0)}, model)
+    for seed in range(3):
+        full = sampled(*args, samples=7, seed=seed)
+        for name in ("w1", "w2", "w3"):
+            assert sampled(*args, samples=7, seed=seed, only=[name]) == {name: full[name]}
+    assert set(forward_runs(*args, samples=5, only=["w1", "nobody"])[0]) == {"w1"}
+
+
+def test_ranked_picks_the_start_at_a_rank_of_the_runs() -> None:
+    runs = [
+        {"x": Estimate("x", NOW + s, "Unschedulable"), "y": Estimate("y", None, "")}
+        for s in (50.0, 10.0, 40.0, 30.0, 20.0)
+    ]
+    assert ranked(runs)["x"].start_at == NOW + 30.0  # the median
+    assert ranked(runs, 0.0)["x"].start_at == NOW + 10.0
+    assert ranked(runs, 0.75)["x"].start_at == NOW + 40.0
+    assert ranked(runs, 1.0)["x"].start_at == NOW + 50.0
+    assert ranked(runs[:4], 0.5)["x"].start_at == NOW + 30.0  # 10 30 40 50: the lower median
+    assert ranked(runs)["y"].start_at is None
+
+
+def test_jobs_asking_whole_gpus_can_be_told_a_later_rank() -> None:
+    whole = make_job("whole").queue("q").gpus(1).obj()
+    part = make_job("part").queue("q").gpus(0.5).obj()
+    cpu = make_job("cpu").queue("q").obj()
+    snap = snapshot_of([whole, part, cpu])
+    assert whole_gpu_ranks(snap, 0.84) == {"whole": 0.84}
+    runs = [
+        {n: Estimate(n, NOW + s, "Unschedulable") for n in ("whole", "part")}
+        for s in (10.0, 20.0, 30.0, 40.0, 50.0)
+    ]
+    out = ranked(runs, 0.5, whole_gpu_ranks(snap, 1.0))
+    assert (out["whole"].start_at, out["part"].start_at) == (NOW + 50.0, NOW + 30.0)
+
+
+def test_sampled_tells_whole_gpu_jobs_their_rank_of_the_runs() -> None:
+    snap, a_spec, model = chain_behind_one_node()  # every job asks 8 whole GPUs
+    args = (snap, {"a": (a_spec, 0.0)}, {"a": (a_spec, 0)}, model)
+    runs = forward_runs(*args, samples=7)
+    latest = max(r["x"].start_at or 0.0 for r in runs)
+    assert sampled(*args, samples=7, whole_gpu_rank_q=1.0)["x"].start_at == latest
+    assert sampled(*args, samples=7)["x"] == ranked(runs)["x"]
+    assert ranked(runs)["x"].start_at != latest  # the median run is not the latest here
