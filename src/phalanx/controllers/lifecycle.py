@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -195,6 +196,13 @@ class Lifecycle:
         #: leader election: only the leader drives the backend; its jobs reconciler stops the
         #: pods of jobs a follower cancelled (JobsReconciler.stop_strays).
         self.drives_backend = True
+        #: A backend whose pods are no processes names the jobs whose pods may write status
+        #: files (``status_writers()``, as JobsReconciler reads it): only those get their
+        #: checkpoint directory made at admission (``write_status`` makes it too). The others'
+        #: pods never look at it, and the simulator admits thousands of jobs.
+        self._status_writers: Callable[[], AbstractSet[str]] | None = getattr(
+            backend, "status_writers", None
+        )
 
     def grace_for(self, job: JobRecord) -> float:
         """SIGTERM → SIGKILL grace of ``job``: its spec's terminationGracePeriod, else the
@@ -330,7 +338,9 @@ class Lifecycle:
         ordered = rank_order(spec, admission.placements)
         rendezvous = self.backend.rendezvous(job.name, attempt, ordered[0].node)
         ckpt_dir = checkpoint_dir(self.data_dir, job)
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        writers = self._status_writers
+        if writers is None or job.name in writers():
+            ckpt_dir.mkdir(parents=True, exist_ok=True)
         envs = pod_env(spec, ordered, rendezvous, attempt, str(ckpt_dir))
         pods = tuple(
             PodRecord(

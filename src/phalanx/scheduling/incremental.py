@@ -65,6 +65,8 @@ class IncrementalScheduler:
         self._basis: tuple[object, ...] = ()
         self._admitted: dict[str, AdmittedWorkload] = {}
         self._reserved: Counter[Reservation] = Counter()
+        #: The reservations of the last snapshot, as it listed them (``_reserved`` counts them).
+        self._reservations: tuple[Reservation, ...] = ()
         #: Workloads left pending by the last cycle that may be parked, with their reasons.
         self._parked: dict[str, tuple[PendingWorkload, PendingReason]] = {}
         #: The last cycle's admissions, and whether it held capacity for nobody (no
@@ -145,6 +147,7 @@ class IncrementalScheduler:
         cycle.cluster.journal.commit()
         self._admitted = {w.name: w for w in snapshot.admitted}
         self._reserved = Counter(snapshot.reservations)
+        self._reservations = snapshot.reservations
         self._cycle = cycle
         self.rebuilds += 1
         return cycle
@@ -171,9 +174,15 @@ class IncrementalScheduler:
         self._admitted = admitted
         # The same workloads (equal, if not the very objects): the same sorted list.
         is_same_running = not (freed or added)
-        # 2. reservations (capacity held by what the scheduler does not place)
-        reserved = Counter(snapshot.reservations)
-        if reserved != self._reserved:
+        # 2. reservations (capacity held by what the scheduler does not place); counted
+        # only when they are not the very ones of the last snapshot (most often none)
+        reserved = (
+            self._reserved
+            if snapshot.reservations == self._reservations
+            else Counter(snapshot.reservations)
+        )
+        self._reservations = snapshot.reservations
+        if reserved is not self._reserved and reserved != self._reserved:
             for item, count in (self._reserved - reserved).items():
                 for _ in range(count):
                     _reserve(cluster, item, -1)

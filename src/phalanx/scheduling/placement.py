@@ -42,6 +42,10 @@ _MAX_EVALUATIONS = 1 << 20
 #: are kept (see ``_Ranking``).
 _MAX_KEPT = 256
 
+#: A kept ranking catches up with at most this many changes per node of its flavor; past
+#: that it is rebuilt (see ``Placer._ranked_best``).
+_CATCH_UP_PER_NODE = 8
+
 #: One entry of a ranking: (minus the score, node order, tie-break, the node's state when
 #: scored, the node, the devices it would give).
 _Entry = tuple[float, int, int, object, NodeState, tuple[DeviceShare, ...]]
@@ -254,9 +258,13 @@ class Placer:
         cluster = self.cluster
         changed, base = cluster.changed, cluster.changed_base
         ranking = self._rankings.pop(key, None)  # put back last, as evaluations are
+        # Catching up costs a look at each change and an entry per distinct node changed;
+        # a rebuild, an entry per candidate. Placement packs, so changes mostly repeat the
+        # same few nodes: a ranking is rebuilt only when the changes to read outnumber the
+        # nodes several times over (or they are no longer logged, or stale entries pile up).
         if ranking is not None and (
             ranking.synced < base
-            or base + len(changed) - ranking.synced > len(index.nodes)
+            or base + len(changed) - ranking.synced > _CATCH_UP_PER_NODE * len(index.nodes)
             or len(ranking.heap) > 4 * len(index.nodes) + 64
         ):
             ranking = None

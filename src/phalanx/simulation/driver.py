@@ -24,10 +24,12 @@ The loop:
 from __future__ import annotations
 
 import bisect
+import gc
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -75,6 +77,28 @@ def _scratch_root() -> str | None:
     if _MEMORY_FS.is_dir() and os.access(_MEMORY_FS, os.W_OK | os.X_OK):
         return str(_MEMORY_FS)
     return None
+
+
+#: The collector's oldest-generation threshold while a run lasts: high enough that no full
+#: collection starts (see ``no_full_collections``).
+_NO_FULL_COLLECTIONS = 1 << 30
+
+
+@contextmanager
+def no_full_collections() -> Iterator[None]:
+    """Hold off the cyclic collector's full collections while the block runs, and restore its
+    thresholds after. A run's heap only grows (the store keeps every job, pod and event), so a
+    full collection scans all of it and frees nothing: on the openb trace they were about a
+    tenth of the run's CPU and found no garbage. Young collections go on as before, so cycles
+    that die young are still freed; anything older waits for the first full collection after
+    the run. Process-wide while it lasts, as any threshold is; nested runs keep the outer
+    run's setting."""
+    young, middle, old = gc.get_threshold()
+    gc.set_threshold(young, middle, max(old, _NO_FULL_COLLECTIONS))
+    try:
+        yield
+    finally:
+        gc.set_threshold(young, middle, old)
 
 
 def config_manifests(
@@ -171,6 +195,10 @@ class Driver:
         ``progress(arrived, total)`` is called after each tick.
 
         Raises SpecError naming the job whose manifest is invalid."""
+        with no_full_collections():
+            self._run(progress, until)
+
+    def _run(self, progress: Callable[[int, int], None] | None, until: float | None) -> None:
         total = len(self.arrivals)
         while True:
             # 1. the next moment something can happen

@@ -34,7 +34,13 @@ from phalanx.model.objects import JobPhase
 from phalanx.model.reasons import ReasonCode
 from phalanx.model.specs import job_to_manifest
 from phalanx.scheduling import SchedulerConfig
-from phalanx.simulation.driver import MEMORY_STORE_URL, Arrival, Driver, config_manifests
+from phalanx.simulation.driver import (
+    MEMORY_STORE_URL,
+    Arrival,
+    Driver,
+    config_manifests,
+    no_full_collections,
+)
 from phalanx.simulation.faults import Faults
 from phalanx.simulation.metrics import Summary, jain_index, summarize
 from phalanx.simulation.trace import TraceError, TraceJob
@@ -137,17 +143,20 @@ def run_full(
         policy=policy, max_candidates=ALL_NODES, score_weights=dict(score_weights or {}), seed=seed
     )
     arrivals = [Arrival(j.submit_s, job_manifest(j), workload_of(j, faults)) for j in jobs]
-    with Driver(
-        world.nodes,
-        config_manifests(world.queues, world.flavors),
-        arrivals,
-        scheduler=scheduler,
-        quarantine=faults.quarantine,
-        failures=faults.failures,
-        repair_s=faults.repair_s,
-        defer_completions=defer_completions,
-        store_url=store_url,
-    ) as driver:
+    with (
+        Driver(
+            world.nodes,
+            config_manifests(world.queues, world.flavors),
+            arrivals,
+            scheduler=scheduler,
+            quarantine=faults.quarantine,
+            failures=faults.failures,
+            repair_s=faults.repair_s,
+            defer_completions=defer_completions,
+            store_url=store_url,
+        ) as driver,
+        no_full_collections(),
+    ):
         driver.run(progress)
         result = _figures(driver, world, jobs, policy, seed, faults)
         return replace(result, digest=outcome_digest(driver.store)) if digest else result
@@ -160,7 +169,7 @@ def outcome_digest(store: Store) -> str:
     things at the same virtual times have equal digests (pod ids, which end in a random
     suffix, are left out: the job, pod set, index and attempt name a pod)."""
     h = hashlib.sha256()
-    records = sorted(store.list_jobs(), key=_name)
+    records = sorted(store.list_jobs(manifests=False), key=_name)
     names = {j.id: j.name for j in records}
     for j in records:
         h.update(repr((j.name, j.phase, j.created_at, j.started_at, j.finished_at)).encode())
@@ -187,7 +196,7 @@ def _figures(
 ) -> FullResult:
     """The run's figures, from what the controllers recorded in the store."""
     store = driver.store
-    records = store.list_jobs()
+    records = store.list_jobs(manifests=False)
     pods = store.pods()
     start, end = driver.start_s, driver.clock.now
     trace_queue = {j.name: j.queue for j in jobs}

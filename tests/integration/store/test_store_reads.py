@@ -51,6 +51,13 @@ def test_json_columns_read_before_a_write_are_read_anew_after_it(store: Store) -
     assert (after.devices, after.env) == ([[1, 500]], {"RANK": "1"})
     assert store.pod("p-0") == after
     assert [e.facts for e in store.events(job.id)][-1] == {"attempt": 1}
+    # A write of no JSON column keeps them; a write of one of them is read anew.
+    store.transition(Transition(job.id, pods={"p-0": {"phase": "Running", "started_at": 3.0}}))
+    (running,) = store.pods([job.id])
+    assert (running.phase, running.devices, running.env) == ("Running", [[1, 500]], {"RANK": "1"})
+    store.transition(Transition(job.id, pods={"p-0": {"env": {"RANK": "2"}}}))
+    assert store.pods([job.id])[0].env == {"RANK": "2"}
+    assert store.pods([job.id])[0].devices == [[1, 500]]
 
 
 def test_each_read_is_a_record_of_its_own(store: Store) -> None:

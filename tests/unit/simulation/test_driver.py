@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import random
 
 import pytest
@@ -145,3 +146,50 @@ def test_unlimited_queues_are_applied_as_they_are() -> None:
     with Driver(world.nodes, config_manifests(world.queues, world.flavors), []) as driver:
         assert driver.plane.specs.queues(driver.store) == list(world.queues)
         assert driver.plane.specs.invalid == {}
+
+
+def test_full_collections_are_held_off_during_a_run_and_restored_after() -> None:
+    """A run's heap only grows, so the driver holds off the collector's full collections
+    while it runs; the thresholds are the caller's again afterwards, also after an error."""
+    before = gc.get_threshold()
+    jobs = [job("a", 1000, runtime_s=5), job("b", 500, submit_s=1, runtime_s=5)]
+    world = build_world(NODES, jobs)
+    arrivals = [Arrival(j.submit_s, job_manifest(j), SimWorkload(j.runtime_s)) for j in jobs]
+    during: list[tuple[int, int, int]] = []
+    with Driver(world.nodes, config_manifests(world.queues, world.flavors), arrivals) as driver:
+        driver.run(lambda arrived, total: during.append(gc.get_threshold()))
+    assert during and all(t[:2] == before[:2] and t[2] >= 1 << 30 for t in during)
+    assert gc.get_threshold() == before
+    bad = TraceJob("Not_A_Name", 0.0, 1.0, "q", job("x", 1000).pod_sets)
+    failing = [Arrival(0.0, job_manifest(bad), SimWorkload(1.0))]
+    with (
+        Driver(world.nodes, config_manifests(world.queues, world.flavors), failing) as driver,
+        pytest.raises(SpecError),
+    ):
+        driver.run()
+    assert gc.get_threshold() == before
+
+
+def test_only_jobs_that_report_checkpoints_get_a_checkpoint_directory() -> None:
+    """Simulated pods are no processes: the control plane makes the checkpoint directory
+    only for the jobs whose workload writes status files there."""
+    jobs = [job("quiet", 1000, runtime_s=30), job("reporting", 1000, runtime_s=30)]
+    world = build_world(NODES, jobs)
+    workloads = {
+        "quiet": SimWorkload(30.0),
+        "reporting": SimWorkload(30.0, checkpoint_s=10.0, reports_checkpoints=True),
+    }
+    arrivals = [Arrival(j.submit_s, job_manifest(j), workloads[j.name]) for j in jobs]
+    with Driver(world.nodes, config_manifests(world.queues, world.flavors), arrivals) as driver:
+        driver.run(until=0.0)
+        folders = sorted(
+            p.name.rsplit("-", 1)[0] for p in (driver.data_dir / "checkpoints").iterdir()
+        )
+        assert folders == ["reporting"]
+        envs = {p.pod_id.split("-")[0]: p.env for p in driver.store.pods()}
+        assert all("PHALANX_CHECKPOINT_DIR" in env for env in envs.values())
+        driver.run()
+        assert {j.name: j.phase for j in driver.store.list_jobs()} == {
+            "quiet": "Succeeded",
+            "reporting": "Succeeded",
+        }

@@ -76,6 +76,10 @@ class SimWorkload:
         return math.floor(progress_s / self.checkpoint_s + 1e-9) * self.checkpoint_s
 
 
+#: What the pods of a job without a workload do: end at once.
+_NO_WORK = SimWorkload(0.0)
+
+
 @dataclass(slots=True)
 class _Attempt:
     """One attempt of a job on the backend: when it started, the progress it resumed from."""
@@ -194,7 +198,7 @@ class SimBackend:
         key = (pod.job, pod.attempt)
         attempt = self._attempts.get(key)
         if attempt is None:
-            workload = self._workloads.get(pod.job, SimWorkload(0.0))
+            workload = self._workloads.get(pod.job, _NO_WORK)
             resumed = self._saved.get(pod.job, 0.0)
             attempt = self._attempts[key] = _Attempt(workload, now, resumed)
         attempt.pods.add(pod.pod_id)
