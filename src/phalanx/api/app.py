@@ -84,6 +84,7 @@ from phalanx.api.schemas import (
 )
 from phalanx.api.secrets import add_secret_routes
 from phalanx.api.services import services_router
+from phalanx.api.submissions import ApplyBatcher
 from phalanx.api.ui import start_warm_up, ui_router
 from phalanx.api.watch import WATCHED_KINDS, OpenWatches, Watch, WatchSettings
 from phalanx.auth import AuditLog, Identity, kind_name, rule_for
@@ -668,7 +669,14 @@ def create_app(
     job_routes = JobRoutes(plane)
     # Innermost of the middleware: the busiest requests, answered after authorization and
     # the body limit like any route (fast_routes).
-    app.add_middleware(FastRoutes, routes=job_routes, handlers=lambda: app.exception_handlers)
+    # Concurrent JSON applies are written together (api/submissions.py).
+    app.state.submissions = ApplyBatcher(job_routes)
+    app.add_middleware(
+        FastRoutes,
+        routes=job_routes,
+        handlers=lambda: app.exception_handlers,
+        submissions=app.state.submissions,
+    )
     app.add_middleware(BodySizeLimit, limits=DEFAULT_API_LIMITS)
     rows = IdentityStore(plane.store)
     identity = identity or Identity(rows, token)

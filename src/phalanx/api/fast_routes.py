@@ -8,8 +8,10 @@ It answers only requests it recognises in full (a JSON body of ``{"manifests": [
 "source": "..."}``; the list's known parameters, each at most once, with a plain ``limit`` in
 range); anything else, YAML bodies and invalid input included, goes on to the FastAPI routes,
 which answer as before (a body already read is handed on). Both ways run the same code,
-``JobRoutes``, in one worker thread per request; errors become the application's own error
-responses through its exception handlers. The routes stay declared in FastAPI, so
+``JobRoutes``: a page in one worker thread per request, an apply here through the writer
+thread of ``api/submissions.py``, which writes concurrent applies in one transaction (the
+FastAPI route in a worker thread); errors become the application's own error responses
+through its exception handlers. The routes stay declared in FastAPI, so
 ``/openapi.json`` and ``/docs`` describe them.
 
 Measured on the API benchmark (bench/api_bench.py), the FastAPI way cost several hundred
@@ -20,8 +22,8 @@ from __future__ import annotations
 
 import inspect
 import json
-from collections.abc import Callable, Mapping, MutableMapping
-from typing import Any
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 from starlette.concurrency import run_in_threadpool
@@ -34,9 +36,12 @@ from phalanx.api.errors import BAD_REQUEST, ApiRequestError
 from phalanx.api.limits import DEFAULT_LIMITS, LimitExceededError, check_json_depth
 from phalanx.api.rendering import JobJson, json_bytes
 from phalanx.api.schemas import CONTINUE_HEADER, RESOURCE_VERSION_HEADER
-from phalanx.auth import Principal, admit_apply
+from phalanx.auth import Principal, admit_apply, stored_jobs
 from phalanx.controllers.plane import ControlPlane
 from phalanx.model.metadata import LabelSelector, parse_selector
+
+if TYPE_CHECKING:
+    from phalanx.api.submissions import ApplyBatcher
 
 __all__ = ["APPLY_PATH", "JOBS_PATH", "FastRoutes", "JobRoutes", "label_selector"]
 
@@ -86,10 +91,40 @@ class JobRoutes:
         """The JSON list of apply outcomes, after the caller's rights are checked and the
         manifests stamped with their owners (phalanx.auth.admit_apply). Raises what
         ``ControlPlane.apply`` and ``admit_apply`` raise."""
-        if principal is not None:
-            manifests = list(admit_apply(self.plane.store, principal, manifests))
-        results = self.plane.apply(manifests, source)
-        return json_bytes([apply_out(r) for r in results])
+        (outcome,) = self.apply_many([(principal, manifests, source)])
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    def apply_many(
+        self, requests: Sequence[tuple[Principal | None, list[Mapping[str, object]], str]]
+    ) -> list[bytes | Exception]:
+        """``apply`` for several requests (principal, manifests, source) at once, written in
+        one store transaction (``ControlPlane.apply_many``): for each, its JSON, or the
+        error ``apply`` would raise for it. Returns once every written request is
+        committed."""
+        admitted: list[tuple[list[Mapping[str, object]], str] | Exception] = []
+        # One read of the stored jobs that any request names, not one per request.
+        checked = [m for principal, given, _ in requests if principal is not None for m in given]
+        stored = stored_jobs(self.plane.store, checked) if checked else {}
+        for principal, given, source in requests:
+            try:
+                manifests = given
+                if principal is not None:
+                    manifests = admit_apply(self.plane.store, principal, given, stored)
+                admitted.append((manifests, source))
+            except Exception as exc:  # this request's refusal; the others go on
+                admitted.append(exc)
+        applied = iter(self.plane.apply_many([a for a in admitted if isinstance(a, tuple)]))
+        out: list[bytes | Exception] = []
+        for item in admitted:
+            outcome = item if isinstance(item, Exception) else next(applied)
+            out.append(
+                outcome
+                if isinstance(outcome, Exception)
+                else json_bytes([apply_out(r) for r in outcome])
+            )
+        return out
 
     def page(
         self,
@@ -141,10 +176,14 @@ class FastRoutes:
         *,
         routes: JobRoutes,
         handlers: Callable[[], Mapping[Any, Handler]],
+        submissions: ApplyBatcher | None = None,
     ) -> None:
         self.app = app
         self.routes = routes
         self._handlers = handlers
+        #: Writes applies together with concurrent ones (api/submissions.py); None: each in
+        #: a worker thread of its own.
+        self.submissions = submissions
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -178,13 +217,12 @@ class FastRoutes:
         state: MutableMapping[str, Any] = scope.setdefault("state", {})
         state["audit_objects"] = objects_of(manifests)
         principal = state.get("principal")
+        caller = principal if isinstance(principal, Principal) else None
         try:
-            out = await run_in_threadpool(
-                self.routes.apply,
-                principal if isinstance(principal, Principal) else None,
-                manifests,
-                source,
-            )
+            if self.submissions is not None:
+                out = await self.submissions.apply(caller, manifests, source)
+            else:
+                out = await run_in_threadpool(self.routes.apply, caller, manifests, source)
         except Exception as exc:
             await self._error(exc, scope, receive, send)
             return

@@ -79,6 +79,8 @@ def check_json_depth(body: bytes, limits: ApiLimits = DEFAULT_LIMITS, where: str
     """Raise LimitExceededError when the JSON text ``body`` nests deeper than ``max_depth``.
     Reads the text, not the parsed value (JSON has no aliases to expand): strings are cut
     out and the brackets left are counted."""
+    if body.count(b"[") + body.count(b"{") <= limits.max_depth:
+        return  # too few opening brackets, in strings or not, to nest deeper
     # Without an escaped quote, quotes alternate and every other piece between them is
     # outside a string; with one, strings are found one by one.
     is_escaped = b'\\"' in body

@@ -5,7 +5,13 @@ Layering: api → auth → (controllers | store) → model. The route table (``p
 roles are pure; ``identity``, ``admission`` and ``audit`` read and write the store.
 """
 
-from phalanx.auth.admission import admit_apply, check_owner, check_queue_access, kind_name
+from phalanx.auth.admission import (
+    admit_apply,
+    check_owner,
+    check_queue_access,
+    kind_name,
+    stored_jobs,
+)
 from phalanx.auth.audit import AuditLog
 from phalanx.auth.errors import AccessDeniedError, UnauthenticatedError
 from phalanx.auth.identity import Identity
@@ -29,4 +35,5 @@ __all__ = [
     "check_queue_access",
     "kind_name",
     "rule_for",
+    "stored_jobs",
 ]

@@ -121,13 +121,18 @@ def check_queue_access(
 
 
 def admit_apply(
-    store: Store, principal: Principal, manifests: Sequence[Mapping[str, object]]
+    store: Store,
+    principal: Principal,
+    manifests: Sequence[Mapping[str, object]],
+    stored_jobs: Mapping[str, Mapping[str, object]] | None = None,
 ) -> list[Mapping[str, object]]:
     """The manifests with ``metadata.owner`` set, after checking that ``principal`` may
     create or change each (kind, ownership, queue access). Raises AccessDeniedError naming the
     first refused object. Malformed manifests pass unchanged for the control plane to
-    reject with its field paths."""
-    jobs = _stored_jobs(store, manifests)
+    reject with its field paths. ``stored_jobs``: the stored manifests of (at least) the
+    jobs ``manifests`` name, by name, when the caller has read them (``stored_jobs``) for
+    several requests at once; by default they are read here."""
+    jobs = stored_jobs if stored_jobs is not None else _stored_jobs(store, manifests)
     queues: dict[str, Mapping[str, object] | None] = {}
     out: list[Mapping[str, object]] = []
     for manifest in manifests:
@@ -163,15 +168,18 @@ def admit_apply(
     return out
 
 
-#: Names per read of stored jobs (each becomes one SQL ``IN``).
-_CHUNK = 500
+def stored_jobs(
+    store: Store, manifests: Sequence[Mapping[str, object]]
+) -> dict[str, Mapping[str, object]]:
+    """As admit_apply reads them: the stored manifests of the jobs ``manifests`` name."""
+    return _stored_jobs(store, manifests)
 
 
 def _stored_jobs(
     store: Store, manifests: Sequence[Mapping[str, object]]
 ) -> dict[str, Mapping[str, object]]:
     """The stored manifests of the jobs ``manifests`` name, by name: read in a few queries
-    for the whole request rather than one per job."""
+    for the whole request rather than one per job (``Store.job_manifests``)."""
     names = sorted(
         {
             name
@@ -182,8 +190,4 @@ def _stored_jobs(
             and name
         }
     )
-    out: dict[str, Mapping[str, object]] = {}
-    for i in range(0, len(names), _CHUNK):
-        for job in store.list_jobs(names=names[i : i + _CHUNK]):
-            out[job.name] = job.manifest
-    return out
+    return dict(store.job_manifests(names))

@@ -38,7 +38,10 @@ class AuditLog:
         with self._cond:
             self._pending.append(record)
             self._queued += 1
-            self._cond.notify_all()
+            # The writer waits for a first record, then lingers until a batch is full:
+            # waking it for the records in between would only cost a thread switch each.
+            if len(self._pending) == 1 or len(self._pending) >= self._batch:
+                self._cond.notify_all()
 
     def flush(self, timeout_s: float = 10.0) -> None:
         """Wait until every record queued before this call is stored."""

@@ -78,6 +78,23 @@ class ControlPlaneConfig:
     freeze_heap: bool = False
 
 
+#: Warnings apply keeps by what jobs ask for (cleared when full, or when nodes, flavors or
+#: queues change).
+_WARNINGS_KEPT = 1024
+
+
+@dataclass(slots=True)
+class _Prepared:
+    """One apply request, validated: what the store writes, in the order of its results."""
+
+    configs: list[tuple[str, str, dict[str, object]]] = field(default_factory=list)
+    jobs: list[tuple[str, str, dict[str, object], str, int]] = field(default_factory=list)
+    job_specs: list[JobSpec] = field(default_factory=list)
+    order: list[tuple[str, str]] = field(default_factory=list)
+    #: The store's action for each (kind, name), once written.
+    actions: dict[tuple[str, str], str] = field(default_factory=dict)
+
+
 class ControlPlane:
     """Owns the loop and answers the API. Thread-safe."""
 
@@ -145,12 +162,14 @@ class ControlPlane:
         #: Keeps full garbage collections short (see ControlPlaneConfig.freeze_heap).
         self.heap = HeapFreezer() if config.freeze_heap else None
         self._applies = 0
-        #: (nodes, flavors, queues) and the never-fits checks built from them, for apply.
+        #: (nodes, flavors, queues), the never-fits checks built from them and the warnings
+        #: found with them by what a job asks for, for apply.
         self._warning_checks: (
             tuple[
                 tuple[tuple[Node, ...], tuple[object, ...], tuple[Queue, ...]],
                 Feasibility,
                 QuotaState,
+                dict[object, Reason | None],
             ]
             | None
         ) = None
@@ -354,6 +373,72 @@ class ControlPlane:
         Raises SpecError (nothing written) listing every problem, with ``documents[i]`` paths
         when there are several; ConflictError when a job exists with another spec.
         """
+        (outcome,) = self.apply_many([(manifests, source)])
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    def apply_many(
+        self, requests: Sequence[tuple[Sequence[Mapping[str, object]], str]]
+    ) -> list[list[ApplyResult] | Exception]:
+        """``apply`` for several requests (manifests, source) at once: each is validated on
+        its own and all valid ones are written in one store transaction (group commit),
+        each still all or nothing. Returns, for each request, its results or the error
+        ``apply`` would raise for it; returns once every written request is committed."""
+        prepared: list[_Prepared | Exception] = []
+        for manifests, source in requests:
+            try:
+                prepared.append(self._prepare(manifests, source))
+            except Exception as exc:  # this request's error; the others go on
+                prepared.append(exc)
+        valid = [p for p in prepared if isinstance(p, _Prepared)]
+        # Not under the loop's lock: this only adds jobs and writes queues and flavors, in one
+        # store transaction (the store serialises writers), and the loop sees them through
+        # the revision log at its next tick; waiting for a tick here would cap submissions at
+        # one per tick.
+        self._applies += 1  # the loop gives way while submissions come (see _run)
+        stored = self.store.apply_many([(p.configs, p.jobs, self.clock()) for p in valid])
+        if any(p.configs for p in valid):
+            self.specs.forget_recent()
+        if valid:
+            self.wake()
+        created: list[JobSpec] = []
+        for item, actions in zip(valid, stored, strict=True):
+            if isinstance(actions, Exception):
+                continue
+            item.actions = dict(zip(item.order, actions, strict=True))
+            for (name, uid, *_), spec in zip(item.jobs, item.job_specs, strict=True):
+                if item.actions[("Job", name)] == "created":
+                    self.specs.submitted(uid, spec)
+            created += item.job_specs
+        warnings = self._warnings(created)
+        out: list[list[ApplyResult] | Exception] = []
+        written = iter(stored)
+        for one in prepared:
+            if not isinstance(one, _Prepared):
+                out.append(one)
+                continue
+            item, actions = one, next(written)
+            if isinstance(actions, ValueError):
+                conflict = ConflictError(str(actions))
+                conflict.__cause__ = actions
+                out.append(conflict)
+            elif isinstance(actions, Exception):
+                out.append(actions)
+            else:
+                out.append(
+                    [
+                        ApplyResult(
+                            kind, name, item.actions[kind, name], warnings.get((kind, name), ())
+                        )
+                        for kind, name in item.order
+                    ]
+                )
+        return out
+
+    def _prepare(self, manifests: Sequence[Mapping[str, object]], source: str) -> _Prepared:
+        """Parse and validate one request's manifests into what the store writes. Raises
+        SpecError listing every problem (``documents[i]`` paths when there are several)."""
         parsed: list[kinds.Parsed] = []
         errors: list[FieldError] = []
         for i, manifest in enumerate(manifests):
@@ -369,41 +454,21 @@ class ControlPlane:
                 [FieldError("", None, "no manifests found; expected at least one YAML document")],
                 source,
             )
-        configs: list[tuple[str, str, dict[str, object]]] = []
-        jobs: list[tuple[str, str, dict[str, object], str, int]] = []
-        job_specs: list[JobSpec] = []
-        for item in parsed:
-            if item.kind.is_job:
-                spec: JobSpec = item.obj
-                jobs.append((item.name, uuid.uuid4().hex, item.manifest, spec.queue, spec.priority))
-                job_specs.append(spec)
-            elif item.kind is kinds.SECRET:  # encrypted: no value is ever stored
-                sealed = self.lifecycle.secrets.seal(item.manifest)
-                configs.append((item.kind.name, item.name, sealed))
+        item = _Prepared()
+        for one in parsed:
+            if one.kind.is_job:
+                spec: JobSpec = one.obj
+                item.jobs.append(
+                    (one.name, uuid.uuid4().hex, one.manifest, spec.queue, spec.priority)
+                )
+                item.job_specs.append(spec)
+            elif one.kind is kinds.SECRET:  # encrypted: no value is ever stored
+                sealed = self.lifecycle.secrets.seal(one.manifest)
+                item.configs.append((one.kind.name, one.name, sealed))
             else:
-                configs.append((item.kind.name, item.name, item.manifest))
-        order = [(k, n) for k, n, _ in configs] + [("Job", j[0]) for j in jobs]
-        # Not under the loop's lock: this only adds jobs and writes queues and flavors, in one
-        # store transaction (the store serialises writers), and the loop sees them through
-        # the revision log at its next tick; waiting for a tick here would cap submissions at
-        # one per tick.
-        self._applies += 1  # the loop gives way while submissions come (see _run)
-        try:
-            actions = self.store.apply(configs, jobs, self.clock())
-        except ValueError as exc:
-            raise ConflictError(str(exc)) from exc
-        if configs:
-            self.specs.forget_recent()
-        self.wake()
-        results = dict(zip(order, actions, strict=True))
-        for (name, uid, *_), spec in zip(jobs, job_specs, strict=True):
-            if results[("Job", name)] == "created":
-                self.specs.submitted(uid, spec)
-        warnings = self._warnings(job_specs)
-        return [
-            ApplyResult(kind, name, results[(kind, name)], warnings.get((kind, name), ()))
-            for kind, name in order
-        ]
+                item.configs.append((one.kind.name, one.name, one.manifest))
+        item.order = [(k, n) for k, n, _ in item.configs] + [("Job", j[0]) for j in item.jobs]
+        return item
 
     def _warnings(self, jobs: Sequence[JobSpec]) -> dict[tuple[str, str], tuple[Reason, ...]]:
         """Why each of ``jobs`` can never be admitted with the current nodes, flavors and
@@ -421,11 +486,26 @@ class ControlPlane:
                 basis,
                 Feasibility(nodes, flavors),
                 QuotaState(basis[2], Journal()),
+                {},
             )
-        _, feasibility, quota = checks
+        _, feasibility, quota, known = checks
         out: dict[tuple[str, str], tuple[Reason, ...]] = {}
         for job in jobs:
-            warning = admission_warning(job, queues, flavors, nodes, feasibility, quota)
+            # What admission_warning reads of a job; jobs alike in it (a batch of one
+            # template) share one Reason, whose message is then rendered once.
+            shape = (
+                job.queue,
+                tuple((ps.resources, ps.replicas) for ps in job.pod_sets),
+                job.gang_minimum,
+                job.topology,
+            )
+            if shape in known:
+                warning = known[shape]
+            else:
+                warning = admission_warning(job, queues, flavors, nodes, feasibility, quota)
+                if len(known) >= _WARNINGS_KEPT:
+                    known.clear()
+                known[shape] = warning
             if warning is not None:
                 out[("Job", job.name)] = (warning,)
         return out

@@ -181,9 +181,10 @@ def parse(manifest: object, source: str = "") -> Parsed:
             ],
             source,
         )
-    applied = [k for k in _KINDS.values() if k.is_applied]
-    kind = next((k for k in applied if k.name == manifest.get("kind")), None)
-    if kind is None or kind.parse is None or kind.spec_manifest is None:
+    given = manifest.get("kind")
+    kind = _KINDS.get(given) if isinstance(given, str) else None
+    if kind is None or not kind.is_applied or kind.parse is None or kind.spec_manifest is None:
+        applied = [k for k in _KINDS.values() if k.is_applied]
         raise SpecError(
             [
                 FieldError(

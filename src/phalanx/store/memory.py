@@ -8,7 +8,8 @@ all or nothing — a refused one writes nothing, and one that breaks a constrain
 pod id, a pod or event of a job that does not exist, an unknown column) raises and writes
 nothing of its batch; applies are all or nothing per call. JSON columns are kept encoded, so
 what is written round-trips exactly as it does through SQL; each row's JSON is decoded once per
-version (``_Decoded``) rather than on every read: every read returns a record object of its
+version (``_Decoded``; a pod's devices and env, once per write of them: a pod's phase changes
+more often than they do) rather than on every read: every read returns a record object of its
 own, and its JSON values (manifest, facts, labels, devices, env...) are shared with the other
 reads of that version, so callers treat them as read-only (the controllers build new dicts
 for what they write; nothing in the store's own state is reachable from a record).
@@ -107,7 +108,8 @@ _decode = json.loads
 
 class _Decoded:
     """The decoded JSON columns of rows, by row key, for the rows' current versions: a write
-    of a row drops its entry (``drop``), the next read decodes it again. Decoding JSON on
+    of a row's columns kept here drops its entry (``drop``), the next read decodes it again
+    (writes of its other columns leave it). Decoding JSON on
     every read was most of the simulator's cost of reading jobs and pods. Equal texts of
     small values (``{}``, a pod set's env, a reason's facts) decode to one shared value: up
     to ``SHARED`` of them are kept, then the memo starts again."""
@@ -354,6 +356,25 @@ class MemoryStore(Store):
 
     # ---- apply ----
 
+    def apply_many(
+        self,
+        requests: Sequence[
+            tuple[
+                Sequence[tuple[str, str, dict[str, Any]]],
+                Sequence[tuple[str, str, dict[str, Any], str, int]],
+                float,
+            ]
+        ],
+    ) -> list[list[str] | Exception]:
+        """As Store.apply_many: each request all or nothing, its actions or its error."""
+        out: list[list[str] | Exception] = []
+        for configs, jobs, now in requests:
+            try:
+                out.append(self.apply(configs, jobs, now))
+            except Exception as exc:  # this request's refusal; the others go on
+                out.append(exc)
+        return out
+
     def apply(
         self,
         configs: Sequence[tuple[str, str, dict[str, Any]]],
@@ -502,6 +523,10 @@ class MemoryStore(Store):
 
     def _page(self, after_id: int) -> list[int]:
         return self._job_ids[bisect.bisect_right(self._job_ids, after_id) :]
+
+    def job_manifests(self, names: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """As Store.job_manifests."""
+        return {job.name: job.manifest for job in self.list_jobs(names=list(names))}
 
     def list_jobs(
         self,
@@ -712,7 +737,8 @@ class MemoryStore(Store):
                     self._deleting.discard(row["id"])
             for pod, values in pod_writes:
                 pod.update(values)
-                self._pod_json.drop(pod["pod_id"])
+                if not _POD_JSON.isdisjoint(values):  # else its decoded JSON still holds
+                    self._pod_json.drop(pod["pod_id"])
                 self._track_live(pod)
             for pod in new_pods:
                 self._pods[pod["pod_id"]] = pod
