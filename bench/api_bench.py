@@ -13,7 +13,9 @@ of this process) is measured too, on lines labelled "SDK", as users see it:
   c. GET /api/v1/jobs?limit=100 on the second server once the loop has caught up with the
      jobs of (b), sequentially and from 8 clients at once, then from 8 SDK clients
      (in-process through ``Queries.page_jobs`` on the same database when the route has no
-     ``limit``);
+     ``limit``). The lean clients share one process, and parsing a 100-job page (about 167 KB of JSON)
+     costs them more CPU than the server's answer: the same 8-client pages are also read with
+     the bodies not parsed, a diagnostic row with no target that shows the clients' share;
   d. the servers' RSS (VmRSS and its peak, VmHWM);
   e. the p99 latency authentication and authorization add (``--auth-only`` for just this):
      see ``auth_overhead``.
@@ -22,7 +24,9 @@ No pod is started: the jobs ask for a GPU of a queue whose GPU quota is 0, so th
 Pending with a quota reason (the point is the API, and the loop's cost of 10,000 pending
 jobs, not running 10,000 processes).
 
-    python bench/api_bench.py [--jobs 10000] [--clients 8] [--batch 500]
+    python bench/api_bench.py [--jobs 10000] [--clients 8] [--batch 500] [--pages-only]
+
+``--pages-only`` stores the jobs by (b) and measures only (c) and (d).
 """
 
 from __future__ import annotations
@@ -172,11 +176,16 @@ class Server:
             result.newest,
         )
 
-    def lean_pages(self, requests: int, clients: int, limit: int) -> lean_load.LeanResult:
-        """``requests`` GET /api/v1/jobs?limit= from the lean load generator's process."""
+    def lean_pages(
+        self, requests: int, clients: int, limit: int, is_parsed: bool = True
+    ) -> lean_load.LeanResult:
+        """``requests`` GET /api/v1/jobs?limit= from the lean load generator's process (see
+        lean_load.PageJob for ``is_parsed``)."""
         host, port = self.url.removeprefix("http://").rsplit(":", 1)
         return lean_load.run(
-            lean_load.PageJob(host, int(port), self.token(), self.pid, requests, clients, limit)
+            lean_load.PageJob(
+                host, int(port), self.token(), self.pid, requests, clients, limit, is_parsed
+            )
         )
 
     def token(self) -> str:
@@ -565,6 +574,11 @@ def main() -> None:
     parser.add_argument(
         "--auth-only", action="store_true", help="measure only what auth adds (e), in-process"
     )
+    parser.add_argument(
+        "--pages-only",
+        action="store_true",
+        help="store the jobs by (b) and measure only pages (c) and memory (d): no (a), no (e)",
+    )
     args = parser.parse_args()
     rows: list[tuple[str, str, str, str]] = []
     if args.auth_only:
@@ -592,19 +606,21 @@ def main() -> None:
     )
     print(f"load: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} (1, 5 min)")
     # a. one job per request
-    with Server(args.nodes, args.log_level) as server:
-        with server.client() as client:
-            client.apply(QUEUE)
-        single = server.lean_submit("one", args.jobs, args.clients, 1, args.max_phase_s)
-        print(f"a. one per request: {single.jobs} jobs in {single.seconds:.1f} s")
-        _print_cpu(single)
-        row("a. submit, one job per request", single.per_s, "jobs/s", TARGET_SINGLE_PER_S, True)
-        if args.sdk_s > 0:
-            sdk = submit(server, "sdk", args.jobs, args.clients, 1, args.sdk_s)
-            print(f"a. SDK: one per request: {sdk.jobs} jobs in {sdk.seconds:.1f} s")
-            _print_cpu(sdk)
-            row("a. SDK clients (httpx, 1 process)", sdk.per_s, "jobs/s", None, True)
-        rss_single = rss_mib(server.pid)
+    rss_single = (float("nan"), float("nan"))
+    if not args.pages_only:
+        with Server(args.nodes, args.log_level) as server:
+            with server.client() as client:
+                client.apply(QUEUE)
+            single = server.lean_submit("one", args.jobs, args.clients, 1, args.max_phase_s)
+            print(f"a. one per request: {single.jobs} jobs in {single.seconds:.1f} s")
+            _print_cpu(single)
+            row("a. submit, one job per request", single.per_s, "jobs/s", TARGET_SINGLE_PER_S, True)
+            if args.sdk_s > 0:
+                sdk = submit(server, "sdk", args.jobs, args.clients, 1, args.sdk_s)
+                print(f"a. SDK: one per request: {sdk.jobs} jobs in {sdk.seconds:.1f} s")
+                _print_cpu(sdk)
+                row("a. SDK clients (httpx, 1 process)", sdk.per_s, "jobs/s", None, True)
+            rss_single = rss_mib(server.pid)
     # b. batches
     with Server(args.nodes, args.log_level) as server:
         with server.client() as client:
@@ -647,6 +663,24 @@ def main() -> None:
                 _print_page_cpu(
                     f"{clients} client(s)", server_cpu_s, pages.seconds, idle_cores, len(seconds)
                 )
+                print(
+                    f"   the clients' CPU per page: {pages.client_cpu_s / len(seconds) * 1000:.1f}"
+                    f" ms; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+                )
+        if is_http:
+            # Diagnostic, no target: the same pages with the bodies read but not parsed. The
+            # lean clients share one process, and parsing a 100-job page costs them more CPU
+            # than the server's answer: the difference is time spent in the clients.
+            pages = server.lean_pages(
+                args.page_requests, args.clients, args.page_limit, is_parsed=False
+            )
+            p99 = _percentile(pages.latencies_s, 0.99) * 1000
+            row(f"   page p99, {args.clients} clients not parsing", p99, "ms", None, False)
+            print(
+                f"   {args.clients} clients reading pages without parsing them: p99 {p99:.1f} ms,"
+                f" the clients' CPU per page {pages.client_cpu_s / args.page_requests * 1000:.1f}"
+                f" ms, the server's {pages.server_cpu_s / args.page_requests * 1000:.1f} ms"
+            )
         if is_http and args.sdk_s > 0:
             server_cpu, began = cpu_s(server.pid), time.perf_counter()
             seconds = page_latencies_http(server, args.page_requests, args.clients, args.page_limit)
@@ -661,15 +695,23 @@ def main() -> None:
             row(f"c. page p99, {args.clients} SDK clients", p99, "ms", None, False)
         rss, hwm = rss_mib(server.pid)
     # d. memory
-    row("d. RSS after (a)", rss_single[0], "MiB", TARGET_RSS_MIB, False)
+    if not args.pages_only:
+        row("d. RSS after (a)", rss_single[0], "MiB", TARGET_RSS_MIB, False)
     row("d. RSS after (b)+(c)", rss, "MiB", TARGET_RSS_MIB, False)
     row("d. peak RSS (VmHWM) in (b)+(c)", hwm, "MiB", None, False)
     # e. auth
-    figures = auth_overhead(args.auth_requests, args.auth_rounds)
-    row("e. request p99, no auth middleware", figures["none p99"], "ms", None, False)
-    row("e. request p99, a user's token", figures["on p99"], "ms", None, False)
-    row("e. p99 added by auth", figures["added p99"], "ms", TARGET_AUTH_ADDED_P99_MS, False)
-    row("e. CPU p99 added by auth", figures["added cpu p99"], "ms", TARGET_AUTH_ADDED_P99_MS, False)
+    if not args.pages_only:
+        figures = auth_overhead(args.auth_requests, args.auth_rounds)
+        row("e. request p99, no auth middleware", figures["none p99"], "ms", None, False)
+        row("e. request p99, a user's token", figures["on p99"], "ms", None, False)
+        row("e. p99 added by auth", figures["added p99"], "ms", TARGET_AUTH_ADDED_P99_MS, False)
+        row(
+            "e. CPU p99 added by auth",
+            figures["added cpu p99"],
+            "ms",
+            TARGET_AUTH_ADDED_P99_MS,
+            False,
+        )
     width = max(len(r[0]) for r in rows)
     print()
     print(f"{'metric':<{width}}  {'value':>16}  {'target':>9}  {'ratio':>5}")

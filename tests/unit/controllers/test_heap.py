@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import gc
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -113,3 +113,62 @@ def test_without_growth_no_complete_collection_is_asked_for(
         gc.collect()
     assert freezer.stats.complete_collections == 0
     assert freezer.stats.freezes == 5
+
+
+def test_the_frozen_objects_are_counted_exactly_only_when_a_complete_collection_may_be_due(
+    freezer: HeapFreezer, clock: _Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Counting them walks their whole list, holding the interpreter: not on every check.
+    exact = gc.get_freeze_count
+    walks: list[int] = []
+
+    def counted() -> int:
+        walks.append(exact())
+        return walks[-1]
+
+    monkeypatch.setattr(gc, "get_freeze_count", counted)
+    # Only the collections below: none set off by the allocations in between.
+    monkeypatch.setattr(freezer, "min_base", 10**9)
+    gc.disable()
+    try:
+        _count_walks_while_growing(freezer, clock, exact, walks)
+    finally:
+        gc.enable()
+
+
+def _count_walks_while_growing(
+    freezer: HeapFreezer, clock: _Clock, exact: Callable[[], int], walks: list[int]
+) -> None:
+    for step in range(5):
+        clock.now = 10.0 * (step + 1)
+        gc.collect()
+    assert walks == []
+    assert freezer.stats.exact_counts == 0
+
+    # Objects frozen and then dead count in the running total: once it passes base × growth,
+    # one exact count finds the heap has not grown, and no complete collection follows.
+    frozen = exact()
+    died = [[i] for i in range(frozen + 1000)]
+    clock.now = 60.0
+    gc.collect()
+    del died
+    freezer.min_base = frozen
+    clock.now = 70.0
+    gc.collect()
+    assert len(walks) == 1
+    assert walks[0] < frozen * 2
+    clock.now = 80.0
+    gc.collect()
+    assert freezer.stats.complete_collections == 0
+    assert len(walks) == 1  # the total starts again from the exact count
+
+    # Objects that stay alive: the total passes base × growth again, the exact count agrees,
+    # and the next full collection is complete.
+    kept = [[i] for i in range(frozen * 2)]
+    clock.now = 90.0
+    gc.collect()
+    assert len(walks) == 2
+    gc.collect()
+    assert freezer.stats.complete_collections == 1
+    assert len(walks) == 3  # the base, counted after the complete collection
+    del kept
