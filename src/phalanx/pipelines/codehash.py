@@ -26,6 +26,10 @@ from collections.abc import Callable
 from phalanx.pipelines.hashing import content_hash
 
 _CACHE: dict[object, str] = {}
+#: The project-local source files each hashed function's hash read (for ``pin_bytecode``).
+_FILES: dict[object, frozenset[str]] = {}
+#: Files ``pin_bytecode`` compiled, with the (mtime_ns, size) they had then.
+_PINNED: dict[str, tuple[int, int]] = {}
 _CONSTANTS = (bool, int, float, complex, str, bytes, tuple, frozenset, type(None))
 
 
@@ -49,15 +53,27 @@ def _is_project_file(path: str) -> bool:
     return not any(resolved.startswith(root + "/") for root in _system_roots() if root != "/")
 
 
-def is_project_local(obj: object) -> bool:
-    """Whether ``obj`` (a function, class or module) comes from the user's project."""
+def _module_file(obj: object) -> str | None:
+    """The file of ``obj``'s module (``obj`` itself if a module), if it has one."""
     module = (
         obj
         if isinstance(obj, types.ModuleType)
         else sys.modules.get(getattr(obj, "__module__", ""), None)
     )
     path = getattr(module, "__file__", None)
-    return bool(path) and _is_project_file(str(path))
+    return str(path) if path else None
+
+
+def is_project_local(obj: object) -> bool:
+    """Whether ``obj`` (a function, class or module) comes from the user's project."""
+    path = _module_file(obj)
+    return path is not None and _is_project_file(path)
+
+
+def _project_file(obj: object) -> str | None:
+    """The Python source file of ``obj``'s module if it is the user's, else None."""
+    path = _module_file(obj)
+    return path if path is not None and path.endswith(".py") and _is_project_file(path) else None
 
 
 def _last_line(code: types.CodeType) -> int:
@@ -130,6 +146,7 @@ def code_hash(fn: Callable[..., object]) -> str:
     if cached is not None:
         return cached
     parts: dict[str, str] = {}
+    files: set[str] = set()
     pending: list[object] = [fn]
     while pending:
         obj = pending.pop()
@@ -140,6 +157,9 @@ def code_hash(fn: Callable[..., object]) -> str:
         if label in parts:
             continue
         parts[label] = _source(obj)
+        path = _project_file(obj)
+        if path is not None:
+            files.add(path)
         if isinstance(obj, types.ModuleType):
             continue  # its whole source is in; what it names is covered by it
         code = getattr(obj, "__code__", None)
@@ -160,4 +180,32 @@ def code_hash(fn: Callable[..., object]) -> str:
     text = "\n".join(f"== {label}\n{parts[label]}" for label in sorted(parts))
     digest = content_hash(text.encode(), "code")
     _CACHE[fn] = digest
+    _FILES[fn] = frozenset(files)
     return digest
+
+
+def pin_bytecode(fn: Callable[..., object]) -> None:
+    """Rewrite the bytecode cache of every project-local file ``fn``'s code hash read as
+    checked against the source's hash (PEP 552), so a process that imports it later (a
+    step's pod) runs the code that was hashed. A default cache is checked only against the
+    source's modification time in whole seconds and its size: a file edited within the
+    second it was last compiled, with its size unchanged (``x + 10`` → ``x + 20``), would
+    otherwise run its old code under its new hash. Best effort: an unwritable cache is left
+    as it is (Python then compiles the source itself)."""
+    import py_compile  # only where pipelines are built, never in a step's process
+
+    code_hash(fn)
+    for path in _FILES.get(fn, ()):
+        try:
+            stat = os.stat(path)
+        except OSError:
+            continue
+        if _PINNED.get(path) == (stat.st_mtime_ns, stat.st_size):
+            continue
+        try:
+            py_compile.compile(
+                path, invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH, doraise=True
+            )
+        except (OSError, py_compile.PyCompileError):
+            continue
+        _PINNED[path] = (stat.st_mtime_ns, stat.st_size)

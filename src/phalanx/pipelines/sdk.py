@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from phalanx.pipelines.artifacts import _is_json
-from phalanx.pipelines.codehash import code_hash
+from phalanx.pipelines.codehash import code_hash, pin_bytecode
 from phalanx.pipelines.record import Record
 from phalanx.pipelines.typecheck import (
     NO_ANNOTATION,
@@ -225,6 +225,7 @@ class Task(Generic[P, R]):
                 )
             inputs[param] = StepInput(value=list(value) if isinstance(value, tuple) else value)
         when_step, negate = graph.condition or ("", False)
+        pin_bytecode(self.fn)  # steps' processes run the code hashed here
         graph.steps.append(
             StepSpec(
                 name=step,
