@@ -11,11 +11,13 @@ of this process) is measured too, on lines labelled "SDK", as users see it:
   a. one job per POST /api/v1/apply, on a fresh server; then a shorter run through the SDK;
   b. batches of 500 jobs per POST /api/v1/apply, on a second fresh server;
   c. GET /api/v1/jobs?limit=100 on the second server once the loop has caught up with the
-     jobs of (b), sequentially and from 8 clients at once, then from 8 SDK clients
-     (in-process through ``Queries.page_jobs`` on the same database when the route has no
-     ``limit``). The lean clients share one process, and parsing a 100-job page (about 167 KB of JSON)
-     costs them more CPU than the server's answer: the same 8-client pages are also read with
-     the bodies not parsed, a diagnostic row with no target that shows the clients' share;
+     jobs of (b): sequentially, from 8 clients at once in one process, from 8 clients in 8
+     processes, then from 8 SDK clients (in-process through ``Queries.page_jobs`` on the same
+     database when the route has no ``limit``). Parsing a 100-job page (about 167 KB of JSON)
+     costs a client more CPU than the server's answer, so 8 clients sharing one process wait
+     for each other's parsing; 8 processes are 8 users, still sharing the machine's cores. The
+     same 8-client pages are also read with the bodies not parsed, a diagnostic row with no
+     target that shows the clients' share;
   d. the servers' RSS (VmRSS and its peak, VmHWM);
   e. the p99 latency authentication and authorization add (``--auth-only`` for just this):
      see ``auth_overhead``.
@@ -177,7 +179,12 @@ class Server:
         )
 
     def lean_pages(
-        self, requests: int, clients: int, limit: int, is_parsed: bool = True
+        self,
+        requests: int,
+        clients: int,
+        limit: int,
+        is_parsed: bool = True,
+        processes: int = 1,
     ) -> lean_load.LeanResult:
         """``requests`` GET /api/v1/jobs?limit= from the lean load generator's process (see
         lean_load.PageJob for ``is_parsed``)."""
@@ -185,7 +192,8 @@ class Server:
         return lean_load.run(
             lean_load.PageJob(
                 host, int(port), self.token(), self.pid, requests, clients, limit, is_parsed
-            )
+            ),
+            processes,
         )
 
     def token(self) -> str:
@@ -668,6 +676,21 @@ def main() -> None:
                     f" ms; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
                 )
         if is_http:
+            # The same 8 clients as separate processes, as separate users would be: no client
+            # waits for another's parsing (the clients still share the machine's cores).
+            pages = server.lean_pages(
+                args.page_requests, args.clients, args.page_limit, processes=args.clients
+            )
+            p50 = _percentile(pages.latencies_s, 0.5) * 1000
+            p99 = _percentile(pages.latencies_s, 0.99) * 1000
+            label = f"{args.clients} clients in {args.clients} processes"
+            row(f"c. page p50, {label}", p50, "ms", None, False)
+            row(f"c. page p99, {label}", p99, "ms", TARGET_PAGE_P99_MS, False)
+            _print_page_cpu(label, pages.server_cpu_s, pages.seconds, idle_cores, pages.requests)
+            print(
+                f"   the clients' CPU per page: {pages.client_cpu_s / pages.requests * 1000:.1f}"
+                f" ms; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+            )
             # Diagnostic, no target: the same pages with the bodies read but not parsed. The
             # lean clients share one process, and parsing a 100-job page costs them more CPU
             # than the server's answer: the difference is time spent in the clients.

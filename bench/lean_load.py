@@ -18,7 +18,7 @@ import json
 import multiprocessing
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 
@@ -57,6 +57,9 @@ class PageJob:
     clients: int
     limit: int
     is_parsed: bool = True
+    #: Wall-clock time (``time.time()``) to start at once the connections are open, so the
+    #: processes of one ``run(job, processes=N)`` start together; 0: at once.
+    start_at: float = 0.0
 
 
 @dataclass(slots=True)
@@ -171,6 +174,8 @@ async def _pages(job: PageJob) -> LeanResult:
     connections = await _connections(job.host, job.port, job.token, job.clients)
     result = LeanResult()
     target = f"/api/v1/jobs?limit={job.limit}"
+    if job.start_at:
+        await asyncio.sleep(max(0.0, job.start_at - time.time()))
 
     async def work(c: int) -> None:
         for _ in range(c, job.requests, job.clients):
@@ -198,8 +203,40 @@ def _main(job: SubmitJob | PageJob) -> LeanResult:
     return asyncio.run(_submit(job) if isinstance(job, SubmitJob) else _pages(job))
 
 
-def run(job: SubmitJob | PageJob) -> LeanResult:
-    """Run ``job`` in a fresh process; return its result (its error is raised here)."""
+def run(job: SubmitJob | PageJob, processes: int = 1) -> LeanResult:
+    """Run ``job`` in a fresh process; return its result (its error is raised here).
+
+    A ``PageJob`` may be spread over ``processes`` processes, its connections and requests
+    shared out between them as evenly as they go, all starting together: then no client
+    waits for another's parsing, as with separate users. The result sums the requests and
+    the clients' CPU, joins the latencies, and takes the server's CPU over the whole run."""
     context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
-        return pool.submit(_main, job).result()
+    if processes <= 1 or not isinstance(job, PageJob):
+        with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
+            return pool.submit(_main, job).result()
+    processes = min(processes, job.clients)
+    start_at = time.time() + 1.5  # spawn, import and connect first
+    parts = [
+        replace(
+            job,
+            clients=len(range(p, job.clients, processes)),
+            requests=sum(
+                len(range(c, job.requests, job.clients)) for c in range(p, job.clients, processes)
+            ),
+            start_at=start_at,
+        )
+        for p in range(processes)
+    ]
+    with concurrent.futures.ProcessPoolExecutor(processes, mp_context=context) as pool:
+        futures = [pool.submit(_main, part) for part in parts]
+        time.sleep(max(0.0, start_at - time.time()))
+        server_cpu = cpu_s(job.server_pid)
+        results = [future.result() for future in futures]
+        server_cpu_s = cpu_s(job.server_pid) - server_cpu
+    return LeanResult(
+        requests=sum(r.requests for r in results),
+        seconds=max(r.seconds for r in results),
+        latencies_s=[s for r in results for s in r.latencies_s],
+        server_cpu_s=server_cpu_s,
+        client_cpu_s=sum(r.client_cpu_s for r in results),
+    )
