@@ -37,6 +37,7 @@ import h2.config
 import h2.connection
 import h2.errors
 import h2.events
+import h2.exceptions
 import h2.settings
 from hyperframe.frame import Frame
 
@@ -93,7 +94,13 @@ class _Server:
                 return
             if not data:
                 return
-            for event in self._conn.receive_data(data):
+            try:
+                events = self._conn.receive_data(data)
+            except h2.exceptions.ProtocolError:
+                if self._gone:  # frames the client sent before it read our GOAWAY
+                    return
+                raise
+            for event in events:
                 if isinstance(event, h2.events.RequestReceived):
                     heads[event.stream_id] = dict(event.headers or ())  # type: ignore[arg-type]
                 elif isinstance(event, h2.events.DataReceived):
