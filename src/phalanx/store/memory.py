@@ -40,7 +40,14 @@ from phalanx.store.records import (
     PodRecord,
     Transition,
 )
-from phalanx.store.sql import FINISHED_POD_PHASES, Store, StoreError, _refusal, metadata_of
+from phalanx.store.sql import (
+    FINISHED_POD_PHASES,
+    ApplyRequest,
+    Store,
+    StoreError,
+    _refusal,
+    metadata_of,
+)
 
 __all__ = ["MEMORY_URL", "ConstraintError", "MemoryStore"]
 
@@ -358,13 +365,7 @@ class MemoryStore(Store):
 
     def apply_many(
         self,
-        requests: Sequence[
-            tuple[
-                Sequence[tuple[str, str, dict[str, Any]]],
-                Sequence[tuple[str, str, dict[str, Any], str, int]],
-                float,
-            ]
-        ],
+        requests: Sequence[ApplyRequest],
     ) -> list[list[str] | Exception]:
         """As Store.apply_many: each request all or nothing, its actions or its error."""
         out: list[list[str] | Exception] = []

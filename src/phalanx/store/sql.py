@@ -105,6 +105,15 @@ _GUARDS = select(
 _UPDATE_JOB = update(_JOBS).where(_JOBS.c.id == bindparam("job_id_"))
 
 
+#: One request of ``Store.apply_many``: ``Store.apply``'s arguments (configs as (kind, name,
+#: manifest), jobs as (name, uid, manifest, queue, priority), now).
+ApplyRequest = tuple[
+    Sequence[tuple[str, str, dict[str, Any]]],
+    Sequence[tuple[str, str, dict[str, Any], str, int]],
+    float,
+]
+
+
 class StoreError(RuntimeError):
     """The store could not be opened or written (bad URL, unreachable server)."""
 
@@ -390,13 +399,7 @@ class Store:
 
     def apply_many(
         self,
-        requests: Sequence[
-            tuple[
-                Sequence[tuple[str, str, dict[str, Any]]],
-                Sequence[tuple[str, str, dict[str, Any], str, int]],
-                float,
-            ]
-        ],
+        requests: Sequence[ApplyRequest],
     ) -> list[list[str] | Exception]:
         """``apply`` for several requests (configs, jobs, now) at once, written together
         (with any other thread's) in one transaction, each still all or nothing: for each,
