@@ -4,7 +4,7 @@ openb default trace. Prints wall and CPU time, ticks and the report's headline f
 The default engine runs the production control plane (store, reconcilers, scheduler) on the sim
 backend, with the in-memory store (``--store sqlite://``: the SQL store on in-memory SQLite);
 ``--engine session`` replays through a SchedulingSession without the controllers (fast, an
-approximation; see docs/simulation.md). The control plane takes about 3 ms of CPU per job of
+approximation; see docs/simulation.md). The control plane takes about 1 ms of CPU per job of
 this trace on the in-memory store (about 40 ms on SQLite): use ``--limit`` to time a prefix.
 
     .venv/bin/python bench/sim_full.py [--engine controllers|session] [--store URL] [--limit N]

@@ -60,7 +60,7 @@ from phalanx.backends.base import (
 )
 from phalanx.controllers.errors import ConflictError
 from phalanx.controllers.health import HealthTracker, NodeFailure
-from phalanx.controllers.progress import HungJob, checkpoint_dir
+from phalanx.controllers.progress import CHECKPOINTS, HungJob, checkpoint_folder
 from phalanx.controllers.secrets import KEY_FILE, SecretRefError, SecretVault
 from phalanx.controllers.state import devices_of, pod_resources
 from phalanx.controllers.wiring import pod_env, rank_order
@@ -182,11 +182,16 @@ class Lifecycle:
         data_dir: Path,
         grace_period_s: float,
         health: HealthTracker | None = None,
+        has_spec: Callable[[JobRecord], bool] | None = None,
     ) -> None:
+        """``has_spec``: whether ``spec_of`` knows a job's spec without its manifest (a
+        SpecCache's ``has``); job records are then read without their manifests where they
+        are not needed. Without it, they are read whole."""
         self.store = store
         self.backend = backend
         self.clock = clock
         self.spec_of = spec_of
+        self.has_spec = has_spec
         self.data_dir = data_dir
         self.grace_period_s = grace_period_s
         self.health = health or HealthTracker(store, clock)
@@ -203,6 +208,14 @@ class Lifecycle:
         self._status_writers: Callable[[], AbstractSet[str]] | None = getattr(
             backend, "status_writers", None
         )
+        self._checkpoints: tuple[Path, str] | None = None
+
+    def _checkpoints_root(self) -> str:
+        """``data_dir / CHECKPOINTS`` as text (kept while ``data_dir`` stays the same)."""
+        kept = self._checkpoints
+        if kept is None or kept[0] is not self.data_dir:
+            kept = self._checkpoints = (self.data_dir, str(self.data_dir / CHECKPOINTS))
+        return kept[1]
 
     def grace_for(self, job: JobRecord) -> float:
         """SIGTERM → SIGKILL grace of ``job``: its spec's terminationGracePeriod, else the
@@ -337,11 +350,12 @@ class Lifecycle:
         attempt = job.attempt + 1
         ordered = rank_order(spec, admission.placements)
         rendezvous = self.backend.rendezvous(job.name, attempt, ordered[0].node)
-        ckpt_dir = checkpoint_dir(self.data_dir, job)
+        # checkpoint_dir's path as text, without building a Path per admission.
+        ckpt_dir = f"{self._checkpoints_root()}/{checkpoint_folder(job)}"
         writers = self._status_writers
         if writers is None or job.name in writers():
-            ckpt_dir.mkdir(parents=True, exist_ok=True)
-        envs = pod_env(spec, ordered, rendezvous, attempt, str(ckpt_dir))
+            Path(ckpt_dir).mkdir(parents=True, exist_ok=True)
+        envs = pod_env(spec, ordered, rendezvous, attempt, ckpt_dir)
         pods = tuple(
             PodRecord(
                 pod_id=f"{job.name}-{p.pod_set}-{p.index}-a{attempt}-{job.uid[:6]}",
@@ -503,7 +517,7 @@ class Lifecycle:
                         round_[job_id] = evs[k]
             outcomes: list[tuple[PodEvent, _PodOutcome]] = []
             for chunk in _chunks(list(round_)):
-                jobs = {j.id: j for j in self.store.list_jobs(ids=chunk)}
+                jobs = self._jobs_for_specs(chunk)
                 pods: dict[int, list[PodRecord]] = {}
                 for pod in self.store.pods(chunk):
                     pods.setdefault(pod.job_id, []).append(pod)
@@ -540,6 +554,19 @@ class Lifecycle:
             except Exception as exc:
                 on_error(event, exc)
         return written
+
+    def _jobs_for_specs(self, ids: list[int]) -> dict[int, JobRecord]:
+        """The jobs of ``ids`` by id, as ``spec_of`` needs them: without the manifests of
+        those whose spec it knows already (``has_spec``; decoding manifests is most of the
+        cost of reading jobs), whole otherwise."""
+        has_spec = self.has_spec
+        if has_spec is None:
+            return {j.id: j for j in self.store.list_jobs(ids=ids)}
+        jobs = {j.id: j for j in self.store.list_jobs(ids=ids, manifests=False)}
+        unknown = [job_id for job_id, job in jobs.items() if not has_spec(job)]
+        if unknown:
+            jobs.update((j.id, j) for j in self.store.list_jobs(ids=unknown))
+        return jobs
 
     def _after_pod_event(self, outcome: _PodOutcome, event: PodEvent) -> None:
         """What follows a pod event once its write landed: evidence against the node,

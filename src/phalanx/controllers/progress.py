@@ -17,7 +17,18 @@ from phalanx.train.status import STATUS_DIR, Checkpoint, read_statuses
 def checkpoint_dir(data_dir: Path, job: JobRecord) -> Path:
     """The job's checkpoint directory: the same for every attempt of the job, distinct for a
     new job of the same name (the uid differs)."""
-    return data_dir / "checkpoints" / f"{job.name}-{job.uid[:8]}"
+    return data_dir / CHECKPOINTS / checkpoint_folder(job)
+
+
+#: The folder of the data directory that holds every job's checkpoint directory.
+CHECKPOINTS = "checkpoints"
+
+
+def checkpoint_folder(job: JobRecord) -> str:
+    """The name of the job's checkpoint directory within ``CHECKPOINTS`` (see
+    ``checkpoint_dir``): a job name has no path separator, so the text of the path is that
+    of the root, a slash and this name."""
+    return f"{job.name}-{job.uid[:8]}"
 
 
 @dataclass(frozen=True, slots=True)

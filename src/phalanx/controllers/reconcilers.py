@@ -262,9 +262,9 @@ class JobsReconciler:
             return
         snapshot, held_back = world.snapshot(
             now,
-            list(inputs.nodes),
-            list(inputs.queues),
-            list(inputs.flavors),
+            inputs.nodes,  # tuples: the snapshot keeps them as they are, without a copy
+            inputs.queues,
+            inputs.flavors,
             self.scheduler,
             checkpoints,
             inputs.held,
@@ -282,7 +282,14 @@ class JobsReconciler:
         self._is_timeless = is_time_independent(snapshot, self.decisions)
         # 4. apply, 5. requeue with reasons
         written = self._apply(world, self.decisions, held_back)
-        self._inputs = replace(inputs, revision=self._settled_revision(world.revision, written))
+        self._inputs = CycleInputs(
+            self._settled_revision(world.revision, written),
+            inputs.nodes,
+            inputs.queues,
+            inputs.flavors,
+            inputs.held,
+            inputs.checkpoints,
+        )
         self._wake_at = next_backoff_end(snapshot)
 
     def _may_skip_resync(self, now: float, is_full: bool) -> bool:
@@ -525,9 +532,13 @@ class JobsReconciler:
 
     def _progress(self, world: World) -> dict[int, JobProgress]:
         """What the workloads of jobs holding capacity reported (status files)."""
-        out = {}
+        out: dict[int, JobProgress] = {}
         get = self._progress_files.get
         writers = self._status_writers() if self._status_writers is not None else None
+        if writers is not None and not writers:  # nobody writes one: nothing to look at
+            out = dict.fromkeys(world.holding, _NOTHING_REPORTED)
+            self._progress_files.keep_only(set(out))
+            return out
         for job_id, job in world.holding.items():
             if writers is not None and job.name not in writers:
                 out[job_id] = _NOTHING_REPORTED

@@ -216,9 +216,9 @@ class World:
     def snapshot(
         self,
         now: float,
-        nodes: list[Node],
-        queues: list[Queue],
-        flavors: list[ResourceFlavor],
+        nodes: Sequence[Node],
+        queues: Sequence[Queue],
+        flavors: Sequence[ResourceFlavor],
         config: SchedulerConfig,
         checkpoints: Mapping[int, float] | None = None,
         held: Sequence[HeldCapacity] = (),
@@ -237,8 +237,6 @@ class World:
         pending: list[PendingWorkload] = []
         held_back: dict[str, str] = {}
         for job_id, job in self.jobs.items():
-            spec = self.specs[job_id]
-            pods = self.live_pods.get(job_id, [])
             if job.phase in HOLDING:
                 key = (job_id, job.resource_version, checkpoints.get(job_id))
                 cached = memo.get(key) if memo is not None else None
@@ -246,6 +244,8 @@ class World:
                     admitted.append(cached)
                     kept[key] = cached
                     continue
+                spec = self.specs[job_id]
+                pods = self.live_pods.get(job_id, [])
                 placed = tuple(
                     PlacedPod(
                         PodPlacement(p.pod_set, p.index, p.node, devices_of(p)),
@@ -266,6 +266,8 @@ class World:
                 admitted.append(workload)
                 kept[key] = workload
                 continue
+            spec = self.specs[job_id]
+            pods = self.live_pods.get(job_id, [])
             reservations.extend(
                 Reservation(p.node, pod_resources(spec, p.pod_set), devices_of(p)) for p in pods
             )
@@ -395,7 +397,6 @@ class WorldCache:
                 names = sorted(n for n, revision in latest.items() if not self._has(n, revision))
                 if names:
                     self._changed(self._refresh(names))
-                    self._jobs = dict(sorted(self._jobs.items()))  # FIFO, as World.read
             return self._world()
 
     def note(self, records: Sequence[JobRecord]) -> None:
@@ -438,13 +439,19 @@ class WorldCache:
         """Read the jobs named ``names`` again (a job may be gone, new or re-created).
         Returns the ids of the jobs it removed or read."""
         touched: set[int] = set()
+        # Jobs read again keep their place in ``_jobs`` (FIFO, by id, as World.read): those
+        # not read back are dropped at the end, new ones come after the others.
+        stale: dict[int, None] = {}
         for name in names:
             job_id = self._ids.pop(name, None)
             if job_id is not None:
                 touched.add(job_id)
-                for table in (self._jobs, self._specs, self._live, self._broken):
+                for table in (self._specs, self._live, self._broken):
                     table.pop(job_id, None)
                 self._holding.discard(job_id)
+                stale[job_id] = None
+        last_id = next(reversed(self._jobs), 0)
+        is_ordered = True
         for chunk in _chunks(names):
             # Manifests only of jobs whose spec is not parsed yet (jobs applied through this
             # process are parsed already): decoding them is most of the cost of a read.
@@ -469,8 +476,16 @@ class WorldCache:
                 except Exception as exc:  # contained, as in World.read
                     self._broken[record.id] = (record, exc)
                     continue
+                if record.id not in self._jobs:
+                    is_ordered = is_ordered and record.id > last_id
+                    last_id = max(last_id, record.id)
                 self._jobs[record.id] = without_manifest(record)
+                stale.pop(record.id, None)
                 self._note_phase(record)
+        for job_id in stale:
+            self._jobs.pop(job_id, None)
+        if not is_ordered:
+            self._jobs = dict(sorted(self._jobs.items()))
         return touched
 
     def _note_phase(self, record: JobRecord) -> None:

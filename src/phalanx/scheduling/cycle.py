@@ -115,15 +115,21 @@ class _Cycle:
         queues = self.heads()
         # 3. best head across queues
         while queues:
-            best_name = min(
-                queues,
-                key=lambda name: (
-                    -queues[name][0].spec.priority,
-                    self.borrows(queues[name][0].spec, self.queues[name]),
-                    self.quota.dominant_share(name),
-                    queues[name][0].seq,
-                    name,
-                ),
+            # One queue with heads left is the best without comparing (``min`` would still
+            # work out its key).
+            best_name = (
+                next(iter(queues))
+                if len(queues) == 1
+                else min(
+                    queues,
+                    key=lambda name: (
+                        -queues[name][0].spec.priority,
+                        self.borrows(queues[name][0].spec, self.queues[name]),
+                        self.quota.dominant_share(name),
+                        queues[name][0].seq,
+                        name,
+                    ),
+                )
             )
             line = queues[best_name]
             workload = line.popleft()

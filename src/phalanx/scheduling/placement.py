@@ -279,11 +279,10 @@ class Placer:
             if len(self._rankings) >= _MAX_KEPT:
                 del self._rankings[next(iter(self._rankings))]
         else:
-            seen: set[str] = set()
-            for node in changed[ranking.synced - base :]:
-                if node.name in seen or index not in node.flavor_indexes:
+            # Each node changed since, once, in the order of its first change.
+            for node in dict.fromkeys(changed[ranking.synced - base :]):
+                if index not in node.flavor_indexes:
                     continue
-                seen.add(node.name)
                 entry = self._entry(pod, node, evaluations)
                 if entry is not None:
                     heapq.heappush(ranking.heap, entry)

@@ -82,13 +82,16 @@ class QuotaState:
             return
         cohort = self.queues[queue].cohort
         borrowed = self.borrowed.get((cohort, flavor)) if cohort else None
+        if borrowed is None:
+            for i in range(3):
+                usage[i] += delta[i]
+            return
+        guaranteed = self.guaranteed[key]
         for i in range(3):
             before = usage[i]
-            usage[i] = before + delta[i]
-            if borrowed is not None:
-                borrowed[i] += self._over_guaranteed(key, i, usage[i]) - self._over_guaranteed(
-                    key, i, before
-                )
+            after = usage[i] = before + delta[i]
+            # What the use over the guaranteed part draws on the cohort (_over_guaranteed).
+            borrowed[i] += max(0, after - guaranteed[i]) - max(0, before - guaranteed[i])
 
     def add(self, queue: str, flavor: str, amount: Resources) -> None:
         """Charge ``amount`` to the queue (journalled)."""

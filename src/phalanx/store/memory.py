@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import bisect
 import json
+import json.encoder
+import json.scanner
 import logging
 import threading
 import uuid
@@ -109,8 +111,71 @@ _POD_COLUMNS = frozenset(
 _POD_JSON = frozenset(("devices", "env"))
 _FINISHED = frozenset(FINISHED_POD_PHASES)
 
-_encode = json.JSONEncoder(separators=(",", ":"), allow_nan=True).encode
-_decode = json.loads
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=True)
+
+
+class _Codec(threading.local):
+    """``_ENCODER.encode`` and ``json.loads`` for the store's own texts, without the work
+    both redo on every call (building the C encoder; checks for text a person wrote): the
+    store encodes and decodes several times per write, and a replay writes a hundred
+    thousand times. The same texts and values; one per thread, as the encoder keeps state
+    while it works."""
+
+    def __init__(self) -> None:
+        # The scanner json.loads uses: make_scanner takes the decoder as its context.
+        self._scan: Any = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[arg-type]
+        self._start()
+
+    def _start(self) -> None:
+        # The arguments JSONEncoder.iterencode gives the C encoder for _ENCODER.
+        make = json.encoder.c_make_encoder  # type: ignore[attr-defined]
+        self._markers: dict[int, Any] | None = None
+        self._encoder: Any = None
+        if make is not None:
+            self._markers = {}
+            self._encoder = make(
+                self._markers,
+                _ENCODER.default,
+                json.encoder.encode_basestring_ascii,
+                None,
+                _ENCODER.key_separator,
+                _ENCODER.item_separator,
+                _ENCODER.sort_keys,
+                _ENCODER.skipkeys,
+                _ENCODER.allow_nan,
+            )
+
+    def encode(self, value: Any) -> str:
+        """``_ENCODER.encode(value)``; raises what it raises."""
+        encoder = self._encoder
+        if encoder is None or isinstance(value, str):
+            return _ENCODER.encode(value)
+        try:
+            return "".join(encoder(value, 0))
+        except BaseException:
+            self._start()  # the failed pass may have left its marks of values being encoded
+            raise
+
+    def decode(self, text: str) -> Any:
+        """``json.loads(text)`` of a text the store encoded; raises what it raises."""
+        try:
+            value, end = self._scan(text, 0)
+        except StopIteration:
+            return json.loads(text)  # not JSON: raises the error json.loads does
+        if end != len(text):
+            return json.loads(text)
+        return value
+
+
+_codec = _Codec()
+
+
+def _encode(value: Any) -> str:
+    return _codec.encode(value)
+
+
+def _decode(text: str) -> Any:
+    return _codec.decode(text)
 
 
 class _Decoded:
@@ -279,6 +344,31 @@ def _pod_record(row: dict[str, Any], decoded: tuple[Any, ...]) -> PodRecord:
 
 def _pod_key(row: dict[str, Any]) -> tuple[int, int, str, int]:
     return row["job_id"], row["attempt"], row["pod_set"], row["index"]
+
+
+def _event_facts(event: EventRecord, change: Transition, values: dict[str, Any]) -> str:
+    """The facts of ``event``, a transition's, encoded. An event most often says the reason
+    its job's ``reason_facts`` hold, as another dict of the very same values: their text is
+    then the one just encoded for the job, not encoded again."""
+    facts, written = event.facts, change.job.get("reason_facts")
+    if type(written) is dict and _same_items(facts, written):
+        text: str = values["reason_facts"]
+        return text
+    return _encoded(dict(facts), f"event {event.reason}'s facts")
+
+
+def _same_items(a: Any, b: dict[str, Any]) -> bool:
+    """Whether mapping ``a`` holds the very objects of ``b`` under the same text keys in the
+    same order, so that both encode to the same text (equal values alone may not: ``1`` and
+    ``True`` are equal)."""
+    if a is b:
+        return True
+    if len(a) != len(b):
+        return False
+    for (key_a, value_a), (key_b, value_b) in zip(a.items(), b.items(), strict=True):
+        if value_a is not value_b or type(key_a) is not str or key_a != key_b:
+            return False
+    return True
 
 
 def _encoded(value: Any, what: str) -> str:
@@ -713,8 +803,8 @@ class MemoryStore(Store):
             job_writes = [self._job_write(change) for _, change in accepted]
             pod_writes, new_pods = self._pod_writes([change for _, change in accepted])
             events = [
-                (row, ev, _encoded(dict(ev.facts), f"event {ev.reason}'s facts"))
-                for row, change in accepted
+                (row, ev, _event_facts(ev, change, values))
+                for (row, change), values in zip(accepted, job_writes, strict=True)
                 for ev in change.events
             ]
             # 2. Write: revisions, jobs, pods, events.
