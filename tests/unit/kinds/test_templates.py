@@ -105,3 +105,30 @@ def test_the_cache_is_bounded() -> None:
 @pytest.mark.parametrize("kind", ["Queue", "ResourceFlavor", "Service", "Secret"])
 def test_only_kinds_that_ask_remember(kind: str) -> None:
     assert kind not in registry._TEMPLATES
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        {"namespace": "team-a", "owner": "ann"},
+        {"labels": {"t": "x"}, "annotations": {"note": "a b"}},
+        {"ownerReferences": [{"kind": "Queue", "name": "q", "uid": "u1"}], "owner": "bob"},
+    ],
+    ids=["namespace-owner", "labels-annotations", "owner-references"],
+)
+def test_a_remembered_template_gives_each_job_its_own_normalised_manifest(
+    metadata: dict[str, object],
+) -> None:
+    registry._TEMPLATES["Job"]._entries.clear()
+    first = kinds.parse(manifest("first", **copy.deepcopy(metadata)))
+    second = kinds.parse(manifest("second", **copy.deepcopy(metadata)))
+    assert second == whole(manifest("second", **copy.deepcopy(metadata)))
+    assert second.obj.name == "second" and type(second.obj) is type(first.obj)
+    # What one job's manifest is given is its own: changing it changes no other job's.
+    for parsed in (first, second):
+        spec, meta = parsed.manifest["spec"], parsed.manifest["metadata"]
+        assert isinstance(spec, dict) and isinstance(meta, dict)
+        spec["queue"] = "changed"
+        meta["labels"] = {"changed": "yes"}
+    third = kinds.parse(manifest("third", **copy.deepcopy(metadata)))
+    assert third == whole(manifest("third", **copy.deepcopy(metadata)))
