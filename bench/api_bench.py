@@ -28,7 +28,8 @@ jobs, not running 10,000 processes).
 
     python bench/api_bench.py [--jobs 10000] [--clients 8] [--batch 500] [--pages-only]
 
-``--pages-only`` stores the jobs by (b) and measures only (c) and (d).
+``--pages-only`` stores the jobs by (b) and measures only (c) and (d); ``--batched-only``
+measures only (b) and the server's memory after it (d), e.g. ``--batched-only --jobs 10000``.
 """
 
 from __future__ import annotations
@@ -587,6 +588,11 @@ def main() -> None:
         action="store_true",
         help="store the jobs by (b) and measure only pages (c) and memory (d): no (a), no (e)",
     )
+    parser.add_argument(
+        "--batched-only",
+        action="store_true",
+        help="measure only batched submissions (b) and memory (d): no (a), (c) or (e)",
+    )
     args = parser.parse_args()
     rows: list[tuple[str, str, str, str]] = []
     if args.auth_only:
@@ -615,7 +621,7 @@ def main() -> None:
     print(f"load: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} (1, 5 min)")
     # a. one job per request
     rss_single = (float("nan"), float("nan"))
-    if not args.pages_only:
+    if not args.pages_only and not args.batched_only:
         with Server(args.nodes, args.log_level) as server:
             with server.client() as client:
                 client.apply(QUEUE)
@@ -646,6 +652,12 @@ def main() -> None:
             TARGET_BATCH_PER_S,
             True,
         )
+        rss, hwm = rss_mib(server.pid)
+        if args.batched_only:
+            row("d. RSS after (b)", rss, "MiB", TARGET_RSS_MIB, False)
+            row("d. peak RSS (VmHWM) in (b)", hwm, "MiB", None, False)
+            _print_rows(rows)
+            return
         # c. pages, once the loop has seen every job
         caught_up_s = wait_caught_up(server, batched.newest, args.catch_up_s)
         print(f"c. the loop gave the newest job its pending reason {caught_up_s:.1f} s later")
@@ -653,6 +665,13 @@ def main() -> None:
         is_http = args.page_via == "http" or (args.page_via == "auto" and has_paged_route(server))
         how = "HTTP GET /api/v1/jobs?limit=" if is_http else "in-process Queries.page_jobs"
         print(f"c. pages of {args.page_limit} with {batched.jobs} jobs stored, via {how}")
+        if is_http:
+            with server.client() as client:
+                size = len(
+                    client._http.get("/api/v1/jobs", params={"limit": args.page_limit}).content
+                )
+            print(f"   a page is {size:,} bytes of JSON, {size / args.page_limit:,.0f} per job")
+            row(f"   page size, {args.page_limit} jobs", size / 1000, "KB", None, False)
         idle_cores = idle_cpu(server, 3.0)
         print(f"   the server's CPU while no request comes (its loop): {idle_cores:.2f} cores")
         for clients in (1, args.clients):
@@ -735,6 +754,10 @@ def main() -> None:
             TARGET_AUTH_ADDED_P99_MS,
             False,
         )
+    _print_rows(rows)
+
+
+def _print_rows(rows: list[tuple[str, str, str, str]]) -> None:
     width = max(len(r[0]) for r in rows)
     print()
     print(f"{'metric':<{width}}  {'value':>16}  {'target':>9}  {'ratio':>5}")

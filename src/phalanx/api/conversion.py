@@ -17,6 +17,7 @@ from phalanx.api.schemas import (
     FlavorUsageInfo,
     GpuInfo,
     JobInfo,
+    JobReasonInfo,
     KindInfo,
     MetadataInfo,
     NodeInfo,
@@ -115,7 +116,7 @@ def job_out(job: JobView) -> JobInfo:
         "priority": job.priority,
         "phase": str(job.phase),
         "is_finished": JobPhase(job.phase).is_terminal,
-        "reason": ReasonInfo(
+        "reason": JobReasonInfo(
             code=job.reason_code, message=job.message, facts=dict(job.reason_facts)
         )
         if job.reason_code

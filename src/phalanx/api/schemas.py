@@ -17,7 +17,7 @@ and a test checks that it stays so. Conversion from the control plane's views li
 
 from __future__ import annotations
 
-from typing import NotRequired
+from typing import Final, NotRequired, cast
 
 from typing_extensions import TypedDict
 
@@ -42,13 +42,14 @@ class OwnerReferenceInfo(TypedDict):
 class MetadataInfo(TypedDict):
     """What every stored object carries, Kubernetes style. ``resourceVersion`` is the store's
     revision of the object's last write (it only grows); ``generation`` counts spec changes;
-    ``uid`` never changes for the life of the object."""
+    ``uid`` never changes for the life of the object. Job list items leave ``annotations``
+    and ``ownerReferences`` out when empty (see ``JobInfo``)."""
 
     name: str
     uid: str
     labels: dict[str, str]
-    annotations: dict[str, str]
-    ownerReferences: list[OwnerReferenceInfo]
+    annotations: NotRequired[dict[str, str]]
+    ownerReferences: NotRequired[list[OwnerReferenceInfo]]
     resourceVersion: int
     generation: int
     creationTimestamp: str
@@ -67,6 +68,15 @@ class ReasonInfo(TypedDict):
 
     code: str
     message: str
+    facts: dict[str, object]
+
+
+class JobReasonInfo(TypedDict):
+    """A job's ``ReasonInfo``; job list items leave ``message`` out (it is the job's own
+    ``message``)."""
+
+    code: str
+    message: NotRequired[str]
     facts: dict[str, object]
 
 
@@ -117,7 +127,13 @@ class JobInfo(TypedDict):
     """A job: its metadata, spec (``manifest``), status, pods and events. ``reason`` is why
     it is where it is (None before the first); ``reason_code`` and ``message`` repeat its code
     and message. Lists carry the pods of the current attempt and no events; one job (``GET
-    /jobs/{name}``) carries the pods of every attempt and its events."""
+    /jobs/{name}``) carries the pods of every attempt and its events, and every field.
+
+    A list item (``GET /jobs``) is lighter: it leaves out each field of ``JOB_ITEM_DEFAULTS``
+    that holds that default (times not reached, no pods, no progress, attempt and restarts
+    0, no flavor, empty annotations and owner references), ``created_at_iso`` (it is
+    ``metadata.creationTimestamp``) and ``reason.message`` (it is ``message``).
+    ``full_job_item`` puts them back; ``phalanx.client`` does so for every item it returns."""
 
     metadata: MetadataInfo
     name: str
@@ -125,27 +141,122 @@ class JobInfo(TypedDict):
     priority: int
     phase: str
     is_finished: bool
-    reason: ReasonInfo | None
+    reason: JobReasonInfo | None
     reason_code: str
     message: str
-    flavor: str
-    attempt: int
-    restarts: int
+    flavor: NotRequired[str]
+    attempt: NotRequired[int]
+    restarts: NotRequired[int]
     pod_count: int
     running_pods: int
     request: dict[str, str]
     created_at: float
-    created_at_iso: str
-    admitted_at: float | None
-    admitted_at_iso: str | None
-    started_at: float | None
-    started_at_iso: str | None
-    finished_at: float | None
-    finished_at_iso: str | None
+    created_at_iso: NotRequired[str]
+    admitted_at: NotRequired[float | None]
+    admitted_at_iso: NotRequired[str | None]
+    started_at: NotRequired[float | None]
+    started_at_iso: NotRequired[str | None]
+    finished_at: NotRequired[float | None]
+    finished_at_iso: NotRequired[str | None]
     manifest: dict[str, object]
-    pods: list[PodInfo]
-    events: list[EventInfo]
-    progress: ProgressInfo | None
+    pods: NotRequired[list[PodInfo]]
+    events: NotRequired[list[EventInfo]]
+    progress: NotRequired[ProgressInfo | None]
+
+
+#: The fields a job list item leaves out when they hold these values, and ``metadata``'s.
+#: The one definition: the server leaves out by it, the client puts back by it. Read only.
+JOB_ITEM_DEFAULTS: Final[dict[str, object]] = {
+    "flavor": "",
+    "attempt": 0,
+    "restarts": 0,
+    "admitted_at": None,
+    "admitted_at_iso": None,
+    "started_at": None,
+    "started_at_iso": None,
+    "finished_at": None,
+    "finished_at_iso": None,
+    "pods": [],
+    "events": [],
+    "progress": None,
+}
+JOB_ITEM_METADATA_DEFAULTS: Final[dict[str, object]] = {"annotations": {}, "ownerReferences": []}
+
+
+def _fresh(value: object) -> object:
+    """A copy of a default that a caller may change (a new list or dict)."""
+    if isinstance(value, list):
+        return []
+    if isinstance(value, dict):
+        return {}
+    return value
+
+
+def _is_default(value: object, default: object) -> bool:
+    return type(value) is type(default) and value == default
+
+
+def job_item(job: JobInfo) -> JobInfo:
+    """Return ``job`` (a full ``JobInfo``, as ``GET /jobs/{name}`` sends it) as a list item:
+    without the fields that hold their ``JOB_ITEM_DEFAULTS`` value or repeat another (see
+    ``JobInfo``). A new dict; ``job`` is left as it is."""
+    item = cast("dict[str, object]", dict(job))
+    for key, default in JOB_ITEM_DEFAULTS.items():
+        if key in item and _is_default(item[key], default):
+            del item[key]
+    metadata = cast("dict[str, object]", dict(job["metadata"]))
+    for key, default in JOB_ITEM_METADATA_DEFAULTS.items():
+        if key in metadata and _is_default(metadata[key], default):
+            del metadata[key]
+    item["metadata"] = metadata
+    if item.get("created_at_iso") == metadata.get("creationTimestamp"):
+        del item["created_at_iso"]
+    reason = job["reason"]
+    if reason is not None and reason.get("message") == job["message"]:
+        item["reason"] = {"code": reason["code"], "facts": reason["facts"]}
+    return cast("JobInfo", item)
+
+
+def full_job_item(item: JobInfo) -> JobInfo:
+    """Return a job list item with every field ``job_item`` left out put back, in
+    ``JobInfo``'s order: the job as ``GET /jobs/{name}`` sends it (with the current
+    attempt's pods and no events). A new dict (fresh lists and dicts for the empty values);
+    fields it does not know are kept, after the others."""
+    given = cast("dict[str, object]", item)
+    metadata = cast("dict[str, object]", given["metadata"])
+    if any(key not in metadata for key in JOB_ITEM_METADATA_DEFAULTS):
+        metadata = _in_order(metadata, _METADATA_FIELDS, JOB_ITEM_METADATA_DEFAULTS)
+    defaults = {**JOB_ITEM_DEFAULTS, "created_at_iso": metadata.get("creationTimestamp", "")}
+    out = _in_order(given, _JOB_FIELDS, defaults)
+    out["metadata"] = metadata
+    reason = cast("dict[str, object] | None", given.get("reason"))
+    if reason is not None and "message" not in reason:
+        out["reason"] = {
+            "code": reason.get("code", ""),
+            "message": given.get("message", ""),
+            "facts": reason.get("facts", {}),
+        }
+    return cast("JobInfo", out)
+
+
+def _in_order(
+    given: dict[str, object], order: tuple[str, ...], defaults: dict[str, object]
+) -> dict[str, object]:
+    """``given`` with its keys in ``order`` (then any others), a missing one taking a fresh
+    copy of its value in ``defaults``."""
+    out: dict[str, object] = {}
+    for key in order:
+        if key in given:
+            out[key] = given[key]
+        elif key in defaults:
+            out[key] = _fresh(defaults[key])
+    if len(out) < len(given):
+        out.update((key, value) for key, value in given.items() if key not in out)
+    return out
+
+
+_JOB_FIELDS = tuple(JobInfo.__annotations__)
+_METADATA_FIELDS = tuple(MetadataInfo.__annotations__)
 
 
 class FlavorUsageInfo(TypedDict):
@@ -375,6 +486,8 @@ __all__ = [
     "CONTINUE_HEADER",
     "DELETED",
     "ERROR",
+    "JOB_ITEM_DEFAULTS",
+    "JOB_ITEM_METADATA_DEFAULTS",
     "MODIFIED",
     "RESOURCE_VERSION_HEADER",
     "ApplyOutcome",
@@ -393,6 +506,7 @@ __all__ = [
     "FlavorUsageInfo",
     "GpuInfo",
     "JobInfo",
+    "JobReasonInfo",
     "KindInfo",
     "LogChunk",
     "MetadataInfo",
@@ -414,6 +528,8 @@ __all__ = [
     "VersionInfo",
     "WatchEvent",
     "WhoAmIInfo",
+    "full_job_item",
+    "job_item",
 ]
 
 

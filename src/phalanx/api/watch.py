@@ -4,7 +4,8 @@ Each write after the revision asked for becomes one event, in revision order::
 
     id: 42
     data: {"type": "MODIFIED", "kind": "Job", "name": "train", "resourceVersion": 42,
-           "object": {...the job as GET /jobs lists it...}}
+           "object": {...the job with every field: as GET /jobs lists it, with what list
+                      items leave out put back (schemas.full_job_item)...}}
 
 The stream polls the log (``Queries.changes``) every ``poll_s`` in a worker thread, so the
 event loop never waits on the database, and sends a comment line (``: heartbeat``) when it
@@ -82,7 +83,9 @@ def expired_event(revision: int, message: str) -> WatchEvent:
 
 
 def object_view(queries: Queries, kind: str, name: str) -> JobInfo | QueueInfo | FlavorInfo | None:
-    """Return the object ``kind``/``name`` as lists show it, or None if it is gone."""
+    """Return the object ``kind``/``name`` as lists show it (a job with every field, none
+    left out as list items leave them: the dashboard's script reads ``reason.message``), or
+    None if it is gone."""
     try:
         if kind == JOB.name:
             return job_out(queries.get_job(name, with_events=False))

@@ -2,7 +2,8 @@
 
 Every method is one request (``jobs`` reads every page, ``follow_logs`` and ``wait_for``
 poll, ``watch`` streams) and returns the JSON the server sent, typed with the TypedDicts of
-``_types``. ``transport`` is the seam tests replace (``httpx.MockTransport``, or an adapter
+``_types``; job list items with the fields the server leaves out of them put back
+(``schemas.full_job_item``), so that a listed job has every field of ``JobInfo``. ``transport`` is the seam tests replace (``httpx.MockTransport``, or an adapter
 running the app in-process).
 """
 
@@ -34,6 +35,7 @@ from phalanx.api.schemas import (
     UserCreate,
     UserInfo,
     WhoAmIInfo,
+    full_job_item,
 )
 from phalanx.client._discovery import ServerLocation, locate_server, running_servers
 from phalanx.client._errors import (
@@ -268,7 +270,8 @@ class Client:
         if continue_token:
             params["continue"] = continue_token
         response = self._request("GET", API_PREFIX + "/jobs", params=params)
-        return _page(response, cast("list[JobInfo]", response.json()))
+        items = cast("list[JobInfo]", response.json())
+        return _page(response, [full_job_item(item) for item in items])
 
     def job_pages(
         self,

@@ -20,7 +20,7 @@ from test_conversion import T0, make_metadata, make_view
 
 from phalanx.api.conversion import apply_out, job_out
 from phalanx.api.rendering import JobJson, json_bytes
-from phalanx.api.schemas import ApplyOutcome, JobInfo
+from phalanx.api.schemas import ApplyOutcome, JobInfo, full_job_item, job_item
 from phalanx.backends.base import Backend
 from phalanx.controllers.health import HealthTracker
 from phalanx.controllers.queries import Queries
@@ -84,6 +84,44 @@ def test_job_json_is_what_the_schema_validates(view: JobView) -> None:
     assert set(out) == set(TypeAdapter(JobInfo).json_schema()["properties"])
 
 
+@pytest.mark.parametrize("view", list(VIEWS.values()), ids=list(VIEWS))
+def test_a_list_item_is_valid_and_the_client_restores_the_full_job(view: JobView) -> None:
+    full = json.loads(json_bytes(job_out(view)))
+    item = json.loads(json_bytes(job_item(job_out(view))))
+    assert item == validated(TypeAdapter(JobInfo), item)
+    restored = full_job_item(item)
+    assert restored == full
+    assert list(restored) == list(full)  # the same order too: `get -o yaml` prints it
+
+
+def test_a_pending_item_leaves_out_defaults_and_repeats() -> None:
+    item = job_item(job_out(VIEWS["pending"]))
+    left_out = set(job_out(VIEWS["pending"])) - set(item)
+    assert left_out == {  # make_view gives it a flavor and an event
+        "attempt",
+        "restarts",
+        "admitted_at",
+        "admitted_at_iso",
+        "started_at",
+        "started_at_iso",
+        "finished_at",
+        "finished_at_iso",
+        "created_at_iso",
+        "pods",
+        "progress",
+    }
+    assert item["reason"] == {"code": "QuotaExceeded", "facts": VIEWS["pending"].reason_facts}
+    assert set(item["metadata"]) == {
+        "name",
+        "uid",
+        "labels",
+        "annotations",  # not empty here
+        "resourceVersion",
+        "generation",
+        "creationTimestamp",
+    }
+
+
 def test_a_nan_fact_is_written_as_null_not_as_invalid_json() -> None:
     body = json_bytes(job_out(VIEWS["failed-with-events"]))
     assert b"NaN" not in body
@@ -137,7 +175,12 @@ def page_json(queries: Queries, pages: JobJson, limit: int, token: str = "") -> 
     body, next_token, revision = pages.page(None, None, limit, token)
     expected = queries.page_jobs(None, None, limit, token)
     items = json.loads(body)
-    assert items == [validated(TypeAdapter(JobInfo), job_out(v)) for v in expected.items]
+    adapter = TypeAdapter(JobInfo)
+    assert items == [validated(adapter, job_item(job_out(v))) for v in expected.items]
+    # What the client makes of each item is the job in full, as before items were lighter.
+    assert [full_job_item(i) for i in items] == [
+        validated(adapter, job_out(v)) for v in expected.items
+    ]
     assert (next_token, revision) == (expected.continue_token, expected.resource_version)
     return cast(list[object], items)
 
