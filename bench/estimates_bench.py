@@ -13,9 +13,9 @@ the share of jobs that got no estimate.
 finished before the window's first arrival, as a control plane that had run the trace so far
 would (``none``: only of jobs finished during the run, as a server started empty).
 
-``--runtimes history`` (default): running jobs end at the median runtime of jobs that already
-finished (same queue and GPU count, else same queue, else all), as the estimator does for
-jobs without maxRuntime. ``--runtimes oracle``: every job carries maxRuntime = its true
+``--runtimes history`` (default): runtimes come from the jobs that already finished (same
+queue and size, else same queue and GPU count, else same queue, else all), as the estimator
+does for jobs without maxRuntime. ``--runtimes oracle``: every job carries maxRuntime = its true
 runtime + 1 s (perfect walltime requests, as Slurm users are asked for), isolating the error of
 the forward simulation itself.
 
@@ -37,8 +37,12 @@ whether a later arrival (of higher, or same or lower priority) started first.
 (``plane_inputs`` and the runtime history) and every job's submission and actual start (about
 15 s). ``--replay FILE --config …``: measure estimators on that recording, each pass in time
 order with only what the plane knew then; the forward runs of each (samples, repeat, window,
-min_group) are kept beside it (``FILE.runs-…``), so ranks (``rank``, ``rank_whole``) and the
-corrections (``priority``, ``calibrate``, ``class``, ``cmin``) are measured again in seconds.
+min_group, size, overtake) are kept beside it (``FILE.runs-…``), so ranks (``rank``,
+``rank_whole``) and the corrections (``priority``, ``calibrate``, ``class``, ``cmin``) are
+measured again in seconds. ``size=N``: runtimes of the same queue and whole size (GPUs, CPUs,
+memory) speak for a job once they are N (0: never); ``overtake=1`` (replay only): the
+``window`` model expects only the submissions that can overtake a waiting job
+(``phalanx.ops.arrivals.overtaking``).
 A key not given in ``--config`` takes the estimator's default. See docs/operations.md.
 
     .venv/bin/python bench/estimates_bench.py [--skip 2000] [--limit 200] [--nodes 6] [--speedup 10] [--runtimes oracle] [--samples 7] [--buckets]
@@ -60,7 +64,7 @@ from phalanx.backends.sim import SimWorkload
 from phalanx.model.objects import JobPhase, JobSpec, ResourceQuota
 from phalanx.model.resources import CPU, GPU, MEMORY
 from phalanx.model.specs import job_to_manifest
-from phalanx.ops.arrivals import arrivals_again, recent_model
+from phalanx.ops.arrivals import arrivals_again, overtaking, recent_model
 from phalanx.ops.calibration import EstimateLog, job_class, priority_load, stretch
 from phalanx.ops.estimates import (
     DEFAULT_ARRIVAL_WINDOW_S,
@@ -68,8 +72,11 @@ from phalanx.ops.estimates import (
     DEFAULT_PRIORITY_WINDOW_S,
     DEFAULT_RANK_Q,
     DEFAULT_SAMPLES,
+    DEFAULT_SIZE_MIN_GROUP,
     DEFAULT_WHOLE_GPU_RANK_Q,
     Estimate,
+    Finished,
+    RunOptions,
     RuntimeModel,
     estimate_plane,
     forward_runs,
@@ -117,6 +124,10 @@ class Config:
     calibrate_min_wait_s: float = 0.0
     #: the rank told jobs asking whole GPUs (-1: rank_q)
     rank_whole_q: float = -1.0 if DEFAULT_WHOLE_GPU_RANK_Q is None else DEFAULT_WHOLE_GPU_RANK_Q
+    #: runtimes of the same queue and whole size speak once they are this many (0: never)
+    size_min_group: int = DEFAULT_SIZE_MIN_GROUP
+    #: 1: expected arrivals (``window``) only of the submissions that can overtake a waiter
+    overtake: int = 0
 
     KEYS = (
         "samples",
@@ -129,7 +140,17 @@ class Config:
         "class",
         "cmin",
         "rank_whole",
+        "size",
+        "overtake",
     )
+
+    def runtime_model(
+        self, history: list[Finished], kind: type[RuntimeModel] = RuntimeModel
+    ) -> RuntimeModel:
+        """The runtime model this configuration reads ``history`` with."""
+        return kind.from_history(
+            history, min_group=self.min_group, size_min_group=self.size_min_group
+        )
 
     @classmethod
     def parse(cls, text: str, default: Config) -> Config:
@@ -157,6 +178,8 @@ class Config:
             int(values.get("class", default.by_class)),
             values.get("cmin", default.calibrate_min_wait_s),
             values.get("rank_whole", default.rank_whole_q),
+            int(values.get("size", default.size_min_group)),
+            int(values.get("overtake", default.overtake)),
         )
 
 
@@ -169,7 +192,7 @@ class Pass:
     snapshot: Snapshot
     running: dict[str, tuple[JobSpec, float]]
     specs: dict[str, tuple[JobSpec, int]]
-    history: list[tuple[str, int, float]]
+    history: list[Finished]
     new: tuple[str, ...]
 
 
@@ -179,7 +202,7 @@ class Recording:
     pass, every job's submission (time, id, spec) and final record (its actual start)."""
 
     flags: dict[str, object]
-    seed: list[tuple[str, int, float]]
+    seed: list[Finished]
     passes: list[Pass]
     submitted: list[tuple[float, int, JobSpec]]
     records: dict[str, JobRecord]
@@ -190,27 +213,24 @@ def pass_runs(
 ) -> list[dict[str, Estimate]]:
     """``config``'s forward runs at pass ``p`` of ``rec``, from what the plane knew then (as
     ``estimate_plane`` would make them there)."""
-    model = RuntimeModel.from_history(p.history + rec.seed, min_group=config.min_group)
+    model = config.runtime_model(p.history + rec.seed)
     known = [(at, i, spec) for at, i, spec in rec.submitted if at <= p.now]
-    return forward_runs(
-        p.snapshot,
-        p.running,
-        p.specs,
-        model,
+    arrival_model = (
+        recent_model(
+            [(at, spec) for at, _, spec in known], p.now, config.arrival_window_s, known[0][0]
+        )
+        if config.arrival_window_s > 0 and known
+        else None
+    )
+    if arrival_model is not None and config.overtake:
+        arrival_model = overtaking(arrival_model, [w.spec for w in p.snapshot.pending])
+    options = RunOptions(
         samples=config.samples,
         arrivals=arrivals_again(known, p.now, config.repeat_s) if config.repeat_s > 0 else (),
-        arrival_model=(
-            recent_model(
-                [(at, spec) for at, _, spec in known],
-                p.now,
-                config.arrival_window_s,
-                known[0][0],
-            )
-            if config.arrival_window_s > 0 and known
-            else None
-        ),
+        arrival_model=arrival_model,
         only=only,
     )
+    return forward_runs(p.snapshot, p.running, p.specs, model, options)
 
 
 def adjusted(
@@ -226,7 +246,7 @@ def adjusted(
     whole = whole_gpu_ranks(p.snapshot, config.rank_whole_q) if config.rank_whole_q >= 0 else None
     estimates = ranked(runs, config.rank_q, whole)
     if config.priority_window_s > 0:
-        model = RuntimeModel.from_history(p.history + rec.seed, min_group=config.min_group)
+        model = config.runtime_model(p.history + rec.seed)
         known = [(at, spec) for at, _, spec in rec.submitted if at <= p.now]
         rho = priority_load(known, p.snapshot, model, config.priority_window_s)
         estimates = scaled(estimates, p.now, {n: stretch(r) for n, r in rho.items()})
@@ -261,7 +281,7 @@ def replay(args: argparse.Namespace, configs: list[Config]) -> None:
     for config in configs:
         key = (
             f"s{config.samples}-r{config.repeat_s:g}-w{config.arrival_window_s:g}"
-            f"-g{config.min_group}{'-all' if args.all_jobs else ''}"
+            f"-g{config.min_group}-z{config.size_min_group}-o{config.overtake}{'-all' if args.all_jobs else ''}"
         )
         kept = args.replay.with_name(f"{args.replay.name}.runs-{key}")
         if kept.exists():
@@ -338,7 +358,8 @@ def main() -> None:
         default=[],
         metavar="NAME:key=value,...",
         help="measure this estimator configuration (keys: samples, repeat, window, "
-        "min_group; the rest from the flags above) on the same run; repeatable",
+        "min_group, size, and the replay's keys; the rest from the flags above) on the same "
+        "run; repeatable",
     )
     parser.add_argument(
         "--buckets", action="store_true", help="print the errors bucketed by kind of job"
@@ -376,6 +397,11 @@ def main() -> None:
     if args.replay:
         replay(args, configs)
         return
+    if any(c.overtake for c in configs) and not args.record:
+        raise SystemExit(
+            "--config: overtake is measured with --replay only (estimate_plane has no such "
+            "setting: it was measured worse, see docs/operations.md)"
+        )
     if sum(c.calibrate > 0 for c in configs) > 1 and not args.record:
         raise SystemExit(
             "--config: calibrate is set in more than one configuration; a live run keeps one "
@@ -405,10 +431,11 @@ def main() -> None:
     # The control plane's history: a server that had run the trace so far would know the
     # runtimes of the jobs that finished before the window's first arrival (and only those).
     earlier = load_openb_pods(args.data / "openb_pod_list_default.csv").jobs[: args.skip]
-    seed = [
-        (j.queue, job_spec(j).total_request.gpu_milli, j.runtime_s)
+    seed: list[Finished] = [
+        (j.queue, r.gpu_milli, j.runtime_s, r.cpu_milli, r.memory_bytes)
         for j in earlier
         if j.submit_s + j.runtime_s < jobs[0].submit_s and args.history == "trace"
+        for r in (job_spec(j).total_request,)
     ]
     arrivals = []
     for j in jobs:
@@ -464,12 +491,9 @@ def main() -> None:
                 before = time.process_time()
                 history = runtime_history(driver.plane) + seed
                 model = (
-                    replace(
-                        PeekRunning.from_history(history, min_group=config.min_group),
-                        true_s=true_runtime,
-                    )
+                    replace(config.runtime_model(history, PeekRunning), true_s=true_runtime)
                     if args.runtimes == "peek-running"
-                    else RuntimeModel.from_history(history, min_group=config.min_group)
+                    else config.runtime_model(history)
                 )
                 estimates = estimate_plane(
                     driver.plane,
@@ -558,7 +582,8 @@ def report(
     signed = [s for _, s, _, _ in rows_of(first, records, min_wait_s)]
     print(
         f"[{config.name}] samples {config.samples}, repeat {config.repeat_s:g} s, arrival "
-        f"window {config.arrival_window_s:g} s, min group {config.min_group}, rank "
+        f"window {config.arrival_window_s:g} s, min group {config.min_group} (size "
+        f"{config.size_min_group}), rank "
         f"{config.rank_q:g} (whole GPUs {config.rank_whole_q:g}), priority window {config.priority_window_s:g} s, calibrate "
         f"{config.calibrate}{' by class' if config.by_class else ''} (waits >= "
         f"{config.calibrate_min_wait_s:g} s): "

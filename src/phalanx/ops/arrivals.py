@@ -68,6 +68,23 @@ class ArrivalModel:
             yield PendingWorkload(replace(spec, name=f"{spec.name}{NEXT}{k}"), FUTURE_SEQ + k, t)
 
 
+def can_overtake(spec: JobSpec, waiting: JobSpec) -> bool:
+    """Whether a later submission of ``spec`` can start before ``waiting``: it has a higher
+    priority (it goes first), or it asks fewer GPUs, whatever its priority (a fraction of a
+    device, or fewer devices: it fits a gap that ``waiting`` does not fit). A later job of at
+    most the same priority asking at least the same GPUs queues behind ``waiting``. Pure."""
+    gpus = spec.total_request.gpu_milli
+    return spec.priority > waiting.priority or 0 < gpus < waiting.total_request.gpu_milli
+
+
+def overtaking(model: ArrivalModel, waiting: Sequence[JobSpec]) -> ArrivalModel:
+    """``model`` with only the submissions that can overtake (``can_overtake``) one of the
+    ``waiting`` jobs: the rest only queue behind them. The span is the same, so the rate is
+    that of the submissions kept. Pure."""
+    kept = tuple(s for s in model.recent if any(can_overtake(s, w) for w in waiting))
+    return ArrivalModel(kept, model.span_s)
+
+
 def _submitted_since(plane: ControlPlane, since: float) -> list[tuple[JobRecord, JobSpec]]:
     """(record, spec) of the jobs submitted at or after ``since``, in submission order; jobs whose
     manifest no longer parses are left out."""

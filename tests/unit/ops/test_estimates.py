@@ -6,9 +6,11 @@ import random
 from collections.abc import Sequence
 
 from phalanx.model.objects import JobSpec
-from phalanx.ops.arrivals import NEXT, ArrivalModel
+from phalanx.ops.arrivals import NEXT, ArrivalModel, can_overtake, overtaking
 from phalanx.ops.estimates import (
+    DEFAULT_SIZE_MIN_GROUP,
     Estimate,
+    RunOptions,
     RuntimeModel,
     forward,
     forward_runs,
@@ -116,6 +118,33 @@ def test_a_group_speaks_for_a_job_only_with_min_group_runtimes() -> None:
     assert RuntimeModel.from_history(history, min_group=4).runtime_s(spec) == 40.0
 
 
+def test_a_size_group_speaks_before_the_gpu_group_once_it_holds_size_min_group() -> None:
+    # Jobs of one queue and GPU count but two sizes: 2 CPUs ran 10 s, 8 CPUs ran 1000 s.
+    small, large = ((2000, 4 << 30), (8000, 16 << 30))
+    history = [("q", 1000, 10.0, *small)] * 3 + [("q", 1000, 1000.0, *large)] * 2
+    spec = make_job("x").queue("q").gpus(1).cpu(8).memory("16Gi").obj()
+    assert (spec.total_request.cpu_milli, spec.total_request.memory_bytes) == large
+    assert RuntimeModel.from_history(history).runtime_s(spec) == 10.0  # off: q/1 GPU
+    assert RuntimeModel.from_history(history, size_min_group=1).runtime_s(spec) == 1000.0
+    # the size group holds 2 runtimes: with 3 wanted, the GPU group speaks again
+    assert RuntimeModel.from_history(history, size_min_group=3).runtime_s(spec) == 10.0
+    # entries without a size count in the GPU and queue groups only
+    bare = RuntimeModel.from_history([("q", 1000, 50.0)], size_min_group=1)
+    assert bare.runtime_s(spec) == 50.0
+    # the estimator's default reads history by size
+    default = RuntimeModel.from_history(history, size_min_group=DEFAULT_SIZE_MIN_GROUP)
+    assert default.runtime_s(spec) == 1000.0
+
+
+def test_a_running_job_runs_on_as_the_runtimes_longer_than_its_age() -> None:
+    # Runtimes 10, 20, 40, 80: a job that has run 30 s is one of the 40 or 80 s ones.
+    model = RuntimeModel.from_history([("q", 1000, t) for t in (10.0, 20.0, 40.0, 80.0)])
+    spec = make_job("x").queue("q").gpus(1).obj()
+    assert [model.remaining_s(spec, 30.0, q) for q in (0.0, 0.5, 1.0)] == [10.0, 30.0, 50.0]
+    assert model.remaining_s(spec, 80.0) == 80.0  # outlived them all: as long again
+    assert model.remaining_s(make_job("y").queue("q").gpus(1).max_runtime(100).obj(), 30) == 70
+
+
 def test_the_forward_run_is_bounded() -> None:
     # Ten 8-GPU jobs queue behind each other on one node; a budget of 3 cycles (now, +100,
     # +200) estimates the first two and leaves the rest unknown, rather than running on.
@@ -141,13 +170,13 @@ def test_sampled_runtimes_see_that_a_sum_of_skewed_runtimes_is_long() -> None:
     snap, a_spec, model = chain_behind_one_node()
     specs = {"a": (a_spec, 0)}
     running = {"a": (a_spec, 0.0)}
-    medians = sampled(snap, running, specs, model, samples=1)
+    medians = sampled(snap, running, specs, model, RunOptions(samples=1))
     # median runtimes: four jobs of 1 s each ahead of x
     assert medians["x"].start_at == NOW + 4.0
     # drawn: a quantile above 0.5 is a runtime between 1 and 100 s (interpolated), above
     # 0.75 the 100 s; P(all four before x drawn under 0.5) = 0.5**4, so the median run holds
     # a long one
-    drawn = sampled(snap, running, specs, model, samples=7)
+    drawn = sampled(snap, running, specs, model, RunOptions(samples=7))
     assert drawn["x"].start_at is not None and drawn["x"].start_at >= NOW + 50.0
     # each estimate is one run's start: the order of the chain holds
     starts = [drawn[n].start_at for n in ("w1", "w2", "w3", "x")]
@@ -157,14 +186,14 @@ def test_sampled_runtimes_see_that_a_sum_of_skewed_runtimes_is_long() -> None:
 def test_sampled_estimates_are_deterministic_for_a_seed() -> None:
     snap, a_spec, model = chain_behind_one_node()
     args = (snap, {"a": (a_spec, 0.0)}, {"a": (a_spec, 0)}, model)
-    assert sampled(*args, seed=3) == sampled(*args, seed=3)
+    assert sampled(*args, RunOptions(seed=3)) == sampled(*args, RunOptions(seed=3))
 
 
 def test_without_history_one_run_with_defaults_is_made() -> None:
     snap, a_spec, _ = chain_behind_one_node()
     args = (snap, {"a": (a_spec, 0.0)}, {"a": (a_spec, 0)}, RuntimeModel())
     # no history: every job runs the default hour, drawn or not
-    assert sampled(*args, samples=7)["x"].start_at == NOW + 4 * 3600.0
+    assert sampled(*args, RunOptions(samples=7))["x"].start_at == NOW + 4 * 3600.0
 
 
 def test_runtime_quantiles_interpolate_and_the_median_is_the_default() -> None:
@@ -204,7 +233,7 @@ def test_an_expected_arrival_of_higher_priority_goes_first() -> None:
     args, high = held_node_and_a_low_waiter()
     assert sampled(*args)["low"].start_at == NOW + 100
     coming = PendingWorkload(high, 1 << 40, NOW + 50)
-    expected = sampled(*args, arrivals=[coming])
+    expected = sampled(*args, RunOptions(arrivals=[coming]))
     assert set(expected) == {"low"}  # the expected arrival gets no estimate of its own
     assert expected["low"].start_at == NOW + 200
 
@@ -219,7 +248,7 @@ def test_an_arrival_takes_free_capacity_when_it_comes() -> None:
     coming = make_job("c").queue("q").gpus(8).priority(5).max_runtime(100).obj()
     args: SampledArgs = (snap, {"a": (spec_a, 0.0)}, {"a": (spec_a, 0)}, RuntimeModel())
     assert sampled(*args)["gang"].start_at == NOW + 100
-    later = sampled(*args, arrivals=[PendingWorkload(coming, 1 << 40, NOW + 30)])
+    later = sampled(*args, RunOptions(arrivals=[PendingWorkload(coming, 1 << 40, NOW + 30)]))
     assert later["gang"].start_at == NOW + 130
 
 
@@ -238,6 +267,29 @@ def test_arrivals_are_drawn_at_the_recent_rate_within_one_span() -> None:
     assert list(ArrivalModel((), 100.0).draw(random.Random(1), NOW)) == []
 
 
+def test_only_submissions_that_can_overtake_a_waiter_are_expected() -> None:
+    whole = make_job("whole").queue("q").gpus(1).obj()
+    frac = make_job("frac").queue("q").gpus(0.5).obj()
+    high = make_job("high").queue("q").gpus(2).priority(5).obj()
+    wide = make_job("wide").queue("q").gpus(2).obj()
+    cpu = make_job("cpu").queue("q").obj()
+    # a fraction fits a gap a whole GPU does not; higher priority goes first; a job as wide
+    # or wider of the same priority, or one without GPUs, queues behind
+    assert [can_overtake(s, whole) for s in (frac, high, wide, cpu, whole)] == [
+        True,
+        True,
+        False,
+        False,
+        False,
+    ]
+    assert not can_overtake(wide, high) and can_overtake(whole, high)  # fewer devices
+    model = ArrivalModel((frac, high, wide, cpu, frac), span_s=100.0)
+    kept = overtaking(model, [whole])
+    assert [s.name for s in kept.recent] == ["frac", "high", "frac"]
+    assert kept.rate_per_s == 0.03  # the same span: the rate of the kept ones
+    assert overtaking(model, []).recent == ()
+
+
 def test_expected_higher_priority_work_delays_a_low_priority_wait() -> None:
     # Ten priority-5 jobs of 100 s were submitted in the last 100 s: about ten more are
     # expected in the next 100 s, each going before low, so low's median start moves from
@@ -245,7 +297,7 @@ def test_expected_higher_priority_work_delays_a_low_priority_wait() -> None:
     args, high = held_node_and_a_low_waiter()
     model = ArrivalModel(tuple([high] * 10), span_s=100.0)
     assert sampled(*args)["low"].start_at == NOW + 100
-    expected = sampled(*args, arrival_model=model)
+    expected = sampled(*args, RunOptions(arrival_model=model))
     start = expected["low"].start_at
     assert start is not None and NOW + 600 <= start <= NOW + 1700
 
@@ -257,10 +309,12 @@ def test_estimating_only_some_jobs_gives_them_the_same_estimates() -> None:
     model = RuntimeModel.from_history([("q", 8000, t) for t in (3.0, 7.0, 20.0, 55.0, 150.0)])
     args = (snap, {"a": (a_spec, 0.0)}, {"a": (a_spec, 0)}, model)
     for seed in range(3):
-        full = sampled(*args, samples=7, seed=seed)
+        full = sampled(*args, RunOptions(samples=7, seed=seed))
         for name in ("w1", "w2", "w3"):
-            assert sampled(*args, samples=7, seed=seed, only=[name]) == {name: full[name]}
-    assert set(forward_runs(*args, samples=5, only=["w1", "nobody"])[0]) == {"w1"}
+            assert sampled(*args, RunOptions(samples=7, seed=seed, only=[name])) == {
+                name: full[name]
+            }
+    assert set(forward_runs(*args, RunOptions(samples=5, only=["w1", "nobody"]))[0]) == {"w1"}
 
 
 def test_ranked_picks_the_start_at_a_rank_of_the_runs() -> None:
@@ -293,8 +347,8 @@ def test_jobs_asking_whole_gpus_can_be_told_a_later_rank() -> None:
 def test_sampled_tells_whole_gpu_jobs_their_rank_of_the_runs() -> None:
     snap, a_spec, model = chain_behind_one_node()  # every job asks 8 whole GPUs
     args = (snap, {"a": (a_spec, 0.0)}, {"a": (a_spec, 0)}, model)
-    runs = forward_runs(*args, samples=7)
+    runs = forward_runs(*args, RunOptions(samples=7))
     latest = max(r["x"].start_at or 0.0 for r in runs)
-    assert sampled(*args, samples=7, whole_gpu_rank_q=1.0)["x"].start_at == latest
-    assert sampled(*args, samples=7)["x"] == ranked(runs)["x"]
+    assert sampled(*args, RunOptions(samples=7), whole_gpu_rank_q=1.0)["x"].start_at == latest
+    assert sampled(*args, RunOptions(samples=7))["x"] == ranked(runs)["x"]
     assert ranked(runs)["x"].start_at != latest  # the median run is not the latest here
