@@ -11,8 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import struct
-import sys
-import threading
 import time
 import zlib
 from collections.abc import Iterator
@@ -23,8 +21,9 @@ from typing import Any
 import httpx
 import pytest
 
-from phalanx.api.server import ApiServer, ServerSettings
+from live_server import admin_client, python_job, running_server
 from phalanx.simulation.report import render_html
+from phalanx.testing import queue_manifests
 
 QUEUE = "team"
 
@@ -46,42 +45,10 @@ def chromium_path() -> str:
 
 def sleeper(name: str, gpus: float, seconds: float, output: str = "") -> dict[str, object]:
     code = f"import time; print({output!r}, flush=True); time.sleep({seconds})"
-    return {
-        "apiVersion": "phalanx.dev/v1alpha1",
-        "kind": "Job",
-        "metadata": {"name": name, "labels": {"suite": "browser"}},
-        "spec": {
-            "queue": QUEUE,
-            "podSets": [
-                {
-                    "name": "worker",
-                    "replicas": 1,
-                    "command": [sys.executable, "-c", code],
-                    "resources": {"cpu": "100m", "memory": "64Mi", "nvidia.com/gpu": gpus},
-                }
-            ],
-        },
-    }
+    return python_job(name, code, queue=QUEUE, gpus=gpus, labels={"suite": "browser"})
 
 
-SETUP: list[dict[str, object]] = [
-    {
-        "apiVersion": "phalanx.dev/v1alpha1",
-        "kind": "ResourceFlavor",
-        "metadata": {"name": "default"},
-        "spec": {},
-    },
-    {
-        "apiVersion": "phalanx.dev/v1alpha1",
-        "kind": "Queue",
-        "metadata": {"name": QUEUE},
-        "spec": {
-            "flavors": [
-                {"name": "default", "resources": {"cpu": 8, "memory": "8Gi", "nvidia.com/gpu": 4}}
-            ]
-        },
-    },
-]
+SETUP = queue_manifests(QUEUE, cpu=8, memory="8Gi", gpu=4)
 
 
 @dataclass
@@ -143,50 +110,26 @@ def write_report(directory: Path) -> None:
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     """A server with ``holder`` (2 GPUs) and ``frac`` (half a GPU) running for 10 minutes."""
     tmp = tmp_path_factory.mktemp("dashboard")
-    names = ("PHALANX_SERVER", "PHALANX_TOKEN", "PHALANX_DATA_DIR", "XDG_RUNTIME_DIR")
-    old = {k: os.environ.pop(k, None) for k in names}
-    os.environ["XDG_RUNTIME_DIR"] = str(tmp / "run")
-    api = ApiServer(
-        ServerSettings(data_dir=tmp / "data", nodes="2x4", port=0, log_level="warning", tick_s=0.05)
-    )
-    thread = threading.Thread(target=api.run, name="phalanx-browser-server", daemon=True)
-    thread.start()
-    http = httpx.Client(
-        base_url=api.url, headers={"Authorization": f"Bearer {api.token}"}, timeout=10
-    )
-    live = Live(api.url, api.token, http)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                if http.get("/healthz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.02)
-        write_report(api.data_dir / "reports")
-        live.apply(
-            *SETUP, sleeper("holder", 2, 600, "holder says hello"), sleeper("frac", 0.5, 600)
-        )
-        live.wait_phase("holder", "Running")
-        live.wait_phase("frac", "Running")
-        yield live
-    finally:
-        for job in http.get("/api/v1/jobs").json():
-            if not job["is_finished"]:
-                http.post(f"/api/v1/jobs/{job['name']}/cancel")
-        for job in http.get("/api/v1/jobs").json():
-            if not job["is_finished"]:
-                live.wait_phase(job["name"], "Cancelled", 15)
-        http.close()
-        api.request_stop()
-        thread.join(timeout=15)
-        for key, value in old.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    with (
+        running_server(tmp, nodes="2x4", thread_name="phalanx-browser-server") as api,
+        admin_client(api, timeout_s=10) as http,
+    ):
+        live = Live(api.url, api.token, http)
+        try:
+            write_report(api.data_dir / "reports")
+            live.apply(
+                *SETUP, sleeper("holder", 2, 600, "holder says hello"), sleeper("frac", 0.5, 600)
+            )
+            live.wait_phase("holder", "Running")
+            live.wait_phase("frac", "Running")
+            yield live
+        finally:
+            for job in http.get("/api/v1/jobs").json():
+                if not job["is_finished"]:
+                    http.post(f"/api/v1/jobs/{job['name']}/cancel")
+            for job in http.get("/api/v1/jobs").json():
+                if not job["is_finished"]:
+                    live.wait_phase(job["name"], "Cancelled", 15)
 
 
 #: Where this run's screenshots went (printed in the terminal summary by conftest.py).

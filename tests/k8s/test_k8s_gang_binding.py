@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 from cluster import Cluster, Plane, job, queue
-from hyperframe.frame import Frame
 
+from h2frames import DATA, HEADERS, written_frames
 from phalanx.backends.kubernetes import http2
 from phalanx.backends.kubernetes.binds import BindAnswer
 
@@ -204,17 +204,6 @@ def _connections_opened(backend: Any) -> int:
     return int(opened + (backend._binder.opened if backend._binder is not None else 0))
 
 
-def _frames(chunk: bytes) -> list[tuple[str, int]]:
-    """(type, stream id) of every HTTP/2 frame in one write."""
-    view = memoryview(chunk.removeprefix(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"))
-    out = []
-    while view:
-        frame, length = Frame.parse_frame_header(view[:9])
-        out.append((type(frame).__name__, frame.stream_id))
-        view = view[9 + length :]
-    return out
-
-
 class _RecordingSocket:
     """A bind connection's socket, every write recorded."""
 
@@ -266,13 +255,13 @@ def test_a_gangs_binds_arrive_on_one_http2_connection_in_one_write(
     plane.run_until(lambda: len(answers) == 8)
     assert binder.opened - opened == 1
     assert binder.http2
-    carrying = [w for w in writes if any(k == "HeadersFrame" for k, _ in _frames(w))]
-    assert len(carrying) == 1, [_frames(w) for w in writes]
+    carrying = [w for w in writes if any(k == HEADERS for k, _ in written_frames(w))]
+    assert len(carrying) == 1, [written_frames(w) for w in writes]
     # Every HEADERS frame before the first DATA frame: the API server has a handler under way
     # for every bind before any can read its body and act.
-    frames = [f for f in _frames(carrying[0]) if f[0] in ("HeadersFrame", "DataFrame")]
+    frames = [f for f in written_frames(carrying[0]) if f[0] in (HEADERS, DATA)]
     streams = [1, 3, 5, 7, 9, 11, 13, 15]
-    assert frames == [("HeadersFrame", s) for s in streams] + [("DataFrame", s) for s in streams]
+    assert frames == [(HEADERS, s) for s in streams] + [(DATA, s) for s in streams]
     assert [a.status for a in answers] == [201] * 8, answers
     pods = cluster.pods("phalanx.dev/job=eight")
     assert sorted(p["spec"]["nodeName"] for p in pods) == sorted(

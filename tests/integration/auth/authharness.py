@@ -3,7 +3,6 @@ the real app in-process, the admin token, and users of every role with their tok
 
 from __future__ import annotations
 
-import asyncio
 import sys
 import time
 from dataclasses import dataclass
@@ -11,6 +10,7 @@ from dataclasses import dataclass
 import httpx
 from fastapi import FastAPI
 
+from asgi_client import app_client
 from phalanx.auth import AuditLog, Identity
 from phalanx.controllers.plane import ControlPlane
 
@@ -46,21 +46,6 @@ SETUP = [
         },
     },
 ]
-
-
-class AppTransport(httpx.BaseTransport):
-    """Each request through the ASGI app in-process."""
-
-    def __init__(self, app: FastAPI) -> None:
-        self._asgi = httpx.ASGITransport(app=app)
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        async def send() -> httpx.Response:
-            response = await self._asgi.handle_async_request(request)
-            body = await response.aread()
-            return httpx.Response(response.status_code, headers=response.headers, content=body)
-
-        return asyncio.run(send())
 
 
 def job(name: str, queue: str, code: str = "print('hello')") -> dict[str, object]:
@@ -105,10 +90,7 @@ class Site:
     clock: Clock
 
     def client(self, token: str | None) -> httpx.Client:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.Client(
-            transport=AppTransport(self.app), base_url="http://phalanx.test", headers=headers
-        )
+        return app_client(self.app, token)
 
     def user(self, name: str, role: str, groups: tuple[str, ...] = ()) -> httpx.Client:
         """Create the user through the API (as the admin), and a client with a new token."""

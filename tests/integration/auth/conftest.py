@@ -6,10 +6,10 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
-from authharness import ADMIN_TOKEN, SETUP, AppTransport, Clock, Site
+from authharness import ADMIN_TOKEN, SETUP, Clock, Site
 
+from asgi_client import app_client
 from phalanx.api import create_app
 from phalanx.auth import AuditLog, Identity
 from phalanx.backends.local.backend import LocalBackend
@@ -32,11 +32,7 @@ def site(tmp_path: Path) -> Iterator[Site]:
     identity = Identity(rows, ADMIN_TOKEN, clock=clock)
     audit = AuditLog(rows)
     app = create_app(plane, ADMIN_TOKEN, identity=identity, audit=audit)
-    with httpx.Client(
-        transport=AppTransport(app),
-        base_url="http://phalanx.test",
-        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
-    ) as admin:
+    with app_client(app, ADMIN_TOKEN) as admin:
         response = admin.post("/api/v1/apply", json={"manifests": SETUP})
         assert response.status_code == 200, response.text
     try:

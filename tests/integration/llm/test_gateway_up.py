@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +15,8 @@ from pathlib import Path
 import pytest
 from gateway_support import llm_service
 
-from phalanx.api.server import ApiServer, ServerSettings
+from live_server import running_server
+from phalanx.api.server import ApiServer
 from phalanx.client import Client
 from phalanx.testing import queue_manifests
 
@@ -24,34 +24,20 @@ openai = pytest.importorskip("openai", reason="pip install -e '.[serve-test]'")
 
 
 @pytest.fixture
-def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ApiServer]:
-    for name in ("PHALANX_SERVER", "PHALANX_TOKEN", "PHALANX_DATA_DIR"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
-    api = ApiServer(
-        ServerSettings(
-            data_dir=tmp_path / "data",
-            nodes="1x0",
-            port=0,
-            router_port=None,
-            gateway_port=0,
-            log_level="warning",
-            tick_s=0.05,
-        )
-    )
-    thread = threading.Thread(target=api.run, name="phalanx-llm-server", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not (tmp_path / "data" / "server.json").exists():
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.01)
-    try:
-        yield api
-    finally:
-        with Client(data_dir=api.data_dir) as client:
-            client.delete("service", "chat")
-        api.request_stop()
-        thread.join(timeout=20)
+def server(tmp_path: Path) -> Iterator[ApiServer]:
+    with running_server(
+        tmp_path,
+        nodes="1x0",
+        thread_name="phalanx-llm-server",
+        stop_timeout_s=20,
+        router_port=None,
+        gateway_port=0,
+    ) as api:
+        try:
+            yield api
+        finally:
+            with Client(data_dir=api.data_dir) as client:
+                client.delete("service", "chat")
 
 
 def chat(url: str) -> str:

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from opsharness import TOKEN, AppTransport, SimPlane
+from opsharness import TOKEN, SimPlane
 
+from asgi_client import app_client
 from phalanx.api import create_app
 
 
@@ -21,9 +22,5 @@ def sim(tmp_path: Path) -> Iterator[SimPlane]:
 
 @pytest.fixture
 def http(sim: SimPlane) -> Iterator[httpx.Client]:
-    with httpx.Client(
-        transport=AppTransport(create_app(sim.plane, TOKEN)),
-        base_url="http://phalanx.test",
-        headers={"Authorization": f"Bearer {TOKEN}"},
-    ) as client:
+    with app_client(create_app(sim.plane, TOKEN), TOKEN) as client:
         yield client

@@ -1,13 +1,10 @@
 """Helpers for the ops tests: a production control plane over the sim backend in virtual
-time (no processes, deterministic), the real API app in-process, and manifests."""
+time (no processes, deterministic), and manifests. The tests serve the real API app to it
+in-process through ``asgi_client``."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
-
-import httpx
-from fastapi import FastAPI
 
 from phalanx.backends.sim import SimBackend, SimWorkload
 from phalanx.backends.sim.backend import VirtualClock
@@ -17,21 +14,6 @@ from phalanx.testing import make_node
 
 TOKEN = "ops-token"
 START_S = 1_700_000_000.0
-
-
-class AppTransport(httpx.BaseTransport):
-    """Each request through the ASGI app in-process."""
-
-    def __init__(self, app: FastAPI) -> None:
-        self._asgi = httpx.ASGITransport(app=app)
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        async def send() -> httpx.Response:
-            response = await self._asgi.handle_async_request(request)
-            body = await response.aread()
-            return httpx.Response(response.status_code, headers=response.headers, content=body)
-
-        return asyncio.run(send())
 
 
 class SimPlane:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import httpx
 import pytest
-from opsharness import FLAVOR, TOKEN, AppTransport, SimPlane, job, queue
+from opsharness import FLAVOR, TOKEN, SimPlane, job, queue
 
+from asgi_client import BASE_URL, AppTransport, app_client
 from phalanx.api import create_app
 from phalanx.client import ApiError, Client
 from phalanx.ops.arrivals import recent_arrivals
@@ -19,7 +19,7 @@ def client(sim: SimPlane, tmp_path, monkeypatch: pytest.MonkeyPatch) -> Iterator
     for name in ("PHALANX_SERVER", "PHALANX_TOKEN", "PHALANX_DATA_DIR"):
         monkeypatch.delenv(name, raising=False)
     with Client(
-        server="http://phalanx.test",
+        server=BASE_URL,
         token=TOKEN,
         data_dir=tmp_path / "client",
         transport=AppTransport(create_app(sim.plane, TOKEN)),
@@ -100,9 +100,7 @@ def test_estimates_are_right_in_virtual_time(sim: SimPlane, client: Client) -> N
 
 
 def test_metrics_route_is_in_openapi(sim: SimPlane) -> None:
-    with httpx.Client(
-        transport=AppTransport(create_app(sim.plane, TOKEN)), base_url="http://t"
-    ) as http:
+    with app_client(create_app(sim.plane, TOKEN), None) as http:
         paths = http.get("/openapi.json").json()["paths"]
     assert {
         "/metrics",

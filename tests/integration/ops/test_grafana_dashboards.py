@@ -5,10 +5,7 @@ template variable's ``label_values`` query, returns data."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from phalanx.api.server import ApiServer, ServerSettings
+from live_server import admin_client, python_job, running_server
+from phalanx.api.server import ApiServer
+from phalanx.testing import queue_manifests
 from prometheus_process import bearer_scrape, running_prometheus
 
 pytestmark = pytest.mark.integration
@@ -27,45 +26,13 @@ DASHBOARDS = sorted((Path(__file__).parents[3] / "deploy" / "grafana").glob("*.j
 VARIABLES = {"$queue": ".+", "$node": ".+", "$__rate_interval": "15s"}
 
 
-def job(name: str, gpus: int, code: str) -> dict[str, object]:
-    return {
-        "apiVersion": "phalanx.dev/v1alpha1",
-        "kind": "Job",
-        "metadata": {"name": name},
-        "spec": {
-            "queue": "team-a",
-            "podSets": [
-                {
-                    "name": "worker",
-                    "replicas": 1,
-                    "command": [sys.executable, "-c", code],
-                    "resources": {"cpu": "100m", "memory": "64Mi", "nvidia.com/gpu": gpus},
-                }
-            ],
-        },
-    }
-
-
-SETUP: list[dict[str, object]] = [
-    {
-        "apiVersion": "phalanx.dev/v1alpha1",
-        "kind": "ResourceFlavor",
-        "metadata": {"name": "default"},
-        "spec": {},
-    },
-    {
-        "apiVersion": "phalanx.dev/v1alpha1",
-        "kind": "Queue",
-        "metadata": {"name": "team-a"},
-        "spec": {
-            "flavors": [
-                {"name": "default", "resources": {"cpu": 4, "memory": "4Gi", "nvidia.com/gpu": 4}}
-            ]
-        },
-    },
-    job("holder", 4, "import time; time.sleep(600)"),  # runs: holds the queue's quota
-    job("done", 0, "print('ok')"),  # finishes: an outcome
-    job("waiter", 2, "pass"),  # waits on the quota: a pending reason
+SETUP = [
+    *queue_manifests("team-a", cpu=4, memory="4Gi", gpu=4),
+    # holder runs, holding the queue's quota; done finishes (an outcome); waiter waits on the
+    # quota (a pending reason).
+    python_job("holder", "import time; time.sleep(600)", queue="team-a", gpus=4),
+    python_job("done", "print('ok')", queue="team-a"),
+    python_job("waiter", "pass", queue="team-a", gpus=2),
 ]
 
 
@@ -124,46 +91,24 @@ def _metrics_source() -> str:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
     tmp = tmp_path_factory.mktemp("grafana")
-    names = ("PHALANX_SERVER", "PHALANX_TOKEN", "PHALANX_DATA_DIR", "XDG_RUNTIME_DIR")
-    old = {k: os.environ.pop(k, None) for k in names}
-    os.environ["XDG_RUNTIME_DIR"] = str(tmp / "run")
-    api = ApiServer(
-        ServerSettings(data_dir=tmp / "data", nodes="1x4", port=0, log_level="warning", tick_s=0.05)
-    )
-    thread = threading.Thread(target=api.run, name="phalanx-grafana-server", daemon=True)
-    thread.start()
-    http = httpx.Client(base_url=api.url, headers={"Authorization": f"Bearer {api.token}"})
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                if http.get("/healthz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.02)
-        http.post("/api/v1/apply", json={"manifests": SETUP}).raise_for_status()
-        deadline = time.monotonic() + 20
-        while not (
-            http.get("/api/v1/jobs/holder").json()["phase"] == "Running"
-            and http.get("/api/v1/jobs/done").json()["phase"] == "Succeeded"
-            and http.get("/api/v1/jobs/waiter").json()["reason_code"] == "QuotaExceeded"
-        ):
-            assert time.monotonic() < deadline, http.get("/api/v1/jobs").text
-            time.sleep(0.05)
-        yield api
-    finally:
-        for name in ("holder", "waiter"):
-            http.post(f"/api/v1/jobs/{name}/cancel")
-        http.close()
-        api.request_stop()
-        thread.join(timeout=15)
-        for key, value in old.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    with (
+        running_server(tmp, nodes="1x4", thread_name="phalanx-grafana-server") as api,
+        admin_client(api) as http,
+    ):
+        try:
+            http.post("/api/v1/apply", json={"manifests": SETUP}).raise_for_status()
+            deadline = time.monotonic() + 20
+            while not (
+                http.get("/api/v1/jobs/holder").json()["phase"] == "Running"
+                and http.get("/api/v1/jobs/done").json()["phase"] == "Succeeded"
+                and http.get("/api/v1/jobs/waiter").json()["reason_code"] == "QuotaExceeded"
+            ):
+                assert time.monotonic() < deadline, http.get("/api/v1/jobs").text
+                time.sleep(0.05)
+            yield api
+        finally:
+            for name in ("holder", "waiter"):
+                http.post(f"/api/v1/jobs/{name}/cancel")
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,28 +23,12 @@ from typing import Any, cast
 import pytest
 from typer.testing import CliRunner, Result
 
-from phalanx.api.server import ApiServer, ServerSettings
+from live_server import running_server
 from phalanx.cli.main import app
 from phalanx.client import Client
+from phalanx.testing import queue_manifests
 
-SETUP = [
-    {
-        "apiVersion": "phalanx.dev/v1alpha1",
-        "kind": "ResourceFlavor",
-        "metadata": {"name": "default"},
-        "spec": {},
-    },
-    {
-        "apiVersion": "phalanx.dev/v1alpha1",
-        "kind": "Queue",
-        "metadata": {"name": "team"},
-        "spec": {
-            "flavors": [
-                {"name": "default", "resources": {"cpu": 16, "memory": "32Gi", "nvidia.com/gpu": 8}}
-            ]
-        },
-    },
-]
+SETUP = queue_manifests("team", cpu=16, memory="32Gi", gpu=8)
 
 
 @dataclass
@@ -83,48 +66,28 @@ class PipelineServer:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PipelineServer]:
     tmp = tmp_path_factory.mktemp("pipelines")
-    names = ("PHALANX_SERVER", "PHALANX_TOKEN", "PHALANX_DATA_DIR", "XDG_RUNTIME_DIR")
-    old = {k: os.environ.pop(k, None) for k in names}
-    os.environ["XDG_RUNTIME_DIR"] = str(tmp / "run")
     project = tmp / "project"
     project.mkdir()
     old_cwd = Path.cwd()
     os.chdir(project)  # `phalanx pipeline run` imports from, and ships, this directory
-    api = ApiServer(
-        ServerSettings(
-            data_dir=tmp / "data",
+    try:
+        with running_server(
+            tmp,
             nodes="2x4",
-            port=0,
-            log_level="warning",
-            tick_s=0.05,
+            thread_name="phalanx-pipelines-server",
             router_port=None,
             # Steps import the project from this directory and write the artifact store
             # beside it, both the test's: pods run as the test's own user.
             pod_user="none",
-        )
-    )
-    thread = threading.Thread(target=api.run, name="phalanx-pipelines-server", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not (tmp / "data" / "server.json").exists():
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.01)
-    live = PipelineServer(api.data_dir, project, tmp / "artifacts")
-    try:
-        with live.client() as client:
-            client.apply(SETUP)
-        yield live
+        ) as api:
+            live = PipelineServer(api.data_dir, project, tmp / "artifacts")
+            with live.client() as client:
+                client.apply(SETUP)
+            yield live
     finally:
-        api.request_stop()
-        thread.join(timeout=15)
         os.chdir(old_cwd)
         if str(project) in sys.path:
             sys.path.remove(str(project))
-        for key, value in old.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 REPO = Path(__file__).resolve().parents[3]

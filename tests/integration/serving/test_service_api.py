@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +16,8 @@ import yaml
 from service_harness import REPLICA
 from typer.testing import CliRunner, Result
 
-from phalanx.api.server import ApiServer, ServerSettings
+from live_server import running_server
+from phalanx.api.server import ApiServer
 from phalanx.cli.main import app
 from phalanx.client import Client
 from phalanx.testing import queue_manifests
@@ -25,36 +25,21 @@ from phalanx.testing import queue_manifests
 
 @pytest.fixture
 def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ApiServer]:
-    for name in ("PHALANX_SERVER", "PHALANX_TOKEN", "PHALANX_DATA_DIR"):
-        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
-    api = ApiServer(
-        ServerSettings(
-            data_dir=tmp_path / "data", nodes="2x2", port=0, log_level="warning", tick_s=0.05
-        )
-    )
-    thread = threading.Thread(target=api.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not (api.data_dir / "server.json").exists():
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    with Client(data_dir=api.data_dir) as client:
-        client.apply(queue_manifests(cpu="1"))
-    try:
-        yield api
-    finally:
-        api.plane.reconcilers.remove(api.services)  # no replica is re-created meanwhile
+    with running_server(tmp_path, nodes="2x2", thread_name="phalanx-services-server") as api:
         with Client(data_dir=api.data_dir) as client:
-            for job in client.jobs():
-                if not job["is_finished"]:
-                    client.cancel(job["name"])
-            deadline = time.monotonic() + 15
-            while api.store.pods(live_only=True) and time.monotonic() < deadline:
-                time.sleep(0.05)
-        api.request_stop()
-        thread.join(timeout=15)
+            client.apply(queue_manifests(cpu="1"))
+        try:
+            yield api
+        finally:
+            api.plane.reconcilers.remove(api.services)  # no replica is re-created meanwhile
+            with Client(data_dir=api.data_dir) as client:
+                for job in client.jobs():
+                    if not job["is_finished"]:
+                        client.cancel(job["name"])
+                deadline = time.monotonic() + 15
+                while api.store.pods(live_only=True) and time.monotonic() < deadline:
+                    time.sleep(0.05)
 
 
 def cli(server: ApiServer, *args: str) -> Result:

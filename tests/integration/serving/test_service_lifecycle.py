@@ -4,20 +4,7 @@ revisions; after a restart the replicas are adopted, not created again."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 from service_harness import ServingHarness, get, service_manifest
-
-
-@pytest.fixture
-def serving(tmp_path: Path) -> Iterator[ServingHarness]:
-    harness = ServingHarness(tmp_path)
-    try:
-        yield harness
-    finally:
-        harness.close()
 
 
 def test_a_bad_service_gets_an_event_and_the_others_go_on(serving: ServingHarness) -> None:

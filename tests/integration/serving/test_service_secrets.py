@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from service_harness import ServingHarness, get, service_manifest
@@ -35,15 +33,6 @@ def from_secret(name: str) -> list[dict[str, object]]:
         {"name": "MODE", "value": "plain"},
         {"name": "VERSION", "valueFrom": {"secretKeyRef": {"name": name, "key": "token"}}},
     ]
-
-
-@pytest.fixture
-def serving(tmp_path: Path) -> Iterator[ServingHarness]:
-    harness = ServingHarness(tmp_path)
-    try:
-        yield harness
-    finally:
-        harness.close()
 
 
 def test_a_secret_reaches_the_replica_and_nothing_else(serving: ServingHarness) -> None:

@@ -12,22 +12,11 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from service_harness import ServingHarness, get, service_manifest
 
 from phalanx.api.services import service_out
-
-
-@pytest.fixture
-def serving(tmp_path: Path) -> Iterator[ServingHarness]:
-    harness = ServingHarness(tmp_path)
-    try:
-        yield harness
-    finally:
-        harness.close()
 
 
 class Load:

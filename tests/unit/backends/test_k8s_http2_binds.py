@@ -39,25 +39,12 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
-from hyperframe.frame import Frame
 
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-HEADERS, DATA = "HeadersFrame", "DataFrame"
+from h2frames import DATA, HEADERS, written_frames
 
 #: What the server does with a bind: a status, "refuse" (REFUSED_STREAM), "reset"
 #: (INTERNAL_ERROR) or "goaway" (GOAWAY naming the streams before this one as processed).
 Answer = Callable[[str], "int | str"]
-
-
-def _frames(chunk: bytes) -> list[tuple[str, int]]:
-    """(type, stream id) of every frame in one write."""
-    view = memoryview(chunk.removeprefix(PREFACE))
-    out = []
-    while view:
-        frame, length = Frame.parse_frame_header(view[:9])
-        out.append((type(frame).__name__, frame.stream_id))
-        view = view[9 + length :]
-    return out
 
 
 @dataclass
@@ -209,11 +196,11 @@ def test_every_bind_of_a_gang_leaves_in_one_write(pairs: Any) -> None:
     assert len(p.clients) == 1
     # The whole gang, connection preface included, is one write: 8 streams, every HEADERS
     # frame before the first DATA frame (no handler can act before the last HEADERS).
-    frames = [f for f in _frames(p.clients[0].writes[0]) if f[0] in (HEADERS, DATA)]
+    frames = [f for f in written_frames(p.clients[0].writes[0]) if f[0] in (HEADERS, DATA)]
     streams = [1, 3, 5, 7, 9, 11, 13, 15]
     assert frames == [(HEADERS, s) for s in streams] + [(DATA, s) for s in streams]
     for later in p.clients[0].writes[1:]:  # only acknowledgements follow
-        assert not [f for f in _frames(later) if f[0] in (HEADERS, DATA)]
+        assert not [f for f in written_frames(later) if f[0] in (HEADERS, DATA)]
     # The server read each bind as sent.
     seen = sorted(p.requests(), key=lambda r: r[":path"])
     assert [r[":path"] for r in seen] == [
@@ -235,8 +222,8 @@ def test_the_next_gang_reuses_the_connection_in_one_write(pairs: Any) -> None:
     answers = sender.bind([BindRequest("team-a", f"next-{i}", "node-0") for i in range(4)])
     assert [a.status for a in answers] == [201] * 4
     assert sender.opened == 1
-    carrying = [w for w in p.clients[0].writes if any(k == HEADERS for k, _ in _frames(w))]
-    assert [len([f for f in _frames(w) if f[0] == HEADERS]) for w in carrying] == [2, 4]
+    carrying = [w for w in p.clients[0].writes if any(k == HEADERS for k, _ in written_frames(w))]
+    assert [len([f for f in written_frames(w) if f[0] == HEADERS]) for w in carrying] == [2, 4]
 
 
 def test_answers_keep_their_status_and_body(pairs: Any) -> None:
@@ -293,7 +280,7 @@ def test_more_streams_than_the_server_allows_go_in_several_writes() -> None:
         conn.close()
         server.close()
     assert [a.status if a else None for a in answers] == [201] * 7
-    per_write = [sum(1 for k, _ in _frames(w) if k == HEADERS) for w in client.writes]
+    per_write = [sum(1 for k, _ in written_frames(w) if k == HEADERS) for w in client.writes]
     assert [n for n in per_write if n] == [1, 3, 3, 1]
 
 
