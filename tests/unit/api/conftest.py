@@ -3,7 +3,6 @@ tmp_path, served in-process by the real FastAPI app through httpx's ASGI transpo
 
 from __future__ import annotations
 
-import asyncio
 import sys
 import time
 from collections.abc import Iterator
@@ -13,6 +12,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from asgi_client import AppTransport
 from phalanx.api import create_app
 from phalanx.backends.local.backend import LocalBackend
 from phalanx.backends.local.nodes import parse_nodes_option
@@ -22,22 +22,6 @@ from phalanx.store import open_store
 
 TOKEN = "test-token"
 PYTHON = sys.executable
-
-
-class AppTransport(httpx.BaseTransport):
-    """Runs each request through the ASGI app in-process (starlette's TestClient is
-    deprecated with httpx, and warnings are errors here)."""
-
-    def __init__(self, app: FastAPI) -> None:
-        self._asgi = httpx.ASGITransport(app=app)
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        async def send() -> httpx.Response:
-            response = await self._asgi.handle_async_request(request)
-            body = await response.aread()
-            return httpx.Response(response.status_code, headers=response.headers, content=body)
-
-        return asyncio.run(send())
 
 
 def stop_all_jobs(plane: ControlPlane, timeout_s: float = 15) -> None:
