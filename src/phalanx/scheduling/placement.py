@@ -270,11 +270,7 @@ class Placer:
             ranking = None
         if ranking is None:
             ranking = _Ranking(base + len(changed))
-            ranking.heap = [
-                entry
-                for node in self._index_candidates(pod, index)
-                if (entry := self._entry(pod, node, evaluations)) is not None
-            ]
+            ranking.heap = self._entries(pod, index, evaluations)
             heapq.heapify(ranking.heap)
             if len(self._rankings) >= _MAX_KEPT:
                 del self._rankings[next(iter(self._rankings))]
@@ -299,6 +295,30 @@ class Placer:
                 return node, devices
             heapq.heappop(heap)
         return None
+
+    def _entries(
+        self,
+        pod: PodRequest,
+        index: FlavorIndex,
+        evaluations: dict[object, tuple[float, tuple[DeviceShare, ...]] | None],
+    ) -> list[_Entry]:
+        """The ranking entries of every candidate of ``index`` that ``pod`` fits, as ``_entry``
+        gives them one by one: a rebuild ranks every node of the flavor (a new pod shape does
+        so on a thousand nodes), so the per-node steps are inlined here."""
+        by_model = self._by_model
+        tie = self._tie
+        out: list[_Entry] = []
+        for node in self._index_candidates(pod, index):
+            state: object = node.state_id()
+            if by_model:
+                state = (state, node.labels.get(GPU_MODEL_LABEL, ""))
+            if state in evaluations:
+                result = evaluations[state]
+            else:
+                result = evaluations[state] = self._evaluate(pod, node)
+            if result is not None:
+                out.append((-result[0], node.order, next(tie), state, node, result[1]))
+        return out
 
     def _entry(
         self,

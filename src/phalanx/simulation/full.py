@@ -26,6 +26,7 @@ replays decisions through a ``SchedulingSession`` without the controllers lives 
 from __future__ import annotations
 
 import hashlib
+import marshal
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -44,7 +45,7 @@ from phalanx.simulation.driver import (
 from phalanx.simulation.faults import Faults
 from phalanx.simulation.metrics import Summary, jain_index, summarize
 from phalanx.simulation.trace import TraceError, TraceJob
-from phalanx.simulation.world import World, job_spec
+from phalanx.simulation.world import World, job_labels, job_spec, queue_for
 from phalanx.store import JobRecord, PodRecord, Store
 
 #: Score every feasible node (the simulator is for quality, not for the production budget).
@@ -115,6 +116,30 @@ def job_manifest(job: TraceJob) -> dict[str, object]:
     return job_to_manifest(replace(spec, pod_sets=pod_sets))
 
 
+def job_manifests(jobs: Sequence[TraceJob]) -> list[dict[str, object]]:
+    """``job_manifest`` of each of ``jobs``: a trace repeats a few pod shapes thousands of
+    times, so the manifest of a job alike in everything but its name and user (queue,
+    priority, pod sets) is a copy of the first one's with those set, not built again."""
+    templates: dict[tuple[str, int, str, bool], bytes] = {}
+    out: list[dict[str, object]] = []
+    for job in jobs:
+        # Pod sets hold mappings (env, labels): their text names them.
+        key = (queue_for(job), job.priority, repr(job.pod_sets), bool(job.user))
+        template = templates.get(key)
+        if template is None:
+            manifest = job_manifest(job)
+            templates[key] = marshal.dumps(manifest)
+        else:
+            manifest = marshal.loads(template)
+            metadata = manifest["metadata"]
+            assert isinstance(metadata, dict)  # as job_manifest builds it
+            metadata["name"] = job.name
+            if job.user:
+                metadata["labels"] = job_labels(job)
+        out.append(manifest)
+    return out
+
+
 def run_full(
     world: World,
     jobs: Sequence[TraceJob],
@@ -142,7 +167,11 @@ def run_full(
     scheduler = SchedulerConfig(
         policy=policy, max_candidates=ALL_NODES, score_weights=dict(score_weights or {}), seed=seed
     )
-    arrivals = [Arrival(j.submit_s, job_manifest(j), workload_of(j, faults)) for j in jobs]
+    manifests = job_manifests(jobs)
+    arrivals = [
+        Arrival(j.submit_s, manifest, workload_of(j, faults))
+        for j, manifest in zip(jobs, manifests, strict=True)
+    ]
     with (
         Driver(
             world.nodes,

@@ -111,7 +111,12 @@ def queue_for(job: TraceJob) -> str:
     return f"{job.queue}-models-{_models_key(job.gpu_models)}" if job.gpu_models else job.queue
 
 
+def job_labels(job: TraceJob) -> dict[str, str]:
+    """The labels of a trace job's Job: its user, if the trace names one."""
+    return {"sim.phalanx.dev/user": job.user} if job.user else {}
+
+
 def job_spec(job: TraceJob) -> JobSpec:
     """The JobSpec the scheduler sees for a trace job."""
-    labels = {"sim.phalanx.dev/user": job.user} if job.user else {}
+    labels = job_labels(job)
     return JobSpec(job.name, queue_for(job), job.pod_sets, priority=job.priority, labels=labels)
