@@ -147,25 +147,28 @@ def _ask_model(
     from phalanx.ops.mcp_server import build_server
 
     secrets = [key] if key else []
-    ai = openai.OpenAI(base_url=base_url(url), api_key=key or "none", max_retries=1, timeout=120)
-    try:
-        name = model or next(iter(ai.models.list())).id
-    except (openai.OpenAIError, StopIteration) as exc:
-        raise AskError(
-            f"{base_url(url)} lists no model ({mask_secrets(str(exc), secrets) or 'empty'}): "
-            "give one with --model or PHALANX_ASK_MODEL"
-        ) from None
-    server = build_server(tools, allow_write=allow_write)
-    result = ask_model(
-        question,
-        server,
-        ai,
-        name,
-        allow_write=allow_write,
-        max_rounds=max_rounds,
-        require_tool=require_tool,
-        secrets=secrets,
-    )
+    # Closed on the way out: its pooled connection would otherwise outlive the command.
+    with openai.OpenAI(
+        base_url=base_url(url), api_key=key or "none", max_retries=1, timeout=120
+    ) as ai:
+        try:
+            name = model or next(iter(ai.models.list())).id
+        except (openai.OpenAIError, StopIteration) as exc:
+            raise AskError(
+                f"{base_url(url)} lists no model ({mask_secrets(str(exc), secrets) or 'empty'}): "
+                "give one with --model or PHALANX_ASK_MODEL"
+            ) from None
+        server = build_server(tools, allow_write=allow_write)
+        result = ask_model(
+            question,
+            server,
+            ai,
+            name,
+            allow_write=allow_write,
+            max_rounds=max_rounds,
+            require_tool=require_tool,
+            secrets=secrets,
+        )
     if output == "json":
         calls = [
             {"tool": c.name, "arguments": dict(c.arguments), "error": c.is_error}

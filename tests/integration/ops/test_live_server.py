@@ -398,6 +398,22 @@ def _openai_or_skip() -> None:
 ASK_KEY = "sk-ask-test-0b9f1c2d3e4f5a6b"
 
 
+def _connections_to(port: int) -> int:
+    """How many of this process's open TCP sockets are connected to 127.0.0.1:``port``
+    (Linux: the socket inodes of /proc/self/fd against /proc/net/tcp)."""
+    inodes = set()
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            target = str(fd.readlink())
+        except OSError:
+            continue  # closed since listed
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:[") : -1])
+    remote = f"0100007F:{port:04X}"
+    rows = [line.split() for line in Path("/proc/net/tcp").read_text("ascii").splitlines()[1:]]
+    return sum(1 for row in rows if row[2] == remote and row[9] in inodes)
+
+
 def test_ask_with_a_model_over_an_openai_compatible_server_never_shows_the_key(
     live: Live, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
 ) -> None:
@@ -423,6 +439,9 @@ def test_ask_with_a_model_over_an_openai_compatible_server_never_shows_the_key(
             ],
             env=env,
         )
+        # The command closed its model client: no connection outlives it (left to the
+        # garbage collector, its socket was reported unclosed at some later point).
+        assert _connections_to(httpx.URL(sims[0].url).port or 80) == 0
     assert result.exit_code == 0, result.output
     answer = json.loads(result.stdout)
     assert answer["model"] == "ops-sim"  # the server's first model, asked over /v1/models
