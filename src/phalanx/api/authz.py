@@ -239,8 +239,10 @@ class Authorization:
         if not objects:
             kind = rule.kind or kind_name(str(params.get(rule.kind_param or "kind", ""))) or ""
             objects = [(kind, str(params.get(rule.name_param or "name", "")))]
-        for kind, name in objects:
-            self.audit.record(AuditRecord(now, user or "-", action, kind, name, status))
+        who = user or "-"
+        self.audit.record_many(
+            [AuditRecord(now, who, action, kind, name, status) for kind, name in objects]
+        )
 
 
 HIDDEN = "(hidden)"

@@ -31,10 +31,9 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from phalanx.api.authz import redact_jobs_json
-from phalanx.api.conversion import apply_out
 from phalanx.api.errors import BAD_REQUEST, ApiRequestError
 from phalanx.api.limits import DEFAULT_LIMITS, LimitExceededError, check_json_depth
-from phalanx.api.rendering import JobJson, json_bytes
+from phalanx.api.rendering import JobJson, apply_json
 from phalanx.api.schemas import CONTINUE_HEADER, RESOURCE_VERSION_HEADER
 from phalanx.auth import Principal, admit_apply, stored_jobs
 from phalanx.controllers.plane import ControlPlane
@@ -119,11 +118,7 @@ class JobRoutes:
         out: list[bytes | Exception] = []
         for item in admitted:
             outcome = item if isinstance(item, Exception) else next(applied)
-            out.append(
-                outcome
-                if isinstance(outcome, Exception)
-                else json_bytes([apply_out(r) for r in outcome])
-            )
+            out.append(outcome if isinstance(outcome, Exception) else apply_json(outcome))
         return out
 
     def page(

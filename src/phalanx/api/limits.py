@@ -72,7 +72,9 @@ def too_large_message(size: int | None, limits: ApiLimits) -> str:
 
 _JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
-_STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
+#: Opening brackets to 1 and closing ones to -1 (0xFF, read as signed bytes): the running sum
+#: of the steps is the depth, summed in C rather than in a generator over every bracket.
+_STEPS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
 
 
 def check_json_depth(body: bytes, limits: ApiLimits = DEFAULT_LIMITS, where: str = "") -> None:
@@ -85,8 +87,8 @@ def check_json_depth(body: bytes, limits: ApiLimits = DEFAULT_LIMITS, where: str
     # outside a string; with one, strings are found one by one.
     is_escaped = b'\\"' in body
     outside = _JSON_STRING.sub(b"", body) if is_escaped else b"".join(body.split(b'"')[0::2])
-    brackets = outside.translate(None, _NOT_BRACKETS)
-    deepest = max(accumulate(_STEP[b] for b in brackets), default=0)
+    steps = memoryview(outside.translate(_STEPS, _NOT_BRACKETS)).cast("b")
+    deepest = max(accumulate(steps), default=0)
     if deepest > limits.max_depth:
         prefix = f"{where}: " if where else ""
         raise LimitExceededError(

@@ -20,15 +20,18 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
+from json.encoder import encode_basestring as _string  # a str as json.dumps writes it
 from typing import Any
 
 from pydantic import TypeAdapter
 from starlette.responses import Response
 
-from phalanx.api.conversion import job_out
+from phalanx.api.conversion import apply_out, job_out, reason_out
 from phalanx.api.schemas import job_item
 from phalanx.controllers.queries import Queries
 from phalanx.controllers.state import HOLDING
+from phalanx.controllers.views import ApplyResult
 from phalanx.model.metadata import LabelSelector
 
 # What pydantic writes for what the standard library's json refuses (NaN, infinity: null).
@@ -49,6 +52,33 @@ def json_bytes(value: object) -> bytes:
     except (TypeError, ValueError):  # NaN or infinity in free-form facts, or a stray type
         return _ANY.dump_json(value)
     return text.encode()
+
+
+def apply_json(results: Sequence[ApplyResult]) -> bytes:
+    """``json_bytes([apply_out(r) for r in results])``, the same bytes, with each distinct set
+    of warnings encoded once: the jobs of a batch of one template share their warning (the
+    same Reason objects, see ``ControlPlane._warnings``), and encoding it again for each job
+    was most of the answer's cost."""
+    encoded: dict[tuple[int, ...], str] = {}
+    parts: list[str] = []
+    try:
+        for result in results:
+            # By the warnings' identities: ``results`` holds them, so no id is reused meanwhile.
+            key = tuple(map(id, result.warnings))
+            warnings = encoded.get(key)
+            if warnings is None:
+                warnings = encoded[key] = _dumps([reason_out(w) for w in result.warnings])
+            parts.append(
+                f'{{"kind":{_string(result.kind)},"name":{_string(result.name)},'
+                f'"action":{_string(result.action)},"warnings":{warnings}}}'
+            )
+    except (TypeError, ValueError):  # as json_bytes: what the standard library refuses
+        return json_bytes([apply_out(r) for r in results])
+    return f"[{','.join(parts)}]".encode()
+
+
+def _dumps(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
 class JobJson:

@@ -35,12 +35,19 @@ class AuditLog:
         self._thread.start()
 
     def record(self, record: AuditRecord) -> None:
+        self.record_many((record,))
+
+    def record_many(self, records: Sequence[AuditRecord]) -> None:
+        """``record`` each of ``records`` (a batch of applied jobs: one lock, not one each)."""
+        if not records:
+            return
         with self._cond:
-            self._pending.append(record)
-            self._queued += 1
+            was_empty = not self._pending
+            self._pending += records
+            self._queued += len(records)
             # The writer waits for a first record, then lingers until a batch is full:
             # waking it for the records in between would only cost a thread switch each.
-            if len(self._pending) == 1 or len(self._pending) >= self._batch:
+            if was_empty or len(self._pending) >= self._batch:
                 self._cond.notify_all()
 
     def flush(self, timeout_s: float = 10.0) -> None:

@@ -109,7 +109,7 @@ class _Templates:
         """(name, key) of ``manifest``; None when it cannot be reused (no valid name, values
         marshal refuses)."""
         metadata = manifest.get("metadata")
-        if not isinstance(metadata, Mapping):
+        if type(metadata) is not dict and not isinstance(metadata, Mapping):  # dict: quicker
             return None
         name = metadata.get("name")
         if not isinstance(name, str) or len(name) > _MAX_NAME or not _NAME.fullmatch(name):
@@ -212,7 +212,7 @@ def lookup(text: str) -> Kind:
 def parse(manifest: object, source: str = "") -> Parsed:
     """Validate one manifest of any applied kind. Raises SpecError listing every problem
     (an unknown ``kind`` names the kinds that can be applied)."""
-    if not isinstance(manifest, Mapping):
+    if type(manifest) is not dict and not isinstance(manifest, Mapping):  # dict: quicker
         raise SpecError(
             [
                 FieldError(

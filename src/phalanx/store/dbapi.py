@@ -17,7 +17,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["insert_jobs", "manifests_named"]
+__all__ = ["insert_audit", "insert_jobs", "manifests_named"]
 
 _encode = json.JSONEncoder(separators=(",", ":")).encode
 
@@ -68,6 +68,9 @@ _INSERT_EVENT = (
     "INSERT INTO events (job_id, at, type, reason, message, kind, name, facts) "
     "VALUES (?, ?, 'Normal', 'Created', ?, 'Job', ?, ?)"
 )
+_INSERT_AUDIT = (
+    "INSERT INTO audit (at, user, action, kind, name, status, detail) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
 #: Names per ``IN`` (SQLite's default limit of bound parameters is far above it).
 _CHUNK = 500
 
@@ -101,23 +104,52 @@ def insert_jobs(cursor: Any, new_rows: Iterable[dict[str, Any]]) -> None:
     cursor.executemany(
         _INSERT_CHANGE, [(row["resource_version"], row["name"], row["created_at"]) for row in rows]
     )
-    cursor.executemany(
-        _INSERT_JOB,
-        [
-            tuple(_json(row[c]) if c in _JSON_COLUMNS else row[c] for c in _JOB_COLUMNS)
-            for row in rows
-        ],
-    )
+    cursor.executemany(_INSERT_JOB, [_job_values(row) for row in rows])
+    # The Created event's message and facts depend only on the queue: built once per queue.
+    messages: dict[str, str] = {}
+    facts: dict[str, str] = {}
+    for queue in {row["queue"] for row in rows}:
+        messages[queue] = f"submitted to queue {queue}"
+        facts[queue] = _encode({"queue": queue})
     cursor.executemany(
         _INSERT_EVENT,
         [
-            (
-                row["id"],
-                row["created_at"],
-                f"submitted to queue {row['queue']}",
-                row["name"],
-                _encode({"queue": row["queue"]}),
-            )
+            (row["id"], row["created_at"], messages[row["queue"]], row["name"], facts[row["queue"]])
             for row in rows
         ],
     )
+
+
+def _job_values(row: dict[str, Any]) -> tuple[Any, ...]:
+    """The INSERT's parameters of one new job, in ``_JOB_COLUMNS`` order (JSON columns
+    encoded); spelt out rather than looped over the columns: it runs once per job."""
+    return (
+        row["id"],
+        row["name"],
+        row["uid"],
+        _json(row["manifest"]),
+        row["queue"],
+        row["priority"],
+        row["phase"],
+        row["reason_code"],
+        row["message"],
+        row["flavor"],
+        row["attempt"],
+        row["restarts"],
+        row["not_before"],
+        row["is_deleting"],
+        row["created_at"],
+        _json(row["reason_facts"]),
+        _json(row["labels"]),
+        _json(row["annotations"]),
+        _json(row["owner_refs"]),
+        row["resource_version"],
+        row["generation"],
+        _json(row["conditions"]),
+    )
+
+
+def insert_audit(cursor: Any, values: Iterable[tuple[float, str, str, str, str, int, str]]) -> None:
+    """Insert audit rows (at, user, action, kind, name, status, detail), already cut to the
+    columns' lengths. The caller holds the write lock and commits."""
+    cursor.executemany(_INSERT_AUDIT, list(values))

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeGuard, cast
 
 from sqlalchemy import (
     JSON,
@@ -138,17 +138,21 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 def metadata_of(manifest: Mapping[str, Any]) -> tuple[dict[str, str], dict[str, str], list[Any]]:
     """(labels, annotations, ownerReferences) of a manifest's metadata."""
     metadata = manifest.get("metadata")
-    if not isinstance(metadata, Mapping):
+    if not _is_mapping(metadata):
         return {}, {}, []
     labels, annotations = metadata.get("labels"), metadata.get("annotations")
     owners = metadata.get("ownerReferences")
     return (
-        {str(k): str(v) for k, v in labels.items()} if isinstance(labels, Mapping) else {},
-        {str(k): str(v) for k, v in annotations.items()}
-        if isinstance(annotations, Mapping)
-        else {},
-        [dict(o) for o in owners if isinstance(o, Mapping)] if isinstance(owners, list) else [],
+        {str(k): str(v) for k, v in labels.items()} if _is_mapping(labels) else {},
+        {str(k): str(v) for k, v in annotations.items()} if _is_mapping(annotations) else {},
+        [dict(o) for o in owners if _is_mapping(o)] if isinstance(owners, list) else [],
     )
+
+
+def _is_mapping(value: object) -> TypeGuard[Mapping[str, Any]]:
+    """``isinstance(value, Mapping)``, a plain dict found first: an ABC's isinstance costs
+    more, and this runs for every new job."""
+    return type(value) is dict or isinstance(value, Mapping)
 
 
 #: A row read with a Core select of a table (``select(_JOBS)``): its columns by the same

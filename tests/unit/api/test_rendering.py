@@ -18,8 +18,8 @@ import pytest
 from pydantic import TypeAdapter
 from test_conversion import T0, make_metadata, make_view
 
-from phalanx.api.conversion import apply_out, job_out
-from phalanx.api.rendering import JobJson, json_bytes
+from phalanx.api.conversion import apply_out, job_out, reason_out
+from phalanx.api.rendering import JobJson, apply_json, json_bytes
 from phalanx.api.schemas import ApplyOutcome, JobInfo, full_job_item, job_item
 from phalanx.backends.base import Backend
 from phalanx.controllers.health import HealthTracker
@@ -139,6 +139,35 @@ def test_apply_outcomes_are_what_the_schema_validates() -> None:
     ]
     adapter = TypeAdapter(list[ApplyOutcome])
     assert json.loads(json_bytes(outcomes)) == validated(adapter, outcomes)
+
+
+def test_apply_json_is_json_bytes_of_the_outcomes_with_warnings_shared_or_not() -> None:
+    never = Reason(
+        ReasonCode.NEVER_FITS,
+        {"flavor": "default", "check": "Node", "needed_gpu_milli": 8000, "max_node_gpus": 4},
+    )
+    other = Reason(ReasonCode.NEVER_FITS, {"flavor": "h100", "check": "Node", "max_node_gpus": 2})
+    results = [
+        ApplyResult("Queue", "team-a", "unchanged"),
+        ApplyResult("Job", "a-0", "created", (never,)),
+        ApplyResult("Job", "a-1", "created", (never,)),  # the same warning, encoded once
+        ApplyResult("Job", 'é-"q"', "unchanged", (other,)),
+        ApplyResult("Job", "a-2", "created", (never, other)),
+        ApplyResult("Job", "a-3", "created", (other, never)),
+    ]
+    body = apply_json(results)
+    assert body == json_bytes([apply_out(r) for r in results])
+    assert [o["warnings"] for o in json.loads(body)][-2:] == [
+        [json.loads(json_bytes(reason_out(w))) for w in pair]
+        for pair in ((never, other), (other, never))
+    ]
+
+
+def test_apply_json_writes_a_nan_fact_as_json_bytes_does() -> None:
+    odd = Reason(ReasonCode.NEVER_FITS, {"ratio": math.nan})
+    results = [ApplyResult("Job", "a", "created", (odd,))]
+    assert apply_json(results) == json_bytes([apply_out(r) for r in results])
+    assert b"NaN" not in apply_json(results)
 
 
 # -- pages -------------------------------------------------------------------------------
