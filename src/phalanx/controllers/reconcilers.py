@@ -483,13 +483,19 @@ class JobsReconciler:
                 ]
             )
             # The World takes these writes in as they are, rather than reading them back.
+            # Its records are only read: jobs given one Reason (the scheduler gives jobs alike
+            # the same one) share its message and one dict of its facts, not a copy each.
+            facts_of: dict[int, dict[str, object]] = {}
+            for _, reason in batch:
+                if id(reason) not in facts_of:
+                    facts_of[id(reason)] = reason.plain_facts()
             self.world.note(
                 [
                     replace(
                         job,
                         reason_code=reason.code.value,
                         message=reason.message,
-                        reason_facts=reason.plain_facts(),
+                        reason_facts=facts_of[id(reason)],
                         resource_version=version,
                     )
                     for (job, reason), version in zip(batch, versions, strict=True)

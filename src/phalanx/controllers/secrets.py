@@ -13,7 +13,9 @@ so the stored manifest holds no value; ``keys`` (each key's size in bytes) is wh
 and the API show. With PostgreSQL shared by several control planes every one of them needs
 the same key file.
 
-Imports phalanx.model, phalanx.kinds and phalanx.store (and ``cryptography``).
+Imports phalanx.model, phalanx.kinds and phalanx.store (and ``cryptography``, only where a
+Secret is sealed, opened or its key file read: the server loads this module at start, and
+``cryptography`` is some 7 MiB of its memory that a plane without Secrets never uses).
 """
 
 from __future__ import annotations
@@ -26,13 +28,15 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from typing import TYPE_CHECKING
 
 from phalanx.model.objects import PodSet, SecretKeyRef
 from phalanx.model.secrets import SecretSpec, parse_secret, secret_to_manifest
 from phalanx.model.specs import API_VERSION, SpecError
 from phalanx.store import ObjectRecord, Store
+
+if TYPE_CHECKING:
+    from cryptography.fernet import MultiFernet
 
 KIND = "Secret"
 KEY_FILE = "secrets.key"
@@ -82,6 +86,8 @@ class SecretVault:
     def cipher(self) -> MultiFernet:
         """The ciphers of the key file, creating the file (one key, mode 0600) if missing.
         Raises ValueError for a key file that holds no valid key."""
+        from cryptography.fernet import Fernet, MultiFernet  # lazily: see the module docstring
+
         with self._lock:
             if self._fernet is None:
                 self._fernet = MultiFernet([Fernet(k) for k in load_or_create_keys(self.key_path)])
@@ -93,6 +99,8 @@ class SecretVault:
         """The manifest to store for the normalised, plain ``manifest`` of a Secret: the same
         metadata, the values encrypted. A Secret stored with the same type and data keeps
         its stored form, so that applying it again reads as unchanged."""
+        from cryptography.fernet import InvalidToken  # lazily: see the module docstring
+
         secret = parse_secret(manifest)
         previous = self.store.get_object(KIND, secret.name)
         if previous is not None and previous.manifest.get("metadata") == manifest.get("metadata"):
@@ -153,6 +161,9 @@ class SecretVault:
         missing: set[str] = set()
         for variable, ref in pod_set.secret_env.items():
             if ref.secret not in data and ref.secret not in missing:
+                # Lazily (see the module docstring): only pods that refer to a Secret need it.
+                from cryptography.fernet import InvalidToken
+
                 try:
                     secret = self.get(ref.secret)
                 except (InvalidToken, SpecError, ValueError, OSError) as exc:
@@ -243,6 +254,8 @@ def load_or_create_keys(path: Path) -> list[bytes]:
     """The Fernet keys in ``path`` (one per line, the first encrypts), creating the file
     with one new key, mode 0600, if it does not exist. Raises ValueError for a file that
     holds no valid key (the message names the file and the fix)."""
+    from cryptography.fernet import Fernet  # lazily: see the module docstring
+
     with contextlib.suppress(FileExistsError):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

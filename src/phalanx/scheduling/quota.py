@@ -68,6 +68,10 @@ class QuotaState:
         self.limits: dict[_Key, tuple[int, ...]] = {
             key: tuple(self.limit(key[0], key[1], i)[0] for i in range(3)) for key in self.usage
         }
+        #: ``limit_reason``'s answers by (queue, flavor, amount): they depend on nothing that
+        #: changes during the cycle, and jobs alike share one Reason (its facts, message and
+        #: stored facts), which the control plane keeps for every waiting job.
+        self._limit_reasons: dict[tuple[str, str, tuple[int, int, int]], Reason | None] = {}
 
     def has_flavor(self, queue: str, flavor: str) -> bool:
         return (queue, flavor) in self.usage
@@ -128,12 +132,21 @@ class QuotaState:
 
     def limit_reason(self, queue: str, flavor: str, amount: Resources) -> Reason | None:
         """Return ``ExceedsQueueLimit`` when ``amount`` is more than the queue could ever use
-        on ``flavor`` (see ``limit``), else None."""
+        on ``flavor`` (see ``limit``), else None. Equal arguments get the same Reason."""
         key = (queue, flavor)
         request = _vector(amount)
         limits = self.limits[key]
         if request[0] <= limits[0] and request[1] <= limits[1] and request[2] <= limits[2]:
             return None
+        memo = (queue, flavor, request)
+        if memo not in self._limit_reasons:
+            self._limit_reasons[memo] = self._beyond_limit(queue, flavor, request)
+        return self._limit_reasons[memo]
+
+    def _beyond_limit(
+        self, queue: str, flavor: str, request: tuple[int, int, int]
+    ) -> Reason | None:
+        key = (queue, flavor)
         for i, name in enumerate(RESOURCE_NAMES):
             limit, limited_by = self.limit(queue, flavor, i)
             if request[i] <= limit:

@@ -877,3 +877,26 @@ def test_a_head_within_its_nominal_quota_goes_before_an_earlier_borrower() -> No
     decisions = schedule(snapshot)
     assert [a.job for a in decisions.admissions] == ["owner"]
     assert decisions.reason_for("borrower") is not None
+
+
+def test_jobs_alike_beyond_their_queues_limit_share_one_reason() -> None:
+    """The control plane keeps every waiting job's reason: jobs that ask the same of a queue
+    that can never give it get the very same Reason (one facts dict, one message), and a job
+    of another size gets its own, with its numbers."""
+    snapshot = make_snapshot(
+        nodes=nodes8(4),
+        queues=[make_queue("a").quota(gpu=8).obj()],
+        pending=[
+            make_job("j1").queue("a").gpus(8).replicas(2).obj(),
+            make_job("j2").queue("a").gpus(8).replicas(2).obj(),
+            make_job("j3").queue("a").gpus(8).replicas(3).obj(),
+        ],
+    )
+    decisions = schedule(snapshot)
+    found = [decisions.reason_for(name) for name in ("j1", "j2", "j3")]
+    assert None not in found
+    j1, j2, j3 = (p.reason for p in found if p is not None)
+    assert j1.code == ReasonCode.EXCEEDS_QUEUE_LIMIT
+    assert j1 is j2
+    assert j3 is not j1
+    assert (j1.facts["needed"], j3.facts["needed"]) == (16000, 24000)
