@@ -151,25 +151,12 @@ class IdentityStore:
         """``record_audit`` on SQLite, as the store writes new jobs (store/dbapi.py): one
         executemany on a pooled driver connection, without SQLAlchemy's parameter handling
         (about 25 µs a record through Core, a few through the cursor)."""
-        store = self.store
-        assert store._write_lock is not None  # SQLite only
         values = [
             (r.at, r.user, r.action[:300], r.kind[:32], r.name[:253], r.status, r.detail[:2000])
             for r in records
         ]
-        with store._write_lock:
-            connection = store.engine.raw_connection()
-            try:
-                cursor = connection.cursor()
-                cursor.execute("BEGIN IMMEDIATE")
-                try:
-                    dbapi.insert_audit(cursor, values)
-                except BaseException:
-                    connection.rollback()
-                    raise
-                connection.commit()
-            finally:
-                connection.close()
+        with self.store._driver_write() as cursor:
+            dbapi.insert_audit(cursor, values)
 
     def audit(
         self,

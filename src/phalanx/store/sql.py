@@ -454,10 +454,12 @@ class Store:
             for request in batch:
                 request.is_done = True
 
-    def _apply_jobs_through_dbapi(self, batch: list[_Apply]) -> None:
-        """``_apply_all`` for requests of jobs only, on SQLite: one transaction on a pooled
-        driver connection, without a Session (whose set-up and commit cost more than the
-        writes of one job)."""
+    @contextmanager
+    def _driver_write(self) -> Iterator[Any]:
+        """A cursor of a pooled driver connection in one write transaction (SQLite only,
+        under the write lock), committed when the block ends and rolled back if it raises:
+        for writes of many rows without a Session (whose set-up and commit cost more than
+        the writes of one job), see store/dbapi.py."""
         assert self._write_lock is not None  # SQLite only
         with self._write_lock:
             connection = self.engine.raw_connection()
@@ -465,24 +467,30 @@ class Store:
                 cursor = connection.cursor()
                 cursor.execute("BEGIN IMMEDIATE")
                 try:
-                    names = [job[0] for request in batch for job in request.jobs]
-                    existing = dbapi.manifests_named(cursor, names)
-                    new_rows: list[dict[str, Any]] = []
-                    for request in batch:
-                        try:
-                            request.actions, rows = _new_jobs(request, existing)
-                        except ValueError as exc:
-                            request.error = exc
-                            continue
-                        existing.update((row["name"], row["manifest"]) for row in rows)
-                        new_rows += rows
-                    dbapi.insert_jobs(cursor, new_rows)
+                    yield cursor
                 except BaseException:
                     connection.rollback()
                     raise
                 connection.commit()
             finally:
                 connection.close()
+
+    def _apply_jobs_through_dbapi(self, batch: list[_Apply]) -> None:
+        """``_apply_all`` for requests of jobs only, on SQLite: one transaction through the
+        driver (``_driver_write``)."""
+        with self._driver_write() as cursor:
+            names = [job[0] for request in batch for job in request.jobs]
+            existing = dbapi.manifests_named(cursor, names)
+            new_rows: list[dict[str, Any]] = []
+            for request in batch:
+                try:
+                    request.actions, rows = _new_jobs(request, existing)
+                except ValueError as exc:
+                    request.error = exc
+                    continue
+                existing.update((row["name"], row["manifest"]) for row in rows)
+                new_rows += rows
+            dbapi.insert_jobs(cursor, new_rows)
 
     def _apply_configs(
         self, s: Session, configs: Sequence[tuple[str, str, dict[str, Any]]], now: float
