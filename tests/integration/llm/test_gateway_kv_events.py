@@ -80,6 +80,36 @@ def test_the_engines_evictions_drop_the_prefix_from_the_estimate(
     assert after == 0, "the engine evicted group 0; the estimate still holds it"
 
 
+def test_a_gateway_started_beside_a_busy_engine_keeps_what_it_sent(
+    llm_sims: Callable[..., list[LLMSim]],
+) -> None:
+    sims = llm_sims(1, model="m", kv_blocks=32, block_size=16, engine="phalanx")
+    url = sims[0].url
+    # History the new gateway never saw: groups 1-4 straight to the engine, which evicts.
+    with httpx.Client(base_url=url, timeout=10.0) as engine:
+        for group in range(1, 5):
+            reply = engine.post("/v1/chat/completions", content=body(group))
+            assert reply.status_code == 200, reply.text
+    routes = EditableRoutes((llm_route("chat", [url], ["m"], cacheBlocks=HUGE),))
+    # The first poll comes after group 0 is sent; group 0 is not evicted after it.
+    thread = GatewayThread(
+        routes, routes, "127.0.0.1", 0, metrics_interval_s=0, kv_events_interval_s=0.3
+    )
+    port = thread.start()
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10.0) as client:
+            assert client.post("/v1/chat/completions", content=body(0)).status_code == 200
+            sent = held_blocks(thread.gateway, url, 0)
+            time.sleep(0.8)  # two polls: the history, then nothing new
+            info = thread.gateway._engines[url]
+            assert info.has_events and info.synced
+            kept = held_blocks(thread.gateway, url, 0)
+    finally:
+        thread.stop()
+    assert sent > 0
+    assert kept == sent, "the engine's evictions before this gateway started dropped group 0"
+
+
 def test_without_events_or_metrics_the_estimate_keeps_what_was_sent(
     llm_sims: Callable[..., list[LLMSim]],
 ) -> None:

@@ -381,6 +381,18 @@ def test_blocks_expire_once_the_engine_stored_as_many_as_it_holds() -> None:
     assert index.matched(URLS[0], b) == 2
 
 
+def test_restamped_blocks_expire_from_the_new_stamp() -> None:
+    index = PrefixIndex(capacity=4096)
+    a = prompt_blocks(b"a" * 80, 10, 8)
+    index.record(URLS[0], a)  # before the engine's clock was read: stamp 0
+    # The first read finds the engine at 180 stored blocks: a was stored by then at most.
+    index.restamp(URLS[0], 180)
+    index.restamp(URLS[1], 180)  # nothing held there: nothing to do
+    assert index.expire(URLS[0], clock=200, held=48) == 0
+    assert index.matched(URLS[0], a) == 8
+    assert index.expire(URLS[0], clock=228, held=48) == 8
+
+
 def test_prefill_work_in_flight_tips_equal_loads() -> None:
     index = PrefixIndex(4096)
     blocks = prompt_blocks(b"a new prompt " * 700, 128, 64)

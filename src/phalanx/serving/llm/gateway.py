@@ -29,7 +29,8 @@ It is the serving router (``phalanx.serving.router.Router``) with three things c
    gateway's blocks by the ratio of blocks recorded to prompt tokens processed), else by
    ``cacheBlocks``. Where the engine serves KV cache events (``GET /kv_events``, polled every
    ``kv_events_interval_s``; see ``phalanx.serving.llm.engine``), each block recorded is
-   stamped with the engine's clock (the blocks it has stored), and a block is dropped once
+   stamped with the engine's clock (the blocks it has stored; the first read only sets the
+   clock, and what was recorded before it takes that stamp), and a block is dropped once
    the engine has stored as many blocks since as it holds (``PrefixIndex.expire``); an
    engine without events is asked again at each metrics read. An engine whose
    finished-request count drops, or that clears its cache, was restarted: its estimate is
@@ -213,6 +214,9 @@ class _EngineInfo:
     #: KV events: served or not (None: not asked yet), the cursor, the engine's clock (the
     #: blocks it stored since its cache was last cleared) and the blocks it holds.
     has_events: bool | None = None
+    #: Whether the events have been read once: the first read is the engine's history
+    #: before this gateway asked, which sets the clock but drops nothing recorded since.
+    synced: bool = False
     cursor: int = 0
     clock: int = 0
     held: int = 0
@@ -779,6 +783,17 @@ class Gateway(Router):
         """Advance ``url``'s engine clock by what it stored and drop from the estimate what
         its engine must have evicted since (``PrefixIndex.expire``)."""
         info.cursor = cursor
+        if not info.synced:
+            # What the engine stored and evicted before this first read is history (another
+            # gateway's traffic, or this one's before a restart): the blocks recorded since
+            # this gateway started were stored at the latest now, so they are stamped with
+            # the clock as it reads now. Expiring them by the history's evictions instead
+            # dropped the whole estimate of a gateway started beside busy engines.
+            info.synced = True
+            info.clock = stored
+            info.held = max(0, stored - removed)
+            svc.index.restamp(url, info.clock)
+            return
         if restarted:
             svc.index.forget(url)
             info.clock = info.held = 0

@@ -232,6 +232,14 @@ class PrefixIndex:
             dropped += 1
         return dropped
 
+    def restamp(self, replica: str, stamp: int) -> None:
+        """Stamp every block ``replica`` holds with ``stamp``: they were recorded before its
+        engine's clock was first read, which then read ``stamp``."""
+        blocks = self._blocks.get(replica)
+        if blocks:
+            for block in blocks:
+                blocks[block] = stamp
+
     def matched(self, replica: str, blocks: Sequence[int]) -> int:
         """How many of ``blocks``, from the first, ``replica`` holds in a row."""
         held = self._blocks.get(replica)
