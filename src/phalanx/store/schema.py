@@ -2,9 +2,11 @@
 
 ``upgrade`` brings any database to the newest revision: a new one gets every revision, one
 written before migrations existed (tables but no ``alembic_version``) is stamped at the
-baseline first, and one at the newest revision is left alone. Alembic is imported only when
-there is something to do (or to tell): it and what it loads (Mako, Pygments) are some 11 MiB
-of a server's memory. Must not import controllers.
+baseline first, and one at the newest revision is left alone. An empty SQLite database gets
+the newest schema from ``migrations/head.sqlite.sql``, the schema text the revisions leave
+there (a test checks it against them). Alembic is imported only when there is something to
+migrate (or to tell): it and what it loads (Mako, Pygments) are some 10 MiB of a server's
+memory, kept for the server's life once imported. Must not import controllers.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ if TYPE_CHECKING:
     from alembic.config import Config
 
 _MIGRATIONS = Path(__file__).with_name("migrations")
+#: The newest schema on SQLite, as the revisions leave a new database (see that file).
+SQLITE_HEAD = _MIGRATIONS / "head.sqlite.sql"
 BASELINE = "0001"
 #: The newest revision, as ``head()`` reads it from the revisions (a test checks that they
 #: agree): a database already there is left alone without importing Alembic.
@@ -66,6 +70,52 @@ def _is_at(engine: Engine, revision: str) -> bool:
         return [r[0] for r in rows] == [revision]
 
 
+def sqlite_head_statements() -> tuple[str, list[str]]:
+    """(revision, statements) of ``SQLITE_HEAD``: the revision its first line names and the
+    CREATE statements that follow, each as SQLite keeps it (no trailing semicolon)."""
+    text = SQLITE_HEAD.read_text(encoding="utf-8")
+    first, _, _ = text.partition("\n")
+    revision = first.removeprefix("-- revision ").strip()
+    body = "".join(line for line in text.splitlines(keepends=True) if not line.startswith("--"))
+    statements = [s.strip("\n") for s in body.split(";\n") if s.strip()]
+    return revision, statements
+
+
+def _create_on_empty_sqlite(engine: Engine) -> bool:
+    """Create the newest schema, and its row of ``alembic_version``, in an empty SQLite
+    database in one transaction; return False, writing nothing, when the database is not
+    empty (it is Alembic's to upgrade) or the statements are of another revision than
+    ``HEAD``.
+
+    The transaction takes SQLite's write lock before it looks (BEGIN IMMEDIATE), so of two
+    processes opening one new file together, one creates the schema and the other then finds
+    it at the newest revision.
+    """
+    revision, statements = sqlite_head_statements()
+    if revision != HEAD:
+        return False
+    connection = engine.raw_connection()
+    try:
+        cursor = connection.cursor()
+        cursor.execute("BEGIN IMMEDIATE")
+        try:
+            if cursor.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+                connection.rollback()
+                return False
+            for statement in statements:
+                cursor.execute(statement)
+            cursor.execute("INSERT INTO alembic_version (version_num) VALUES (?)", (HEAD,))
+            connection.commit()
+        except BaseException:
+            connection.rollback()
+            raise
+        finally:
+            cursor.close()
+    finally:
+        connection.close()
+    return True
+
+
 def current(engine: Engine) -> str | None:
     """The database's revision: None for an empty database, the baseline for one written
     before migrations existed."""
@@ -84,6 +134,8 @@ def upgrade(engine: Engine, target: str = "head") -> tuple[str | None, str]:
     """
     if target == "head" and _is_at(engine, HEAD):
         return HEAD, HEAD
+    if target == "head" and engine.dialect.name == "sqlite" and _create_on_empty_sqlite(engine):
+        return None, HEAD
     from alembic import command
 
     is_sqlite = engine.dialect.name == "sqlite"
