@@ -40,16 +40,22 @@ def held_blocks(gateway: Gateway, url: str, group: int) -> int:
     return index.matched(url, prompt_blocks(prompt_region(body(group)), 128, 64))
 
 
+def gateway_on(url: str, *, metrics_s: float, events_s: float) -> GatewayThread:
+    """A gateway with one service on the engine at ``url``, its estimate bounded only by
+    what the engine says."""
+    routes = EditableRoutes((llm_route("chat", [url], ["m"], cacheBlocks=HUGE),))
+    return GatewayThread(
+        routes, routes, "127.0.0.1", 0, metrics_interval_s=metrics_s, kv_events_interval_s=events_s
+    )
+
+
 def run_groups(
     sims: list[LLMSim], *, metrics_s: float, events_s: float
 ) -> tuple[int, int, GatewayThread]:
     """Group 0, then groups 1–4 (which evict group 0 from the engine's 32 blocks): how
     many of group 0's blocks the estimate holds before and after."""
     url = sims[0].url
-    routes = EditableRoutes((llm_route("chat", [url], ["m"], cacheBlocks=HUGE),))
-    thread = GatewayThread(
-        routes, routes, "127.0.0.1", 0, metrics_interval_s=metrics_s, kv_events_interval_s=events_s
-    )
+    thread = gateway_on(url, metrics_s=metrics_s, events_s=events_s)
     port = thread.start()
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10.0) as client:
@@ -90,11 +96,8 @@ def test_a_gateway_started_beside_a_busy_engine_keeps_what_it_sent(
         for group in range(1, 5):
             reply = engine.post("/v1/chat/completions", content=body(group))
             assert reply.status_code == 200, reply.text
-    routes = EditableRoutes((llm_route("chat", [url], ["m"], cacheBlocks=HUGE),))
     # The first poll comes after group 0 is sent; group 0 is not evicted after it.
-    thread = GatewayThread(
-        routes, routes, "127.0.0.1", 0, metrics_interval_s=0, kv_events_interval_s=0.3
-    )
+    thread = gateway_on(url, metrics_s=0, events_s=0.3)
     port = thread.start()
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10.0) as client:
