@@ -9,6 +9,19 @@ would have been told). After the run, for jobs that waited at least ``--min-wait
 moment: error = |estimated wait - actual wait| / actual wait. Prints the median and p90, and
 the share of jobs that got no estimate.
 
+``--measure M`` (default: all of ``--limit``): only the first M jobs' estimates are measured,
+while all ``--limit`` jobs arrive. With ``--limit`` = M the submissions stop at the last
+measured job, and the waits that pass after it drain a backlog with nothing new arriving,
+which a real cluster's users do not allow (it favours an estimator that expects no later
+submissions); with ``--limit`` well above M, later jobs keep arriving and can overtake the
+measured ones. The estimates are the same either way (each pass sees only what was
+submitted by then); the actual starts are not. A run prints, in simulated hours from the
+first submission, when the measured and all submissions stop, when the measured jobs start,
+and how many start after the last submission: at 10× on 6 nodes the cluster is overloaded,
+and some ``be`` jobs start only once submissions stop however many follow, so their waits
+still end with the recording (docs/operations.md, "Arrivals that go on after the measured
+jobs", has the figures of ``--limit 1000 --measure 200``).
+
 ``--history trace`` (default): the estimator also knows the runtimes of the trace's jobs that
 finished before the window's first arrival, as a control plane that had run the trace so far
 would (``none``: only of jobs finished during the run, as a server started empty).
@@ -35,8 +48,10 @@ whether a later arrival (of higher, or same or lower priority) started first.
 
 ``--record FILE``: run the simulation only, writing what the estimator reads at each pass
 (``plane_inputs`` and the runtime history) and every job's submission and actual start (about
-15 s). ``--replay FILE --config …``: measure estimators on that recording, each pass in time
-order with only what the plane knew then; the forward runs of each (samples, repeat, window,
+15 s; 30-45 s with ``--limit 1000``); with ``--measure``, only the passes at which a measured
+job gets its first estimate, so the replay measures the same jobs. ``--replay FILE --config
+…``: measure estimators on that recording, each pass in time order with only what the plane
+knew then; the forward runs of each (samples, repeat, window,
 min_group, size, overtake) are kept beside it (``FILE.runs-…``), so ranks (``rank``,
 ``rank_whole``) and the corrections (``priority``, ``calibrate``, ``class``, ``cmin``) are
 measured again in seconds. ``size=N``: runtimes of the same queue and whole size (GPUs, CPUs,
@@ -47,6 +62,7 @@ A key not given in ``--config`` takes the estimator's default. See docs/operatio
 
     .venv/bin/python bench/estimates_bench.py [--skip 2000] [--limit 200] [--nodes 6] [--speedup 10] [--runtimes oracle] [--samples 7] [--buckets]
     .venv/bin/python bench/estimates_bench.py --record /tmp/openb.rec
+    .venv/bin/python bench/estimates_bench.py --record /tmp/openb.rec --limit 1000 --measure 200
     .venv/bin/python bench/estimates_bench.py --replay /tmp/openb.rec --config new: --config old:rank_whole=-1
 """
 
@@ -278,6 +294,8 @@ def replay(args: argparse.Namespace, configs: list[Config]) -> None:
     them."""
     rec: Recording = pickle.loads(args.replay.read_bytes())
     print(f"replay of {args.replay}: {rec.flags}, {len(rec.passes)} estimate passes")
+    measure = rec.flags.get("measure", rec.flags["limit"])
+    print_spans(rec, {spec.name for _, _, spec in rec.submitted[: int(str(measure))]})
     for config in configs:
         key = (
             f"s{config.samples}-r{config.repeat_s:g}-w{config.arrival_window_s:g}"
@@ -320,6 +338,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--skip", type=int, default=2000, help="start at job N of the trace")
     parser.add_argument("--limit", type=int, default=200, help="this many jobs of the trace")
+    parser.add_argument(
+        "--measure",
+        type=int,
+        metavar="M",
+        help="measure the estimates of the first M jobs only, while all --limit jobs arrive "
+        "(default: all of them)",
+    )
     parser.add_argument("--nodes", type=int, default=6, help="first N nodes of the cluster")
     parser.add_argument(
         "--speedup", type=float, default=10.0, help="arrivals this many times closer together"
@@ -411,6 +436,10 @@ def main() -> None:
     jobs = load_openb_pods(args.data / "openb_pod_list_default.csv").jobs[
         args.skip : args.skip + args.limit
     ]
+    if args.measure is None or not 0 < args.measure <= len(jobs):
+        args.measure = len(jobs)
+    # Only these jobs' first estimates count; the later ones arrive and can overtake them.
+    measured = {j.name for j in jobs[: args.measure]}
     world = build_world(nodes, jobs)
     # The simulator's queues have unlimited quota; write it as a large finite one, which
     # queue manifests accept (the cluster is far smaller: quota never binds either way).
@@ -469,15 +498,19 @@ def main() -> None:
             waiting = {
                 r.name
                 for r in driver.plane.world.read().jobs.values()
-                if r.phase == JobPhase.PENDING.value
+                if r.phase == JobPhase.PENDING.value and r.name in measured
             }
             if args.record:
                 if waiting <= seen:
                     continue
                 now = driver.clock.now
                 snapshot, running, specs = plane_inputs(driver.plane, now)
-                new = tuple(w.spec.name for w in snapshot.pending if w.spec.name not in seen)
-                seen.update(w.spec.name for w in snapshot.pending)
+                new = tuple(
+                    w.spec.name
+                    for w in snapshot.pending
+                    if w.spec.name in measured and w.spec.name not in seen
+                )
+                seen.update(new)
                 passes.append(
                     Pass(now, snapshot, running, specs, runtime_history(driver.plane), new)
                 )
@@ -509,7 +542,8 @@ def main() -> None:
                 estimate_cpu[config.name] += time.process_time() - before
                 first = firsts[config.name]
                 for name, e in estimates.items():
-                    first.setdefault(name, (now, e.start_at, e.waits_on))
+                    if name in measured:
+                        first.setdefault(name, (now, e.start_at, e.waits_on))
         driver.run()  # every job has arrived and had its first estimate
         records = {r.name: r for r in driver.store.list_jobs()}
         submitted = [
@@ -518,7 +552,10 @@ def main() -> None:
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu
     if args.record:
         recording = Recording(
-            {k: getattr(args, k) for k in ("skip", "limit", "nodes", "speedup", "history")},
+            {
+                k: getattr(args, k)
+                for k in ("skip", "limit", "measure", "nodes", "speedup", "history")
+            },
             seed,
             passes,
             sorted(submitted, key=lambda s: (s[0], s[1])),
@@ -526,12 +563,14 @@ def main() -> None:
         )
         args.record.write_bytes(pickle.dumps(recording, protocol=pickle.HIGHEST_PROTOCOL))
         print(
-            f"{len(nodes)} nodes, {len(jobs)} jobs: {samples} estimate passes recorded to "
-            f"{args.record} in {wall:.1f} s wall, {cpu:.1f} s CPU"
+            f"{len(nodes)} nodes, {len(jobs)} jobs ({args.measure} measured): {samples} estimate "
+            f"passes recorded to {args.record} in {wall:.1f} s wall, {cpu:.1f} s CPU"
         )
+        print_spans(recording, measured)
         return
     print(
-        f"{len(nodes)} nodes, {len(jobs)} jobs, runtimes {args.runtimes}: wall {wall:.1f} s, "
+        f"{len(nodes)} nodes, {len(jobs)} jobs ({args.measure} measured), runtimes "
+        f"{args.runtimes}: wall {wall:.1f} s, "
         f"CPU {cpu:.1f} s, {samples} estimate passes per configuration"
     )
     for config in configs:
@@ -540,6 +579,30 @@ def main() -> None:
         if args.buckets:
             by_name = {j.name: (job_spec(j), a.at) for j, a in zip(jobs, arrivals, strict=True)}
             print_buckets(rows_of(firsts[config.name], records, args.min_wait_s), by_name, records)
+
+
+def print_spans(rec: Recording, measured: set[str]) -> None:
+    """When the submissions stop against when the measured jobs start (simulated hours from
+    the first submission): while submissions go on, later work can still overtake a waiting
+    job; once they stop, a backlog drains with nothing new."""
+    t0 = rec.submitted[0][0]
+    last = rec.submitted[-1][0]
+    last_measured = max(at for at, _, spec in rec.submitted if spec.name in measured)
+    starts = sorted(
+        started
+        for name in measured
+        if name in rec.records and (started := rec.records[name].started_at) is not None
+    )
+    if not starts:
+        return
+    after = sum(1 for t in starts if t > last)
+    print(
+        f"  simulated hours from the first submission: measured jobs submitted until "
+        f"{(last_measured - t0) / 3600:.2f}, all until {(last - t0) / 3600:.2f}; measured "
+        f"jobs start until {(starts[-1] - t0) / 3600:.2f} (median "
+        f"{(statistics.median(starts) - t0) / 3600:.2f}), {after} of {len(starts)} after the "
+        f"last submission, {len(measured) - len(starts)} never"
+    )
 
 
 Row = tuple[str, float, float, str]  # job, signed error, actual wait, waits on
