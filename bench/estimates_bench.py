@@ -57,7 +57,9 @@ min_group, size, overtake) are kept beside it (``FILE.runs-…``), so ranks (``r
 measured again in seconds. ``size=N``: runtimes of the same queue and whole size (GPUs, CPUs,
 memory) speak for a job once they are N (0: never); ``overtake=1`` (replay only): the
 ``window`` model expects only the submissions that can overtake a waiting job
-(``phalanx.ops.arrivals.overtaking``).
+(``phalanx.ops.arrivals.overtaking``); ``load=N`` (replay only): split the errors by the
+overload flag (``Estimate.higher_priority_load`` over the last N s at least ``load_rho``,
+default 1) and count the jobs of each side that start only after the last submission.
 A key not given in ``--config`` takes the estimator's default. See docs/operations.md.
 
     .venv/bin/python bench/estimates_bench.py [--skip 2000] [--limit 200] [--nodes 6] [--speedup 10] [--runtimes oracle] [--samples 7] [--buckets]
@@ -90,6 +92,7 @@ from phalanx.ops.estimates import (
     DEFAULT_SAMPLES,
     DEFAULT_SIZE_MIN_GROUP,
     DEFAULT_WHOLE_GPU_RANK_Q,
+    OVERLOADED,
     Estimate,
     Finished,
     RunOptions,
@@ -144,6 +147,11 @@ class Config:
     size_min_group: int = DEFAULT_SIZE_MIN_GROUP
     #: 1: expected arrivals (``window``) only of the submissions that can overtake a waiter
     overtake: int = 0
+    #: > 0: split the errors by whether the higher-priority work submitted in this many
+    #: seconds past asked at least ``load_rho`` of the cluster at the first estimate (the
+    #: product's ``Estimate.is_overloaded`` with its defaults: load=1800, load_rho=1)
+    load_window_s: float = 0.0
+    load_rho: float = OVERLOADED
 
     KEYS = (
         "samples",
@@ -158,6 +166,8 @@ class Config:
         "rank_whole",
         "size",
         "overtake",
+        "load",
+        "load_rho",
     )
 
     def runtime_model(
@@ -196,6 +206,8 @@ class Config:
             values.get("rank_whole", default.rank_whole_q),
             int(values.get("size", default.size_min_group)),
             int(values.get("overtake", default.overtake)),
+            values.get("load", default.load_window_s),
+            values.get("load_rho", default.load_rho),
         )
 
 
@@ -287,6 +299,18 @@ def adjusted(
     return estimates
 
 
+def overloaded_jobs(config: Config, rec: Recording, p: Pass) -> set[str]:
+    """The pending jobs of pass ``p`` whose estimates ``config`` flags: the higher-priority
+    work submitted in its ``load`` window asks at least ``load_rho`` of the cluster (as
+    ``estimate_plane`` sets ``Estimate.higher_priority_load``)."""
+    if config.load_window_s <= 0:
+        return set()
+    model = config.runtime_model(p.history + rec.seed)
+    known = [(at, spec) for at, _, spec in rec.submitted if at <= p.now]
+    rho = priority_load(known, p.snapshot, model, config.load_window_s)
+    return {n for n, r in rho.items() if round(r, 2) >= config.load_rho}
+
+
 def replay(args: argparse.Namespace, configs: list[Config]) -> None:
     """Measure ``configs`` on a ``--record`` file, each estimating every pass in time order.
     The forward runs of each (samples, repeat, window, min_group) are made once and kept
@@ -318,11 +342,18 @@ def replay(args: argparse.Namespace, configs: list[Config]) -> None:
         first: dict[str, tuple[float, float | None, str]] = {}
         log = EstimateLog(max(1, config.calibrate), config.calibrate_min_wait_s)
         before = time.process_time()
+        overloaded: set[str] = set()
         for p, runs in zip(rec.passes, all_runs, strict=True):
+            flagged = overloaded_jobs(config, rec, p)
             for name, e in adjusted(config, rec, p, runs, log).items():
-                first.setdefault(name, (p.now, e.start_at, e.waits_on))
+                if name not in first:
+                    first[name] = (p.now, e.start_at, e.waits_on)
+                    if name in flagged:
+                        overloaded.add(name)
         cpu = runs_cpu + time.process_time() - before
         report(config, first, rec.records, args.min_wait_s)
+        if config.load_window_s > 0:
+            report_overloaded(overloaded, first, rec.records, args.min_wait_s, rec.submitted[-1][0])
         print(f"  CPU per estimate pass: {cpu / max(1, len(rec.passes)):.3f} s")
         if args.buckets:
             by_name = {spec.name: (spec, at) for at, _, spec in rec.submitted}
@@ -659,6 +690,47 @@ def report(
             f"p90 {percentile(errors, 0.9) * 100:.1f} %, within 20 %: "
             f"{sum(e <= 0.2 for e in errors) / len(errors) * 100:.0f} % of {len(errors)} jobs; "
             f"median signed {statistics.median(signed) * 100:+.1f} %"
+        )
+
+
+def report_overloaded(
+    overloaded: set[str],
+    first: Mapping[str, tuple[float, float | None, str]],
+    records: Mapping[str, JobRecord],
+    min_wait_s: float,
+    last_submitted: float,
+) -> None:
+    """The errors split by the flag: the jobs whose first estimate said that higher-priority
+    work arrived faster than the cluster served it, and the rest; their actual waits, how
+    many flagged jobs started within ``min_wait_s`` (told "later" wrongly), and how many of
+    each started only after the last submission (``last_submitted``)."""
+    for label, names in (
+        ("flagged overloaded", overloaded),
+        ("not flagged", set(first) - overloaded),
+    ):
+        rows = rows_of({n: first[n] for n in names}, records, min_wait_s)
+        started = [
+            started - first[n][0]
+            for n in names
+            if n in records and (started := records[n].started_at) is not None
+        ]
+        soon = sum(w < min_wait_s for w in started)
+        after_last = sum(
+            1
+            for n in names
+            if n in records and (records[n].started_at or float("inf")) > last_submitted
+        )
+        if not rows:
+            print(f"  {label}: {len(names)} jobs, none waited >= {min_wait_s:g} s")
+            continue
+        errors = [abs(signed) for _, signed, _, _ in rows]
+        print(
+            f"  {label}: {len(names)} jobs ({len(rows)} waited >= {min_wait_s:g} s, {soon} "
+            f"started sooner, {len(names) - len(started)} never); median error "
+            f"{statistics.median(errors) * 100:.1f} % (p90 {percentile(errors, 0.9) * 100:.1f} %, "
+            f"median signed {statistics.median(s for _, s, _, _ in rows) * 100:+.1f} %); "
+            f"median actual wait {statistics.median(a for _, _, a, _ in rows):.0f} s; "
+            f"{after_last} started after the last submission or never"
         )
 
 

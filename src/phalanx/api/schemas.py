@@ -454,7 +454,10 @@ class DoctorReport(TypedDict):
 class EstimateInfo(TypedDict):
     """When a pending job should start (``start_at``, epoch seconds; ``wait_s`` from now;
     both null when not within a week, or never as things stand), what it waits on now (a
-    reason code) and the jobs whose end lets it start (``after``)."""
+    reason code) and the jobs whose end lets it start (``after``). ``higher_priority_load``:
+    the share of the cluster asked for by the work of higher priority than the job's
+    submitted in the last 30 minutes; at 1 or more it arrives faster than the cluster serves
+    it, the estimate holds only if it stops coming, and the job may start much later."""
 
     job: str
     queue: str
@@ -462,6 +465,7 @@ class EstimateInfo(TypedDict):
     wait_s: float | None
     waits_on: str
     after: list[str]
+    higher_priority_load: float
 
 
 class WatchEvent(TypedDict):

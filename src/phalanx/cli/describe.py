@@ -10,7 +10,7 @@ import shlex
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 
-from phalanx.cli.doctor import start_text
+from phalanx.cli.doctor import is_overloaded, start_text
 from phalanx.cli.tables import (
     NONE,
     format_age,
@@ -33,7 +33,8 @@ _LABEL_WIDTH = 14
 
 
 def _field(label: str, value: object, indent: int = 0) -> str:
-    return f"{' ' * indent}{label + ':':<{_LABEL_WIDTH - indent}}{value}"
+    """``label: value``, values lined up; a label too long for the column keeps one space."""
+    return f"{' ' * indent}{label + ':':<{_LABEL_WIDTH - indent - 1}} {value}"
 
 
 def _indented(text: str, spaces: int = 2) -> str:
@@ -171,6 +172,16 @@ def describe_job(job: JobInfo, now: float, estimate: EstimateInfo | None = None)
     if estimate is not None:
         after = f" (after {', '.join(estimate['after'])} end)" if estimate["after"] else ""
         lines.append(_field("Estimated start", f"{start_text(estimate)}{after}", 2))
+        if is_overloaded(estimate):
+            load = estimate["higher_priority_load"]
+            lines.append(
+                _field(
+                    "Start later",
+                    f"while higher-priority work keeps coming: lately it asks {load:g}× what "
+                    "the cluster serves",
+                    2,
+                )
+            )
     lines += [
         _field("Flavor", job["flavor"] or NONE, 2),
         _field("Attempt", f"{job['attempt']} (restarts: {job['restarts']})", 2),

@@ -53,15 +53,29 @@ def _facts_text(facts: Mapping[str, object]) -> str:
     return ", ".join(shown[:_MAX_FACTS]) + more
 
 
+#: At this ``EstimateInfo.higher_priority_load`` or more, higher-priority work arrives faster
+#: than the cluster serves it (the API's meaning of the field).
+OVERLOADED = 1.0
+
+
 def start_text(estimate: EstimateInfo | None) -> str:
     """``in 12m``, ``now``, or ``unknown`` (no estimate within a week, or never as things
-    stand); ``-`` when there is no estimate (the job is not pending)."""
+    stand); ``-`` when there is no estimate (the job is not pending). A ``+`` after the
+    start: work of higher priority arrives faster than the cluster serves it
+    (``is_overloaded``), and the job starts later while it keeps coming."""
     if estimate is None:
         return "-"
     wait = estimate["wait_s"]
     if wait is None:
         return "unknown"
-    return "now" if wait < 1 else f"in {format_age(wait)}"
+    text = "now" if wait < 1 else f"in {format_age(wait)}"
+    return f"{text}+" if is_overloaded(estimate) else text
+
+
+def is_overloaded(estimate: EstimateInfo) -> bool:
+    """Whether the work of higher priority submitted lately asks at least the whole cluster
+    (an older server does not say: no)."""
+    return estimate.get("higher_priority_load", 0.0) >= OVERLOADED
 
 
 def job_estimates(client: Client) -> dict[str, EstimateInfo]:

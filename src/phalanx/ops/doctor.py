@@ -31,6 +31,7 @@ from phalanx.controllers.views import EventView, JobView, NodeView
 from phalanx.model.objects import JobPhase
 from phalanx.model.reasons import ReasonCode
 from phalanx.model.resources import GPU, GPU_MILLI_PER_DEVICE, format_amount
+from phalanx.ops.estimates.forward import DEFAULT_LOAD_WINDOW_S, OVERLOADED
 from phalanx.ops.findings import Finding, FindingCode, Severity, ordered
 from phalanx.ops.losses import gpu_hours, lost_gpu_seconds
 from phalanx.ops.observation import Observation, free_gpus, gpu_count, node_gpus
@@ -319,6 +320,8 @@ def _unschedulable(obs: Observation, job: JobView, facts: Mapping[str, object]) 
     estimate = obs.estimates.get(job.name)
     if estimate is not None and estimate[0] is not None:
         evidence["estimated_start"] = estimate[0]
+    if estimate is not None and estimate[2] >= OVERLOADED:
+        evidence["higher_priority_load"] = estimate[2]
     if per_pod and total_free >= per_pod * pods and largest < per_pod:
         return [
             Finding(
@@ -336,6 +339,14 @@ def _unschedulable(obs: Observation, job: JobView, facts: Mapping[str, object]) 
         ]
     holders = sorted({p.split("/")[0] for n in nodes for p in n.pods})
     evidence["holders"] = holders
+    fix = "wait (see the start estimate), or preempt with a higher priority"
+    if "higher_priority_load" in evidence:
+        fix = (
+            f"wait: work of higher priority submitted in the last "
+            f"{DEFAULT_LOAD_WINDOW_S / 60:g} minutes asks "
+            f"{evidence['higher_priority_load']}× what the cluster serves, so the job starts "
+            "later than estimated while it keeps coming; or raise its priority"
+        )
     return [
         Finding(
             FindingCode.CAPACITY_BUSY,
@@ -344,7 +355,7 @@ def _unschedulable(obs: Observation, job: JobView, facts: Mapping[str, object]) 
             f"flavor {flavor} has {total_free} free GPUs (largest block {largest}); job "
             f"{job.name} needs {pods}×{per_pod or gpu_count(per_pod_milli)}; in use by "
             f"{', '.join(holders[:8]) or 'nobody'}",
-            "wait (see the start estimate), or preempt with a higher priority",
+            fix,
             0.6,
             subject,
             evidence,

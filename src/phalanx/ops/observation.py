@@ -30,8 +30,9 @@ class Observation:
     queue_specs: Mapping[str, Queue]
     flavors: tuple[ResourceFlavor, ...]
     nodes: tuple[NodeView, ...]
-    #: Names of jobs whose start estimate is known: name → (estimated start, waits on).
-    estimates: Mapping[str, tuple[float | None, str]] = field(default_factory=dict)
+    #: Names of jobs whose start estimate is known: name → (estimated start, waits on, the
+    #: load of the higher-priority work submitted lately: ``Estimate.higher_priority_load``).
+    estimates: Mapping[str, tuple[float | None, str, float]] = field(default_factory=dict)
     #: Services with their replicas, and PipelineRuns with their steps.
     services: tuple[ServiceFacts, ...] = ()
     runs: tuple[RunFacts, ...] = ()

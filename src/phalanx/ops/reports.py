@@ -56,7 +56,12 @@ def doctor_kind(kind: str) -> str:
 
 
 def _with_estimates(obs: Observation, estimates: Mapping[str, Estimate]) -> Observation:
-    return replace(obs, estimates={name: (e.start_at, e.waits_on) for name, e in estimates.items()})
+    return replace(
+        obs,
+        estimates={
+            name: (e.start_at, e.waits_on, e.higher_priority_load) for name, e in estimates.items()
+        },
+    )
 
 
 def doctor_report(
@@ -125,7 +130,8 @@ def parse_what_if(queue_gpus: Sequence[str] = (), drain: Sequence[str] = ()) -> 
 
 
 def estimates_report(plane: ControlPlane, what_if: WhatIf | None = None) -> list[dict[str, object]]:
-    """Every pending job's estimate: ``{job, queue, start_at, wait_s, waits_on, after}``, in
+    """Every pending job's estimate: ``{job, queue, start_at, wait_s, waits_on, after,
+    higher_priority_load}``, in
     the order they are expected to start (unknown last); with ``what_if``, as they would be
     after that change. Raises ValueError for a what-if naming an unknown queue or node."""
     now = plane.clock()
@@ -143,6 +149,7 @@ def estimates_report(plane: ControlPlane, what_if: WhatIf | None = None) -> list
             "wait_s": e.wait_s(now),
             "waits_on": e.waits_on,
             "after": list(e.after),
+            "higher_priority_load": e.higher_priority_load,
         }
         for e in ordered
     ]

@@ -155,3 +155,23 @@ def test_recent_submissions_are_expected_again_and_delay_what_they_pass(sim: Sim
     assert set(plain) == set(repeated) == {"big"}  # expected arrivals get no estimate
     assert plain["big"].start_at is not None and repeated["big"].start_at is not None
     assert repeated["big"].start_at > plain["big"].start_at
+
+
+def test_a_wait_behind_an_inflow_of_higher_priority_work_is_flagged(
+    sim: SimPlane, client: Client
+) -> None:
+    # Within 30 minutes three jobs of priority 5 ask the whole cluster (two 8-GPU nodes) for
+    # 10 minutes each, 1.0 times what it serves; quotas are far above it.
+    sim.apply([FLAVOR, queue("q", gpus=64)])
+    sim.apply([job("high-0", 8, replicas=2, priority=5, maxRuntime="10m")])
+    sim.run(2)
+    sim.apply([job("low", 8, maxRuntime="10m")])
+    sim.apply([job(f"high-{i}", 8, replicas=2, priority=5, maxRuntime="10m") for i in (1, 2)])
+    sim.run(2)
+    by_job = {e["job"]: e for e in client.estimates()}
+    assert by_job["low"]["higher_priority_load"] == pytest.approx(1.0)
+    assert by_job["high-1"]["higher_priority_load"] == 0.0
+    assert by_job["low"]["wait_s"] is not None  # the forward run's start, told all the same
+    [busy] = [f for f in client.doctor("job", "low")["findings"] if f["code"] == "CapacityBusy"]
+    assert busy["evidence"]["facts"]["higher_priority_load"] == pytest.approx(1.0)
+    assert "later than estimated while it keeps coming" in busy["fix"]

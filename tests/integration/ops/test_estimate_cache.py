@@ -104,3 +104,29 @@ def test_calibration_learns_from_the_first_estimates_of_jobs_that_started(sim: S
     assert plain is not None and calibrated is not None and plain > 60
     assert calibrated == pytest.approx(plain * log.calibration().factor)
     assert calibrated < 0.6 * plain
+
+
+def test_a_wait_behind_more_higher_priority_work_than_the_cluster_serves_says_so(
+    sim: SimPlane,
+) -> None:
+    # Two 8-GPU nodes. Within 30 minutes four jobs of priority 5 ask all 16 GPUs for 10
+    # minutes each, and one half of them: 4.5 × 600 s of the cluster in 1,800 s, 1.5 times
+    # what it serves.
+    sim.apply([FLAVOR, queue("q", gpus=16)])
+    sim.apply([job("high-0", 8, replicas=2, priority=5, maxRuntime="10m")])
+    sim.run(2)
+    sim.apply([job("low", 8, maxRuntime="10m"), job("peer", 8, priority=5, maxRuntime="10m")])
+    sim.run(2)
+    calm = estimate_plane(sim.plane)
+    # So far high-0 and peer: (600 s × 1 + 600 s × 0.5) / 1,800 s of the cluster.
+    assert calm["low"].higher_priority_load == pytest.approx(0.5)
+    assert not calm["low"].is_overloaded
+    assert calm["peer"].higher_priority_load == 0.0  # nothing above priority 5
+    sim.apply([job(f"high-{i}", 8, replicas=2, priority=5, maxRuntime="10m") for i in range(1, 4)])
+    sim.run(2)
+    busy = estimate_plane(sim.plane)
+    assert busy["low"].higher_priority_load == pytest.approx(1.5)
+    assert busy["low"].is_overloaded and not busy["peer"].is_overloaded
+    # The start told is the forward run's all the same: the load only says it may be later.
+    assert busy["low"].start_at is not None
+    assert estimate_plane(sim.plane, load_window_s=0.0)["low"].higher_priority_load == 0.0

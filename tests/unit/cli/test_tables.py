@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from phalanx.cli.describe import describe_job, format_devices
+from phalanx.cli.doctor import start_text
 from phalanx.cli.tables import (
     format_age,
     humanize_memory,
@@ -13,7 +14,7 @@ from phalanx.cli.tables import (
     render_table,
     truncate,
 )
-from phalanx.client import DeviceInfo, JobInfo, NodeInfo
+from phalanx.client import DeviceInfo, EstimateInfo, JobInfo, NodeInfo
 
 NOW = 1_700_000_000.0
 
@@ -185,3 +186,34 @@ def test_describe_job_keeps_the_pod_set_table_on_one_line_per_pod_set() -> None:
     assert pod_sets[1].split()[:5] == ["worker", "4", "0", "0", "8"]
     assert "Queued For:" in text and "3m20s" in text
     assert "\n  Reason:     QuotaExceeded\n" in text
+
+
+def make_estimate(wait_s: float | None, load: float) -> EstimateInfo:
+    return {
+        "job": "j",
+        "queue": "q",
+        "start_at": None if wait_s is None else NOW + wait_s,
+        "wait_s": wait_s,
+        "waits_on": "Unschedulable",
+        "after": ["holder"],
+        "higher_priority_load": load,
+    }
+
+
+@pytest.mark.parametrize(
+    ("wait_s", "load", "expected"),
+    [(600, 0.0, "in 10m"), (600, 0.99, "in 10m"), (600, 1.0, "in 10m+"), (0, 2.5, "now+")],
+)
+def test_a_start_behind_an_inflow_of_higher_priority_work_is_marked(
+    wait_s: float, load: float, expected: str
+) -> None:
+    assert start_text(make_estimate(wait_s, load)) == expected
+    assert start_text(make_estimate(None, load)) == "unknown"
+
+
+def test_describe_says_a_start_holds_only_if_higher_priority_work_stops_coming() -> None:
+    calm = describe_job(make_job_info(), NOW, make_estimate(600, 0.5))
+    assert "Estimated start: in 10m (after holder end)" in calm and "Start later" not in calm
+    busy = describe_job(make_job_info(), NOW, make_estimate(600, 1.6))
+    assert "in 10m+ (after holder end)" in busy
+    assert "Start later: while higher-priority work keeps coming: lately it asks 1.6× what" in busy

@@ -20,7 +20,9 @@ The modules, each with its own role:
 - ``what_if``: ``WhatIf``, a change to try on the snapshot first. Pure.
 - ``plane``: ``estimate_plane`` reads the control plane for them, applies the corrections of
   ``phalanx.ops.calibration`` and the expected submissions of ``phalanx.ops.arrivals`` when
-  asked, and keeps its answer per plane while nothing it read has changed
+  asked, tells each estimate the load of the higher-priority work submitted lately (at 1 or
+  more that work arrives faster than the cluster serves it, and the estimate holds only if it
+  stops coming), and keeps its answer per plane while nothing it read has changed
   (``estimate_cache``).
 
 Every public name is importable from here.
@@ -28,7 +30,14 @@ Every public name is importable from here.
 
 from __future__ import annotations
 
-from phalanx.ops.estimates.forward import DEFAULT_HORIZON_S, Estimate, forward, scaled
+from phalanx.ops.estimates.forward import (
+    DEFAULT_HORIZON_S,
+    DEFAULT_LOAD_WINDOW_S,
+    OVERLOADED,
+    Estimate,
+    forward,
+    scaled,
+)
 from phalanx.ops.estimates.plane import (
     CACHE_MAX_AGE_S,
     DEFAULT_ARRIVAL_WINDOW_S,
@@ -40,6 +49,7 @@ from phalanx.ops.estimates.plane import (
     estimate_plane,
     plane_inputs,
     runtime_history,
+    with_loads,
 )
 from phalanx.ops.estimates.runtimes import DEFAULT_SIZE_MIN_GROUP, Finished, RuntimeModel
 from phalanx.ops.estimates.sampling import (
@@ -59,11 +69,13 @@ __all__ = [
     "DEFAULT_ARRIVAL_WINDOW_S",
     "DEFAULT_CALIBRATE",
     "DEFAULT_HORIZON_S",
+    "DEFAULT_LOAD_WINDOW_S",
     "DEFAULT_PRIORITY_WINDOW_S",
     "DEFAULT_RANK_Q",
     "DEFAULT_SAMPLES",
     "DEFAULT_SIZE_MIN_GROUP",
     "DEFAULT_WHOLE_GPU_RANK_Q",
+    "OVERLOADED",
     "Estimate",
     "Finished",
     "RunOptions",
@@ -81,4 +93,5 @@ __all__ = [
     "sampled",
     "scaled",
     "whole_gpu_ranks",
+    "with_loads",
 ]

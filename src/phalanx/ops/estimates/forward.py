@@ -27,18 +27,34 @@ _NEVER = frozenset(
 )
 #: How far ahead a forward run looks by default: a week.
 DEFAULT_HORIZON_S = 7 * 86_400.0
+#: At this ``higher_priority_load`` (or more) an estimate holds only if that work stops coming.
+OVERLOADED = 1.0
+#: ``estimate_plane`` measures ``higher_priority_load`` over the submissions of this many
+#: seconds past by default (0: not measured).
+DEFAULT_LOAD_WINDOW_S = 1800.0
 
 
 @dataclass(frozen=True, slots=True)
 class Estimate:
     """When ``job`` should start (``start_at``, None: not within the horizon, or never as
     things stand) and what it waits on now (``waits_on``: a reason code; ``after``: the jobs
-    whose end lets it start)."""
+    whose end lets it start). ``higher_priority_load``: the share of the cluster that work
+    of higher priority than the job's, submitted lately, asks for (``rho`` of
+    ``phalanx.ops.calibration.priority_load``; 0: none, or not measured). At 1 or more that
+    work arrives faster than the cluster serves it: the forward run, which knows only the
+    jobs submitted so far, tells a start that holds only if it stops coming, and the job may
+    start much later (``OVERLOADED``)."""
 
     job: str
     start_at: float | None
     waits_on: str
     after: tuple[str, ...] = ()
+    higher_priority_load: float = 0.0
+
+    @property
+    def is_overloaded(self) -> bool:
+        """Whether work of higher priority arrives faster than the cluster serves it."""
+        return self.higher_priority_load >= OVERLOADED
 
     def wait_s(self, now: float) -> float | None:
         """Seconds from ``now`` to the estimated start (None: unknown)."""

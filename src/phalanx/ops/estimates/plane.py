@@ -15,7 +15,12 @@ from phalanx.model.objects import JobPhase, JobSpec
 from phalanx.ops.answer_cache import AnswerCache
 from phalanx.ops.arrivals import arrival_model_of, recent_arrivals, submissions_since
 from phalanx.ops.calibration import EstimateLog, priority_load, stretch
-from phalanx.ops.estimates.forward import DEFAULT_HORIZON_S, Estimate, scaled
+from phalanx.ops.estimates.forward import (
+    DEFAULT_HORIZON_S,
+    DEFAULT_LOAD_WINDOW_S,
+    Estimate,
+    scaled,
+)
 from phalanx.ops.estimates.runtimes import DEFAULT_SIZE_MIN_GROUP, Finished, RuntimeModel
 from phalanx.ops.estimates.sampling import (
     DEFAULT_RANK_Q,
@@ -64,6 +69,7 @@ def estimate_plane(
     whole_gpu_rank_q: float | None = DEFAULT_WHOLE_GPU_RANK_Q,
     priority_window_s: float = DEFAULT_PRIORITY_WINDOW_S,
     calibrate: int = DEFAULT_CALIBRATE,
+    load_window_s: float = DEFAULT_LOAD_WINDOW_S,
 ) -> dict[str, Estimate]:
     """Estimates for every pending job of ``plane``, from a snapshot of now (see
     ``phalanx.ops.estimates``), with ``what_if``'s change made first if given; ``samples``
@@ -77,7 +83,9 @@ def estimate_plane(
     (``phalanx.ops.calibration``): ``priority_window_s`` > 0 stretches each wait by the work
     of higher priority submitted in that many seconds past; ``calibrate`` > 0 scales waits by
     the median error of the first estimates of the latest ``calibrate`` jobs that started
-    (kept per plane, ``estimate_log``).
+    (kept per plane, ``estimate_log``). ``load_window_s`` > 0: each estimate tells the load
+    of the higher-priority work submitted in that many seconds past
+    (``Estimate.higher_priority_load``; its start is not changed).
 
     With ``runtimes`` None (the model is read from the plane's history), the answer is kept
     per plane and handed out again (a copy) while the store's revision, the cached world,
@@ -96,6 +104,7 @@ def estimate_plane(
         whole_gpu_rank_q,
         priority_window_s,
         calibrate,
+        load_window_s,
     )
     revision = plane.store.revision()
     world = plane.world.read()
@@ -130,11 +139,26 @@ def estimate_plane(
         submitted = submissions_since(plane, now - priority_window_s)
         rho = priority_load(submitted, snapshot, runtimes, priority_window_s)
         estimates = scaled(estimates, now, {name: stretch(r) for name, r in rho.items()})
+    if load_window_s > 0:
+        submitted = submissions_since(plane, now - load_window_s)
+        loads = priority_load(submitted, snapshot, runtimes, load_window_s)
+        estimates = with_loads(estimates, loads)
     if calibrate > 0 and what_if is None:
         estimates = calibrated(plane, estimates, now, calibrate)
     if cache is not None:
         cache.put(params, inputs, now, dict(estimates))
     return estimates
+
+
+def with_loads(
+    estimates: Mapping[str, Estimate], loads: Mapping[str, float]
+) -> dict[str, Estimate]:
+    """``estimates`` each telling its job's higher-priority load (``priority_load``), to two
+    decimals. Pure."""
+    return {
+        name: replace(e, higher_priority_load=round(loads.get(name, 0.0), 2))
+        for name, e in estimates.items()
+    }
 
 
 def plane_inputs(
