@@ -20,6 +20,7 @@ control plane.
 
 from __future__ import annotations
 
+import bisect
 import statistics
 import threading
 from collections import deque
@@ -66,19 +67,35 @@ def priority_load(
     cpu_total = sum(n.allocatable.cpu_milli for n in snapshot.nodes if not n.is_quarantined)
     if window_s <= 0 or cpu_total <= 0:
         return {w.spec.name: 0.0 for w in snapshot.pending}
-    # (priority, GPU share·s, CPU share·s) of each recent submission
-    work = []
+    # GPU share·s and CPU share·s of the recent submissions, by priority
+    by_priority: dict[int, list[float]] = {}
     for at, spec in submitted:
         if now - window_s <= at <= now:
             request, run_s = spec.total_request, runtimes.runtime_s(spec)
             gpu = request.gpu_milli / gpu_total if gpu_total else 0.0
-            work.append((spec.priority, gpu * run_s, request.cpu_milli / cpu_total * run_s))
+            sums = by_priority.setdefault(spec.priority, [0.0, 0.0])
+            sums[0] += gpu * run_s
+            sums[1] += request.cpu_milli / cpu_total * run_s
+    # work of priority above each priority seen (highest first: sums of all above it)
+    above: dict[int, tuple[float, float]] = {}
+    gpu_above = cpu_above = 0.0
+    for priority in sorted(by_priority, reverse=True):
+        above[priority] = (gpu_above, cpu_above)
+        gpu_above += by_priority[priority][0]
+        cpu_above += by_priority[priority][1]
+    levels = sorted(above)  # ascending
     out = {}
     for w in snapshot.pending:
         uses_gpus = w.spec.total_request.gpu_milli > 0 and gpu_total > 0
-        out[w.spec.name] = (
-            sum(g if uses_gpus else c for p, g, c in work if p > w.spec.priority) / window_s
-        )
+        # the lowest priority seen above the job's: its "above" plus its own work
+        i = bisect.bisect_right(levels, w.spec.priority)
+        if i == len(levels):
+            out[w.spec.name] = 0.0
+            continue
+        p = levels[i]
+        g, c = above[p]
+        g, c = g + by_priority[p][0], c + by_priority[p][1]
+        out[w.spec.name] = (g if uses_gpus else c) / window_s
     return out
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from phalanx.ops.calibration import (
@@ -60,6 +62,50 @@ def test_priority_load_counts_only_recent_work_of_higher_priority() -> None:
         "mid": 0.0,
         "cpu": 0.0,
     }
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_priority_load_sums_the_work_of_every_higher_priority(seed: int) -> None:
+    """Against the sum written out, job by job, for waiters at every priority level (below,
+    between, at and above those submitted)."""
+    rng = random.Random(seed)
+    waiters = [
+        make_job(f"w{p}").queue("q").gpus(rng.choice([0, 1, 4])).cpu(2).priority(p).obj()
+        for p in range(-1, 8)
+    ]
+    snap = make_snapshot(
+        nodes=[make_node(n).gpus(8).cpu(32).obj() for n in ("n1", "n2")],
+        queues=[make_queue("q").quota("default", gpu=16, cpu=64, memory="1Ti").obj()],
+        pending=waiters,
+        now=NOW,
+    )
+    submitted = [
+        (
+            NOW - rng.uniform(0, 400),
+            make_job(f"s{i}")
+            .queue("q")
+            .gpus(rng.choice([0, 1, 2, 8]))
+            .cpu(rng.choice([1, 4]))
+            .priority(rng.choice([0, 2, 3, 6]))
+            .max_runtime(rng.uniform(10, 300))
+            .obj(),
+        )
+        for i in range(40)
+    ]
+    model = RuntimeModel()
+    rho = priority_load(submitted, snap, model, window_s=300.0)
+    for w in waiters:
+        uses_gpus = w.total_request.gpu_milli > 0
+        total = 0.0
+        for at, s in submitted:
+            if at >= NOW - 300 and s.priority > w.priority:
+                share = (
+                    s.total_request.gpu_milli / 16_000
+                    if uses_gpus
+                    else s.total_request.cpu_milli / 64_000
+                )
+                total += share * model.runtime_s(s)
+        assert rho[w.name] == pytest.approx(total / 300.0), w.name
 
 
 def test_a_wait_stretches_by_one_over_one_minus_rho_within_a_bound() -> None:
