@@ -248,6 +248,10 @@ def _start(launch: _Launch, mask: Iterable[int], env: dict[str, str]) -> tuple[i
             None,
             f"working directory {launch.working_dir!r} does not exist or is not a directory",
         )
+    # PATH is looked up here, not by os.execvpe in the child: os.get_exec_path imports a
+    # module, which the child, once switched to the pod user, may not be allowed to read
+    # (this Python installed under /root, say), and every command would fail to start.
+    search = [] if "/" in argv[0] else os.get_exec_path(env)
     # A pipe the child closes by exec (success) or writes its failure to.
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
@@ -266,7 +270,7 @@ def _start(launch: _Launch, mask: Iterable[int], env: dict[str, str]) -> tuple[i
                 signal.signal(signum, signal.SIG_DFL)
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             stage = "exec"
-            os.execvpe(argv[0], argv, env)
+            _exec(argv, env, search)
         except BaseException as exc:  # the child must never return into the supervisor
             code = exc.errno if isinstance(exc, OSError) and exc.errno else 0
             os.write(write_end, f"{stage}:{code}:{exc}".encode(errors="backslashreplace"))
@@ -282,6 +286,25 @@ def _start(launch: _Launch, mask: Iterable[int], env: dict[str, str]) -> tuple[i
     os.waitpid(pid, 0)
     stage, errno_text, detail = report.decode(errors="replace").split(":", 2)
     return None, _launch_error(argv, env, stage, int(errno_text), detail)
+
+
+def _exec(argv: list[str], env: dict[str, str], search: list[str]) -> None:
+    """Replace this process with ``argv`` (os.execvpe's PATH search over ``search``, the
+    directories looked up before the fork; none: ``argv[0]`` is a path), importing nothing.
+    Raises the first error that is not "no such file" (as execvpe does), else the last."""
+    if not search:
+        os.execve(argv[0], argv, env)
+    first: OSError | None = None
+    last: OSError = FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), argv[0])
+    for directory in search:
+        try:
+            os.execve(os.path.join(directory, argv[0]), argv, env)
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            last = exc
+        except OSError as exc:
+            last = exc
+            first = first or exc
+    raise first or last
 
 
 def _read_retrying(fd: int) -> bytes:
