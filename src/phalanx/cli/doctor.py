@@ -7,7 +7,7 @@ analyzers (phalanx.ops). Talks to the server only through ``phalanx.client``.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from phalanx.cli.tables import format_age
 from phalanx.client import ApiError, Client, DoctorReport, EstimateInfo, FindingInfo
@@ -76,6 +76,18 @@ def is_overloaded(estimate: EstimateInfo) -> bool:
     """Whether the work of higher priority submitted lately asks at least the whole cluster
     (an older server does not say: no)."""
     return estimate.get("higher_priority_load", 0.0) >= OVERLOADED
+
+
+def overload_note(names: Iterable[str], estimates: Mapping[str, EstimateInfo]) -> str:
+    """What a ``+`` in a wide job table's START means, when one of the jobs ``names`` shows
+    it; empty otherwise."""
+    shown = (estimates.get(n) for n in names)
+    if not any(e is not None and e["wait_s"] is not None and is_overloaded(e) for e in shown):
+        return ""
+    return (
+        "START +: higher-priority work arrives faster than the cluster serves it; the job "
+        "starts later while it keeps coming (phalanx describe job NAME)"
+    )
 
 
 def job_estimates(client: Client) -> dict[str, EstimateInfo]:

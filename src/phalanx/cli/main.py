@@ -43,7 +43,7 @@ from phalanx.cli.daemon import (
     stop_daemon,
 )
 from phalanx.cli.describe import describe_flavor, describe_job, describe_node, describe_queue
-from phalanx.cli.doctor import job_estimates, render_report
+from phalanx.cli.doctor import job_estimates, overload_note, render_report
 from phalanx.cli.gateway import gateway as gateway_command
 from phalanx.cli.get import Query, WatchPrinter, empty_message, fetch, watch_changes
 from phalanx.cli.pipeline import pipeline_app, print_objects, print_run
@@ -695,6 +695,10 @@ def get(
             _emit(data, output)
         elif listed.items:
             typer.echo(printer.table(listed.items, time.time()))
+            if printer.estimates:
+                names = (str(item["name"]) for item in listed.items)
+                if note := overload_note(names, printer.estimates):
+                    typer.echo(note, err=True)
         else:
             typer.echo(empty_message(resolved, query), err=True)
         if watch:

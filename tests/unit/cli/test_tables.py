@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from phalanx.cli.describe import describe_job, format_devices
-from phalanx.cli.doctor import start_text
+from phalanx.cli.doctor import overload_note, start_text
 from phalanx.cli.tables import (
     format_age,
     humanize_memory,
@@ -217,3 +217,12 @@ def test_describe_says_a_start_holds_only_if_higher_priority_work_stops_coming()
     busy = describe_job(make_job_info(), NOW, make_estimate(600, 1.6))
     assert "in 10m+ (after holder end)" in busy
     assert "Start later: while higher-priority work keeps coming: lately it asks 1.6× what" in busy
+
+
+def test_a_wide_table_explains_the_plus_only_when_it_shows_one() -> None:
+    calm = {"a": make_estimate(600, 0.2), "b": make_estimate(None, 3.0)}  # b: "unknown", no +
+    assert overload_note(["a", "b", "not-pending"], calm) == ""
+    busy = {**calm, "c": make_estimate(60, 1.2)}
+    assert overload_note(["a", "b"], busy) == ""  # c is not in the table
+    note = overload_note(["a", "c"], busy)
+    assert note.startswith("START +: higher-priority work arrives faster than the cluster")
