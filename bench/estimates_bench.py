@@ -60,6 +60,7 @@ memory) speak for a job once they are N (0: never); ``overtake=1`` (replay only)
 (``phalanx.ops.arrivals.overtaking``); ``load=N`` (replay only): split the errors by the
 overload flag (``Estimate.higher_priority_load`` over the last N s at least ``load_rho``,
 default 1) and count the jobs of each side that start only after the last submission.
+The kept runs hold pickled ``Estimate`` objects: delete ``FILE.runs-*`` after a change to it.
 A key not given in ``--config`` takes the estimator's default. See docs/operations.md.
 
     .venv/bin/python bench/estimates_bench.py [--skip 2000] [--limit 200] [--nodes 6] [--speedup 10] [--runtimes oracle] [--samples 7] [--buckets]
@@ -274,9 +275,7 @@ def adjusted(
     whole = whole_gpu_ranks(p.snapshot, config.rank_whole_q) if config.rank_whole_q >= 0 else None
     estimates = ranked(runs, config.rank_q, whole)
     if config.priority_window_s > 0:
-        model = config.runtime_model(p.history + rec.seed)
-        known = [(at, spec) for at, _, spec in rec.submitted if at <= p.now]
-        rho = priority_load(known, p.snapshot, model, config.priority_window_s)
+        rho = pass_loads(config, rec, p, config.priority_window_s)
         estimates = scaled(estimates, p.now, {n: stretch(r) for n, r in rho.items()})
     if config.calibrate > 0:
         log.started(
@@ -305,10 +304,16 @@ def overloaded_jobs(config: Config, rec: Recording, p: Pass) -> set[str]:
     ``estimate_plane`` sets ``Estimate.higher_priority_load``)."""
     if config.load_window_s <= 0:
         return set()
+    rho = pass_loads(config, rec, p, config.load_window_s)
+    return {n for n, r in rho.items() if round(r, 2) >= config.load_rho}
+
+
+def pass_loads(config: Config, rec: Recording, p: Pass, window_s: float) -> dict[str, float]:
+    """``priority_load`` of each job pending at pass ``p``, over the ``window_s`` seconds of
+    submissions before it, with ``config``'s runtime model of what had finished by then."""
     model = config.runtime_model(p.history + rec.seed)
     known = [(at, spec) for at, _, spec in rec.submitted if at <= p.now]
-    rho = priority_load(known, p.snapshot, model, config.load_window_s)
-    return {n for n, r in rho.items() if round(r, 2) >= config.load_rho}
+    return priority_load(known, p.snapshot, model, window_s)
 
 
 def replay(args: argparse.Namespace, configs: list[Config]) -> None:
@@ -710,9 +715,9 @@ def report_overloaded(
     ):
         rows = rows_of({n: first[n] for n in names}, records, min_wait_s)
         started = [
-            started - first[n][0]
+            at - first[n][0]
             for n in names
-            if n in records and (started := records[n].started_at) is not None
+            if n in records and (at := records[n].started_at) is not None
         ]
         soon = sum(w < min_wait_s for w in started)
         after_last = sum(
