@@ -30,8 +30,10 @@ from phalanx.scheduling import PendingWorkload, Snapshot
 DEFAULT_SAMPLES = 7
 #: Which of the forward runs' starts a job is told (``ranked``: 0.5, the median).
 DEFAULT_RANK_Q = 0.5
-#: Which of them a job asking whole GPUs is told (None: ``DEFAULT_RANK_Q``).
-DEFAULT_WHOLE_GPU_RANK_Q: float | None = 0.84
+#: Which of them a job asking whole GPUs is told (None: ``DEFAULT_RANK_Q``, the same as
+#: every job: a later rank for them, 0.84, was measured worse with later submissions going
+#: on and at a lighter load; see docs/operations.md).
+DEFAULT_WHOLE_GPU_RANK_Q: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
