@@ -83,7 +83,7 @@ def main() -> int:
         loss = nn.functional.mse_loss(ddp(x), y)
         loss.backward()
         optimizer.step()
-        run.report_progress(step)
+        run.report_progress(step, total_steps=steps)
         if (step + 1) % every == 0 or run.should_save:
             save(step)
         if run.should_stop:

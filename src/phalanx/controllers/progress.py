@@ -39,10 +39,31 @@ class JobProgress:
     checkpoint: Checkpoint | None = None
     step: int | None = None
     progress_at: float | None = None
+    #: the steps the run takes in all, when the workload said (``report_progress``)
+    total_steps: int | None = None
+    #: the first step this attempt reported, and when
+    first_step: int | None = None
+    first_at: float | None = None
+
+    def expected_end_at(self) -> float | None:
+        """When the run should end at the pace of this attempt's reports so far (steps per
+        second from its first report to its latest): None without a total, or without two
+        reports at different steps and times. A run past its total ends at its latest
+        report."""
+        step, at, total = self.step, self.progress_at, self.total_steps
+        first_step, first_at = self.first_step, self.first_at
+        if step is None or at is None or total is None:
+            return None
+        if step >= total:
+            return at
+        if first_step is None or first_at is None or step <= first_step or at <= first_at:
+            return None
+        return at + (total - step) * (at - first_at) / (step - first_step)
 
 
 def read_progress(data_dir: Path, job: JobRecord) -> JobProgress:
-    """Return the job's reported progress (empty if its pods never reported)."""
+    """Return the job's reported progress (empty if its pods never reported): the latest
+    checkpoint of any attempt, and the latest report of the current attempt."""
     statuses = read_statuses(checkpoint_dir(data_dir, job))
     checkpoints = [s.checkpoint for s in statuses if s.checkpoint is not None]
     current = [s for s in statuses if s.attempt == job.attempt and s.progress_at is not None]
@@ -51,6 +72,9 @@ def read_progress(data_dir: Path, job: JobRecord) -> JobProgress:
         max(checkpoints, key=lambda c: c.at) if checkpoints else None,
         latest.progress_step if latest else None,
         latest.progress_at if latest else None,
+        latest.progress_total if latest else None,
+        latest.progress_first_step if latest else None,
+        latest.progress_first_at if latest else None,
     )
 
 

@@ -207,6 +207,9 @@ class JobsReconciler:
         self._strays_epoch = 0
         #: Status files of jobs holding capacity, read again only when they change.
         self._progress_files = ProgressCache(lifecycle.data_dir, time.time)
+        #: What the jobs holding capacity reported, by job id, as of the last pass (read by
+        #: the start estimates; replaced whole each pass, never changed in place).
+        self.reported_progress: Mapping[int, JobProgress] = {}
         #: A backend that writes every status file itself (the simulator's, whose workloads
         #: are not processes) names the jobs that may have one (``status_writers()``): the
         #: others have reported nothing, and their folders are not looked at on every tick.
@@ -234,7 +237,7 @@ class JobsReconciler:
         world = self.world.read()
         self._report_broken(world)
         self.stop_strays(world, now)
-        progress = self._progress(world)
+        progress = self.reported_progress = self._progress(world)
         self._enforce_deadlines(world, now)
         self._detect_hangs(world, progress, now)
         self._enforce_startup(world, now)

@@ -7,7 +7,7 @@ learn whether this run resumes, and hear when to save now (before a stop).
     state = load(run.last_checkpoint.path) if run.is_resuming else fresh()
     for step in range(start, steps):
         ...
-        run.report_progress(step)
+        run.report_progress(step, total_steps=steps)   # the total is optional
         if step % 100 == 0 or run.should_save:
             save(run.checkpoint_dir / f"ckpt-{step}.pt")
             run.report_checkpoint(step, f"ckpt-{step}.pt")
@@ -56,6 +56,8 @@ class Run:
         self._path = status_path(self.checkpoint_dir, self.pod)
         self._checkpoint: Checkpoint | None = None
         self._progress: dict[str, object] | None = None
+        #: this attempt's first progress report: (step, when)
+        self._first_progress: tuple[int, float] | None = None
         own = [s for s in read_statuses(self.checkpoint_dir) if s.pod == self.pod]
         if own:
             self._checkpoint = own[0].checkpoint
@@ -71,9 +73,25 @@ class Run:
         """Whether a completed checkpoint exists to resume from."""
         return self.last_checkpoint is not None
 
-    def report_progress(self, step: int) -> None:
-        """Say that training reached ``step`` (feeds hang detection and ``describe``)."""
-        self._progress = {"step": int(step), "at": self._clock()}
+    def report_progress(self, step: int, total_steps: int | None = None) -> None:
+        """Say that training reached ``step`` (feeds hang detection and ``describe``); with
+        ``total_steps``, the steps the run takes in all: the control plane then expects the
+        run to end when the pace since this attempt's first report reaches it (start
+        estimates of the jobs waiting for its GPUs). Raises ValueError for a total that is
+        not positive."""
+        if total_steps is not None and total_steps <= 0:
+            raise ValueError(
+                f"report_progress: total_steps is {total_steps}; give the steps the run "
+                "takes in all, or leave it out"
+            )
+        at = self._clock()
+        if self._first_progress is None:
+            self._first_progress = (int(step), at)
+        first_step, first_at = self._first_progress
+        self._progress = {"step": int(step), "at": at, "first_step": first_step}
+        self._progress["first_at"] = first_at
+        if total_steps is not None:
+            self._progress["total"] = int(total_steps)
         self._write()
 
     def report_checkpoint(self, step: int, path: str = "") -> None:

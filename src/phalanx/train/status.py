@@ -5,10 +5,14 @@ Each pod writes ``<PHALANX_CHECKPOINT_DIR>/.phalanx/<pod set>-<index>.json`` ato
 owns it — never needs a network route or credentials from inside the workload:
 
     {"version": 1, "job": "train", "pod": "worker-0", "rank": 0, "attempt": 2,
-     "progress": {"step": 120, "at": 1700000123.5},
+     "progress": {"step": 120, "at": 1700000123.5, "total": 1000,
+                  "first_step": 100, "first_at": 1700000003.5},
      "checkpoint": {"step": 100, "at": 1700000100.0, "path": "ckpt-100.pt"}}
 
-``progress`` belongs to one attempt (it says which); ``checkpoint`` is the last completed one
+``progress`` belongs to one attempt (it says which): the step reached, and when; the steps the
+run will take in all (``total``, when the workload says); and the first step this attempt
+reported, and when (``first_step``, ``first_at``), from which the control plane reads the
+pace and, with ``total``, when the run should end. ``checkpoint`` is the last completed one
 and survives attempts, since the checkpoint directory does. Times are epoch seconds.
 
 Standard library only: workloads import this without the control plane's dependencies.
@@ -47,6 +51,11 @@ class PodStatus:
     progress_step: int | None = None
     progress_at: float | None = None
     checkpoint: Checkpoint | None = None
+    #: the steps the run takes in all, when the workload said
+    progress_total: int | None = None
+    #: the first step this attempt reported, and when
+    progress_first_step: int | None = None
+    progress_first_at: float | None = None
 
 
 def status_path(checkpoint_dir: str | Path, pod: str) -> Path:
@@ -87,14 +96,22 @@ def _parse(path: Path) -> PodStatus | None:
         if ckpt_at is not None and isinstance(ckpt_step, int):
             checkpoint = Checkpoint(ckpt_step, ckpt_at, str(ckpt.get("path", "")))
     step, at = progress.get("step"), progress.get("at")
+    total, first_step = progress.get("total"), progress.get("first_step")
     return PodStatus(
         pod=str(data.get("pod", path.stem)),
         rank=int(data["rank"]) if isinstance(data.get("rank"), int) else 0,
         attempt=int(data["attempt"]) if isinstance(data.get("attempt"), int) else 0,
-        progress_step=step if isinstance(step, int) else None,
+        progress_step=_count(step),
         progress_at=_number(at),
         checkpoint=checkpoint,
+        progress_total=_count(total),
+        progress_first_step=_count(first_step),
+        progress_first_at=_number(progress.get("first_at")),
     )
+
+
+def _count(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _number(value: object) -> float | None:

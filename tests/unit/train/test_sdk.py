@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from phalanx import train
+from phalanx.controllers.progress import JobProgress
 from phalanx.train.status import Checkpoint, read_statuses
 
 
@@ -35,9 +38,52 @@ def test_reports_land_in_the_status_file(tmp_path: Path) -> None:
         "pod": "worker-0",
         "rank": 0,
         "attempt": 1,
-        "progress": {"step": 5, "at": 100.0},
+        "progress": {"step": 5, "at": 100.0, "first_step": 5, "first_at": 100.0},
         "checkpoint": {"step": 5, "at": 110.0, "path": "ckpt-5.pt"},
     }
+
+
+def test_progress_with_a_total_tells_the_pace_since_the_attempts_first_report(
+    tmp_path: Path,
+) -> None:
+    now = [100.0]
+    run = train.Run(env(tmp_path, 2), clock=lambda: now[0])
+    run.report_progress(40, total_steps=100)  # resumed from a checkpoint at step 40
+    now[0] = 130.0
+    run.report_progress(50, total_steps=100)
+    (status,) = read_statuses(tmp_path)
+    assert (status.progress_step, status.progress_at, status.progress_total) == (50, 130.0, 100)
+    assert (status.progress_first_step, status.progress_first_at) == (40, 100.0)
+    # the control plane's reading: 10 steps in 30 s, 50 to go: 150 s after the last report
+    progress = JobProgress(
+        None,
+        status.progress_step,
+        status.progress_at,
+        status.progress_total,
+        status.progress_first_step,
+        status.progress_first_at,
+    )
+    assert progress.expected_end_at() == 280.0
+    with pytest.raises(ValueError, match="total_steps is 0"):
+        run.report_progress(51, total_steps=0)
+
+
+@pytest.mark.parametrize(
+    ("progress", "end"),
+    [
+        (JobProgress(step=50, progress_at=130.0), None),  # no total
+        (JobProgress(None, 50, 130.0, 100, 50, 130.0), None),  # one report: no pace yet
+        (JobProgress(None, 50, 130.0, 100, 40, 130.0), None),  # no time passed
+        (JobProgress(None, 40, 130.0, 100, 50, 100.0), None),  # went back (a new run)
+        (JobProgress(None, 100, 130.0, 100, 40, 100.0), 130.0),  # done: ends now
+        (JobProgress(None, 120, 130.0, 100, 40, 100.0), 130.0),  # past its total
+        (JobProgress(None, 60, 110.0, 100, 40, 100.0), 130.0),  # 2 steps/s, 40 to go
+    ],
+)
+def test_the_expected_end_needs_a_total_and_a_pace(
+    progress: JobProgress, end: float | None
+) -> None:
+    assert progress.expected_end_at() == end
 
 
 def test_a_new_attempt_resumes_from_the_latest_checkpoint_of_any_pod(tmp_path: Path) -> None:
@@ -67,5 +113,11 @@ def test_garbage_status_files_are_ignored(tmp_path: Path) -> None:
     (folder / "worker-0.json").write_text("{not json")
     (folder / "worker-1.json").write_text("[1, 2]")
     (folder / "worker-2.json").write_text('{"checkpoint": {"step": "x", "at": 1}}')
+    (folder / "worker-3.json").write_text(
+        '{"progress": {"step": 3, "at": 1, "total": true, "first_step": "a", "first_at": "b"}}'
+    )
     statuses = read_statuses(tmp_path)
-    assert [(s.pod, s.checkpoint) for s in statuses] == [("worker-2", None)]
+    assert [(s.pod, s.checkpoint) for s in statuses] == [("worker-2", None), ("worker-3", None)]
+    last = statuses[-1]
+    assert (last.progress_step, last.progress_total, last.progress_first_step) == (3, None, None)
+    assert last.progress_first_at is None

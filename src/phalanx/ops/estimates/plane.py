@@ -166,8 +166,10 @@ def plane_inputs(
 ) -> tuple[Snapshot, dict[str, tuple[JobSpec, float]], dict[str, tuple[JobSpec, int]]]:
     """What ``sampled`` estimates from, read from ``plane`` at ``now``: the snapshot (with
     ``what_if``'s change made), each admitted job's spec and seconds run so far (a preempted
-    one stopping now), and every known job's spec and FIFO sequence. Raises ValueError for a
-    what-if naming an unknown queue or node."""
+    one stopping now; a running one whose workload reports its total steps and pace ending
+    when that pace reaches them, or at its maxRuntime if sooner: ``JobProgress.
+    expected_end_at``), and every known job's spec and FIFO sequence. Raises ValueError for
+    a what-if naming an unknown queue or node."""
     world = plane.world.read()
     snapshot, _ = world.snapshot(
         now,
@@ -182,6 +184,7 @@ def plane_inputs(
         snapshot = what_if.apply(snapshot)
     specs: dict[str, tuple[JobSpec, int]] = {}
     running: dict[str, tuple[JobSpec, float]] = {}  # name -> (spec, seconds run)
+    progress = plane.jobs_reconciler.reported_progress
     for job_id, record in world.jobs.items():
         spec = world.specs[job_id]
         specs[record.name] = (spec, job_id)
@@ -189,7 +192,16 @@ def plane_inputs(
             running[record.name] = (replace(spec, max_runtime_s=0.0), 0.0)  # stopping now
         elif record.phase in (JobPhase.ADMITTED.value, JobPhase.RUNNING.value):
             started = record.started_at or record.admitted_at or now
-            running[record.name] = (spec, now - started)
+            elapsed = now - started
+            reported = progress.get(job_id)
+            end_at = reported.expected_end_at() if reported is not None else None
+            if end_at is not None and record.phase == JobPhase.RUNNING.value:
+                # the runtime model takes maxRuntime as the runtime: this run's is now
+                runtime = elapsed + max(0.0, end_at - now)
+                if spec.max_runtime_s is not None:
+                    runtime = min(runtime, spec.max_runtime_s)
+                spec = replace(spec, max_runtime_s=runtime)
+            running[record.name] = (spec, elapsed)
     return snapshot, running, specs
 
 
