@@ -149,6 +149,8 @@ def job_out(job: JobView) -> JobInfo:
             "checkpoint_at": progress.checkpoint_at,
             "checkpoint_at_iso": iso_time(progress.checkpoint_at),
             "checkpoint_path": progress.checkpoint_path,
+            "total_steps": progress.total_steps,
+            "expected_end_at": progress.expected_end_at,
         },
     }
 

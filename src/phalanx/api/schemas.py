@@ -121,6 +121,10 @@ class ProgressInfo(TypedDict):
     checkpoint_at: float | None
     checkpoint_at_iso: str | None
     checkpoint_path: str
+    #: the steps the run takes in all (``report_progress(step, total_steps=N)``)
+    total_steps: int | None
+    #: when the run should end at this attempt's pace; None without a total or a pace yet
+    expected_end_at: float | None
 
 
 class JobInfo(TypedDict):

@@ -189,10 +189,20 @@ def describe_job(job: JobInfo, now: float, estimate: EstimateInfo | None = None)
     progress = job.get("progress")
     if progress:
         if progress["step"] is not None:
+            in_all = progress.get("total_steps")
+            of = f" of {in_all}" if in_all is not None else ""
+            end_at = progress.get("expected_end_at")
+            ends = ""
+            if end_at is not None:
+                ends = (
+                    f"; ends in {format_age(end_at - now)} at this pace"
+                    if end_at > now
+                    else "; ends now"
+                )
             lines.append(
                 _field(
                     "Progress",
-                    f"step {progress['step']} ({_moment(progress['reported_at'], now)})",
+                    f"step {progress['step']}{of} ({_moment(progress['reported_at'], now)}){ends}",
                     2,
                 )
             )

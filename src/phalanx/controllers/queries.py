@@ -460,4 +460,6 @@ def _progress_view(progress: JobProgress) -> ProgressView | None:
         checkpoint_step=None if c is None else c.step,
         checkpoint_at=None if c is None else c.at,
         checkpoint_path="" if c is None else c.path,
+        total_steps=progress.total_steps,
+        expected_end_at=progress.expected_end_at(),
     )

@@ -71,6 +71,10 @@ class ProgressView:
     checkpoint_step: int | None = None
     checkpoint_at: float | None = None
     checkpoint_path: str = ""
+    #: the steps the run takes in all, when the workload said
+    total_steps: int | None = None
+    #: when the run should end at this attempt's pace (``JobProgress.expected_end_at``)
+    expected_end_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -191,9 +191,11 @@ def _progress(progress: Json | None) -> str:
             f'<rect class="used" width="{share * 200:.1f}" height="12"/>'
             f"<title>checkpoint at step {saved} of {step} reached</title></svg>"
         )
+    total = progress.get("total_steps")
+    of_total = f" of {esc(total)}" if total is not None and step is not None else ""
     return (
         '<section id="progress"><h2>Progress</h2><dl class="summary">'
-        f"<dt>Step</dt><dd>{esc(step if step is not None else '-')}</dd>"
+        f"<dt>Step</dt><dd>{esc(step if step is not None else '-')}{of_total}</dd>"
         f"<dt>Checkpoint</dt><dd>step {esc(saved if saved is not None else '-')} "
         f"{when(progress.get('checkpoint_at'))} {bar}</dd>"
         f"<dt>Path</dt><dd><code>{esc(progress.get('checkpoint_path') or '-')}</code></dd>"

@@ -55,6 +55,8 @@ VIEWS = {
             checkpoint_step=100,
             checkpoint_at=T0 + 40,
             checkpoint_path="/ckpt/100",
+            total_steps=1000,
+            expected_end_at=T0 + 500,
         ),
         metadata=make_metadata(
             "train", owner_references=({"kind": "PipelineRun", "name": "r", "uid": "u"},)

@@ -226,3 +226,22 @@ def test_a_wide_table_explains_the_plus_only_when_it_shows_one() -> None:
     assert overload_note(["a", "b"], busy) == ""  # c is not in the table
     note = overload_note(["a", "c"], busy)
     assert note.startswith("START +: higher-priority work arrives faster than the cluster")
+
+
+def test_describe_tells_the_steps_in_all_and_the_end_at_this_pace() -> None:
+    progress = {
+        "step": 120,
+        "reported_at": NOW - 5,
+        "checkpoint_step": None,
+        "checkpoint_at": None,
+        "checkpoint_at_iso": None,
+        "checkpoint_path": "",
+        "total_steps": 1000,
+        "expected_end_at": NOW + 1500,
+    }
+    text = describe_job(make_job_info(phase="Running", progress=progress), NOW)
+    assert "Progress:" in text and "step 120 of 1000 (" in text
+    assert "ago)); ends in 25m at this pace\n" in text
+    unknown = {**progress, "total_steps": None, "expected_end_at": None}
+    text = describe_job(make_job_info(phase="Running", progress=unknown), NOW)
+    assert "step 120 (" in text and "at this pace" not in text

@@ -109,6 +109,9 @@ def test_the_job_page_shows_reason_facts_progress_and_devices() -> None:
     assert "GPU 3, GPU 4 (0.5)" in html
     assert "<dt>used</dt><dd>4</dd>" in html
     assert 'width="150.0"' in html  # the checkpoint bar: 150 of 200 steps
+    assert "<dt>Step</dt><dd>200</dd>" in html
+    html = render_job(job("j", pods=pods, progress={**progress, "total_steps": 1000}), None)
+    assert "<dt>Step</dt><dd>200 of 1000</dd>" in html
 
 
 def test_the_gpu_map_draws_every_device_with_its_holders() -> None:
