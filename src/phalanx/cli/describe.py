@@ -193,7 +193,7 @@ def describe_job(job: JobInfo, now: float, estimate: EstimateInfo | None = None)
             of = f" of {in_all}" if in_all is not None else ""
             end_at = progress.get("expected_end_at")
             ends = ""
-            if end_at is not None:
+            if end_at is not None and job["phase"] == "Running":
                 ends = (
                     f"; ends in {format_age(end_at - now)} at this pace"
                     if end_at > now

@@ -242,6 +242,8 @@ def test_describe_tells_the_steps_in_all_and_the_end_at_this_pace() -> None:
     text = describe_job(make_job_info(phase="Running", progress=progress), NOW)
     assert "Progress:" in text and "step 120 of 1000 (" in text
     assert "ago)); ends in 25m at this pace\n" in text
+    done = describe_job(make_job_info(phase="Succeeded", progress=progress), NOW)
+    assert "step 120 of 1000 (" in done and "at this pace" not in done
     unknown = {**progress, "total_steps": None, "expected_end_at": None}
     text = describe_job(make_job_info(phase="Running", progress=unknown), NOW)
     assert "step 120 (" in text and "at this pace" not in text
