@@ -60,8 +60,9 @@ memory) speak for a job once they are N (0: never); ``overtake=1`` (replay only)
 (``phalanx.ops.arrivals.overtaking``); ``load=N`` (replay only): split the errors by the
 overload flag (``Estimate.higher_priority_load`` over the last N s at least ``load_rho``,
 default 1) and count the jobs of each side that start only after the last submission;
-``future=1`` (replay only, a diagnosis): the forward runs know every later submission, when
-it comes and what it asks, as no control plane does.
+``peek=1`` (replay only, a diagnosis): running jobs end at their true ends, as the forward
+runs see them when every running workload reports a steady pace and its total steps
+(``report_progress(step, total_steps=N)``).
 The kept runs hold pickled ``Estimate`` objects: delete ``FILE.runs-*`` after a change to it.
 A key not given in ``--config`` takes the estimator's default. See docs/operations.md.
 
@@ -85,12 +86,11 @@ from phalanx.backends.sim import SimWorkload
 from phalanx.model.objects import JobPhase, JobSpec, ResourceQuota
 from phalanx.model.resources import CPU, GPU, MEMORY
 from phalanx.model.specs import job_to_manifest
-from phalanx.ops.arrivals import FUTURE_SEQ, arrivals_again, overtaking, recent_model
+from phalanx.ops.arrivals import arrivals_again, overtaking, recent_model
 from phalanx.ops.calibration import EstimateLog, job_class, priority_load, stretch
 from phalanx.ops.estimates import (
     DEFAULT_ARRIVAL_WINDOW_S,
     DEFAULT_CALIBRATE,
-    DEFAULT_HORIZON_S,
     DEFAULT_PRIORITY_WINDOW_S,
     DEFAULT_RANK_Q,
     DEFAULT_SAMPLES,
@@ -109,7 +109,7 @@ from phalanx.ops.estimates import (
     scaled,
     whole_gpu_ranks,
 )
-from phalanx.scheduling import PendingWorkload, SchedulerConfig, Snapshot
+from phalanx.scheduling import SchedulerConfig, Snapshot
 from phalanx.simulation.driver import Arrival, Driver, config_manifests
 from phalanx.simulation.full import SIM_COMMAND
 from phalanx.simulation.openb import load_openb_nodes, load_openb_pods
@@ -128,7 +128,10 @@ class PeekRunning(RuntimeModel):
     true_s: Mapping[str, float] = field(default_factory=dict)
 
     def remaining_s(self, spec: JobSpec, elapsed_s: float, q: float = 0.5) -> float:
-        return max(0.0, self.true_s[spec.name] - elapsed_s)
+        true = self.true_s.get(spec.name)
+        if true is None:  # never ended in the recording: as history says
+            return RuntimeModel.remaining_s(self, spec, elapsed_s, q)
+        return max(0.0, true - elapsed_s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,10 +159,10 @@ class Config:
     #: product's ``Estimate.is_overloaded`` with its defaults: load=1800, load_rho=1)
     load_window_s: float = 0.0
     load_rho: float = OVERLOADED
-    #: 1 (diagnosis, replay only): the forward runs know every later submission, when it
-    #: comes and what it asks (their runtimes still drawn from history), which no control
-    #: plane knows; the difference to 0 is the error due to later submissions
-    future: int = 0
+    #: 1 (diagnosis, replay only): running jobs end at their true ends (``PeekRunning``), as
+    #: when every running workload reports a steady pace and its total steps; pending jobs'
+    #: runtimes still come from history
+    peek: int = 0
 
     KEYS = (
         "samples",
@@ -176,7 +179,7 @@ class Config:
         "overtake",
         "load",
         "load_rho",
-        "future",
+        "peek",
     )
 
     def runtime_model(
@@ -217,7 +220,7 @@ class Config:
             int(values.get("overtake", default.overtake)),
             values.get("load", default.load_window_s),
             values.get("load_rho", default.load_rho),
-            int(values.get("future", default.future)),
+            int(values.get("peek", default.peek)),
         )
 
 
@@ -252,6 +255,15 @@ def pass_runs(
     """``config``'s forward runs at pass ``p`` of ``rec``, from what the plane knew then (as
     ``estimate_plane`` would make them there)."""
     model = config.runtime_model(p.history + rec.seed)
+    if config.peek:
+        model = replace(
+            config.runtime_model(p.history + rec.seed, PeekRunning),
+            true_s={
+                n: r.finished_at - r.started_at
+                for n, r in rec.records.items()
+                if r.finished_at is not None and r.started_at is not None
+            },
+        )
     known = [(at, i, spec) for at, i, spec in rec.submitted if at <= p.now]
     arrival_model = (
         recent_model(
@@ -262,16 +274,9 @@ def pass_runs(
     )
     if arrival_model is not None and config.overtake:
         arrival_model = overtaking(arrival_model, [w.spec for w in p.snapshot.pending])
-    arrivals = arrivals_again(known, p.now, config.repeat_s) if config.repeat_s > 0 else []
-    if config.future:
-        arrivals += [
-            PendingWorkload(spec, FUTURE_SEQ + i, at)
-            for at, i, spec in rec.submitted
-            if p.now < at <= p.now + DEFAULT_HORIZON_S
-        ]
     options = RunOptions(
         samples=config.samples,
-        arrivals=arrivals,
+        arrivals=arrivals_again(known, p.now, config.repeat_s) if config.repeat_s > 0 else (),
         arrival_model=arrival_model,
         only=only,
     )
@@ -344,7 +349,7 @@ def replay(args: argparse.Namespace, configs: list[Config]) -> None:
     for config in configs:
         key = (
             f"s{config.samples}-r{config.repeat_s:g}-w{config.arrival_window_s:g}"
-            f"-g{config.min_group}-z{config.size_min_group}-o{config.overtake}{'-f1' if config.future else ''}{'-all' if args.all_jobs else ''}"
+            f"-g{config.min_group}-z{config.size_min_group}-o{config.overtake}{'-p1' if config.peek else ''}{'-all' if args.all_jobs else ''}"
         )
         kept = args.replay.with_name(f"{args.replay.name}.runs-{key}")
         if kept.exists():
@@ -474,8 +479,10 @@ def main() -> None:
     if args.replay:
         replay(args, configs)
         return
-    if any(c.future for c in configs) and not args.record:
-        raise SystemExit("--config: future is a diagnosis measured with --replay only")
+    if any(c.peek for c in configs) and not args.record:
+        raise SystemExit(
+            "--config: peek is measured with --replay only (live: --runtimes peek-running)"
+        )
     if any(c.overtake for c in configs) and not args.record:
         raise SystemExit(
             "--config: overtake is measured with --replay only (estimate_plane has no such "
