@@ -88,8 +88,12 @@ class Run:
         if self._first_progress is None:
             self._first_progress = (int(step), at)
         first_step, first_at = self._first_progress
-        self._progress = {"step": int(step), "at": at, "first_step": first_step}
-        self._progress["first_at"] = first_at
+        self._progress = {
+            "step": int(step),
+            "at": at,
+            "first_step": first_step,
+            "first_at": first_at,
+        }
         if total_steps is not None:
             self._progress["total"] = int(total_steps)
         self._write()

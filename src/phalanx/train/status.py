@@ -21,6 +21,7 @@ Standard library only: workloads import this without the control plane's depende
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,14 +111,26 @@ def _parse(path: Path) -> PodStatus | None:
     )
 
 
+#: Counts beyond this (a workload's garbage) are read as missing: the pace arithmetic stays
+#: within floats.
+MAX_COUNT = 2**53
+
+
 def _count(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    if isinstance(value, bool) or not isinstance(value, int) or abs(value) > MAX_COUNT:
+        return None
+    return value
 
 
 def _number(value: object) -> float | None:
+    """A finite number as a float; anything else (NaN and infinities too) as missing."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an int too large for a float
+        return None
+    return number if math.isfinite(number) else None
 
 
 def write_status(path: Path, data: dict[str, object]) -> None:

@@ -116,8 +116,22 @@ def test_garbage_status_files_are_ignored(tmp_path: Path) -> None:
     (folder / "worker-3.json").write_text(
         '{"progress": {"step": 3, "at": 1, "total": true, "first_step": "a", "first_at": "b"}}'
     )
+    huge = 10**400
+    (folder / "worker-4.json").write_text(
+        f'{{"progress": {{"step": 3, "at": NaN, "total": {huge}, "first_step": 1, '
+        f'"first_at": {huge}}}, "checkpoint": {{"step": 2, "at": Infinity}}}}'
+    )
     statuses = read_statuses(tmp_path)
-    assert [(s.pod, s.checkpoint) for s in statuses] == [("worker-2", None), ("worker-3", None)]
-    last = statuses[-1]
-    assert (last.progress_step, last.progress_total, last.progress_first_step) == (3, None, None)
-    assert last.progress_first_at is None
+    assert [(s.pod, s.checkpoint) for s in statuses] == [
+        ("worker-2", None),
+        ("worker-3", None),
+        ("worker-4", None),
+    ]
+    bad_types, too_big = statuses[1], statuses[2]
+    assert (bad_types.progress_step, bad_types.progress_total) == (3, None)
+    assert (bad_types.progress_first_step, bad_types.progress_first_at) == (None, None)
+    assert (too_big.progress_at, too_big.progress_total, too_big.progress_first_at) == (
+        None,
+        None,
+        None,
+    )
