@@ -93,8 +93,8 @@ def _parse(path: Path) -> PodStatus | None:
     ckpt = data.get("checkpoint")
     checkpoint = None
     if isinstance(ckpt, dict):
-        ckpt_at, ckpt_step = _number(ckpt.get("at")), ckpt.get("step")
-        if ckpt_at is not None and isinstance(ckpt_step, int):
+        ckpt_at, ckpt_step = _number(ckpt.get("at")), _count(ckpt.get("step"))
+        if ckpt_at is not None and ckpt_step is not None:
             checkpoint = Checkpoint(ckpt_step, ckpt_at, str(ckpt.get("path", "")))
     step, at = progress.get("step"), progress.get("at")
     total, first_step = progress.get("total"), progress.get("first_step")

@@ -121,11 +121,13 @@ def test_garbage_status_files_are_ignored(tmp_path: Path) -> None:
         f'{{"progress": {{"step": 3, "at": NaN, "total": {huge}, "first_step": 1, '
         f'"first_at": {huge}}}, "checkpoint": {{"step": 2, "at": Infinity}}}}'
     )
+    (folder / "worker-5.json").write_text(f'{{"checkpoint": {{"step": {huge}, "at": 1}}}}')
     statuses = read_statuses(tmp_path)
     assert [(s.pod, s.checkpoint) for s in statuses] == [
         ("worker-2", None),
         ("worker-3", None),
         ("worker-4", None),
+        ("worker-5", None),
     ]
     bad_types, too_big = statuses[1], statuses[2]
     assert (bad_types.progress_step, bad_types.progress_total) == (3, None)
