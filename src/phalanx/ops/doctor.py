@@ -701,9 +701,15 @@ _AFTER_PREEMPTION = frozenset(
 )
 
 
+#: Findings about a node that its pods' losses, once named, already explain.
+_AFTER_LOSS = frozenset({FindingCode.NODE_NOT_READY, FindingCode.NODE_FAILING})
+
+
 def _root_causes(found: list[Finding]) -> list[Finding]:
     """Drop consequences of causes named already: a preempted job's wait for capacity (the
-    preemption is the cause), a node's bare not-ready state once its loss of pods is named."""
+    preemption is the cause), a node's bare not-ready state once its loss of pods is named,
+    and a node's tally of node-side failures once the jobs' losses there are named (the same
+    failures, counted again)."""
     preempted = {
         f.subject
         for f in found
@@ -714,7 +720,7 @@ def _root_causes(found: list[Finding]) -> list[Finding]:
         f
         for f in found
         if not (f.code in _AFTER_PREEMPTION and f.subject in preempted)
-        and not (f.code is FindingCode.NODE_NOT_READY and f.object in lost)
+        and not (f.code in _AFTER_LOSS and f.object in lost)
     ]
 
 

@@ -155,6 +155,30 @@ def test_node_lost_replaces_not_ready_and_filters_by_node() -> None:
     assert codes(diagnose_job(obs, "j")) == [("NodeLost", "node/n1")]
 
 
+def test_a_ready_node_that_keeps_losing_a_jobs_pods_is_named_once() -> None:
+    # The node stays ready and is not quarantined (one job's failures): the job's losses
+    # there name it; its tally of the same failures would name it again.
+    losses = tuple(
+        _failure(NOW - i, "Node", node="n1", pod_reason="NodeFault", is_lost=True)
+        for i in (30, 20, 10)
+    )
+    view = job("j", JobPhase.PENDING, attempt=4, events=losses)
+    failing = NodeView(
+        make_node("n1").gpus(8).obj(),
+        Resources(),
+        failures=tuple(
+            NodeFailureView(NOW - i, "j", a, "worker-0", "NodeFault")
+            for a, i in ((1, 30), (2, 20), (3, 10))
+        ),
+    )
+    obs = observe(view, nodes=(failing,))
+    assert codes(diagnose(obs)) == [("NodeLost", "node/n1")]
+    # Without the job's losses in view the tally is what names the node.
+    assert codes(diagnose(observe(job("k", JobPhase.PENDING), nodes=(failing,)))) == [
+        ("NodeFailing", "node/n1")
+    ]
+
+
 def test_findings_are_ordered_by_severity_then_confidence_and_deduplicated() -> None:
     def f(code: FindingCode, severity: Severity, confidence: float, obj: str = "job/a") -> Finding:
         return Finding(code, severity, obj, "", "", confidence)
