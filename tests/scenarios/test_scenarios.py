@@ -7,11 +7,17 @@ from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from runner import ROOT, Outcome, run_scenario, scenario_folders, scenario_plane
+from runner import ROOT, Outcome, local_skip, run_scenario, scenario_folders, scenario_plane
 
 from phalanx.ops.metrics import registry_for, render
 
 FOLDERS = scenario_folders()
+#: Every scenario again on the local backend, but those that say why they cannot run there.
+LOCAL = [
+    pytest.param(f, marks=pytest.mark.skip(reason=f"{f.name}: {why}") if why else ())
+    for f in FOLDERS
+    for why in [local_skip(f)]
+]
 
 
 def test_the_suite_has_enough_scenarios() -> None:
@@ -25,9 +31,18 @@ def test_doctor_names_the_root_cause(folder: Path) -> None:
     assert outcome.score == 1.0, f"expected {sorted(outcome.expected)}, found {described}"
 
 
+@pytest.mark.parametrize("folder", LOCAL, ids=[f.name for f in FOLDERS])
+def test_doctor_names_the_root_cause_on_the_local_backend(folder: Path) -> None:
+    # The same scenario with real processes in real time (runner.py's local substrate).
+    outcome: Outcome = run_scenario(folder, "local")
+    described = [(f.code.value, f.object, f.summary) for f in outcome.findings]
+    assert outcome.score == 1.0, f"expected {sorted(outcome.expected)}, found {described}"
+
+
 def test_replicas_answers_reach_the_metrics_by_service_replica_and_class() -> None:
     # The service-errors scenario: two replicas behind a real router, the first answers 500.
-    with scenario_plane(ROOT / "service-errors") as (plane, _, _):
+    with scenario_plane(ROOT / "service-errors") as run:
+        plane = run.plane
         replicas = sorted(j.name for j in plane.store.list_jobs(manifests=False))
         text = render(registry_for(plane)).decode()
     samples = {
