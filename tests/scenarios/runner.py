@@ -120,7 +120,7 @@ class ScenarioBackend(SimBackend):
 
 
 def _node(spec: Mapping[str, object]) -> Node:
-    b = make_node(str(spec["name"])).gpus(int(spec.get("gpus", 8)), str(spec.get("model", "H100")))  # type: ignore[arg-type]
+    b = make_node(str(spec["name"])).gpus(int(spec.get("gpus", 8)), str(spec.get("model", "H100")))  # type: ignore[call-overload]
     for key, value in dict(spec.get("labels") or {}).items():  # type: ignore[call-overload]
         b = b.label(str(key), str(value))
     node = b.obj()
@@ -163,8 +163,8 @@ class ScenarioRun:
 
     folder: Path
     plane: ControlPlane
-    substrate: str
-    data_dir: Path
+    #: The scenario's temporary directory (the local backend's workload files are here).
+    root: Path
     #: The sim backend's clock (None on the local backend: real time).
     clock: VirtualClock | None
     services: ServiceController | None = None
@@ -192,6 +192,10 @@ class ScenarioRun:
 
     def now(self) -> float:
         return self.clock.now if self.clock is not None else time.time()
+
+    @property
+    def data_dir(self) -> Path:
+        return self.plane.config.data_dir
 
 
 #: How often the control loop ticks on the local backend (real seconds).
@@ -279,7 +283,7 @@ def scenario_plane(folder: Path, substrate: str = "sim") -> Iterator[ScenarioRun
             plane_clock = time.time
         store = Store(f"sqlite:///{tmp}/phalanx.db")
         plane = ControlPlane(store, backend, config, clock=plane_clock)
-        run = ScenarioRun(folder, plane, substrate, config.data_dir, clock)
+        run = ScenarioRun(folder, plane, data_dir, clock)
         run.services = ServiceController.attach(plane) if "Service" in kinds else None
         if "PipelineRun" in kinds:
             plane.reconcilers.append(PipelineRunReconciler(plane))
@@ -324,10 +328,8 @@ def _apply(run: ScenarioRun, manifests: list[dict[str, object]]) -> None:
     if isinstance(backend, ScenarioBackend):
         backend.apply(run.plane, manifests)
     else:
-        data = run.data_dir.parent
-        run.plane.apply(
-            _local_manifests(manifests, data / "scenario.json", data / "code"), source="scenario"
-        )
+        local = _local_manifests(manifests, run.root / "scenario.json", run.root / "code")
+        run.plane.apply(local, source="scenario")
     run.plane.tick()
 
 
@@ -404,8 +406,8 @@ def _serve(run: ScenarioRun, step: Mapping[str, object]) -> None:
     path = view.spec.readiness.path if view.spec is not None else "/"
     if run.clock is None:  # the replicas' own processes serve, once told what to answer
         statuses = dict(zip(replicas, answers, strict=True))
-        answers_file = run.data_dir.parent / "answers.json"
-        answers_file.write_text(json.dumps({"ready_path": path, "statuses": statuses}))
+        told = {"ready_path": path, "statuses": statuses}
+        (run.root / "answers.json").write_text(json.dumps(told))
     else:
         for replica, status in zip(replicas, answers, strict=True):
             record = plane.store.get_job(replica)
