@@ -44,10 +44,11 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import yaml
+from workload import replica_server
 
 from phalanx.backends.base import OOM_KILLED, PodEvent, PodEventKind
 from phalanx.backends.local.backend import LocalBackend, clear_node_fault, inject_node_fault
@@ -375,26 +376,6 @@ def _step(run: ScenarioRun, step: Mapping[str, object]) -> None:
         raise ValueError(f"unknown scenario step {step!r} in {folder.name}")
 
 
-def _replica_server(status: int, ready_path: str, port: int) -> ThreadingHTTPServer:
-    """A replica on 127.0.0.1:``port``: 200 on ``ready_path``, ``status`` on anything else."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            code = 200 if self.path == ready_path else status
-            body = b'{"status": %d}' % code
-            self.send_response(code)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:  # quiet
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
-
-
 def _serve(run: ScenarioRun, step: Mapping[str, object]) -> None:
     services, plane = run.services, run.plane
     assert services is not None, "serve: the setup has no Service"
@@ -413,7 +394,9 @@ def _serve(run: ScenarioRun, step: Mapping[str, object]) -> None:
             record = plane.store.get_job(replica)
             assert record is not None
             port = int(record.annotations["phalanx.dev/port"])
-            run.servers.append(_replica_server(status, path, port))
+            server = replica_server(status, path, port)
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+            run.servers.append(server)
     deadline = time.monotonic() + 20.0
     while services.view(name).ready < len(replicas):
         assert time.monotonic() < deadline, f"serve: {name}'s replicas never became ready"

@@ -60,7 +60,10 @@ def _answer(scenario: Path, job: str) -> tuple[int, str] | None:
     return None if status is None else (int(status), str(answers["ready_path"]))
 
 
-def _serve(status: int, ready_path: str) -> None:
+def replica_server(status: int, ready_path: str, port: int) -> ThreadingHTTPServer:
+    """A replica's server on 127.0.0.1:``port`` (not yet serving): 200 on ``ready_path``,
+    ``status`` on any other path. The sim's ``serve`` steps start one in the test process."""
+
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             code = 200 if self.path == ready_path else status
@@ -73,7 +76,7 @@ def _serve(status: int, ready_path: str) -> None:
         def log_message(self, *args: object) -> None:  # quiet
             pass
 
-    ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+    return ThreadingHTTPServer(("127.0.0.1", port), Handler)
 
 
 def act(scenario_file: str) -> None:
@@ -88,7 +91,7 @@ def act(scenario_file: str) -> None:
     while (left := end - time.monotonic()) > 0:
         answer = _answer(scenario, job)
         if answer is not None:
-            _serve(*answer)
+            replica_server(*answer, int(os.environ["PORT"])).serve_forever()
         time.sleep(min(left, 0.1))
     if fails and w.get("oom"):
         _use_memory()
